@@ -1,0 +1,105 @@
+"""Command line: ``python -m benchmark run | report | list | perf``."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from . import registry
+from .errors import BenchmarkError
+
+
+def cmd_run(args) -> int:
+    from .config import load_suite
+    from .progress import SuiteProgress, format_seconds
+    from .report import write_report
+    from .runner import Runner
+    import time
+
+    suite = load_suite(args.config, args.overrides)
+    progress = SuiteProgress(0)
+    runner = Runner(suite, progress)
+    progress.total_steps = max(1, runner.planned_steps())
+    started = time.monotonic()
+    progress.log(f"suite '{suite.name}': {len(suite.tasks)} task(s) x {len(suite.datasets)} dataset(s) x "
+                 f"{len(suite.methods)} method(s) x {len(suite.settings.seeds)} seed(s) on {runner.device}; "
+                 f"outputs in {suite.output_dir}")
+    failures = runner.run_all()
+    report = write_report(suite)
+    progress.log(f"suite '{suite.name}' took {format_seconds(time.monotonic() - started)}")
+    if failures:
+        progress.log(f"{len(failures)} run(s) failed (finished runs are kept; rerun to continue):")
+        for run_id, message in failures:
+            progress.log(f"  {run_id}: {message}")
+    print(f"report: {report}")
+    return 1 if failures else 0
+
+
+def cmd_report(args) -> int:
+    from .config import load_suite
+    from .report import write_report
+    print(f"report: {write_report(load_suite(args.config, args.overrides))}")
+    return 0
+
+
+def cmd_list(args) -> int:
+    registry.load_builtins()
+    for plugin in args.plugins or []:
+        registry.load_plugin(plugin)
+    print("methods:")
+    for name in registry.METHODS.names():
+        cls = registry.METHODS.get(name)
+        presets = ", ".join(cls.presets) or "-"
+        print(f"  {name:<14} {registry.describe(cls)}  [presets: {presets}]")
+    print("tasks:")
+    for name in registry.TASKS.names():
+        print(f"  {name:<14} {registry.describe(registry.TASKS.get(name))}")
+    print("datasets:")
+    for name in registry.DATASETS.names():
+        print(f"  {name:<18} {registry.describe(registry.DATASETS.get(name))}")
+    return 0
+
+
+def cmd_perf(args) -> int:
+    from .perf import run_perf
+    run_perf(args)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m benchmark", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="train and evaluate every run of a suite, then write its report")
+    run.add_argument("config", help="suite YAML, e.g. configs/quick.yaml")
+    run.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. seeds=[0,1]")
+    run.set_defaults(func=cmd_run)
+    rep = sub.add_parser("report", help="(re)write the markdown report of a suite from its finished runs")
+    rep.add_argument("config")
+    rep.add_argument("overrides", nargs="*")
+    rep.set_defaults(func=cmd_report)
+    lst = sub.add_parser("list", help="registered methods (with presets), tasks and datasets")
+    lst.add_argument("--plugins", nargs="*", help="extra plugin modules or .py files to load first")
+    lst.set_defaults(func=cmd_list)
+    perf = sub.add_parser("perf", help="measure training step time and peak memory per method")
+    perf.add_argument("--methods", nargs="*", default=None, help="method or preset names (default: all presets)")
+    perf.add_argument("--size", type=int, default=64, help="image resolution")
+    perf.add_argument("--batch-size", type=int, default=1)
+    perf.add_argument("--steps", type=int, default=5, help="timed steps after warm-up")
+    perf.add_argument("--ngf", type=int, default=64)
+    perf.add_argument("--n-blocks", type=int, default=9)
+    perf.add_argument("--device", default="auto")
+    perf.add_argument("--out", default="results/perf", help="folder for perf_<device>_<size>.json / .md")
+    perf.set_defaults(func=cmd_perf)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except BenchmarkError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

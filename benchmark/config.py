@@ -1,0 +1,218 @@
+"""The suite config: YAML -> validated dataclasses.
+
+A suite expands to runs = tasks x datasets x methods x seeds. Tasks and datasets are mappings from a
+label to options (``type:`` names the registered class when the label is not its name); methods are a
+list of method or preset names, or mappings ``{name, label, params}``.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from . import registry
+from .errors import ConfigError
+from .settings import build, to_dict
+
+
+@dataclass
+class EvaluationConfig:
+    num_test_images: int = 0
+    """Test images translated and scored (0 = every test image)."""
+    fid_resize: Literal["legacy", "clean"] = "legacy"
+    """'legacy': pytorch-fid's bilinear resize (paper parity); 'clean': clean-fid's PIL bicubic."""
+    kid_subsets: int = 100
+    kid_subset_size: int = 1000
+    kid_seed: int = 0
+    batch_size: int = 16
+    grid_images: int = 6
+    """Test inputs shown in the report's image grid."""
+
+    def validate(self):
+        if self.num_test_images < 0:
+            return f"num_test_images must be >= 0, got {self.num_test_images}"
+        if self.kid_subsets < 1 or self.kid_subset_size < 2:
+            return "kid_subsets must be >= 1 and kid_subset_size >= 2"
+        return None
+
+
+@dataclass
+class SuiteSettings:
+    suite: str
+    tasks: dict[str, Any]
+    datasets: dict[str, Any]
+    methods: list[Any]
+    seeds: list[int] = field(default_factory=lambda: [0])
+    plugins: list[str] = field(default_factory=list)
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+    device: str = "auto"
+    output_dir: str = "results"
+    weights_dir: str = ""
+    checkpoint_every: int = 100
+    description: str = ""
+
+    def validate(self):
+        if not self.suite.replace("-", "").replace("_", "").isalnum():
+            return f"suite name '{self.suite}' must be letters, digits, '-' or '_'"
+        if not self.seeds:
+            return "seeds must list at least one seed"
+        if self.checkpoint_every < 1:
+            return "checkpoint_every must be >= 1"
+        return None
+
+
+@dataclass(frozen=True)
+class Component:
+    """A resolved task, dataset or method: its label, registered class and validated options."""
+    kind: str
+    label: str
+    cls: type
+    options: Any
+    preset: str = ""
+    raw: dict = field(default_factory=dict, compare=False)
+
+    def as_dict(self) -> dict:
+        d = {"type": self.cls.registry_name, "options": to_dict(self.options)}
+        if self.preset:
+            d["preset"] = self.preset
+        return d
+
+
+@dataclass
+class Suite:
+    settings: SuiteSettings
+    tasks: list[Component]
+    datasets: list[Component]
+    methods: list[Component]
+    source: str
+    base_dir: Path
+
+    @property
+    def name(self) -> str:
+        return self.settings.suite
+
+    @property
+    def output_dir(self) -> Path:
+        out = Path(self.settings.output_dir)
+        return out if out.is_absolute() else self.base_dir / out
+
+
+def _resolve_options(kind: str, label: str, cls: type, raw: Any, where: str) -> Any:
+    options_cls = getattr(cls, "Options", None) or getattr(cls, "Params")
+    return build(options_cls, raw, where)
+
+
+def find_method(name: str) -> tuple[type, str]:
+    """A method or preset name -> (method class, preset name)."""
+    registry.load_builtins()
+    if name in registry.METHODS.entries:
+        cls = registry.METHODS.entries[name]
+        return cls, (name if name in cls.presets else "")
+    for cls in registry.METHODS.entries.values():
+        if name in cls.presets:
+            return cls, name
+    candidates = list(registry.METHODS.entries)
+    for cls in registry.METHODS.entries.values():
+        candidates += list(cls.presets)
+    raise ConfigError(f"unknown method or preset '{name}'{registry.suggest(name, sorted(set(candidates)))}")
+
+
+def _resolve_methods(raw: list, where: str) -> list[Component]:
+    out, labels = [], set()
+    for i, entry in enumerate(raw):
+        here = f"{where}[{i}]"
+        if isinstance(entry, str):
+            entry = {"name": entry}
+        if not isinstance(entry, dict):
+            raise ConfigError(f"{here}: expected a method name or a mapping with 'name', got {entry!r}")
+        unknown = set(entry) - {"name", "label", "params"}
+        if unknown:
+            key = sorted(unknown)[0]
+            raise ConfigError(f"{here}: unknown key '{key}'; valid keys: name, label, params")
+        if "name" not in entry:
+            raise ConfigError(f"{here}: missing required key 'name' (a method or preset name)")
+        cls, preset = find_method(entry["name"])
+        params = dict(cls.presets.get(preset, {}))
+        params.update(entry.get("params") or {})
+        options = build(cls.Params, params, f"{here}.params")
+        label = entry.get("label") or entry["name"]
+        if label in labels:
+            raise ConfigError(f"{here}: method label '{label}' is used twice; give one a 'label'")
+        labels.add(label)
+        out.append(Component("method", label, cls, options, preset, raw=params))
+    return out
+
+
+def _resolve_mapping(kind: str, reg: registry.Registry, raw: dict, where: str) -> list[Component]:
+    out = []
+    for label, options in raw.items():
+        here = f"{where}.{label}"
+        options = dict(options or {})
+        type_name = options.pop("type", label)
+        cls = reg.get(type_name)
+        out.append(Component(kind, str(label), cls, _resolve_options(kind, label, cls, options, here),
+                             raw=options))
+    return out
+
+
+def apply_override(data: dict, assignment: str) -> None:
+    """Apply ``dotted.key=value`` (value parsed as YAML) to a raw config mapping."""
+    if "=" not in assignment:
+        raise ConfigError(f"override '{assignment}' must look like key=value (e.g. seeds=[0,1])")
+    key, value = assignment.split("=", 1)
+    parts = key.strip().split(".")
+    node = data
+    for part in parts[:-1]:
+        if isinstance(node, list):
+            node = node[int(part)]
+            continue
+        if node.get(part) is None:
+            node[part] = {}
+        node = node[part]
+    try:
+        parsed = yaml.safe_load(value)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"override '{assignment}': value is not valid YAML: {exc}") from exc
+    if isinstance(node, list):
+        node[int(parts[-1])] = parsed
+    else:
+        node[parts[-1]] = parsed
+
+
+def load_suite(path: str | Path, overrides: list[str] = ()) -> Suite:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file '{path}' does not exist")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file '{path}' is not valid YAML: {exc}") from exc
+    return suite_from_dict(raw, str(path), Path.cwd(), overrides)
+
+
+def suite_from_dict(raw: dict, source: str = "<dict>", base_dir: Path | None = None,
+                    overrides: list[str] = ()) -> Suite:
+    raw = copy.deepcopy(raw)
+    for assignment in overrides:
+        apply_override(raw, assignment)
+    where = source
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: expected a mapping at the top level")
+    for key in ("tasks", "datasets"):
+        if isinstance(raw.get(key), list):
+            raw[key] = {name: {} for name in raw[key]}
+    settings = build(SuiteSettings, raw, where)
+    base_dir = base_dir or Path.cwd()
+    config_dir = Path(source).parent if source != "<dict>" else base_dir
+    for plugin in settings.plugins:
+        registry.load_plugin(plugin, base_dir=config_dir)
+    tasks = _resolve_mapping("task", registry.TASKS, settings.tasks, f"{where}: tasks")
+    datasets = _resolve_mapping("dataset", registry.DATASETS, settings.datasets, f"{where}: datasets")
+    methods = _resolve_methods(settings.methods, f"{where}: methods")
+    if not tasks or not datasets or not methods:
+        raise ConfigError(f"{where}: tasks, datasets and methods must each name at least one entry")
+    return Suite(settings, tasks, datasets, methods, source, base_dir)

@@ -1,0 +1,49 @@
+"""Progress lines with rates and ETAs for long jobs (plain text, fit for logs and terminals)."""
+from __future__ import annotations
+
+import sys
+import time
+
+
+def format_seconds(seconds: float) -> str:
+    seconds = max(0, int(round(seconds)))
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}h{m:02d}m{s:02d}s" if h else (f"{m}m{s:02d}s" if m else f"{s}s")
+
+
+class SuiteProgress:
+    """Tracks steps done across a suite's runs and prints a line at most every ``interval`` seconds."""
+
+    def __init__(self, total_steps: int, stream=None, interval: float = 5.0):
+        self.total_steps = max(1, total_steps)
+        self.done_steps = 0
+        self.stream = stream or sys.stderr
+        self.interval = interval
+        self.start = time.monotonic()
+        self.trained_seconds = 0.0
+        self.trained_steps = 0
+        self._last_print = 0.0
+
+    def log(self, message: str) -> None:
+        print(message, file=self.stream, flush=True)
+
+    def skip(self, steps: int) -> None:
+        """Steps that need no training (finished runs) leave the remaining total."""
+        self.total_steps = max(1, self.total_steps - steps)
+
+    def step(self, label: str, step: int, total: int, seconds: float, values: dict[str, float],
+             force: bool = False) -> None:
+        self.done_steps += 1
+        self.trained_steps += 1
+        self.trained_seconds += seconds
+        now = time.monotonic()
+        if not force and now - self._last_print < self.interval and step != total:
+            return
+        self._last_print = now
+        rate = self.trained_seconds / max(1, self.trained_steps)
+        run_eta = rate * (total - step)
+        suite_eta = rate * (self.total_steps - self.done_steps)
+        shown = " ".join(f"{k}={v:.3f}" for k, v in list(values.items())[:6])
+        self.log(f"  {label} step {step}/{total} ({100 * step / total:.0f}%) {rate:.3f}s/step "
+                 f"ETA run {format_seconds(run_eta)} suite {format_seconds(suite_eta)} | {shown}")

@@ -1,0 +1,128 @@
+"""Results table (pandas, derived from every run's metrics.json) and the markdown report."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import torch
+from torchvision.io import read_image, write_png
+from torchvision.utils import make_grid
+
+from .config import Suite
+from .runner import runs_dir
+
+METRIC_ORDER = ["FID", "KIDx100"]
+METRIC_NOTES = {"FID": "lower is better", "KIDx100": "KID x 100, lower is better"}
+
+
+def load_records(suite: Suite) -> list[dict]:
+    root = runs_dir(suite)
+    return [json.loads(p.read_text()) for p in sorted(root.rglob("metrics.json"))] if root.exists() else []
+
+
+def results_table(records: list[dict]) -> pd.DataFrame:
+    """One row per run and metric: suite, task, dataset, method, seed, metric, value."""
+    rows = [{"task": r["task"], "dataset": r["dataset"], "method": r["method"], "seed": r["seed"],
+             "metric": name, "value": value}
+            for r in records for name, value in r["metrics"].items()]
+    return pd.DataFrame(rows, columns=["task", "dataset", "method", "seed", "metric", "value"])
+
+
+def _mean_std(values: pd.Series) -> str:
+    if len(values) == 1:
+        return f"{values.iloc[0]:.2f}"
+    return f"{values.mean():.2f} ± {values.std(ddof=1):.2f}"
+
+
+def summary_table(table: pd.DataFrame, method_order: list[str]) -> pd.DataFrame:
+    """Rows: methods (identity first, then suite order); columns: metrics as 'mean ± std' over seeds."""
+    grouped = table.groupby(["method", "metric"])["value"]
+    cells = grouped.apply(_mean_std).unstack("metric")
+    seeds = table.groupby("method")["seed"].nunique()
+    metrics = [m for m in METRIC_ORDER if m in cells.columns] + \
+        sorted(c for c in cells.columns if c not in METRIC_ORDER)
+    order = [m for m in ["identity", *method_order] if m in cells.index]
+    out = cells.loc[order, metrics].copy()
+    out.insert(len(out.columns), "seeds", [int(seeds[m]) if m != "identity" else "-" for m in order])
+    return out
+
+
+def markdown_table(frame: pd.DataFrame) -> str:
+    header = "| method | " + " | ".join(frame.columns) + " |"
+    rule = "|---|" + "---|" * len(frame.columns)
+    rows = [f"| {idx} | " + " | ".join(str(v) for v in row) + " |" for idx, row in frame.iterrows()]
+    return "\n".join([header, rule, *rows])
+
+
+def image_grid(suite: Suite, task: str, dataset: str, methods: list[str], out_path: Path) -> list[str] | None:
+    """Inputs in the first row, then one row per method's outputs (its first seed)."""
+    base = runs_dir(suite) / task / dataset
+    inputs = sorted((base / "identity" / "samples").glob("input_*.png"))
+    if not inputs:
+        return None
+    rows, labels = [[read_image(str(p)) for p in inputs]], ["input"]
+    for method in methods:
+        seeds = sorted((base / method).glob("seed*/samples"))
+        outputs = sorted(seeds[0].glob("output_*.png")) if seeds else []
+        if len(outputs) >= len(inputs):
+            rows.append([read_image(str(p)) for p in outputs[: len(inputs)]])
+            labels.append(method)
+    tiles = torch.stack([img[:3] for row in rows for img in row])
+    grid = make_grid(tiles, nrow=len(inputs), padding=2, pad_value=255)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    write_png(grid, str(out_path))
+    return labels
+
+
+def protocol_footer(records: list[dict]) -> str:
+    protocol = {}
+    for r in records:
+        for k, v in r.get("protocol", {}).items():
+            protocol.setdefault(k, set()).add(json.dumps(v, sort_keys=True))
+    parts = []
+    for k, values in protocol.items():
+        shown = ", ".join(sorted(v.strip('"') for v in values))
+        parts.append(f"{k}: {shown}")
+    steps = sorted({r["steps"] for r in records if r["method"] != "identity"})
+    if steps:
+        parts.append(f"training steps: {', '.join(map(str, steps))}")
+    return "; ".join(parts)
+
+
+def write_report(suite: Suite) -> Path:
+    records = load_records(suite)
+    report_dir = suite.output_dir / "reports"
+    path = report_dir / f"{suite.name}.md"
+    method_order = [m.label for m in suite.methods]
+    lines = [f"# {suite.name}", ""]
+    if suite.settings.description:
+        lines += [suite.settings.description, ""]
+    lines += [f"Config: `{suite.source}`. Numbers are mean ± std over seeds (one seed: the value). "
+              + "; ".join(f"{k}: {v}" for k, v in METRIC_NOTES.items()) + ".", ""]
+    if not records:
+        lines.append("No finished runs yet: run `python -m benchmark run` with this config first.")
+    table = results_table(records)
+    for task in [t.label for t in suite.tasks]:
+        for dataset in [d.label for d in suite.datasets]:
+            part = table[(table.task == task) & (table.dataset == dataset)]
+            if part.empty:
+                continue
+            recs = [r for r in records if r["task"] == task and r["dataset"] == dataset]
+            lines += [f"## {task} / {dataset}", "", markdown_table(summary_table(part, method_order)), ""]
+            lines += [f"Protocol: {protocol_footer(recs)}. Rows: methods trained in this suite plus "
+                      "`identity` (the input itself scored as the output).", ""]
+            grid_path = report_dir / suite.name / f"{task}_{dataset}.png"
+            labels = image_grid(suite, task, dataset, method_order, grid_path)
+            if labels:
+                lines += [f"![{task} {dataset} samples]({suite.name}/{grid_path.name})", "",
+                          f"Rows, top to bottom: {', '.join(labels)}.", ""]
+    failed = sorted(runs_dir(suite).rglob("error.log")) if runs_dir(suite).exists() else []
+    failed = [p for p in failed if not (p.parent / "metrics.json").exists()]
+    if failed:
+        lines += ["## Unfinished runs", ""] + [f"- `{p.parent}`: see `{p}`" for p in failed] + [""]
+    report_dir.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines))
+    csv_path = report_dir / f"{suite.name}_results.csv"
+    table.to_csv(csv_path, index=False)
+    return path

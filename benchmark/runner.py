@@ -1,0 +1,244 @@
+"""Expands a suite into runs and executes them: skips finished runs, resumes interrupted ones from
+their last checkpoint, and keeps going when one run fails."""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import yaml
+from torchvision.io import write_png
+
+from .checkpoint import load_checkpoint, save_checkpoint, seed_everything, set_rng_state
+from .config import Component, Suite
+from .errors import BenchmarkError, ConfigError
+from .progress import SuiteProgress, format_seconds
+from .settings import build, to_dict
+
+
+@dataclass
+class Run:
+    suite: Suite
+    task: Component
+    dataset: Component
+    method: Component
+    seed: int
+
+    @property
+    def run_id(self) -> str:
+        return f"{self.task.label}/{self.dataset.label}/{self.method.label}/seed{self.seed}"
+
+    @property
+    def directory(self) -> Path:
+        return runs_dir(self.suite) / self.task.label / self.dataset.label / self.method.label / f"seed{self.seed}"
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.directory / "checkpoints" / "latest.pt"
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.directory / "metrics.json"
+
+    def task_options(self):
+        """Task options: the task's defaults, then the method's paper settings, then the config."""
+        merged = {**self.method.cls.task_defaults, **self.task.raw}
+        return build(self.task.cls.Options, merged, f"{self.suite.source}: tasks.{self.task.label}")
+
+    def resolved_config(self) -> dict:
+        return {
+            "run_id": self.run_id,
+            "seed": self.seed,
+            "task": {"type": self.task.cls.registry_name, "options": to_dict(self.task_options())},
+            "dataset": self.dataset.as_dict(),
+            "method": self.method.as_dict(),
+            "evaluation": to_dict(self.suite.settings.evaluation),
+        }
+
+
+def runs_dir(suite: Suite) -> Path:
+    return suite.output_dir / "runs" / suite.name
+
+
+def cache_dir(suite: Suite) -> Path:
+    return suite.output_dir / "cache"
+
+
+def identity_dir(suite: Suite, task: Component, dataset: Component) -> Path:
+    return runs_dir(suite) / task.label / dataset.label / "identity"
+
+
+def expand(suite: Suite) -> list[Run]:
+    return [Run(suite, t, d, m, s) for t in suite.tasks for d in suite.datasets
+            for m in suite.methods for s in suite.settings.seeds]
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def write_json(path: Path, data: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    with os.fdopen(fd, "w") as f:
+        json.dump(data, f, indent=2, sort_keys=True)
+    os.replace(tmp, path)
+
+
+def save_samples(directory: Path, samples: dict[str, torch.Tensor]) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, images in samples.items():
+        for i, image in enumerate(images):
+            write_png(image.cpu(), str(directory / f"{name}_{i:02d}.png"))
+
+
+def check_config(run: Run) -> None:
+    """A run directory belongs to one resolved config: never mix results of two configs."""
+    path = run.directory / "config.yaml"
+    resolved = run.resolved_config()
+    if path.exists():
+        stored = yaml.safe_load(path.read_text())
+        if stored != resolved:
+            diffs = _diff(stored, resolved)
+            raise ConfigError(
+                f"run '{run.run_id}' in {run.directory} was made with a different config "
+                f"(changed: {', '.join(diffs[:5])}). Its results are kept: use another suite name "
+                f"or output_dir, or move that folder away to rerun it")
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(resolved, sort_keys=False))
+
+
+def _diff(a, b, prefix="") -> list[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = []
+        for k in sorted(set(a) | set(b), key=str):
+            out += _diff(a.get(k), b.get(k), f"{prefix}.{k}" if prefix else str(k))
+        return out
+    return [] if a == b else [prefix]
+
+
+class Runner:
+    def __init__(self, suite: Suite, progress: SuiteProgress | None = None):
+        self.suite = suite
+        self.device = resolve_device(suite.settings.device)
+        self._datasets = {}
+        self.progress = progress
+
+    def dataset(self, component: Component):
+        if component.label not in self._datasets:
+            self._datasets[component.label] = component.cls(component.options, cache_dir(self.suite) / "datasets")
+        return self._datasets[component.label]
+
+    def context(self, run_dir: Path, seed: int):
+        from tasks.base import RunContext
+        weights = Path(self.suite.settings.weights_dir) if self.suite.settings.weights_dir else None
+        return RunContext(run_dir=run_dir, seed=seed, device=self.device,
+                          evaluation=self.suite.settings.evaluation, cache_dir=cache_dir(self.suite),
+                          weights_dir=weights, log=self.progress.log if self.progress else print)
+
+    def build_task(self, run: Run):
+        seed_everything(run.seed)
+        method = run.method.cls(run.method.options)
+        task = run.task.cls(run.task_options(), self.dataset(run.dataset), method,
+                            self.context(run.directory, run.seed))
+        task.setup()
+        return task
+
+    def train(self, run: Run, stop_at: int | None = None):
+        """Train ``run`` to the end (or to ``stop_at`` steps, for tests), resuming from its
+        checkpoint; returns the task."""
+        check_config(run)
+        task = self.build_task(run)
+        if run.checkpoint_path.exists():
+            ckpt = load_checkpoint(run.checkpoint_path, run.run_id, map_location=self.device)
+            task.load_state_dict(ckpt["task"])
+            set_rng_state(ckpt["rng"])
+            self._log(f"  resumed {run.run_id} at step {task.step}")
+        every = self.suite.settings.checkpoint_every
+        end = task.total_steps if stop_at is None else min(stop_at, task.total_steps)
+        while task.step < end:
+            started = time.perf_counter()
+            values = task.train_step()
+            if self.progress:
+                self.progress.step(run.run_id, task.step, task.total_steps, time.perf_counter() - started, values)
+            if task.step % every == 0 or task.step == end:
+                save_checkpoint(run.checkpoint_path, run.run_id, task.step, task.state_dict())
+        return task
+
+    def _log(self, message: str) -> None:
+        (self.progress.log if self.progress else print)(message)
+
+    def finish(self, run: Run, task, train_seconds: float) -> dict:
+        started = time.perf_counter()
+        result = task.evaluate()
+        save_samples(run.directory / "samples", result.samples)
+        record = {
+            "run_id": run.run_id, "suite": self.suite.name, "task": run.task.label, "dataset": run.dataset.label,
+            "method": run.method.label, "method_type": run.method.cls.registry_name,
+            "preset": run.method.preset, "seed": run.seed, "steps": task.step,
+            "metrics": result.metrics, "protocol": {**result.protocol, "checkpoint": "last"},
+            "train_seconds": round(train_seconds, 1), "eval_seconds": round(time.perf_counter() - started, 1),
+            "device": str(self.device), "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        }
+        write_json(run.metrics_path, record)
+        return record
+
+    def identity(self, task: Component, dataset: Component) -> None:
+        directory = identity_dir(self.suite, task, dataset)
+        if (directory / "metrics.json").exists():
+            return
+        ctx = self.context(directory, 0)
+        options = build(task.cls.Options, task.raw, f"{self.suite.source}: tasks.{task.label}")
+        result = task.cls.evaluate_identity(options, self.dataset(dataset), ctx)
+        save_samples(directory / "samples", result.samples)
+        write_json(directory / "metrics.json", {
+            "run_id": f"{task.label}/{dataset.label}/identity", "suite": self.suite.name, "task": task.label,
+            "dataset": dataset.label, "method": "identity", "method_type": "identity", "preset": "",
+            "seed": 0, "steps": 0, "metrics": result.metrics, "protocol": result.protocol})
+
+    def run_all(self) -> list[tuple[str, str]]:
+        """Run every unfinished run; returns (run_id, error) for the runs that failed."""
+        runs = expand(self.suite)
+        failures = []
+        for t in self.suite.tasks:
+            for d in self.suite.datasets:
+                try:
+                    self._log(f"[identity] {t.label}/{d.label}: scoring the inputs as outputs")
+                    self.identity(t, d)
+                except BenchmarkError as exc:
+                    failures.append((f"{t.label}/{d.label}/identity", str(exc)))
+                    self._log(f"  FAILED: {exc}")
+        for i, run in enumerate(runs, 1):
+            header = f"[run {i}/{len(runs)}] {run.run_id}"
+            if run.metrics_path.exists():
+                self._log(f"{header}: finished earlier, skipped")
+                continue
+            self._log(f"{header}: training on {self.device}")
+            started = time.perf_counter()
+            try:
+                task = self.train(run)
+                record = self.finish(run, task, time.perf_counter() - started)
+                shown = ", ".join(f"{k} {v:.2f}" for k, v in record["metrics"].items())
+                self._log(f"{header}: done in {format_seconds(time.perf_counter() - started)}: {shown}")
+            except KeyboardInterrupt:
+                raise
+            except Exception as exc:  # noqa: BLE001 - one broken run must not stop the suite
+                run.directory.mkdir(parents=True, exist_ok=True)
+                (run.directory / "error.log").write_text(traceback.format_exc())
+                message = str(exc) if isinstance(exc, BenchmarkError) else f"{type(exc).__name__}: {exc}"
+                failures.append((run.run_id, message))
+                self._log(f"{header}: FAILED ({message}); traceback in {run.directory / 'error.log'}")
+        return failures
+
+    def planned_steps(self) -> int:
+        """Training steps still to do across the suite (for the suite ETA)."""
+        return sum(run.task.cls.planned_steps(run.task_options())
+                   for run in expand(self.suite) if not run.metrics_path.exists())

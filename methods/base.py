@@ -1,0 +1,109 @@
+"""The contract between a method plugin and a task.
+
+A method turns corresponding images (the source and the translated output, plus the target-domain
+image and its identity translation where the method uses them) into named, already-weighted
+generator losses. It owns its learnable parts (projection heads, negative generators, GNNs) and
+their optimisers; the task builds, steps, schedules and checkpoints them without knowing what they
+are.
+
+Life cycle, driven by the task:
+
+1. ``method = cls(params)``;
+2. ``method.initialize(pair)`` once on the first training batch (data-dependent initialisation:
+   heads are sized from the features they will see), then ``method.build_optimizers(defaults)``;
+3. each step: the task updates its discriminator, calls ``method.auxiliary_step(pair)`` (a method's
+   own adversarial or head-training step, if any), computes ``method.generator_losses(pair)``, adds
+   them to its GAN loss, back-propagates once, steps the generator and ``method.optimizers['heads']``
+   (if present), then calls ``method.after_generator_step()``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, ClassVar, Sequence
+
+import torch
+from torch import nn
+
+Encode = Callable[[torch.Tensor], list[torch.Tensor]]
+
+
+@dataclass
+class TranslationPair:
+    """What a task hands a method for one step. Images are in [-1, 1], shape (B, 3, H, W)."""
+
+    source: torch.Tensor
+    output: torch.Tensor
+    encode: Encode
+    """Features of the task's generator encoder at the task's feature layers, with gradients."""
+    target: torch.Tensor | None = None
+    identity: torch.Tensor | None = None
+    """The generator applied to ``target`` (present when ``method.uses_identity``)."""
+    output_flipped: bool = False
+    """The generator's input was flipped horizontally (flip equivariance): flip output features back."""
+    progress: float = 0.0
+    """Fraction of training done, in [0, 1] (drives curricula)."""
+    step: int = 0
+
+
+@dataclass(frozen=True)
+class OptimizerDefaults:
+    """The task's optimiser settings, which a method's own optimisers follow unless it says otherwise."""
+
+    lr: float
+    betas: tuple[float, float]
+    weight_decay: float = 0.0
+
+
+class Method(nn.Module):
+    """Base class of method plugins. Subclasses define ``Params`` (a dataclass) and may define
+    ``presets`` (preset name -> parameter overrides) and ``task_defaults`` (task options the method's
+    paper uses, e.g. a learning rate, applied unless the config sets them)."""
+
+    Params: ClassVar[type]
+    presets: ClassVar[dict[str, dict]] = {}
+    task_defaults: ClassVar[dict] = {}
+    registry_name: ClassVar[str]
+
+    def __init__(self, params):
+        super().__init__()
+        self.params = params
+        self.optimizers: dict[str, torch.optim.Optimizer] = {}
+
+    # -- what the task needs to know -------------------------------------------------------------
+    @property
+    def uses_identity(self) -> bool:
+        """Whether the task must also translate target-domain images (``pair.identity``)."""
+        return False
+
+    @property
+    def flips_input(self) -> bool:
+        """Whether the task should randomly flip the generator's input (flip equivariance)."""
+        return False
+
+    # -- life cycle --------------------------------------------------------------------------------
+    def initialize(self, pair: TranslationPair) -> None:
+        """Data-dependent initialisation on the first batch (build heads sized from features)."""
+
+    def build_optimizers(self, defaults: OptimizerDefaults) -> None:
+        """Create ``self.optimizers``; the default is one Adam 'heads' optimiser over all trainable
+        parameters, stepped with the generator."""
+        trainable = [p for p in self.parameters() if p.requires_grad]
+        if trainable:
+            self.optimizers["heads"] = torch.optim.Adam(
+                trainable, lr=defaults.lr, betas=defaults.betas, weight_decay=defaults.weight_decay)
+
+    def auxiliary_step(self, pair: TranslationPair) -> dict[str, float]:
+        """A step of the method's own (before the generator step); returns values to log."""
+        return {}
+
+    def generator_losses(self, pair: TranslationPair) -> dict[str, torch.Tensor]:
+        """Named, weighted loss terms added to the generator objective."""
+        raise NotImplementedError
+
+    def after_generator_step(self) -> None:
+        """Called after the generator and heads have been stepped (e.g. EMA updates)."""
+
+
+def flip_back(features: Sequence[torch.Tensor], flipped: bool) -> list[torch.Tensor]:
+    """Undo a horizontal flip of the generator input on its feature maps."""
+    return [torch.flip(f, dims=[3]) for f in features] if flipped else list(features)

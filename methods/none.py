@@ -1,0 +1,26 @@
+"""The GAN-only control: the task's framework with no patch-wise correspondence loss."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from benchmark.registry import register_method
+
+from .base import Method, TranslationPair
+
+
+@dataclass
+class NoParams:
+    pass
+
+
+@register_method("none")
+class NoMethod(Method):
+    """GAN-only control: the task's own losses and nothing else."""
+
+    Params = NoParams
+    presets = {"none": {}}
+
+    def generator_losses(self, pair: TranslationPair) -> dict[str, torch.Tensor]:
+        return {}

@@ -1,0 +1,1 @@
+"""Pieces several methods share: patch sampling, projection heads, contrastive losses."""

@@ -1,0 +1,40 @@
+"""Projection heads that map sampled patch features to the embedding space of a contrastive loss."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+
+
+def l2_normalize(x: torch.Tensor, dim: int = -1, eps: float = 1e-7) -> torch.Tensor:
+    """x / (||x|| + eps), the normalisation of CUT's ``Normalize(2)``."""
+    return x / (x.pow(2).sum(dim, keepdim=True).sqrt() + eps)
+
+
+def xavier_init_(module: nn.Module, gain: float = 0.02) -> nn.Module:
+    """CUT's ``init_weights(init_type='xavier', init_gain=0.02)``: xavier-normal weights, zero biases."""
+    for m in module.modules():
+        if isinstance(m, (nn.Linear, nn.Conv2d)):
+            nn.init.xavier_normal_(m.weight, gain=gain)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+    return module
+
+
+class ProjectionHeads(nn.Module):
+    """One head per feature layer: Linear(C, d)-ReLU-Linear(d, d) (``use_mlp``) or identity, then L2
+    normalisation; CUT's ``PatchSampleF`` with ``netF='mlp_sample'``."""
+
+    def __init__(self, channels: Sequence[int], dim: int = 256, use_mlp: bool = True,
+                 init_gain: float = 0.02):
+        super().__init__()
+        self.use_mlp = use_mlp
+        self.mlps = nn.ModuleList(
+            nn.Sequential(nn.Linear(c, dim), nn.ReLU(), nn.Linear(dim, dim)) if use_mlp else nn.Identity()
+            for c in channels)
+        xavier_init_(self, init_gain)
+
+    def forward(self, samples: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """(B, P, C) per layer -> (B, P, dim) unit vectors."""
+        return [l2_normalize(mlp(x)) for mlp, x in zip(self.mlps, samples)]

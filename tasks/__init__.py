@@ -1,0 +1,2 @@
+"""Task adapters (training frameworks). Importing this package registers the built-in tasks."""
+from . import single_modal  # noqa: F401

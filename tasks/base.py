@@ -1,0 +1,82 @@
+"""The task contract: a training framework that a method plugs into.
+
+A task owns its networks, optimisers, data order and evaluation protocol; it asks the method for
+losses through ``methods.base.TranslationPair`` and knows no method by name. The runner drives it:
+``setup()``, then ``train_step()`` until ``step == total_steps`` (checkpointing ``state_dict()`` on
+the way), then ``evaluate()``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, ClassVar
+
+import torch
+
+from datasets.base import UnpairedDataset
+from methods.base import Method
+
+
+@dataclass
+class RunContext:
+    """Where and how one run happens."""
+    run_dir: Path
+    seed: int
+    device: torch.device
+    evaluation: Any  # benchmark.config.EvaluationConfig
+    cache_dir: Path
+    weights_dir: Path | None = None
+    log: Callable[[str], None] = print
+
+
+@dataclass
+class Evaluation:
+    """A task's evaluation result: scalar metrics, protocol facts, and sample images (uint8)."""
+    metrics: dict[str, float]
+    protocol: dict[str, Any]
+    samples: dict[str, torch.Tensor]
+
+
+class Task:
+    """Base class of registered tasks. Subclasses set ``Options`` (a dataclass)."""
+
+    Options: ClassVar[type]
+    registry_name: ClassVar[str]
+
+    def __init__(self, options, dataset: UnpairedDataset, method: Method, ctx: RunContext):
+        self.options = options
+        self.dataset = dataset
+        self.method = method
+        self.ctx = ctx
+        self.step = 0
+
+    @classmethod
+    def planned_steps(cls, options) -> int:
+        """Training steps a run with these options takes."""
+        raise NotImplementedError
+
+    @property
+    def total_steps(self) -> int:
+        return self.planned_steps(self.options)
+
+    def setup(self) -> None:
+        """Build networks and optimisers (seeded by the runner before this call)."""
+        raise NotImplementedError
+
+    def train_step(self) -> dict[str, float]:
+        """One training step at ``self.step``; increments it; returns values to log."""
+        raise NotImplementedError
+
+    def state_dict(self) -> dict:
+        raise NotImplementedError
+
+    def load_state_dict(self, state: dict) -> None:
+        raise NotImplementedError
+
+    def evaluate(self) -> Evaluation:
+        raise NotImplementedError
+
+    @classmethod
+    def evaluate_identity(cls, options, dataset: UnpairedDataset, ctx: RunContext) -> Evaluation:
+        """The evaluation with the input itself as the output (the report's ``identity`` row)."""
+        raise NotImplementedError

@@ -1,0 +1,194 @@
+"""The single-modal task: CUT's one-sided GAN framework (taesungp/contrastive-unpaired-translation).
+
+Per step (CUT's ``optimize_parameters``): the generator runs once on cat(real_A, real_B) when the
+method uses an identity pair; D is updated with 0.5 * (L_GAN(D(fake), 0) + L_GAN(D(real_B), 1));
+then G and the method's heads with lambda_GAN * L_GAN(D(fake), 1) + the method's losses.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+from benchmark.registry import register_task
+from benchmark.schedules import linear_decay_factor
+from methods.base import OptimizerDefaults, TranslationPair
+
+from ..base import Evaluation, RunContext, Task
+from ..data import UnpairedBatches, to_model_range
+from ..evaluation import evaluate_translation
+from .image_pool import ImagePool
+from .networks import GANLoss, NLayerDiscriminator, ResnetGenerator, cut_layer_ids, init_weights
+
+
+@dataclass
+class SingleModalOptions:
+    ngf: int = 64
+    ndf: int = 64
+    n_blocks: int = 9
+    n_layers_D: int = 3
+    normG: Literal["instance", "batch", "none"] = "instance"
+    normD: Literal["instance", "batch", "none"] = "instance"
+    antialias: bool = True
+    antialias_up: bool = True
+    init_type: Literal["xavier", "normal", "kaiming", "orthogonal"] = "xavier"
+    init_gain: float = 0.02
+    gan_mode: Literal["lsgan", "vanilla", "nonsaturating", "hinge"] = "lsgan"
+    lambda_GAN: float = 1.0
+    lr: float = 2e-4
+    beta1: float = 0.5
+    beta2: float = 0.999
+    batch_size: int = 1
+    n_steps: int = 1000
+    """Steps at the initial learning rate (CUT's n_epochs, counted in steps)."""
+    n_steps_decay: int = 1000
+    """Steps of linear decay to zero (CUT's n_epochs_decay, counted in steps)."""
+    pool_size: int = 0
+    flip: bool = True
+    feature_layers: list[int] | None = None
+    """Generator layers whose features methods see; None = CUT's '0,4,8,12,16' for this depth."""
+    log_every: int = 50
+
+    def validate(self):
+        if self.batch_size < 1:
+            return f"batch_size must be >= 1, got {self.batch_size}"
+        if self.n_steps < 0 or self.n_steps_decay < 0 or self.n_steps + self.n_steps_decay < 1:
+            return "n_steps and n_steps_decay must be >= 0 and their sum >= 1"
+        if self.n_blocks < 1:
+            return f"n_blocks must be >= 1, got {self.n_blocks}"
+        return None
+
+
+def set_requires_grad(net: torch.nn.Module, flag: bool) -> None:
+    for p in net.parameters():
+        p.requires_grad_(flag)
+
+
+@register_task("single_modal")
+class SingleModalTask(Task):
+    """Single-modal unpaired translation in CUT's framework: ResNet G, PatchGAN D, one-sided GAN."""
+
+    Options = SingleModalOptions
+
+    @classmethod
+    def planned_steps(cls, options: SingleModalOptions) -> int:
+        return options.n_steps + options.n_steps_decay
+
+    def setup(self) -> None:
+        o, device = self.options, self.ctx.device
+        self.netG = init_weights(ResnetGenerator(3, 3, o.ngf, o.n_blocks, o.normG, o.antialias, o.antialias_up),
+                                 o.init_type, o.init_gain).to(device)
+        self.netD = init_weights(NLayerDiscriminator(3, o.ndf, o.n_layers_D, o.normD, o.antialias),
+                                 o.init_type, o.init_gain).to(device)
+        self.layers = list(o.feature_layers) if o.feature_layers is not None else cut_layer_ids(o.n_blocks, o.antialias)
+        self.gan_loss = GANLoss(o.gan_mode).to(device)
+        self.pool = ImagePool(o.pool_size)
+        train_a, train_b = self.dataset.split("train", "A"), self.dataset.split("train", "B")
+        crop = self.dataset.split("test", "A").image(0).shape[-1]
+        self.batches = UnpairedBatches(train_a, train_b, o.batch_size, crop, o.flip, self.ctx.seed)
+        defaults = OptimizerDefaults(o.lr, (o.beta1, o.beta2))
+        self.opt_G = torch.optim.Adam(self.netG.parameters(), lr=o.lr, betas=defaults.betas)
+        self.opt_D = torch.optim.Adam(self.netD.parameters(), lr=o.lr, betas=defaults.betas)
+        # Data-dependent initialisation of the method's heads on the first batch.
+        real_a, real_b = self._batch(0)
+        self.method.to(device)
+        self.method.initialize(self._pair(real_a, real_a, real_b, real_b, False))
+        self.method.build_optimizers(defaults)
+        self.schedulers = [torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda step: linear_decay_factor(step, o.n_steps, o.n_steps_decay))
+            for opt in self._optimizers()]
+
+    def _optimizers(self) -> list[torch.optim.Optimizer]:
+        return [self.opt_G, self.opt_D, *self.method.optimizers.values()]
+
+    def _batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        a, b = self.batches.batch(step)
+        return to_model_range(a, self.ctx.device), to_model_range(b, self.ctx.device)
+
+    def _encode(self, images: torch.Tensor) -> list[torch.Tensor]:
+        return self.netG(images, self.layers, encode_only=True)
+
+    def _pair(self, real_a, fake_b, real_b, idt_b, flipped) -> TranslationPair:
+        return TranslationPair(source=real_a, output=fake_b, encode=self._encode, target=real_b,
+                               identity=idt_b, output_flipped=flipped,
+                               progress=self.step / max(1, self.total_steps), step=self.step)
+
+    def train_step(self) -> dict[str, float]:
+        o = self.options
+        real_a, real_b = self._batch(self.step)
+        n = real_a.shape[0]
+        use_idt = self.method.uses_identity
+        real = torch.cat([real_a, real_b]) if use_idt else real_a
+        flipped = self.method.flips_input and bool(torch.rand(()) < 0.5)
+        if flipped:
+            real = torch.flip(real, dims=[3])
+        fake = self.netG(real)
+        fake_b, idt_b = fake[:n], (fake[n:] if use_idt else None)
+
+        # Discriminator.
+        set_requires_grad(self.netD, True)
+        self.opt_D.zero_grad(set_to_none=True)
+        fake_for_d = self.pool.query(fake_b.detach())
+        loss_d = 0.5 * (self.gan_loss(self.netD(fake_for_d), False) + self.gan_loss(self.netD(real_b), True))
+        loss_d.backward()
+        self.opt_D.step()
+
+        # The method's own step (e.g. a negative generator), then generator and heads.
+        pair = self._pair(real_a, fake_b, real_b, idt_b, flipped)
+        logs = dict(self.method.auxiliary_step(pair))
+        set_requires_grad(self.netD, False)
+        self.opt_G.zero_grad(set_to_none=True)
+        heads = self.method.optimizers.get("heads")
+        if heads is not None:
+            heads.zero_grad(set_to_none=True)
+        loss_gan = o.lambda_GAN * self.gan_loss(self.netD(fake_b), True) if o.lambda_GAN > 0 else fake_b.new_zeros(())
+        terms = self.method.generator_losses(pair)
+        loss_g = loss_gan + sum(terms.values(), fake_b.new_zeros(()))
+        loss_g.backward()
+        self.opt_G.step()
+        if heads is not None:
+            heads.step()
+        self.method.after_generator_step()
+        for scheduler in self.schedulers:
+            scheduler.step()
+        self.step += 1
+        logs.update(D=loss_d.item(), G_GAN=loss_gan.item(), **{k: v.item() for k, v in terms.items()})
+        return logs
+
+    def state_dict(self) -> dict:
+        return {
+            "step": self.step,
+            "netG": self.netG.state_dict(),
+            "netD": self.netD.state_dict(),
+            "method": self.method.state_dict(),
+            "optimizers": [opt.state_dict() for opt in self._optimizers()],
+            "schedulers": [s.state_dict() for s in self.schedulers],
+            "pool": self.pool.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.step = state["step"]
+        self.netG.load_state_dict(state["netG"])
+        self.netD.load_state_dict(state["netD"])
+        self.method.load_state_dict(state["method"])
+        for opt, s in zip(self._optimizers(), state["optimizers"], strict=True):
+            opt.load_state_dict(s)
+        for sched, s in zip(self.schedulers, state["schedulers"], strict=True):
+            sched.load_state_dict(s)
+        self.pool.load_state_dict(state["pool"])
+
+    @torch.no_grad()
+    def translate(self, images: torch.Tensor) -> torch.Tensor:
+        self.netG.eval()
+        try:
+            return self.netG(images)
+        finally:
+            self.netG.train()
+
+    def evaluate(self) -> Evaluation:
+        return evaluate_translation(self.translate, self.dataset, self.ctx)
+
+    @classmethod
+    def evaluate_identity(cls, options, dataset, ctx: RunContext) -> Evaluation:
+        return evaluate_translation(lambda x: x, dataset, ctx)
