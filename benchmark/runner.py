@@ -147,6 +147,8 @@ class Runner:
     def build_task(self, run: Run):
         seed_everything(run.seed)
         method = run.method.cls(run.method.options)
+        if self.suite.settings.weights_dir:
+            method.weights_dir = Path(self.suite.settings.weights_dir)
         task = run.task.cls(run.task_options(), self.dataset(run.dataset), method,
                             self.context(run.directory, run.seed))
         task.setup()
@@ -184,7 +186,8 @@ class Runner:
             "run_id": run.run_id, "suite": self.suite.name, "task": run.task.label, "dataset": run.dataset.label,
             "method": run.method.label, "method_type": run.method.cls.registry_name,
             "preset": run.method.preset, "seed": run.seed, "steps": task.step,
-            "metrics": result.metrics, "protocol": {**result.protocol, "checkpoint": "last"},
+            "metrics": result.metrics,
+            "protocol": {**result.protocol, **task.method.protocol_notes(), "checkpoint": "last"},
             "train_seconds": round(train_seconds, 1), "eval_seconds": round(time.perf_counter() - started, 1),
             "device": str(self.device), "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
         }

@@ -18,7 +18,8 @@ Life cycle, driven by the task:
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, ClassVar, Sequence
 
 import torch
@@ -63,6 +64,8 @@ class Method(nn.Module):
     presets: ClassVar[dict[str, dict]] = {}
     task_defaults: ClassVar[dict] = {}
     registry_name: ClassVar[str]
+    weights_dir: Path | None = None
+    """The configured folder of pretrained weights (set by the runner before ``initialize``)."""
 
     def __init__(self, params):
         super().__init__()
@@ -102,6 +105,10 @@ class Method(nn.Module):
 
     def after_generator_step(self) -> None:
         """Called after the generator and heads have been stepped (e.g. EMA updates)."""
+
+    def protocol_notes(self) -> dict[str, str]:
+        """Facts a report must state about runs of this method (e.g. an untrained backbone)."""
+        return {}
 
 
 def flip_back(features: Sequence[torch.Tensor], flipped: bool) -> list[torch.Tensor]:

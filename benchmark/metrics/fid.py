@@ -181,12 +181,17 @@ def _frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
     from cleanfid.fid import frechet_distance
     try:
         with warnings.catch_warnings():
-            # SciPy 1.16/1.17 deprecate sqrtm's `disp` argument that clean-fid passes
+            # SciPy 1.16/1.17 deprecate sqrtm's `disp` argument that clean-fid passes; with fewer
+            # samples than feature dimensions the covariances are singular and sqrtm warns on every
+            # call -- the result is still checked (finite, negligible imaginary part) below.
             warnings.simplefilter("ignore", DeprecationWarning)
+            warnings.simplefilter("ignore", scipy.linalg.LinAlgWarning)
             return float(frechet_distance(mu1, sigma1, mu2, sigma2))
     except TypeError:
         # SciPy >= 1.18: sqrtm() got an unexpected keyword argument 'disp'
-        return _frechet_distance_fallback(mu1, sigma1, mu2, sigma2)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", scipy.linalg.LinAlgWarning)
+            return _frechet_distance_fallback(mu1, sigma1, mu2, sigma2)
 
 
 def fid_from_features(f1: np.ndarray, f2: np.ndarray) -> float:

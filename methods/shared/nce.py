@@ -27,6 +27,14 @@ def patch_nce(query: torch.Tensor, key: torch.Tensor, tau: float = 0.07,
     negatives = torch.bmm(q, k.transpose(1, 2))  # (b, n, n)
     eye = torch.eye(negatives.shape[1], dtype=torch.bool, device=query.device)
     negatives = negatives.masked_fill(eye, DIAGONAL_FILL).reshape(batch, patches, -1)
+    return info_nce(positive, negatives, tau)
+
+
+def info_nce(positive: torch.Tensor, negatives: torch.Tensor, tau: float) -> torch.Tensor:
+    """-log( exp(p / tau) / (exp(p / tau) + sum_j exp(n_j / tau)) ) per row.
+
+    ``positive`` is (..., 1) and ``negatives`` (..., N) similarity scores; returns shape (...)."""
     logits = torch.cat([positive, negatives], dim=-1) / tau
-    target = torch.zeros(batch * patches, dtype=torch.long, device=query.device)
-    return F.cross_entropy(logits.flatten(0, 1), target, reduction="none").view(batch, patches)
+    flat = logits.reshape(-1, logits.shape[-1])
+    target = torch.zeros(flat.shape[0], dtype=torch.long, device=logits.device)
+    return F.cross_entropy(flat, target, reduction="none").view(logits.shape[:-1])

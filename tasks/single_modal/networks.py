@@ -163,9 +163,10 @@ class ResnetGenerator(nn.Module):
 
     ReLUs are in-place, as in the official code, and that is observable: a feature requested at a
     layer whose output flows unchanged into a ReLU -- a norm layer, or a conv when ``norm='none'``
-    (the Identity passes the same tensor on) -- comes back post-ReLU. With instance/batch norm none
-    of CUT's nce layers (0, 4, 8, 12, 16) is affected; with ``norm='none'`` layers 4 and 8 are, in
-    the official code and here alike.
+    (the Identity passes the same tensor on) -- comes back post-ReLU whenever the forward runs past
+    that ReLU (a later layer requested, or ``encode_only=False``). With instance/batch norm none of
+    CUT's nce layers (0, 4, 8, 12, 16) is affected; with ``norm='none'`` layers 4 and 8 are, in the
+    official code and here alike.
     """
 
     def __init__(self, input_nc: int = 3, output_nc: int = 3, ngf: int = 64, n_blocks: int = 9,
@@ -193,7 +194,8 @@ class ResnetGenerator(nn.Module):
             if antialias_up:
                 model += [Upsample(ch), nn.Conv2d(ch, ch // 2, 3, stride=1, padding=1, bias=bias)]
             else:
-                model += [nn.ConvTranspose2d(ch, ch // 2, 3, stride=2, padding=1, output_padding=1, bias=bias)]
+                model += [nn.ConvTranspose2d(ch, ch // 2, 3, stride=2, padding=1, output_padding=1,
+                                             bias=bias)]
             model += [norm_layer(ch // 2), nn.ReLU(inplace=True)]
             ch //= 2
         model += [nn.ReflectionPad2d(3), nn.Conv2d(ch, output_nc, 7, padding=0), nn.Tanh()]
@@ -214,7 +216,8 @@ class ResnetGenerator(nn.Module):
         layers = [int(i) for i in layers]
         if not layers:
             return self.model(x)
-        if any(i < 0 or i >= len(self.model) for i in layers) or any(a >= b for a, b in zip(layers, layers[1:])):
+        in_range = all(0 <= i < len(self.model) for i in layers)
+        if not in_range or any(a >= b for a, b in zip(layers, layers[1:])):
             raise ValueError(f"layers must be strictly increasing indices in [0, {len(self.model) - 1}], "
                              f"got {layers}")
         wanted, last, feats = set(layers), layers[-1], []
@@ -223,7 +226,7 @@ class ResnetGenerator(nn.Module):
             feat = layer(feat)
             if i in wanted:
                 feats.append(feat)
-            if encode_only and i == last:
+            if encode_only and i == last + 1:
                 return feats
         return feat, feats
 
@@ -389,7 +392,8 @@ class GANLoss(nn.Module):
         if self.mode == "lsgan":
             return F.mse_loss(prediction, self.target_tensor(prediction, target_is_real))
         if self.mode == "vanilla":
-            return F.binary_cross_entropy_with_logits(prediction, self.target_tensor(prediction, target_is_real))
+            target = self.target_tensor(prediction, target_is_real)
+            return F.binary_cross_entropy_with_logits(prediction, target)
         if self.mode == "nonsaturating":
             return F.softplus(-prediction if target_is_real else prediction).mean()
         if self.mode == "wgangp":

@@ -1,0 +1,115 @@
+"""``python -m benchmark perf``: training step time and peak memory per method.
+
+Each method is measured in a fresh subprocess (so that peak host memory is its own), in the
+single-modal task on synthetic data at the requested resolution and batch size. Results are printed
+and saved as JSON and markdown under ``--out``.
+"""
+from __future__ import annotations
+
+import json
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from .config import find_method, suite_from_dict
+from .progress import format_seconds
+from . import registry
+
+
+def all_presets() -> list[str]:
+    registry.load_builtins()
+    names = []
+    for name in registry.METHODS.names():
+        cls = registry.METHODS.get(name)
+        names += list(cls.presets) or [name]
+    return names
+
+
+def measure_one(method: str, size: int, batch_size: int, steps: int, ngf: int, n_blocks: int,
+                device: str, cache_root: str) -> dict:
+    """Time ``steps`` training steps after two warm-up steps; peak memory of this process."""
+    from .runner import Runner, expand
+
+    cls, _ = find_method(method)
+    suite = suite_from_dict({
+        "suite": "perf", "seeds": [0], "device": device, "output_dir": cache_root,
+        "tasks": {"single_modal": {"ngf": ngf, "ndf": 64, "n_blocks": n_blocks, "batch_size": batch_size,
+                                    "n_steps": steps + 2, "n_steps_decay": 0}},
+        "datasets": {"synthetic_objects": {"size": size, "n_train": 8, "n_test": 2}},
+        "methods": [method]})
+    runner = Runner(suite)
+    run = expand(suite)[0]
+    task = runner.build_task(run)
+    on_cuda = runner.device.type == "cuda"
+    for _ in range(2):
+        task.train_step()
+    if on_cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    started = time.perf_counter()
+    for _ in range(steps):
+        task.train_step()
+    if on_cuda:
+        torch.cuda.synchronize()
+    seconds = (time.perf_counter() - started) / steps
+    peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {
+        "method": method, "method_type": cls.registry_name, "size": size, "batch_size": batch_size,
+        "ngf": ngf, "n_blocks": n_blocks, "device": str(runner.device), "steps_timed": steps,
+        "step_seconds": round(seconds, 4),
+        "peak_gpu_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1) if on_cuda else None,
+        "peak_host_rss_mb": round(peak_rss_mb, 1),
+    }
+
+
+def run_perf(args) -> list[dict]:
+    methods = args.methods or all_presets()
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    results = []
+    started = time.monotonic()
+    for i, method in enumerate(methods, 1):
+        find_method(method)  # fail early on an unknown name
+        print(f"[perf {i}/{len(methods)}] {method} at {args.size}x{args.size}, batch {args.batch_size} "
+              f"(elapsed {format_seconds(time.monotonic() - started)})", file=sys.stderr, flush=True)
+        cmd = [sys.executable, "-m", "benchmark.perf", json.dumps({
+            "method": method, "size": args.size, "batch_size": args.batch_size, "steps": args.steps,
+            "ngf": args.ngf, "n_blocks": args.n_blocks, "device": args.device,
+            "cache_root": str(out_dir / "work")})]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            print(proc.stderr[-2000:], file=sys.stderr)
+            results.append({"method": method, "error": proc.stderr.strip().splitlines()[-1:]})
+            continue
+        results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    device = results[0].get("device", args.device) if results else args.device
+    stem = f"perf_{device.replace(':', '')}_{args.size}px_b{args.batch_size}"
+    meta = {"torch": torch.__version__, "python": platform.python_version(), "machine": platform.machine(),
+            "cpu_threads": torch.get_num_threads(), "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    (out_dir / f"{stem}.json").write_text(json.dumps({"meta": meta, "results": results}, indent=2))
+    lines = [f"# Training step time and peak memory ({args.size}x{args.size}, batch {args.batch_size}, "
+             f"ngf {args.ngf}, {args.n_blocks} blocks, {device})", "",
+             "| method | s/step | x cut | peak GPU MB | peak host RSS MB |", "|---|---|---|---|---|"]
+    base = next((r["step_seconds"] for r in results if r.get("method") == "cut" and "step_seconds" in r), None)
+    for r in results:
+        if "error" in r:
+            lines.append(f"| {r['method']} | error: {r['error']} | | | |")
+            continue
+        ratio = f"{r['step_seconds'] / base:.2f}" if base else "-"
+        lines.append(f"| {r['method']} | {r['step_seconds']:.4f} | {ratio} | {r['peak_gpu_mb'] or '-'} | "
+                     f"{r['peak_host_rss_mb']} |")
+    lines += ["", f"torch {meta['torch']}, {meta['cpu_threads']} CPU threads, {meta['time']}"]
+    (out_dir / f"{stem}.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    print(f"saved: {out_dir / (stem + '.json')}, {out_dir / (stem + '.md')}")
+    return results
+
+
+if __name__ == "__main__":
+    spec = json.loads(sys.argv[1])
+    print(json.dumps(measure_one(**spec)))

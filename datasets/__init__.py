@@ -1,0 +1,10 @@
+"""Datasets: the contract (``base``) and the built-in datasets, registered on import."""
+from .base import ImageSet, LabelInfo, Side, Split, TensorImageSet, UnpairedDataset
+from .folders import FolderImageSet, UnalignedFolder
+from .synthetic import SCENE_CLASSES, SCENE_PALETTE, SyntheticObjects, SyntheticScenes
+
+__all__ = [
+    "ImageSet", "LabelInfo", "Side", "Split", "TensorImageSet", "UnpairedDataset",
+    "FolderImageSet", "UnalignedFolder", "SyntheticObjects", "SyntheticScenes",
+    "SCENE_CLASSES", "SCENE_PALETTE",
+]

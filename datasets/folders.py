@@ -1,0 +1,146 @@
+"""Real unpaired datasets stored as CUT/CycleGAN folders::
+
+    root/
+      trainA/  trainB/  testA/  testB/      image files: jpg, jpeg, png, bmp, webp (any case)
+
+Images are decoded lazily with PIL on access, converted to RGB and resized (bicubic) to
+``load_size`` x ``load_size`` for the train split (the training task random-crops them to ``size``)
+and to ``size`` x ``size`` for the test split.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+from benchmark.errors import DataError
+from benchmark.registry import register_dataset
+
+from .base import ImageSet, Side, Split, UnpairedDataset
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+SUBFOLDERS = ("trainA", "trainB", "testA", "testB")
+IDENTITY_VERSION = 1
+
+
+def list_images(folder: Path) -> list[Path]:
+    """Image files directly in ``folder`` (sorted by name; hidden files skipped)."""
+    return sorted(p for p in folder.iterdir()
+                  if p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")
+                  and p.is_file())
+
+
+def load_image(path: Path, size: int) -> torch.Tensor:
+    """Decode ``path`` as RGB, resize to ``size`` x ``size`` (bicubic): uint8 (3, size, size)."""
+    try:
+        with Image.open(path) as img:
+            img.load()
+            rgb = img.convert("RGB")
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        raise DataError(f"image file '{path}' could not be decoded as an image "
+                        f"(expected a readable jpg, jpeg, png, bmp or webp file): {exc}") from exc
+    if rgb.size != (size, size):
+        rgb = rgb.resize((size, size), Image.BICUBIC)
+    return torch.from_numpy(np.asarray(rgb, dtype=np.uint8).copy()).permute(2, 0, 1).contiguous()
+
+
+class FolderImageSet(ImageSet):
+    """Image files decoded on access; no labels."""
+
+    def __init__(self, paths: Sequence[Path], size: int):
+        self.paths = list(paths)
+        self.size = size
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def image(self, index: int) -> torch.Tensor:
+        return load_image(self.paths[index], self.size)
+
+    def name(self, index: int) -> str:
+        return self.paths[index].stem
+
+
+@register_dataset("unaligned_folder")
+class UnalignedFolder(UnpairedDataset):
+    """Real unaligned dataset folder (trainA/trainB/testA/testB) as used by CUT and CycleGAN.
+
+    Train images are resized to ``load_size`` (the training task random-crops ``size``), test
+    images to ``size``; ``max_images`` > 0 keeps only the first images (by name) of each folder.
+    """
+
+    @dataclass
+    class Options:
+        root: str = ""
+        size: int = 256
+        load_size: int = 286
+        max_images: int = 0
+
+        def validate(self) -> str | None:
+            if not self.root:
+                return ("root must name the dataset folder (containing "
+                        f"{', '.join(SUBFOLDERS)})")
+            if not isinstance(self.size, int) or not 16 <= self.size <= 2048:
+                return f"size must be an integer between 16 and 2048, got {self.size!r}"
+            if not isinstance(self.load_size, int) or not self.size <= self.load_size <= 4096:
+                return (f"load_size must be an integer between size ({self.size}) and 4096, "
+                        f"got {self.load_size!r}")
+            if not isinstance(self.max_images, int) or self.max_images < 0:
+                return f"max_images must be 0 (all) or a positive integer, got {self.max_images!r}"
+            return None
+
+    def __init__(self, options, cache_dir):
+        super().__init__(options, Path(cache_dir))
+        self._files: dict[str, list[Path]] = {}
+        self._identity: str | None = None
+
+    @property
+    def root(self) -> Path:
+        return Path(self.options.root).expanduser()
+
+    def files(self, split: Split, side: Side) -> list[Path]:
+        """The image files of one split/side (after ``max_images``)."""
+        key = f"{split}{side}"
+        if key not in SUBFOLDERS:
+            raise ValueError(f"split must be 'train' or 'test' and side 'A' or 'B', "
+                             f"got {split!r}, {side!r}")
+        if key not in self._files:
+            expected = f"expected a folder with sub-folders {', '.join(SUBFOLDERS)}"
+            if not self.options.root:
+                raise DataError(f"unaligned_folder: no root given; {expected}")
+            if not self.root.is_dir():
+                raise DataError(f"dataset root '{self.root}' does not exist or is not a folder; "
+                                f"{expected}")
+            folder = self.root / key
+            if not folder.is_dir():
+                raise DataError(f"dataset folder '{folder}' does not exist; {expected}")
+            paths = list_images(folder)
+            if not paths:
+                raise DataError(f"dataset folder '{folder}' contains no images; expected files "
+                                f"ending in {', '.join(IMAGE_EXTENSIONS)}")
+            if self.options.max_images:
+                paths = paths[:self.options.max_images]
+            self._files[key] = paths
+        return self._files[key]
+
+    def split(self, split: Split, side: Side) -> FolderImageSet:
+        size = self.options.load_size if split == "train" else self.options.size
+        return FolderImageSet(self.files(split, side), size)
+
+    @property
+    def identity(self) -> str:
+        if self._identity is None:
+            digest = hashlib.sha256()
+            for key in SUBFOLDERS:
+                for path in self.files(key[:-1], key[-1]):
+                    digest.update(f"{key}/{path.name}\0{path.stat().st_size}\n".encode())
+            o = self.options
+            self._identity = (f"unaligned_folder/v{IDENTITY_VERSION}/root={self.root.resolve()}/"
+                              f"files={digest.hexdigest()[:16]}/size={o.size},"
+                              f"load_size={o.load_size},max_images={o.max_images}")
+        return self._identity

@@ -1,0 +1,98 @@
+"""A frozen ImageNet VGG16 feature extractor (F-LSeSim and GraphCL use relu3_1, relu4_1, relu4_3).
+
+The ImageNet weights are torchvision's ``vgg16-397923af.pth``, looked for in the torch hub cache
+(``$TORCH_HOME/hub/checkpoints``) and in the configured weights folder. Nothing is downloaded. When
+the file is absent, a method may opt into an untrained backbone (``vgg_weights: untrained``); the
+runs' protocol then says so and every table built from them repeats it.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from torch import nn
+from torchvision.models import vgg16
+
+from benchmark.errors import WeightsError
+
+VGG16_FILE = "vgg16-397923af.pth"
+VGG16_LAYERS = {"relu1_1": 1, "relu1_2": 3, "relu2_1": 6, "relu2_2": 8, "relu3_1": 11, "relu3_2": 13,
+                "relu3_3": 15, "relu4_1": 18, "relu4_2": 20, "relu4_3": 22, "relu5_1": 25,
+                "relu5_2": 27, "relu5_3": 29}
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def vgg16_candidates(weights_dir: Path | None = None) -> list[Path]:
+    places = []
+    if weights_dir is not None:
+        places.append(Path(weights_dir) / VGG16_FILE)
+    if os.environ.get("I2I_BENCH_WEIGHTS"):
+        places.append(Path(os.environ["I2I_BENCH_WEIGHTS"]) / VGG16_FILE)
+    places.append(Path(torch.hub.get_dir()) / "checkpoints" / VGG16_FILE)
+    return places
+
+
+def find_vgg16_weights(weights_dir: Path | None = None) -> Path:
+    places = vgg16_candidates(weights_dir)
+    for place in places:
+        if place.is_file():
+            return place
+    raise WeightsError(
+        f"ImageNet VGG16 weights '{VGG16_FILE}' not found; looked in: {', '.join(map(str, places))}. "
+        f"Put torchvision's file at {places[-1]} (or in the weights folder), or set the method option "
+        "'vgg_weights: untrained' to run with a randomly initialised backbone (reports will say so)")
+
+
+class FrozenVGG16(nn.Module):
+    """Images in [-1, 1] -> VGG16 feature maps at ``layers`` (names like 'relu3_1'); no gradients
+    reach its weights (they are frozen), while gradients do flow back to the input images."""
+
+    def __init__(self, layers: Sequence[str] = ("relu3_1", "relu4_1", "relu4_3"), weights: str = "imagenet",
+                 weights_dir: Path | None = None):
+        super().__init__()
+        unknown = [name for name in layers if name not in VGG16_LAYERS]
+        if unknown:
+            raise ValueError(f"unknown VGG16 layer {unknown[0]!r}; valid: {', '.join(VGG16_LAYERS)}")
+        self.layer_names = list(layers)
+        self.indices = [VGG16_LAYERS[name] for name in layers]
+        net = vgg16(weights=None)
+        self.pretrained = weights == "imagenet"
+        if self.pretrained:
+            path = find_vgg16_weights(weights_dir)
+            try:
+                net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+            except Exception as exc:  # noqa: BLE001
+                raise WeightsError(f"'{path}' is not a loadable torchvision VGG16 state dict: {exc}") from exc
+        self.features = net.features[: max(self.indices) + 1]
+        self.features.requires_grad_(False)
+        self.features.eval()
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.features.eval()  # always frozen
+        return self
+
+    @property
+    def description(self) -> str:
+        return "VGG16 (ImageNet)" if self.pretrained else "VGG16 (UNTRAINED: random weights)"
+
+    def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
+        x = ((images + 1) / 2 - self.mean) / self.std
+        out, wanted = [], set(self.indices)
+        for i, layer in enumerate(self.features):
+            x = layer(x)
+            if i in wanted:
+                out.append(x)
+        return [out[sorted(self.indices).index(i)] for i in self.indices]
+
+    def state_dict(self, *args, **kwargs):
+        """Frozen weights are not part of a method's checkpoint."""
+        return {}
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        return nn.modules.module._IncompatibleKeys([], [])

@@ -1,0 +1,29 @@
+import os
+
+import pytest
+import torch
+
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+def tiny_suite_dict(tmp_path, methods=("cut",), steps=6, seeds=(0,), **task):
+    """A suite small enough to train in a second or two on a CPU."""
+    options = {"ngf": 8, "ndf": 8, "n_blocks": 2, "n_steps": steps // 2, "n_steps_decay": steps - steps // 2}
+    options.update(task)
+    return {
+        "suite": "tiny", "seeds": list(seeds), "device": "cpu", "output_dir": str(tmp_path / "results"),
+        "checkpoint_every": 2,
+        "tasks": {"single_modal": options},
+        "datasets": {"synthetic_objects": {"size": 32, "n_train": 8, "n_test": 4}},
+        "methods": list(methods),
+        "evaluation": {"num_test_images": 4, "kid_subsets": 2, "batch_size": 4, "grid_images": 2},
+    }
+
+
+@pytest.fixture
+def tiny_suite(tmp_path):
+    from benchmark.config import suite_from_dict
+
+    def make(**kwargs):
+        return suite_from_dict(tiny_suite_dict(tmp_path, **kwargs), base_dir=tmp_path)
+    return make

@@ -1,0 +1,83 @@
+"""Config validation: errors name the key, the file and what was expected."""
+import pytest
+
+from benchmark.config import load_suite
+from benchmark.errors import ConfigError
+
+GOOD = """
+suite: demo
+tasks:
+  single_modal: {n_steps: 2, n_steps_decay: 2}
+datasets:
+  synthetic_objects: {size: 32}
+methods: [cut, fastcut, {name: cut, label: cut-lambda2, params: {lambda_NCE: 2.0}}]
+"""
+
+
+def write(tmp_path, text):
+    path = tmp_path / "suite.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_good_config_resolves_presets_and_params(tmp_path):
+    suite = load_suite(write(tmp_path, GOOD))
+    labels = [m.label for m in suite.methods]
+    assert labels == ["cut", "fastcut", "cut-lambda2"]
+    fast = suite.methods[1]
+    assert fast.preset == "fastcut" and fast.options.lambda_NCE == 10.0 and not fast.options.nce_idt
+    assert suite.methods[2].options.lambda_NCE == 2.0
+    assert suite.tasks[0].options.n_steps == 2
+
+
+def test_unknown_key_names_key_file_and_nearest(tmp_path):
+    path = write(tmp_path, GOOD.replace("n_steps: 2,", "n_step: 2,"))
+    with pytest.raises(ConfigError) as err:
+        load_suite(path)
+    message = str(err.value)
+    assert "n_step" in message and str(path) in message and "n_steps" in message
+
+
+def test_unknown_top_level_key(tmp_path):
+    path = write(tmp_path, GOOD + "seed: [1]\n")
+    with pytest.raises(ConfigError, match=r"unknown key 'seed'.*seeds"):
+        load_suite(path)
+
+
+def test_wrong_type_names_key_value_and_expected_type(tmp_path):
+    path = write(tmp_path, GOOD.replace("n_steps: 2,", "n_steps: many,"))
+    with pytest.raises(ConfigError) as err:
+        load_suite(path)
+    message = str(err.value)
+    assert "n_steps" in message and "'many'" in message and "int" in message
+
+
+def test_wrong_method_param_type(tmp_path):
+    path = write(tmp_path, GOOD.replace("lambda_NCE: 2.0", "lambda_NCE: [2]"))
+    with pytest.raises(ConfigError, match=r"lambda_NCE.*\[2\].*float"):
+        load_suite(path)
+
+
+def test_unknown_method_suggests_nearest(tmp_path):
+    path = write(tmp_path, GOOD.replace("[cut, fastcut,", "[cut, fastcutt,"))
+    with pytest.raises(ConfigError, match=r"fastcutt.*fastcut"):
+        load_suite(path)
+
+
+def test_overrides_apply_and_validate(tmp_path):
+    path = write(tmp_path, GOOD)
+    suite = load_suite(path, ["seeds=[3,4]", "tasks.single_modal.n_blocks=1"])
+    assert suite.settings.seeds == [3, 4] and suite.tasks[0].options.n_blocks == 1
+    with pytest.raises(ConfigError, match="n_blocks"):
+        load_suite(path, ["tasks.single_modal.n_blocks=0"])
+
+
+def test_missing_config_file(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_suite(tmp_path / "nope.yaml")
+
+
+def test_dataset_options_validated(tmp_path):
+    path = write(tmp_path, GOOD.replace("size: 32", "size: 1000"))
+    with pytest.raises(ConfigError, match="size"):
+        load_suite(path)

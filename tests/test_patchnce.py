@@ -1,0 +1,107 @@
+"""PatchNCE (CUT) computed by hand, key detachment and per-image batching."""
+import math
+
+import torch
+
+from methods.base import TranslationPair
+from methods.cut import CUT, CUTParams
+from methods.shared.nce import patch_nce
+from tasks.single_modal.networks import ResnetGenerator, cut_layer_ids
+
+
+def test_patch_nce_matches_hand_computation():
+    q = torch.tensor([[[0.6, 0.8], [1.0, 0.0]]])
+    k = torch.tensor([[[0.0, 1.0], [0.8, 0.6]]])
+    tau = 0.5
+    # query 0: positive q0.k0 = 0.8; negatives: own entry -10, q0.k1 = 0.48 + 0.48 = 0.96
+    # query 1: positive q1.k1 = 0.8; negatives: q1.k0 = 0.0, own entry -10
+    expected0 = -math.log(math.exp(0.8 / tau) / (math.exp(0.8 / tau) + math.exp(-10 / tau) + math.exp(0.96 / tau)))
+    expected1 = -math.log(math.exp(0.8 / tau) / (math.exp(0.8 / tau) + math.exp(0.0 / tau) + math.exp(-10 / tau)))
+    loss = patch_nce(q, k, tau)
+    assert loss.shape == (1, 2)
+    assert torch.allclose(loss, torch.tensor([[expected0, expected1]]), atol=1e-6)
+
+
+def test_batch_of_two_equals_two_batches_of_one_with_per_image_negatives():
+    torch.manual_seed(0)
+    q = torch.nn.functional.normalize(torch.randn(2, 5, 4), dim=-1)
+    k = torch.nn.functional.normalize(torch.randn(2, 5, 4), dim=-1)
+    both = patch_nce(q, k)
+    separate = torch.cat([patch_nce(q[:1], k[:1]), patch_nce(q[1:], k[1:])])
+    assert torch.allclose(both, separate, atol=1e-6)
+    # With negatives from the whole minibatch the images interact, so the values must differ.
+    mixed = patch_nce(q, k, negatives_from_minibatch=True)
+    assert not torch.allclose(mixed, separate, atol=1e-4)
+
+
+def _cut_setup(batch=2, **params):
+    torch.manual_seed(0)
+    G = ResnetGenerator(3, 3, ngf=8, n_blocks=2)
+    layers = cut_layer_ids(2)
+    method = CUT(CUTParams(num_patches=16, **params))
+    encode = lambda x: G(x, layers, encode_only=True)  # noqa: E731
+    x = torch.rand(batch, 3, 32, 32) * 2 - 1
+    y = torch.rand(batch, 3, 32, 32) * 2 - 1
+    method.initialize(TranslationPair(source=x, output=x, encode=encode))
+    return G, method, encode, x, y
+
+
+def test_keys_get_no_gradient_and_heads_do():
+    G, method, encode, x, y = _cut_setup(nce_idt=False)
+    source = x.clone().requires_grad_(True)
+    output = G(x)
+    output.retain_grad()
+    loss = method.generator_losses(TranslationPair(source=source, output=output, encode=encode))["NCE"]
+    loss.backward()
+    assert source.grad is None or torch.count_nonzero(source.grad) == 0
+    assert torch.count_nonzero(output.grad) > 0
+    assert all(p.grad is not None and torch.count_nonzero(p.grad) > 0 for p in method.heads.parameters())
+
+
+def test_cut_loss_batch_of_two_equals_mean_of_two_batches_of_one():
+    G, method, encode, x, y = _cut_setup(nce_idt=True)
+    with torch.no_grad():
+        out = G(torch.cat([x, y]))
+        fake, idt = out[:2], out[2:]
+
+    def loss(sl):
+        torch.manual_seed(123)  # same sampled locations for every call
+        pair = TranslationPair(source=x[sl], output=fake[sl], encode=encode, target=y[sl], identity=idt[sl])
+        return sum(method.generator_losses(pair).values())
+
+    with torch.no_grad():
+        both = loss(slice(0, 2))
+        singles = 0.5 * (loss(slice(0, 1)) + loss(slice(1, 2)))
+    assert torch.allclose(both, singles, atol=1e-5)
+
+
+def test_cut_identity_term_and_fastcut_preset():
+    assert CUT.presets["fastcut"] == {"lambda_NCE": 10.0, "nce_idt": False, "flip_equivariance": True}
+    cut = CUT(CUTParams())
+    fast = CUT(CUTParams(**CUT.presets["fastcut"]))
+    assert cut.uses_identity and not cut.flips_input
+    assert not fast.uses_identity and fast.flips_input
+    defaults = CUTParams()
+    assert (defaults.nce_T, defaults.num_patches, defaults.netF_nc, defaults.lambda_NCE) == (0.07, 256, 256, 1.0)
+
+
+def test_flip_equivariance_flips_output_features_back():
+    import torch.nn.functional as F
+    torch.manual_seed(0)
+    # Flip-equivariant features (reflection padding, pooling), so undoing the flip is exact.
+    encode = lambda x: [F.pad(x, (3, 3, 3, 3), mode="reflect"), F.avg_pool2d(x, 2)]  # noqa: E731
+    x = torch.rand(1, 3, 16, 16) * 2 - 1
+    method = CUT(CUTParams(num_patches=16, nce_idt=False, flip_equivariance=True))
+    method.initialize(TranslationPair(source=x, output=x, encode=encode))
+
+    def loss(output, flipped):
+        torch.manual_seed(5)
+        pair = TranslationPair(source=x, output=output, encode=encode, output_flipped=flipped)
+        return method.generator_losses(pair)["NCE"]
+
+    with torch.no_grad():
+        aligned = loss(x, False)
+        undone = loss(x.flip(-1), True)
+        not_undone = loss(x.flip(-1), False)
+    assert torch.allclose(undone, aligned, atol=1e-6)
+    assert not torch.allclose(not_undone, aligned, atol=1e-3)

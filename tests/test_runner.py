@@ -1,0 +1,123 @@
+"""Runner: determinism, bit-exact resume, skipping finished runs, crash isolation, external plugins."""
+import textwrap
+
+import pytest
+import torch
+
+from benchmark.config import suite_from_dict
+from benchmark.errors import ConfigError
+from benchmark.runner import Runner, expand
+
+from conftest import tiny_suite_dict
+
+
+def _weights(task):
+    state = {f"G.{k}": v.clone() for k, v in task.netG.state_dict().items()}
+    state.update({f"D.{k}": v.clone() for k, v in task.netD.state_dict().items()})
+    state.update({f"M.{k}": v.clone() for k, v in task.method.state_dict().items()})
+    return state
+
+
+def _equal(a, b):
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def _train(tmp_path, name, stop_at=None, **kwargs):
+    suite = suite_from_dict(tiny_suite_dict(tmp_path / name, **kwargs), base_dir=tmp_path)
+    run = expand(suite)[0]
+    return Runner(suite).train(run, stop_at=stop_at), run, suite
+
+
+def test_same_seed_same_weights_different_seed_different(tmp_path):
+    a, _, _ = _train(tmp_path, "a")
+    b, _, _ = _train(tmp_path, "b")
+    c, _, _ = _train(tmp_path, "c", seeds=(1,))
+    assert _equal(_weights(a), _weights(b))
+    assert not _equal(_weights(a), _weights(c))
+
+
+@pytest.mark.parametrize("method", ["cut", "fastcut"])
+def test_interrupted_then_resumed_equals_uninterrupted(tmp_path, method):
+    full, _, _ = _train(tmp_path, "full", methods=(method,), steps=6)
+    _train(tmp_path, "split", methods=(method,), steps=6, stop_at=3)  # "crash" after 3 steps
+    resumed, run, suite = _train(tmp_path, "split", methods=(method,), steps=6)
+    assert resumed.step == 6 and full.step == 6
+    assert _equal(_weights(full), _weights(resumed))
+    for opt_full, opt_resumed in zip(full._optimizers(), resumed._optimizers()):
+        for s_full, s_res in zip(opt_full.state.values(), opt_resumed.state.values()):
+            assert torch.equal(s_full["exp_avg"], s_res["exp_avg"])
+
+
+def test_changed_config_does_not_overwrite_a_run(tmp_path):
+    _train(tmp_path, "x", stop_at=2)
+    with pytest.raises(ConfigError, match="different config"):
+        _train(tmp_path, "x", lr=1e-3)
+
+
+PLUGIN = '''
+from dataclasses import dataclass
+import torch
+from benchmark.registry import register_method
+from methods.base import Method
+
+
+@dataclass
+class Params:
+    weight: float = 1.0
+    explode: bool = False
+
+
+@register_method("{name}")
+class PixelL1(Method):
+    """Toy external plugin: L1 between the source and the output."""
+    Params = Params
+
+    def generator_losses(self, pair):
+        if self.params.explode:
+            raise RuntimeError("boom")
+        return {{"L1": self.params.weight * (pair.output - pair.source).abs().mean()}}
+'''
+
+
+def test_external_plugin_file_runs_in_single_modal_task(tmp_path):
+    plugin = tmp_path / "my_plugin.py"
+    plugin.write_text(PLUGIN.format(name="pixel_l1_test"))
+    raw = tiny_suite_dict(tmp_path, methods=["pixel_l1_test"], steps=2)
+    raw["plugins"] = [str(plugin)]
+    suite = suite_from_dict(raw, base_dir=tmp_path)
+    assert suite.methods[0].cls.__name__ == "PixelL1"
+    failures = Runner(suite).run_all()
+    assert failures == []
+    run = expand(suite)[0]
+    record = __import__("json").loads(run.metrics_path.read_text())
+    assert record["method"] == "pixel_l1_test" and record["metrics"]["FID"] > 0
+
+
+def test_crash_keeps_finished_runs_and_rerun_continues(tmp_path):
+    marker = tmp_path / "explode"
+    marker.write_text("")
+    plugin = tmp_path / "crashy.py"
+    plugin.write_text(PLUGIN.format(name="crashy_test").replace(
+        "if self.params.explode:",
+        f"if self.params.explode and pair.step >= 2 and __import__('os').path.exists({str(marker)!r}):"))
+    raw = tiny_suite_dict(tmp_path, steps=4, methods=[
+        "none", {"name": "crashy_test", "label": "crashy", "params": {"explode": True}}])
+    raw["plugins"] = [str(plugin)]
+    suite = suite_from_dict(raw, base_dir=tmp_path)
+    failures = Runner(suite).run_all()
+    assert [f[0] for f in failures] == ["single_modal/synthetic_objects/crashy/seed0"]
+    good, bad = expand(suite)
+    assert good.metrics_path.exists() and not bad.metrics_path.exists()
+    assert "boom" in (bad.directory / "error.log").read_text()
+    assert bad.checkpoint_path.exists()  # saved at step 2, before the crash
+    stamp = good.metrics_path.stat().st_mtime_ns
+    # The transient fault goes away: the rerun skips the finished run and resumes the broken one.
+    marker.unlink()
+    messages = []
+    runner = Runner(suite_from_dict(raw, base_dir=tmp_path))
+    runner._log = messages.append
+    assert runner.run_all() == []
+    assert good.metrics_path.stat().st_mtime_ns == stamp
+    assert bad.metrics_path.exists()
+    assert any("finished earlier, skipped" in m for m in messages)
+    assert any("resumed" in m and "step 2" in m for m in messages)
