@@ -302,7 +302,8 @@ def _animal(rng: np.random.Generator) -> dict[str, np.ndarray]:
     stripe_axis[[_CHEST, _RUMP]] = axis[_BODY]
     period_mult = np.array([1, 1, 1, 0.8, 0.6, 0.55, 0.55, 0.55, 0.55, 0.5])
     period = rng.uniform(0.05, 0.075) * s * period_mult
-    warp = np.array([rng.uniform(0.1, 0.35), rng.uniform(0.12, 0.3) * s, rng.uniform(0, 2 * math.pi)])
+    warp = np.array([rng.uniform(0.1, 0.35), rng.uniform(0.12, 0.3) * s,
+                     rng.uniform(0, 2 * math.pi)])
     # Affine maps from pixel (x, y, 1) to: u/a, v/b (ellipse frame), stripe phase, warp angle.
     affine = np.zeros((_N_PARTS, 4, 3))
     for k in range(_N_PARTS):
@@ -393,7 +394,8 @@ class SyntheticObjects(_SyntheticDataset):
             sky_h = torch.tensor([0.82, 0.86, 0.92])[None, :, None, None]
             sky = t["sky_top"][:, :, None, None] * (1 - sky_t) + sky_h * sky_t + 0.01 * pixel
             bush_top = horizon - 0.012 - 0.012 * edge.abs()                    # distant scrub
-            bush = ((Y - bush_top) * s + 0.5).clamp(0, 1) * ((horizon + 0.015 - Y) * s + 0.5).clamp(0, 1)
+            bush = (((Y - bush_top) * s + 0.5).clamp(0, 1)
+                    * ((horizon + 0.015 - Y) * s + 0.5).clamp(0, 1))
             scrub = torch.tensor([0.42, 0.42, 0.28])[:, None, None] * (1 + 0.2 * leafy)
             sky_w = ((horizon - Y) * s + 0.5).clamp(0, 1)
             bg = soil * (1 - sky_w) + sky * sky_w
@@ -416,7 +418,8 @@ class SyntheticObjects(_SyntheticDataset):
         alpha = (0.5 - (r2.sqrt() - 1) * t["semi"][:, :, 1, None] * s).clamp(0, 1).amax(dim=1)
         inner, part = r2.min(dim=1)                                                 # innermost part
         dome = (1 - inner).clamp(min=0).sqrt().view(b_, 1, s, s)
-        top_light = ((t["body_c"][:, 1, None, None] - Y) / (2 * t["body_b"][:, None, None])).clamp(-1, 1)
+        top_light = ((t["body_c"][:, 1, None, None] - Y)
+                     / (2 * t["body_b"][:, None, None])).clamp(-1, 1)
         shade = 0.62 + 0.3 * dome.sqrt() + 0.12 * top_light[:, None]
         if side == "A":
             coat = t["coat"][:, :, None, None] * (1 + 0.03 * mid + 0.02 * pixel)
@@ -434,8 +437,7 @@ class SyntheticObjects(_SyntheticDataset):
             light = torch.tensor([0.94, 0.93, 0.89])[:, None, None]
             dark = torch.tensor([0.07, 0.06, 0.06])[:, None, None]
             obj = (dark + (light - dark) * white) * shade * (1 + 0.02 * pixel)
-        alpha = alpha.view(b_, s, s)
-        alpha = alpha[:, None]
+        alpha = alpha.view(b_, 1, s, s)
         img = bg * (1 - alpha) + obj * alpha
         img = img + 0.012 * pixel
         labels = (alpha[:, 0] > 0.5).to(torch.uint8).numpy()
@@ -568,7 +570,8 @@ def _street(rng: np.random.Generator, size: int) -> dict[str, np.ndarray]:
             for part in (pole, arm):
                 lab[part] = POLE
                 mat[part] = _M_PLAIN
-                shade[part] = np.broadcast_to(1.0 - 0.15 * sun * np.sign(X - on_walk), part.shape)[part]
+                lit = 1.0 - 0.15 * sun * np.sign(X - on_walk)
+                shade[part] = np.broadcast_to(lit, part.shape)[part]
         elif kind == "person":
             height = rng.uniform(1.6, 1.9) * m
             px = on_walk
@@ -583,7 +586,7 @@ def _street(rng: np.random.Generator, size: int) -> dict[str, np.ndarray]:
                 shade[part] = 1.0
         else:
             lane = xv + rng.uniform(-0.7, 0.7) * (k_road * (yg - yh) - 1.0 * m)
-            paint = (_CAR_PAINTS[rng.integers(len(_CAR_PAINTS))] * rng.uniform(0.9, 1.1)).astype(np.float32)
+            paint = _CAR_PAINTS[rng.integers(len(_CAR_PAINTS))] * np.float32(rng.uniform(0.9, 1.1))
             hw = rng.uniform(0.85, 0.95) * m           # half width
             roof = rng.uniform(1.35, 1.6) * m
             belt = 0.9 * m
@@ -640,15 +643,17 @@ class SyntheticScenes(_SyntheticDataset):
         p["mid"] = rng.standard_normal((1, 12, 12)).astype(np.float32)
         p["high"] = rng.standard_normal((1, 24, 24)).astype(np.float32)
         p["pixel"] = rng.standard_normal((3, s, s)).astype(np.float32) * 0.5
-        p["sky"] = np.array([rng.uniform(0.25, 0.45), rng.uniform(0.45, 0.62), rng.uniform(0.75, 0.92),
-                             rng.uniform(0.72, 0.85), rng.uniform(0.80, 0.90), rng.uniform(0.88, 0.96)],
+        p["sky"] = np.array([rng.uniform(0.25, 0.45), rng.uniform(0.45, 0.62),   # zenith
+                             rng.uniform(0.75, 0.92), rng.uniform(0.72, 0.85),
+                             rng.uniform(0.80, 0.90), rng.uniform(0.88, 0.96)],  # horizon
                             np.float32)
         p["cloud"] = np.array([rng.uniform(0.0, 0.9), rng.uniform(0.0, 1.0)], np.float32)
         p["asphalt"] = np.float32(rng.uniform(0.26, 0.38))
         p["pavement"] = np.array([0.62, 0.60, 0.56], np.float32) * np.float32(rng.uniform(0.85, 1.1))
-        p["leaves"] = np.array([rng.uniform(0.15, 0.28), rng.uniform(0.32, 0.45), rng.uniform(0.08, 0.16)],
-                               np.float32)
-        p["light"] = np.array([rng.uniform(0.85, 1.1), rng.uniform(-1, 1)], np.float32)  # exposure, tint
+        p["leaves"] = np.array([rng.uniform(0.15, 0.28), rng.uniform(0.32, 0.45),
+                                rng.uniform(0.08, 0.16)], np.float32)
+        # exposure, colour temperature
+        p["light"] = np.array([rng.uniform(0.85, 1.1), rng.uniform(-1, 1)], np.float32)
         return p
 
     def _render(self, p: dict[str, np.ndarray], side: str) -> tuple[np.ndarray, np.ndarray]:
@@ -694,10 +699,12 @@ class SyntheticScenes(_SyntheticDataset):
         pole = rgb([0.42, 0.43, 0.46]) * shade * (1 + 0.03 * grey)
 
         person = torch.where(mat == _M_SKIN, rgb([0.82, 0.62, 0.50]),
-                             torch.where(mat == _M_DARK, rgb([0.16, 0.16, 0.22]), col)) * (1 + 0.05 * grey)
+                             torch.where(mat == _M_DARK, rgb([0.16, 0.16, 0.22]), col))
+        person = person * (1 + 0.05 * grey)
 
         paint = col * shade * (1 + 0.03 * grey)
-        car = torch.where(mat == _M_WINDOW, rgb([0.08, 0.10, 0.14]) + 0.12 * (1 - shade).clamp(0, 1) + 0.05 * high.clamp(0, 1),
+        car_glass = rgb([0.08, 0.10, 0.14]) + 0.12 * (1 - shade).clamp(0, 1) + 0.05 * high.clamp(0, 1)
+        car = torch.where(mat == _M_WINDOW, car_glass,
                           torch.where(mat == _M_TYRE, rgb([0.05, 0.05, 0.05]),
                                       torch.where(mat == _M_LIGHT, rgb([0.85, 0.12, 0.10]), paint)))
 
@@ -707,7 +714,8 @@ class SyntheticScenes(_SyntheticDataset):
             img = torch.where(lab == cls, layer.expand_as(img), img)
 
         light = torch.from_numpy(p["light"])
-        tint = torch.stack([1 + 0.06 * light[:, 1], torch.ones_like(light[:, 1]), 1 - 0.06 * light[:, 1]], 1)
+        warm = light[:, 1]
+        tint = torch.stack([1 + 0.06 * warm, torch.ones_like(warm), 1 - 0.06 * warm], 1)
         img = img * light[:, :1, None, None] * tint[:, :, None, None]
         vignette = 1 - 0.35 * ((X - 0.5) ** 2 + (Y - 0.5) ** 2)
         img = _blur(img * vignette) + 0.015 * pixel

@@ -111,6 +111,16 @@ def test_encode_only_matches_manual_prefix(x64):
         out, feats2 = g(x64, layers)
         assert torch.allclose(out, g(x64), atol=1e-6)
         assert len(feats2) == len(layers) and all(torch.equal(a, b) for a, b in zip(feats, feats2))
+    # encode_only stops right after the last requested layer
+    calls = []
+    handles = [g.model[i].register_forward_hook(lambda *a, i=i: calls.append(i)) for i in (25, 26)]
+    with torch.no_grad():
+        g(x64, [4, 25], encode_only=True)
+        assert calls == [25]
+        g(x64, [4, 25])
+        assert calls == [25, 25, 26]
+    for h in handles:
+        h.remove()
     for bad in ([4, 0], [0, 0], [-1], [len(g.model)]):
         with pytest.raises(ValueError):
             g(x64, bad, encode_only=True)
@@ -158,6 +168,7 @@ def test_init_weights_xavier_and_batchnorm():
     fan = 256 * 9
     assert math.isclose(conv.weight.std().item(), 0.02 * math.sqrt(2 / (fan + fan)), rel_tol=0.02)
     assert abs(conv.weight.mean().item()) < 1e-5
+    assert conv.weight.abs().max() > 4 * conv.weight.std()  # normal tails: not xavier_uniform
     last = g.model[-2]  # 64 -> 3, 7x7, the only conv with a bias under batch norm
     assert last.bias is not None and torch.count_nonzero(last.bias) == 0
     assert conv.bias is None

@@ -226,7 +226,7 @@ class ResnetGenerator(nn.Module):
             feat = layer(feat)
             if i in wanted:
                 feats.append(feat)
-            if encode_only and i == last + 1:
+            if encode_only and i == last:
                 return feats
         return feat, feats
 

