@@ -56,7 +56,7 @@ class GraphCLParams:
     pooling_ratio: list[float] = field(default_factory=lambda: [1.0, 0.5])
     """Loss weight of pooling level l is pooling_ratio[l] (l >= 1; level 0 always has weight 1)."""
     down_scale: int = 4
-    """Pooling level l keeps num_patches // (down_scale * 2^(l-1)) nodes (at least 2)."""
+    """Pooling level l keeps P // (down_scale * 2^(l-1)) nodes (at least 2) of the P sampled patches."""
     nce_T: float = 0.07
     num_patches: int = 256
     netF_nc: int = 256
@@ -165,11 +165,11 @@ class GraphCL(Method):
         adj = threshold_adjacency(source_nodes, self.params.nonzero_th)
         return add_self_loops(adj, duplicate=self.params.official_double_self_loop)
 
-    def pooled_size(self, level: int, count: int) -> int:
-        """Nodes kept at pooling level ``level`` >= 1 out of ``count`` at the level before."""
-        p = self.params
-        patches = p.num_patches if p.num_patches > 0 else count
-        return min(count, max(2, patches // (p.down_scale * 2 ** (level - 1))))
+    def pooled_size(self, level: int, patches: int) -> int:
+        """Nodes kept at pooling level ``level`` >= 1 of a graph of ``patches`` nodes at level 0:
+        ``max(2, patches // (down_scale * 2^(level-1)))`` (the official ``top_k_graph``)."""
+        keep = max(2, patches // (self.params.down_scale * 2 ** (level - 1)))
+        return min(keep, patches)
 
     def layer_loss(self, heads: LayerGraphHeads, source: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
         """(L_0 + sum_l r_l L_l) / (pooling_num + 1) for patch features (B, P, C) of one layer."""
@@ -181,9 +181,10 @@ class GraphCL(Method):
             source_nodes = heads.gnn(source_nodes, propagation)
         output_nodes = heads.gnn(l2_normalize(heads.embed(output)), propagation)
         loss = node_contrastive_loss(source_nodes, output_nodes, p.nce_T)
+        patches = source.shape[1]
         for level in range(1, p.pooling_num + 1):
             scores = torch.sigmoid(heads.scores[level - 1](source_nodes)).squeeze(-1)  # (B, N)
-            k = self.pooled_size(level, scores.shape[1])
+            k = min(self.pooled_size(level, patches), scores.shape[1])
             (source_nodes, output_nodes), adj, _ = top_k_pool(scores, adj, [source_nodes, output_nodes], k)
             adj = add_self_loops(adj, duplicate=p.official_double_self_loop)
             propagation = symmetric_normalize(adj)

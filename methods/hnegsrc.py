@@ -60,6 +60,9 @@ class HnegSRCParams:
     netF_nc: int = 256
     use_mlp: bool = True
     flip_equivariance: bool = False
+    nce_includes_all_negatives_from_minibatch: bool = False
+    """Treat the minibatch as one image: negatives, hardness weights and SRC relations over all B x P
+    patches (the official SinCUT setting); False = per image."""
     use_curriculum: bool = False
     HDCE_gamma: float = 1.0
     HDCE_gamma_min: float = 1.0
@@ -150,6 +153,12 @@ class HnegSRC(Method):
         self.heads = ProjectionHeads(channels, self.params.netF_nc, self.params.use_mlp)
         self.heads.to(pair.source.device)
 
+    def _group(self, patches: list[torch.Tensor]) -> list[torch.Tensor]:
+        """(B, P, D) per image, or (1, B*P, D) when negatives come from the whole minibatch."""
+        if not self.params.nce_includes_all_negatives_from_minibatch:
+            return patches
+        return [x.reshape(1, -1, x.shape[-1]) for x in patches]
+
     def hdce(self, queries, keys, weights) -> torch.Tensor:
         """lambda_HDCE * mean over layers of the mean per-patch hDCE (``calculate_HDCE_loss``)."""
         p = self.params
@@ -179,6 +188,7 @@ class HnegSRC(Method):
         ids = sample_locations(output_feats, p.num_patches)
         queries = self.heads(gather_locations(output_feats, ids))
         keys = self.heads(gather_locations(source_feats, ids))
+        queries, keys = self._group(queries), self._group(keys)
         gamma = curriculum_gamma(p, pair.progress)
         weights, src = self.relations(queries, keys, gamma, with_src=p.lambda_SRC > 0)
         terms: dict[str, torch.Tensor] = {}
@@ -189,6 +199,7 @@ class HnegSRC(Method):
                 target_feats = pair.encode(pair.target)
                 queries_y = self.heads(gather_locations(idt_feats, ids))
                 keys_y = self.heads(gather_locations(target_feats, ids))
+                queries_y, keys_y = self._group(queries_y), self._group(keys_y)
                 weights_y, _ = self.relations(queries_y, keys_y, gamma, with_src=False)
                 terms["HDCE"] = 0.5 * hdce_x
                 terms["HDCE_Y"] = 0.5 * self.hdce(queries_y, keys_y, weights_y)

@@ -183,11 +183,13 @@ def test_legacy_and_clean_features_close_but_different(feats):
 # ------------------------------------------------------------------------------------------
 
 def _fid_by_eigenvalues(f1, f2):
-    """Independent FID: tr sqrt(S1 S2) = sum of sqrt of the (real, non-negative) eigenvalues."""
+    """Independent FID: tr sqrt(S1 S2) = tr sqrt(S1^1/2 S2 S1^1/2), from symmetric eigenvalues."""
     mu1, mu2 = f1.mean(0), f2.mean(0)
     s1, s2 = np.cov(f1, rowvar=False), np.cov(f2, rowvar=False)
-    ev = np.linalg.eigvals(s1 @ s2)
-    tr_sqrt = np.sqrt(np.clip(ev.real, 0, None)).sum()
+    w, v = np.linalg.eigh(s1)
+    r1 = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
+    ev = np.linalg.eigvalsh(r1 @ s2 @ r1)
+    tr_sqrt = np.sqrt(np.clip(ev, 0, None)).sum()
     return float(((mu1 - mu2) ** 2).sum() + np.trace(s1) + np.trace(s2) - 2 * tr_sqrt)
 
 
@@ -202,6 +204,21 @@ def test_fid_hand_check_small_features():
     g1, g2 = rng.normal(size=(100, 1)), 3 * rng.normal(size=(100, 1)) + 1
     closed = (g1.mean() - g2.mean()) ** 2 + (g1.std(ddof=1) - g2.std(ddof=1)) ** 2
     assert fid_from_features(g1, g2) == pytest.approx(closed, rel=1e-9)
+
+
+def test_fid_subspace_reduction_is_exact():
+    """Fewer samples than dimensions: the joint-span reduction must not change the FID."""
+    rng = np.random.default_rng(5)
+    mix = rng.normal(size=(30, 300))
+    f1 = np.abs(rng.normal(size=(40, 30)) @ mix)
+    f2 = np.abs(rng.normal(size=(45, 30)) @ mix * 1.2 + 0.3)
+    reduced = fid_from_features(f1, f2)
+    full = fid_from_features(f1, f2, reduce=False)
+    assert reduced > 100
+    assert reduced == pytest.approx(full, rel=1e-6)
+    assert reduced == pytest.approx(_fid_by_eigenvalues(f1, f2), rel=1e-6)
+    reduced_f1, reduced_f2 = fidmod._common_subspace(f1, f2)
+    assert reduced_f1.shape == (40, 85) and reduced_f2.shape == (45, 85)
 
 
 def test_fid_self_zero_and_symmetric(feats):

@@ -10,6 +10,7 @@ from benchmark.runner import Runner, expand
 from methods.base import TranslationPair
 from methods.hnegsrc import HnegSRC, HnegSRCParams, curriculum_gamma, patch_similarity, relation_jsd
 from methods.shared.dce import hardness_weights, patch_hdce
+from methods.shared.patches import gather_locations, sample_locations
 from tasks.single_modal.networks import ResnetGenerator, cut_layer_ids
 
 from conftest import tiny_suite_dict
@@ -222,6 +223,29 @@ def test_one_patch_per_image_is_finite():
     assert terms["SRC"].item() == pytest.approx(0.0, abs=1e-7)  # one relation: nothing to compare
 
 
+def test_negatives_from_minibatch_treat_the_batch_as_one_image():
+    """SinCUT's setting (one patch per image, negatives from the minibatch): every term is computed on
+    the (1, B*P) grouping, with a proper B*P diagonal (the hardness weights are not all masked)."""
+    G, method, encode, x, y = _setup(batch=3, num_patches=1, nce_includes_all_negatives_from_minibatch=True,
+                                     lambda_HDCE=2.0, lambda_SRC=3.0, HDCE_gamma=0.1)
+    with torch.no_grad():
+        fake = G(x)
+        torch.manual_seed(9)
+        terms = method.generator_losses(TranslationPair(source=x, output=fake, encode=encode))
+        torch.manual_seed(9)
+        ids = sample_locations(encode(fake), 1)
+        qs = [q.reshape(1, -1, q.shape[-1]) for q in method.heads(gather_locations(encode(fake), ids))]
+        ks = [k.reshape(1, -1, k.shape[-1]) for k in method.heads(gather_locations(encode(x), ids))]
+        ws = [hardness_weights(patch_similarity(k), 0.1) for k in ks]
+        hdce = 2.0 * torch.stack([patch_hdce(q, k, w).mean() for q, k, w in zip(qs, ks, ws)]).mean()
+        src = 3.0 * torch.stack([relation_jsd(patch_similarity(q), patch_similarity(k)).mean()
+                                 for q, k in zip(qs, ks)]).mean()
+    assert qs[0].shape[:2] == (1, 3)
+    assert not torch.allclose(ws[0], torch.ones_like(ws[0]))
+    assert torch.allclose(terms["HDCE"], hdce, atol=1e-6) and torch.allclose(terms["SRC"], src, atol=1e-6)
+    assert terms["SRC"] > 0
+
+
 def test_identity_term_reuses_the_output_locations():
     """The official draws one set of locations (on fake_B) for all four feature sets: with the target
     pair equal to the source pair, HDCE_Y must equal HDCE."""
@@ -272,8 +296,8 @@ def test_flip_equivariance_flips_output_features_back():
 
 
 # -- end to end -----------------------------------------------------------------------------------
-@pytest.mark.parametrize("preset", ["hnegsrc", "hnegsrc_city"])
-def test_smoke_in_single_modal_task(tmp_path, preset):
+def test_smoke_in_single_modal_task(tmp_path):
+    preset = "hnegsrc_city"  # the curriculum with the step to gamma = 1 (reached at progress 0.5 here)
     suite = suite_from_dict(tiny_suite_dict(tmp_path, methods=(preset,), steps=4), base_dir=tmp_path)
     run = expand(suite)[0]
     assert run.method.cls is HnegSRC and run.method.preset == preset

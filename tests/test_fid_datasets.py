@@ -1,0 +1,23 @@
+"""FID on the synthetic domains moves the right way."""
+import numpy as np
+import pytest
+import torch
+
+from benchmark.metrics.fid import fid_from_features, inception_features
+from datasets.synthetic import SyntheticObjects
+
+
+@pytest.fixture(scope="module")
+def features(tmp_path_factory):
+    ds = SyntheticObjects(SyntheticObjects.Options(size=64, n_train=48, n_test=48), tmp_path_factory.mktemp("ds"))
+    out = {}
+    for split, side in [("train", "B"), ("test", "B"), ("test", "A")]:
+        images = ds.split(split, side).images(range(48))
+        out[(split, side)] = inception_features(images, resize="legacy", device=torch.device("cpu"))
+    return out
+
+
+def test_same_domain_is_closer_than_the_other_domain(features):
+    same = fid_from_features(features[("test", "B")], features[("train", "B")])
+    other = fid_from_features(features[("test", "A")], features[("train", "B")])
+    assert np.isfinite(same) and same < 0.5 * other

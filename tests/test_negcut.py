@@ -1,0 +1,329 @@
+"""NEGCUT: generated-negatives InfoNCE by hand, the negative generator's adversarial step, gradient
+routing between N, the heads and G, the EMA heads, per-image batching, presets and a smoke run."""
+import dataclasses
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from benchmark.config import find_method, suite_from_dict
+from benchmark.runner import Runner, expand
+from methods.base import OptimizerDefaults, TranslationPair
+from methods.negcut import (NEGCUT, NEGCUTParams, generated_negatives_nce, negatives_diversity)
+from tasks.single_modal.networks import ResnetGenerator, cut_layer_ids
+
+from conftest import tiny_suite_dict
+
+DEFAULTS = OptimizerDefaults(2e-4, (0.5, 0.999))
+
+
+def _setup(batch=2, **params):
+    torch.manual_seed(0)
+    G = ResnetGenerator(3, 3, ngf=8, n_blocks=2)
+    layers = cut_layer_ids(2)
+    method = NEGCUT(NEGCUTParams(num_patches=16, **params))
+    encode = lambda x: G(x, layers, encode_only=True)  # noqa: E731
+    x = torch.rand(batch, 3, 32, 32) * 2 - 1
+    y = torch.rand(batch, 3, 32, 32) * 2 - 1
+    method.initialize(TranslationPair(source=x, output=x, encode=encode))
+    method.build_optimizers(DEFAULTS)
+    with torch.no_grad():
+        out = G(torch.cat([x, y]))
+    pair = TranslationPair(source=x, output=out[:batch], encode=encode, target=y, identity=out[batch:])
+    return G, method, encode, pair
+
+
+def _snapshot(module):
+    return [p.detach().clone() for p in module.parameters()]
+
+
+def _same(module, snapshot):
+    return all(torch.equal(p, s) for p, s in zip(module.parameters(), snapshot))
+
+
+# -- the loss by hand ------------------------------------------------------------------------------
+def test_generated_negatives_nce_matches_hand_computation():
+    q = torch.tensor([[[0.6, 0.8], [1.0, 0.0]]])
+    k = torch.tensor([[[0.0, 1.0], [0.8, 0.6]]])
+    n = torch.tensor([[[1.0, 0.0], [0.0, -1.0], [-0.6, 0.8]]])
+    tau = 0.5
+    # query 0: positive 0.8; negatives q0.n = 0.6, -0.8, -0.36 + 0.64 = 0.28 (no masked entry)
+    # query 1: positive 0.8; negatives q1.n = 1.0, 0.0, -0.6
+    def ce(pos, negs):
+        return -math.log(math.exp(pos / tau) / (math.exp(pos / tau) + sum(math.exp(v / tau) for v in negs)))
+    expected = torch.tensor([[ce(0.8, [0.6, -0.8, 0.28]), ce(0.8, [1.0, 0.0, -0.6])]])
+    loss = generated_negatives_nce(q, k, n, tau)
+    assert loss.shape == (1, 2)
+    assert torch.allclose(loss, expected, atol=1e-6)
+
+
+def test_minibatch_negatives_match_a_naive_loop():
+    torch.manual_seed(0)
+    q = F.normalize(torch.randn(2, 3, 4), dim=-1)
+    k = F.normalize(torch.randn(2, 3, 4), dim=-1)
+    n = F.normalize(torch.randn(2, 5, 4), dim=-1)
+    pooled = n.reshape(10, 4)
+    naive = torch.empty(2, 3)
+    for b in range(2):
+        for i in range(3):
+            pos = torch.exp(q[b, i] @ k[b, i] / 0.07)
+            naive[b, i] = -torch.log(pos / (pos + torch.exp(pooled @ q[b, i] / 0.07).sum()))
+    assert torch.allclose(generated_negatives_nce(q, k, n, 0.07, negatives_from_minibatch=True), naive, atol=1e-5)
+    per_image = generated_negatives_nce(q, k, n, 0.07)
+    assert not torch.allclose(per_image, naive, atol=1e-3)
+    assert torch.allclose(per_image[1:], generated_negatives_nce(q[1:], k[1:], n[1:], 0.07))
+
+
+def test_diversity_by_hand():
+    n = torch.tensor([[[1.0, 0.0], [0.0, 1.0], [0.0, -1.0], [0.6, 0.8]]])
+    # pairs (n0, n2): |1|,|1| ; (n1, n3): |-0.6|, |0.2|  -> mean of 4 values = 2.8 / 4
+    assert torch.isclose(negatives_diversity(n), torch.tensor(-0.7))
+
+
+def test_negative_generator_and_instance_vectors_match_naive_formula():
+    G, method, encode, pair = _setup(batch=2)
+    N, ema = method.negative_generator, method.ema_heads
+    feats = encode(pair.source)
+    instances = method.instance_vectors(feats)
+    for layer, feat in enumerate(feats):
+        mlp = ema.mlps[layer]
+        for b in range(2):
+            rows = mlp(feat[b].reshape(feat.shape[1], -1).T)  # every position, (H*W, 256)
+            rows = rows / (rows.norm(dim=1, keepdim=True) + 1e-7)
+            assert torch.allclose(instances[layer][b], rows.mean(0), atol=1e-6)
+    noise = [torch.randn(2, 3, 64) for _ in feats]
+    negatives = N(instances, noise)
+    for layer in range(len(feats)):
+        lin1, lin2 = N.mlps[layer][0], N.mlps[layer][2]
+        for b in range(2):
+            for j in range(3):
+                inp = torch.cat([instances[layer][b], noise[layer][b, j]])
+                out = lin2.weight @ torch.relu(lin1.weight @ inp + lin1.bias) + lin2.bias
+                assert torch.allclose(negatives[layer][b, j], out / (out.norm() + 1e-7), atol=1e-6)
+    assert lin1.in_features == 256 + 64 and lin1.out_features == 256 and lin2.out_features == 256
+
+
+# -- the negative generator's adversarial step ------------------------------------------------------
+def test_negative_step_increases_the_nce_of_fixed_queries_and_touches_only_N():
+    G, method, encode, pair = _setup(batch=2, lambda_MS_neg=0.0)
+
+    def nce():
+        torch.manual_seed(11)  # same locations and noise
+        with torch.no_grad():
+            return method.negative_objective(method.encode_views(pair))[1]
+
+    before = nce()
+    heads, ema, gen, N = _snapshot(method.heads), _snapshot(method.ema_heads), _snapshot(G), _snapshot(method.negative_generator)
+    torch.manual_seed(11)
+    logs = method.auxiliary_step(pair)
+    after = nce()
+    assert after > before
+    assert logs["N"] == pytest.approx(-before.item(), rel=1e-5)
+    assert not _same(method.negative_generator, N)
+    assert _same(method.heads, heads) and _same(method.ema_heads, ema) and _same(G, gen)
+    assert all(p.grad is None for p in [*G.parameters(), *method.heads.parameters(), *method.ema_heads.parameters()])
+    assert all(p.grad is not None and torch.count_nonzero(p.grad) > 0 for p in method.negative_generator.parameters())
+
+
+def test_negative_objective_with_diversity_decreases_and_counts_both_pairs():
+    G, method, encode, pair = _setup(batch=2)  # nce_idt on: source and identity negatives
+
+    def objective():
+        torch.manual_seed(5)
+        with torch.no_grad():
+            return method.negative_objective(method.encode_views(pair))
+
+    loss, nce, div = objective()
+    assert torch.isclose(loss, -nce + div)
+    torch.manual_seed(5)
+    method.auxiliary_step(pair)
+    assert objective()[0] < loss
+    # 'all' averages the two pairs' diversity terms; 'last' (official) keeps the identity pair's.
+    torch.manual_seed(5)
+    views = method.encode_views(pair)
+    with torch.no_grad():
+        per_view = [torch.stack([negatives_diversity(n) for n in method.queries_keys_negatives(v, False, True)[2]]).mean()
+                    for v in views]
+        torch.manual_seed(5)
+        _, _, div_all = method.negative_objective(method.encode_views(pair))
+        method.params.diversity_negatives = "last"
+        torch.manual_seed(5)
+        _, _, div_last = method.negative_objective(method.encode_views(pair))
+    assert torch.isclose(div_all, 0.5 * (per_view[0] + per_view[1]))
+    assert torch.isclose(div_last, per_view[1])
+
+
+# -- the generator step ----------------------------------------------------------------------------
+@pytest.mark.parametrize("detach_negatives", [False, True])
+def test_generator_step_gives_N_no_gradient_and_keeps_N(detach_negatives):
+    G, method, encode, pair = _setup(batch=1, nce_idt=False, detach_negatives=detach_negatives)
+    source = pair.source.clone().requires_grad_(True)
+    output = G(pair.source)
+    pair = TranslationPair(source=source, output=output, encode=encode)
+    method.auxiliary_step(pair)
+    n_grads = [p.grad.clone() for p in method.negative_generator.parameters()]
+    n_params = _snapshot(method.negative_generator)
+    loss = method.generator_losses(pair)["NCE"]
+    loss.backward()
+    method.optimizers["heads"].step()
+    torch.optim.Adam(G.parameters(), lr=1e-3).step()
+    # N: no new gradient (its grads are those of its own step) and unchanged by the G step.
+    assert all(torch.equal(p.grad, g) for p, g in zip(method.negative_generator.parameters(), n_grads))
+    assert _same(method.negative_generator, n_params)
+    assert all(p.grad is None for p in method.ema_heads.parameters())
+    assert all(p.grad is not None and torch.count_nonzero(p.grad) > 0 for p in method.heads.parameters())
+    assert all(p.grad is not None for p in G.parameters() if p.requires_grad)
+    # Official: the negatives are a function of the source features, so the loss reaches the
+    # source image through them (the keys themselves are detached).
+    reached_source = source.grad is not None and torch.count_nonzero(source.grad) > 0
+    assert reached_source == (not detach_negatives)
+
+
+def test_cached_views_give_the_same_generator_loss_as_recomputing():
+    G, method, encode, pair = _setup(batch=2)
+    method.auxiliary_step(pair)
+    assert method._cached is not None
+    torch.manual_seed(3)
+    cached = method.generator_losses(pair)
+    assert method._cached is None
+    torch.manual_seed(3)
+    fresh = method.generator_losses(dataclasses.replace(pair))
+    assert cached.keys() == fresh.keys() == {"NCE", "NCE_Y"}
+    for key in cached:
+        assert torch.allclose(cached[key], fresh[key], atol=1e-6)
+
+
+def test_ema_update_equals_its_formula():
+    G, method, encode, pair = _setup(batch=1)
+    with torch.no_grad():
+        for p in method.heads.parameters():
+            p.add_(torch.randn_like(p))
+    ema, heads = _snapshot(method.ema_heads), _snapshot(method.heads)
+    assert not all(torch.equal(a, b) for a, b in zip(ema, heads))  # independent initialisations
+    method.after_generator_step()
+    for p, e, h in zip(method.ema_heads.parameters(), ema, heads):
+        assert torch.allclose(p, 0.9 * e + 0.1 * h, atol=1e-7)
+
+
+# -- batching --------------------------------------------------------------------------------------
+def test_batch_of_two_equals_two_batches_of_one_with_fixed_noise():
+    G, method, encode, pair = _setup(batch=2)
+    n_layers = len(cut_layer_ids(2))
+    torch.manual_seed(99)
+    noise = [torch.randn(2, 16, 64) for _ in range(2 * n_layers)]  # (source, identity) x layers
+
+    def run(sl):
+        queue = iter([z[sl] for z in noise] * 2)  # same noise for the N step and the G step
+        method.draw_noise = lambda batch, count, device: next(queue)
+        part = TranslationPair(source=pair.source[sl], output=pair.output[sl], encode=encode,
+                               target=pair.target[sl], identity=pair.identity[sl])
+        with torch.no_grad():
+            torch.manual_seed(123)  # same sampled locations for every call
+            n_loss = method.negative_objective(method.encode_views(part))[0]
+            torch.manual_seed(123)
+            g_loss = sum(method.generator_losses(part).values())
+        return n_loss, g_loss
+
+    both = run(slice(0, 2))
+    one, two = run(slice(0, 1)), run(slice(1, 2))
+    for i in range(2):
+        assert torch.allclose(both[i], 0.5 * (one[i] + two[i]), atol=1e-5)
+    method.params.nce_includes_all_negatives_from_minibatch = True
+    mixed = run(slice(0, 2))
+    assert not torch.allclose(mixed[1], 0.5 * (one[1] + two[1]), atol=1e-4)
+
+
+def test_noise_comes_from_the_global_torch_rng():
+    G, method, encode, pair = _setup(batch=1, nce_idt=False)
+
+    def loss(seed):
+        torch.manual_seed(seed)
+        with torch.no_grad():
+            return method.generator_losses(pair)["NCE"]
+
+    assert torch.equal(loss(1), loss(1))
+    assert not torch.equal(loss(1), loss(2))
+
+
+# -- options ---------------------------------------------------------------------------------------
+def test_presets_and_defaults_are_the_official_ones():
+    assert NEGCUT.presets["negcut"] == {}
+    assert NEGCUT.presets["fastnegcut"] == {"lambda_NCE": 10.0, "nce_idt": False, "flip_equivariance": True}
+    assert find_method("negcut") == (NEGCUT, "negcut") and find_method("fastnegcut") == (NEGCUT, "fastnegcut")
+    p = NEGCUTParams()
+    assert (p.lambda_NCE, p.nce_idt, p.nce_T, p.num_patches, p.netF_nc, p.lambda_MS_neg, p.z_dim, p.ema_decay) == \
+        (1.0, True, 0.07, 256, 256, 1.0, 64, 0.9)
+    assert p.lr_N is None and not p.flip_equivariance and not p.nce_includes_all_negatives_from_minibatch
+    negcut, fast = NEGCUT(p), NEGCUT(NEGCUTParams(**NEGCUT.presets["fastnegcut"]))
+    assert negcut.uses_identity and not negcut.flips_input
+    assert not fast.uses_identity and fast.flips_input
+    # N's optimiser follows the task's lr (the official --lr_N is unused) unless lr_N is set.
+    G, method, encode, pair = _setup(batch=1)
+    assert method.optimizers["negative_generator"].param_groups[0]["lr"] == 2e-4
+    assert {id(q) for q in method.optimizers["heads"].param_groups[0]["params"]} == {id(q) for q in method.heads.parameters()}
+    method.params.lr_N = 1e-3
+    method.build_optimizers(DEFAULTS)
+    assert method.optimizers["negative_generator"].param_groups[0]["lr"] == 1e-3
+
+
+def test_flip_equivariance_flips_output_features_back():
+    torch.manual_seed(0)
+    encode = lambda x: [F.pad(x, (3, 3, 3, 3), mode="reflect"), F.avg_pool2d(x, 2)]  # noqa: E731
+    x = torch.rand(1, 3, 16, 16) * 2 - 1
+    method = NEGCUT(NEGCUTParams(num_patches=16, nce_idt=False, flip_equivariance=True))
+    method.initialize(TranslationPair(source=x, output=x, encode=encode))
+
+    def loss(output, flipped):
+        torch.manual_seed(5)
+        with torch.no_grad():
+            return method.generator_losses(TranslationPair(source=x, output=output, encode=encode,
+                                                           output_flipped=flipped))["NCE"]
+
+    assert torch.allclose(loss(x.flip(-1), True), loss(x, False), atol=1e-6)
+    assert not torch.allclose(loss(x.flip(-1), False), loss(x, False), atol=1e-3)
+
+
+# -- in the task -----------------------------------------------------------------------------------
+class _Recorder:
+    def __init__(self):
+        self.values = []
+
+    def step(self, run_id, step, total, seconds, values):
+        self.values.append(values)
+
+    def log(self, message):
+        pass
+
+
+def test_negcut_trains_in_the_single_modal_task(tmp_path):
+    suite = suite_from_dict(tiny_suite_dict(tmp_path, methods=("negcut",), steps=4), base_dir=tmp_path)
+    run = expand(suite)[0]
+    runner = Runner(suite, progress=_Recorder())
+    initial = {k: v.clone() for k, v in runner.build_task(run).method.state_dict().items()}
+    task = runner.train(run)
+    assert task.step == 4 and len(runner.progress.values) == 4
+    for values in runner.progress.values:
+        for key in ("NCE", "NCE_Y", "N", "N_div"):
+            assert math.isfinite(values[key])
+    final = task.method.state_dict()
+    for prefix in ("heads.", "ema_heads.", "negative_generator."):
+        keys = [k for k in final if k.startswith(prefix)]
+        assert keys and all(not torch.equal(final[k], initial[k]) for k in keys if k.endswith("weight"))
+    assert set(task.method.optimizers) == {"heads", "negative_generator"}
+
+
+def test_interrupted_then_resumed_equals_uninterrupted(tmp_path):
+    def train(name, stop_at=None):
+        suite = suite_from_dict(tiny_suite_dict(tmp_path / name, methods=("fastnegcut",), steps=4), base_dir=tmp_path)
+        return Runner(suite).train(expand(suite)[0], stop_at=stop_at)
+
+    full = train("full")
+    train("split", stop_at=2)
+    resumed = train("split")
+    a, b = full.method.state_dict(), resumed.method.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert all(torch.equal(x, y) for x, y in zip(full.netG.state_dict().values(), resumed.netG.state_dict().values()))
+    n_full = full.method.optimizers["negative_generator"].state_dict()["state"]
+    n_res = resumed.method.optimizers["negative_generator"].state_dict()["state"]
+    assert n_full and all(torch.equal(n_full[i]["exp_avg"], n_res[i]["exp_avg"]) for i in n_full)
