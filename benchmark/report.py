@@ -69,10 +69,23 @@ def image_grid(suite: Suite, task: str, dataset: str, methods: list[str], out_pa
             rows.append([read_image(str(p)) for p in outputs[: len(inputs)]])
             labels.append(method)
     tiles = torch.stack([img[:3] for row in rows for img in row])
+    if tiles.shape[-1] < 128:  # small synthetic images: enlarge (nearest) so details stay visible
+        factor = -(-128 // tiles.shape[-1])
+        tiles = tiles.repeat_interleave(factor, dim=-1).repeat_interleave(factor, dim=-2)
     grid = make_grid(tiles, nrow=len(inputs), padding=2, pad_value=255)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     write_png(grid, str(out_path))
     return labels
+
+
+def untrained_notes(records: list[dict]) -> str:
+    """Words for every untrained backbone the records' protocols mention, with the methods using it."""
+    found = {}
+    for r in records:
+        for key, value in r.get("protocol", {}).items():
+            if isinstance(value, str) and "UNTRAINED" in value.upper():
+                found.setdefault(f"{key}: {value}", []).append(r["method"])
+    return "; ".join(f"{note} (used by {', '.join(sorted(set(m)))})" for note, m in found.items())
 
 
 def protocol_footer(records: list[dict]) -> str:
@@ -109,7 +122,12 @@ def write_report(suite: Suite) -> Path:
             if part.empty:
                 continue
             recs = [r for r in records if r["task"] == task and r["dataset"] == dataset]
-            lines += [f"## {task} / {dataset}", "", markdown_table(summary_table(part, method_order)), ""]
+            lines += [f"## {task} / {dataset}", ""]
+            untrained = untrained_notes(recs)
+            if untrained:
+                lines += [f"**Warning: {untrained}.** Numbers that depend on it are not comparable with "
+                          "published ones.", ""]
+            lines += [markdown_table(summary_table(part, method_order)), ""]
             lines += [f"Protocol: {protocol_footer(recs)}. Rows: methods trained in this suite plus "
                       "`identity` (the input itself scored as the output).", ""]
             grid_path = report_dir / suite.name / f"{task}_{dataset}.png"

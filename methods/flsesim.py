@@ -10,7 +10,7 @@ than the map):
     S_i = (f_i / ||f_i||) . (f_K(i) / ||f_K(i)||)        (use_norm: cosine similarity)
 
 The structure loss compares the maps of the source x and the translation G(x) at the same 256 random
-query locations, after keeping only the entries of each row at or above its (N/4 + 1)-th largest
+query locations, after keeping only the entries of each row at or above its (int(N/4)+1)-th largest
 value in the output's map (zeroing the others in both maps):
 
     L_cos = mean_i  rho( 1 - cos(S_i^x, S_i^G(x)) ),   rho = SmoothL1 (L1 with use_norm)
@@ -20,7 +20,7 @@ and the generator adds lambda_spatial * mean over layers of it (FSeSim: fixed VG
 
 LSeSim (learned_attn) first trains the heads, before each generator step and with their own optimiser,
 with an InfoNCE loss on L2-normalised maps: for the maps s (source x), t (x' = G(x) detached, or a
-colour-jittered copy of x with augment) and o (a "other" image: y, or a jittered y, flipped in H and W)
+colour-jittered copy of x with augment) and o (an 'other' image: y, or a jittered y, flipped in H and W)
 
     L_F = -log exp(s_i.t_i/T) / ( sum_j exp(s_i.t_j/T) + sum_j exp(s_i.o_j/T) + sum_j exp(t_i.o_j/T) )
 
@@ -43,7 +43,7 @@ from benchmark.registry import register_method
 from .base import Method, OptimizerDefaults, TranslationPair
 from .shared.nce import info_nce
 from .shared.patches import sample_locations
-from .shared.vgg import FrozenVGG16
+from .shared.vgg import VGG16_LAYERS, FrozenVGG16
 
 
 @dataclass
@@ -82,6 +82,9 @@ class FLSeSimParams:
             return f"patch_size must be >= 1, got {self.patch_size}"
         if not self.attn_layers:
             return "attn_layers must name at least one VGG16 layer"
+        unknown = [name for name in self.attn_layers if name not in VGG16_LAYERS]
+        if unknown:
+            return f"unknown VGG16 layer {unknown[0]!r} in attn_layers; valid: {', '.join(VGG16_LAYERS)}"
         if self.augment and not self.learned_attn:
             return "augment only affects the learned heads' training: set learned_attn too"
         return None
@@ -215,7 +218,7 @@ def color_jitter(images: torch.Tensor) -> torch.Tensor:
 
 @register_method("flsesim")
 class FLSeSim(Method):
-    """F/LSeSim: spatially-correlative loss on fixed (FSeSim) or learned (LSeSim) VGG16 self-similarity maps (Zheng et al., CVPR 2021)."""
+    """F/LSeSim: spatially-correlative loss on fixed or learned VGG16 self-similarity maps (Zheng et al., 2021)."""
 
     Params = FLSeSimParams
     presets = {
@@ -338,8 +341,9 @@ class FLSeSim(Method):
                 else "VGG16 (UNTRAINED: random weights)"}
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
-        """The frozen VGG16 is not checkpointed (FrozenVGG16.state_dict is empty): its keys are not
-        missing. Everything else is checked as strictly as asked."""
+        """The frozen VGG16 is not checkpointed: keys under 'vgg.' are never missing (needed while
+        FrozenVGG16 keeps its weights as submodules with an empty state_dict; a no-op once they live
+        outside the module tree). Everything else is checked as strictly as asked."""
         result = super().load_state_dict(state_dict, strict=False, assign=assign)
         missing = [k for k in result.missing_keys if not k.startswith("vgg.")]
         if strict and (missing or result.unexpected_keys):

@@ -225,13 +225,3 @@ class GraphCL(Method):
             return {"backbone": self.vgg.description}
         untrained = self.params.vgg_weights == "untrained"
         return {"backbone": "VGG16 (UNTRAINED: random weights)" if untrained else "VGG16 (ImageNet)"}
-
-    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
-        """The frozen VGG16 is not checkpointed (``FrozenVGG16.state_dict`` is empty); do not ask
-        for its weights when loading."""
-        result = super().load_state_dict(state_dict, strict=False, assign=assign)
-        missing = [k for k in result.missing_keys if not k.startswith("vgg.")]
-        if strict and (missing or result.unexpected_keys):
-            raise RuntimeError(f"Error(s) in loading state_dict for {type(self).__name__}: "
-                               f"missing keys {missing}, unexpected keys {result.unexpected_keys}")
-        return nn.modules.module._IncompatibleKeys(missing, result.unexpected_keys)

@@ -202,8 +202,8 @@ class NEGCUT(Method):
 
     def instance_vectors(self, source_feats: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         """Mean over every position of the EMA heads' embeddings: (B, d) per layer."""
-        every = sample_locations(source_feats, 0)
-        return [e.mean(dim=1) for e in self.ema_heads(gather_locations(source_feats, every))]
+        every = [f.flatten(2).transpose(1, 2) for f in source_feats]  # (B, H*W, C), no gather copy
+        return [e.mean(dim=1) for e in self.ema_heads(every)]
 
     def encode_views(self, pair: TranslationPair) -> list[PairView]:
         """Features of (source, output), and of (target, identity) when the identity term is on."""

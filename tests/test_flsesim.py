@@ -155,7 +155,9 @@ def test_vgg_frozen_and_generator_gets_gradient(make_method):
     fake = G(x)
     loss = method.generator_losses(TranslationPair(source=x, output=fake, encode=encode, target=y))["G_s"]
     loss.backward()
-    assert all(not p.requires_grad and p.grad is None for p in method.vgg.parameters())
+    vgg_params = list(method.vgg.features.parameters())
+    assert len(vgg_params) == 20  # the conv weights and biases up to relu4_3
+    assert all(not p.requires_grad and p.grad is None for p in vgg_params)
     assert all(p.grad is not None for p in G.parameters())
     assert sum(float(p.grad.abs().sum()) for p in G.parameters()) > 0
     assert method.protocol_notes() == {"backbone": "VGG16 (UNTRAINED: random weights)"}
@@ -165,19 +167,19 @@ def test_lsesim_head_step_trains_only_heads_and_generator_loss_gives_heads_no_gr
     G, method, encode, x, y = make_method("lsesim")
     assert set(method.optimizers) == {"attn"}  # never stepped with the generator
     heads_before = [p.detach().clone() for p in method.heads.parameters()]
-    vgg_before = [p.detach().clone() for p in method.vgg.parameters()]
+    vgg_before = [p.detach().clone() for p in method.vgg.features.parameters()]
     fake = G(x)
     pair = TranslationPair(source=x, output=fake, encode=encode, target=y)
     logs = method.auxiliary_step(pair)
     assert math.isfinite(logs["spatial"])
     assert all(p.grad is None for p in G.parameters())  # G(x) was detached for the heads' loss
     assert all(not torch.equal(a, b) for a, b in zip(heads_before, method.heads.parameters()))
-    assert all(torch.equal(a, b) for a, b in zip(vgg_before, method.vgg.parameters()))
+    assert all(torch.equal(a, b) for a, b in zip(vgg_before, method.vgg.features.parameters()))
     method.optimizers["attn"].zero_grad(set_to_none=True)
     loss = method.generator_losses(pair)["G_s"]
     loss.backward()
     assert all(p.grad is None for p in method.heads.parameters())
-    assert all(p.grad is None for p in method.vgg.parameters())
+    assert all(p.grad is None for p in method.vgg.features.parameters())
     assert sum(float(p.grad.abs().sum()) for p in G.parameters() if p.grad is not None) > 0
 
 
@@ -220,6 +222,22 @@ def test_batch_of_two_equals_two_batches_of_one(make_method, preset):
     assert not torch.allclose(one[0], two[0], atol=1e-4)
 
 
+def test_identity_terms(make_method):
+    G, method, encode, x, y = make_method("fsesim", lambda_spatial_idt=2.0, lambda_identity=0.5)
+    assert method.uses_identity and not make_method("fsesim")[1].uses_identity
+    with torch.no_grad():
+        out = G(torch.cat([x, y]))
+        pair = TranslationPair(source=x, output=out[:2], encode=encode, target=y, identity=out[2:])
+        torch.manual_seed(4)
+        terms = method.generator_losses(pair)
+        torch.manual_seed(4)
+        method.spatial_loss(x, out[:2])  # same random draws as the G_s term
+        idt_spatial = method.spatial_loss(y, out[2:])
+    assert set(terms) == {"G_s", "G_s_idt_B", "idt_B"}
+    assert torch.allclose(terms["G_s_idt_B"], 2.0 * idt_spatial)
+    assert torch.allclose(terms["idt_B"], 0.5 * (y - out[2:]).abs().mean())
+
+
 def test_color_jitter_matches_torchvision_per_image_with_torch_rng():
     torch.manual_seed(0)
     x = torch.rand(2, 3, 8, 8) * 2 - 1
@@ -237,7 +255,8 @@ def test_color_jitter_matches_torchvision_per_image_with_torch_rng():
 
 def test_presets_and_defaults_are_the_official_values(make_method):
     d = FLSeSimParams()
-    assert (d.lambda_spatial, d.patch_nums, d.patch_size, d.loss_mode, d.use_norm, d.T) == (10.0, 256, 64, "cos", False, 0.07)
+    assert (d.lambda_spatial, d.patch_nums, d.patch_size, d.loss_mode, d.use_norm, d.T) == \
+        (10.0, 256, 64, "cos", False, 0.07)
     assert d.attn_layers == ["relu3_1", "relu4_1", "relu4_3"]
     assert (d.learned_attn, d.augment, d.lambda_spatial_idt, d.lambda_identity) == (False, False, 0.0, 0.0)
     assert FLSeSim.presets == {"fsesim": {}, "lsesim": {"learned_attn": True, "augment": True, "patch_size": 32}}
@@ -255,8 +274,9 @@ def _weights(task):
     return state
 
 
-def _suite(tmp_path, name, preset):
-    d = tiny_suite_dict(tmp_path / name, methods=({"name": preset, "params": {"vgg_weights": "untrained"}},), steps=4)
+def _suite(tmp_path, name, preset, steps=4):
+    method = {"name": preset, "params": {"vgg_weights": "untrained"}}
+    d = tiny_suite_dict(tmp_path / name, methods=(method,), steps=steps)
     suite = suite_from_dict(d, base_dir=tmp_path)
     return suite, expand(suite)[0]
 
@@ -280,11 +300,11 @@ def test_lsesim_smoke_trains_heads_and_resumes_bit_exactly(tmp_path):
 
 
 def test_fsesim_smoke_in_the_single_modal_task(tmp_path):
-    suite, run = _suite(tmp_path, "f", "fsesim")
-    halfway = _weights(Runner(suite).train(run, stop_at=2))
-    task = Runner(suite).train(run)
-    trained = _weights(task)
-    assert any(not torch.equal(halfway[k], trained[k]) for k in trained if k.startswith("G."))
-    assert not any(k.startswith("M.") for k in trained)  # nothing learned by the method itself
-    logs = task.train_step()
+    suite, run = _suite(tmp_path, "f", "fsesim", steps=6)
+    task = Runner(suite).train(run, stop_at=4)
+    before = _weights(task)
+    assert not any(k.startswith("M.") for k in before)  # nothing learned by the method itself
+    logs = task.train_step()  # step 5 of 6: the learning rate is not yet zero
     assert math.isfinite(logs["G_s"]) and logs["G_s"] > 0
+    after = _weights(task)
+    assert all(not torch.equal(before[k], after[k]) for k in after if k.startswith("G.") and k.endswith("weight"))

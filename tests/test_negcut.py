@@ -24,8 +24,8 @@ def _setup(batch=2, **params):
     layers = cut_layer_ids(2)
     method = NEGCUT(NEGCUTParams(num_patches=16, **params))
     encode = lambda x: G(x, layers, encode_only=True)  # noqa: E731
-    x = torch.rand(batch, 3, 32, 32) * 2 - 1
-    y = torch.rand(batch, 3, 32, 32) * 2 - 1
+    x = torch.rand(batch, 3, 16, 16) * 2 - 1
+    y = torch.rand(batch, 3, 16, 16) * 2 - 1
     method.initialize(TranslationPair(source=x, output=x, encode=encode))
     method.build_optimizers(DEFAULTS)
     with torch.no_grad():

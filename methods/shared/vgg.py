@@ -13,7 +13,7 @@ from typing import Sequence
 
 import torch
 from torch import nn
-from torchvision.models import vgg16
+from torchvision.models.vgg import cfgs, make_layers
 
 from benchmark.errors import WeightsError
 
@@ -58,23 +58,33 @@ class FrozenVGG16(nn.Module):
             raise ValueError(f"unknown VGG16 layer {unknown[0]!r}; valid: {', '.join(VGG16_LAYERS)}")
         self.layer_names = list(layers)
         self.indices = [VGG16_LAYERS[name] for name in layers]
-        net = vgg16(weights=None)
+        features = make_layers(cfgs["D"])[: max(self.indices) + 1]  # VGG16's conv trunk only
         self.pretrained = weights == "imagenet"
         if self.pretrained:
             path = find_vgg16_weights(weights_dir)
             try:
-                net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+                state = torch.load(path, map_location="cpu", weights_only=True)
+                prefix = "features."
+                features.load_state_dict({k[len(prefix):]: v for k, v in state.items()
+                                          if k.startswith(prefix) and int(k.split(".")[1]) < len(features)})
             except Exception as exc:  # noqa: BLE001
                 raise WeightsError(f"'{path}' is not a loadable torchvision VGG16 state dict: {exc}") from exc
-        self.features = net.features[: max(self.indices) + 1]
-        self.features.requires_grad_(False)
-        self.features.eval()
+        else:  # torchvision's VGG initialisation, so untrained features have a sensible scale
+            for m in features.modules():
+                if isinstance(m, nn.Conv2d):
+                    nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+                    nn.init.zeros_(m.bias)
+        features.requires_grad_(False)
+        features.eval()
+        # Kept outside the module tree: frozen weights are no part of a method's parameters,
+        # optimisers or checkpoints; _apply still moves them with the module (.to(device)).
+        object.__setattr__(self, "features", features)
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
 
-    def train(self, mode: bool = True):
-        super().train(mode)
-        self.features.eval()  # always frozen
+    def _apply(self, fn, recurse=True):
+        super()._apply(fn, recurse)
+        self.features._apply(fn)
         return self
 
     @property
@@ -89,10 +99,3 @@ class FrozenVGG16(nn.Module):
             if i in wanted:
                 out.append(x)
         return [out[sorted(self.indices).index(i)] for i in self.indices]
-
-    def state_dict(self, *args, **kwargs):
-        """Frozen weights are not part of a method's checkpoint."""
-        return {}
-
-    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
-        return nn.modules.module._IncompatibleKeys([], [])
