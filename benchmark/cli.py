@@ -65,6 +65,32 @@ def cmd_perf(args) -> int:
     return 0
 
 
+def cmd_weights(args) -> int:
+    """Table of pretrained files: every known one, or what the suite CONFIG needs. Exit 1 when a
+    needed file is missing or wrong (without CONFIG: when any file present is wrong)."""
+    from . import weights
+
+    if args.config:
+        from .config import load_suite
+        suite = load_suite(args.config, args.overrides)
+        weights_dir = args.weights_dir or suite.settings.weights_dir or None
+        keys = weights.required_weights(suite)
+        print(f"suite '{suite.name}' needs {len(keys)} pretrained file(s); "
+              f"weights folder: {weights_dir or '(none set)'}")
+    else:
+        if args.overrides:
+            print("error: overrides need a CONFIG", file=sys.stderr)
+            return 2
+        weights_dir, keys = args.weights_dir, None
+        print(f"every pretrained file the benchmark knows; weights folder: {weights_dir or '(none set)'}")
+    rows = weights.status(keys, weights_dir)
+    print(weights.format_status_table(rows))
+    failed = [r for r in rows if r.state == weights.WRONG or (args.config and not r.ok)]
+    for r in failed:
+        print(f"error: {r.message}", file=sys.stderr)
+    return 1 if failed else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m benchmark", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -89,6 +115,13 @@ def build_parser() -> argparse.ArgumentParser:
     perf.add_argument("--device", default="auto")
     perf.add_argument("--out", default="results/perf", help="folder for perf_<device>_<size>.json / .md")
     perf.set_defaults(func=cmd_perf)
+    wts = sub.add_parser("weights", help="pretrained files: every known one, or those CONFIG needs, "
+                                         "with their state and where to put missing ones")
+    wts.add_argument("config", nargs="?", help="suite YAML (optional)")
+    wts.add_argument("overrides", nargs="*", help="dotted key=value overrides")
+    wts.add_argument("--weights-dir", default=None,
+                     help="weights folder to look in (default: the config's weights_dir)")
+    wts.set_defaults(func=cmd_weights)
     return parser
 
 

@@ -7,7 +7,6 @@ list of method or preset names, or mappings ``{name, label, params}``.
 from __future__ import annotations
 
 import copy
-import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal

@@ -339,14 +339,3 @@ class FLSeSim(Method):
             return {"backbone": self.vgg.description}
         return {"backbone": "VGG16 (ImageNet)" if self.params.vgg_weights == "imagenet"
                 else "VGG16 (UNTRAINED: random weights)"}
-
-    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
-        """The frozen VGG16 is not checkpointed: keys under 'vgg.' are never missing (needed while
-        FrozenVGG16 keeps its weights as submodules with an empty state_dict; a no-op once they live
-        outside the module tree). Everything else is checked as strictly as asked."""
-        result = super().load_state_dict(state_dict, strict=False, assign=assign)
-        missing = [k for k in result.missing_keys if not k.startswith("vgg.")]
-        if strict and (missing or result.unexpected_keys):
-            raise RuntimeError(f"error loading {type(self).__name__} state: missing keys {missing}, "
-                               f"unexpected keys {result.unexpected_keys}")
-        return nn.modules.module._IncompatibleKeys(missing, result.unexpected_keys)

@@ -109,6 +109,8 @@ def negatives_diversity(negatives: torch.Tensor) -> torch.Tensor:
     """-mean |n_{1..N/2} - n_{N/2+1..N}| over images, pairs and dimensions (the official loss on
     ``n_k[:, :P//2] - n_k[:, P//2:]``; with an odd N the last negative is left out)."""
     half = negatives.shape[1] // 2
+    if half == 0:
+        return negatives.new_zeros(())
     return -(negatives[:, :half] - negatives[:, half:2 * half]).abs().mean()
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Callable
 
+import numpy as np
 import torch
 
 from benchmark.metrics.fid import FeatureCache, fid_from_features, inception_features, kid_from_features
@@ -29,7 +30,7 @@ def translate_set(translate: Callable[[torch.Tensor], torch.Tensor], image_set: 
     return torch.cat(outputs)
 
 
-def real_features(dataset: UnpairedDataset, split: str, side: str, ctx: RunContext) -> "np.ndarray":
+def real_features(dataset: UnpairedDataset, split: str, side: str, ctx: RunContext) -> np.ndarray:
     """Inception features of a dataset side, cached under a key of everything they depend on."""
     ev = ctx.evaluation
     image_set = dataset.split(split, side)

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from benchmark.config import find_method, suite_from_dict
 from benchmark.runner import Runner, expand
 from methods.base import OptimizerDefaults, TranslationPair
-from methods.negcut import (NEGCUT, NEGCUTParams, generated_negatives_nce, negatives_diversity)
+from methods.negcut import NEGCUT, NEGCUTParams, generated_negatives_nce, negatives_diversity
 from tasks.single_modal.networks import ResnetGenerator, cut_layer_ids
 
 from conftest import tiny_suite_dict
@@ -114,7 +114,8 @@ def test_negative_step_increases_the_nce_of_fixed_queries_and_touches_only_N():
             return method.negative_objective(method.encode_views(pair))[1]
 
     before = nce()
-    heads, ema, gen, N = _snapshot(method.heads), _snapshot(method.ema_heads), _snapshot(G), _snapshot(method.negative_generator)
+    heads, ema, gen = _snapshot(method.heads), _snapshot(method.ema_heads), _snapshot(G)
+    N = _snapshot(method.negative_generator)
     torch.manual_seed(11)
     logs = method.auxiliary_step(pair)
     after = nce()
@@ -143,8 +144,8 @@ def test_negative_objective_with_diversity_decreases_and_counts_both_pairs():
     torch.manual_seed(5)
     views = method.encode_views(pair)
     with torch.no_grad():
-        per_view = [torch.stack([negatives_diversity(n) for n in method.queries_keys_negatives(v, False, True)[2]]).mean()
-                    for v in views]
+        negatives = [method.queries_keys_negatives(v, frozen=False, detach=True)[2] for v in views]
+        per_view = [torch.stack([negatives_diversity(n) for n in per_layer]).mean() for per_layer in negatives]
         torch.manual_seed(5)
         _, _, div_all = method.negative_objective(method.encode_views(pair))
         method.params.diversity_negatives = "last"
@@ -261,7 +262,8 @@ def test_presets_and_defaults_are_the_official_ones():
     # N's optimiser follows the task's lr (the official --lr_N is unused) unless lr_N is set.
     G, method, encode, pair = _setup(batch=1)
     assert method.optimizers["negative_generator"].param_groups[0]["lr"] == 2e-4
-    assert {id(q) for q in method.optimizers["heads"].param_groups[0]["params"]} == {id(q) for q in method.heads.parameters()}
+    heads_params = method.optimizers["heads"].param_groups[0]["params"]
+    assert {id(q) for q in heads_params} == {id(q) for q in method.heads.parameters()}
     method.params.lr_N = 1e-3
     method.build_optimizers(DEFAULTS)
     assert method.optimizers["negative_generator"].param_groups[0]["lr"] == 1e-3
@@ -296,33 +298,30 @@ class _Recorder:
         pass
 
 
-def test_negcut_trains_in_the_single_modal_task(tmp_path):
-    suite = suite_from_dict(tiny_suite_dict(tmp_path, methods=("negcut",), steps=4), base_dir=tmp_path)
-    run = expand(suite)[0]
-    runner = Runner(suite, progress=_Recorder())
+def test_negcut_trains_in_the_single_modal_task_and_resumes_exactly(tmp_path):
+    def runner_and_run(name):
+        suite = suite_from_dict(tiny_suite_dict(tmp_path / name, methods=("negcut",), steps=4), base_dir=tmp_path)
+        return Runner(suite, progress=_Recorder()), expand(suite)[0]
+
+    runner, run = runner_and_run("full")
     initial = {k: v.clone() for k, v in runner.build_task(run).method.state_dict().items()}
-    task = runner.train(run)
-    assert task.step == 4 and len(runner.progress.values) == 4
+    full = runner.train(run)
+    assert full.step == 4 and len(runner.progress.values) == 4
     for values in runner.progress.values:
         for key in ("NCE", "NCE_Y", "N", "N_div"):
             assert math.isfinite(values[key])
-    final = task.method.state_dict()
+    final = full.method.state_dict()
     for prefix in ("heads.", "ema_heads.", "negative_generator."):
         keys = [k for k in final if k.startswith(prefix)]
         assert keys and all(not torch.equal(final[k], initial[k]) for k in keys if k.endswith("weight"))
-    assert set(task.method.optimizers) == {"heads", "negative_generator"}
+    assert set(full.method.optimizers) == {"heads", "negative_generator"}
 
-
-def test_interrupted_then_resumed_equals_uninterrupted(tmp_path):
-    def train(name, stop_at=None):
-        suite = suite_from_dict(tiny_suite_dict(tmp_path / name, methods=("fastnegcut",), steps=4), base_dir=tmp_path)
-        return Runner(suite).train(expand(suite)[0], stop_at=stop_at)
-
-    full = train("full")
-    train("split", stop_at=2)
-    resumed = train("split")
-    a, b = full.method.state_dict(), resumed.method.state_dict()
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    # Interrupted after 2 steps, then resumed: N, its optimiser state and the EMA heads are restored.
+    runner, run = runner_and_run("split")
+    runner.train(run, stop_at=2)
+    resumed = runner.train(run)
+    b = resumed.method.state_dict()
+    assert final.keys() == b.keys() and all(torch.equal(final[k], b[k]) for k in final)
     assert all(torch.equal(x, y) for x, y in zip(full.netG.state_dict().values(), resumed.netG.state_dict().values()))
     n_full = full.method.optimizers["negative_generator"].state_dict()["state"]
     n_res = resumed.method.optimizers["negative_generator"].state_dict()["state"]

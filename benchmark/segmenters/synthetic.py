@@ -123,13 +123,17 @@ class SegmenterSettings:
     weight_decay: float = 0.0
     crop: int = 64               # images larger than this train on random crops of crop x crop
     flip: bool = True            # random horizontal flips
-    threads: int = 2             # CPU threads while training (part of what fixes the bits)
+    class_weight_power: float = 0.5   # cross-entropy class weights: frequency ** -power (0: none)
+    threads: int = 1             # CPU threads while training (part of what fixes the bits)
 
     def validate(self) -> None:
         for name in ("width", "steps", "batch_size", "crop", "threads"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise BenchmarkError(f"segmenter settings: {name} must be a positive integer, got {value!r}")
+        if not (isinstance(self.class_weight_power, (int, float)) and 0 <= self.class_weight_power <= 1):
+            raise BenchmarkError(f"segmenter settings: class_weight_power must be in [0, 1], "
+                                 f"got {self.class_weight_power!r}")
         if not (isinstance(self.lr, (int, float)) and self.lr > 0):
             raise BenchmarkError(f"segmenter settings: lr must be positive, got {self.lr!r}")
 
@@ -257,6 +261,17 @@ def _batch(images: torch.Tensor, labels: torch.Tensor, ids: torch.Tensor, settin
     return x, y
 
 
+def _class_weights(labels: torch.Tensor, num_classes: int, ignore_index: int, power: float) -> torch.Tensor:
+    """Cross-entropy weights ``frequency ** -power`` over the training pixels, pixel-weighted mean 1
+    (so that rare classes such as poles and persons are learnt at all); absent classes get 0."""
+    valid = labels[labels != ignore_index]
+    freq = torch.bincount(valid.reshape(-1), minlength=num_classes)[:num_classes].double()
+    freq = freq / freq.sum().clamp(min=1)
+    weights = torch.where(freq > 0, freq.clamp(min=1e-12) ** -power, torch.zeros_like(freq))
+    weights = weights / (weights * freq).sum().clamp(min=1e-12)
+    return weights.float()
+
+
 def train_segmenter(train: ImageSet, label_info: LabelInfo, settings: SegmenterSettings, seed: int,
                     log: Log | None = None, label: str = "segmenter") -> tuple[SegmentationUNet, float]:
     """Train a U-Net on a labelled image set (on the CPU); returns (network in eval mode, seconds)."""
@@ -268,6 +283,7 @@ def train_segmenter(train: ImageSet, label_info: LabelInfo, settings: SegmenterS
     images = train.images(range(n))
     labels = train.labels(range(n)).to(torch.int64)
     num_classes = len(label_info.class_names)
+    weights = _class_weights(labels, num_classes, label_info.ignore_index, settings.class_weight_power)
     start = time.monotonic()
     with _deterministic(settings.threads):
         torch.manual_seed(seed)
@@ -288,13 +304,13 @@ def train_segmenter(train: ImageSet, label_info: LabelInfo, settings: SegmenterS
             if pos == 0:
                 order = torch.randperm(n, generator=gen)
             x, y = _batch(images, labels, order[pos * batch:(pos + 1) * batch], settings, gen)
-            loss = F.cross_entropy(net(_to_input(x, torch.device("cpu"))), y,
+            loss = F.cross_entropy(net(_to_input(x, torch.device("cpu"))), y, weight=weights,
                                    ignore_index=label_info.ignore_index)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             sched.step()
-            running.append(float(loss))
+            running.append(float(loss.detach()))
             now = time.monotonic()
             if now - last_print >= 5.0 or step == settings.steps:
                 elapsed = now - start

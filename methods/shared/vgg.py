@@ -1,13 +1,13 @@
 """A frozen ImageNet VGG16 feature extractor (F-LSeSim and GraphCL use relu3_1, relu4_1, relu4_3).
 
 The ImageNet weights are torchvision's ``vgg16-397923af.pth``, looked for in the torch hub cache
-(``$TORCH_HOME/hub/checkpoints``) and in the configured weights folder. Nothing is downloaded. When
+(``$TORCH_HOME/hub/checkpoints``) and in the configured weights folder, and sha256-verified, through
+``benchmark.weights`` (the table of every pretrained file). Nothing is downloaded. When
 the file is absent, a method may opt into an untrained backbone (``vgg_weights: untrained``); the
 runs' protocol then says so and every table built from them repeats it.
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Sequence
 
@@ -15,9 +15,10 @@ import torch
 from torch import nn
 from torchvision.models.vgg import cfgs, make_layers
 
+from benchmark import weights
 from benchmark.errors import WeightsError
 
-VGG16_FILE = "vgg16-397923af.pth"
+VGG16_FILE = weights.WEIGHT_FILES["vgg16"].filename  # "vgg16-397923af.pth"
 VGG16_LAYERS = {"relu1_1": 1, "relu1_2": 3, "relu2_1": 6, "relu2_2": 8, "relu3_1": 11, "relu3_2": 13,
                 "relu3_3": 15, "relu4_1": 18, "relu4_2": 20, "relu4_3": 22, "relu5_1": 25,
                 "relu5_2": 27, "relu5_3": 29}
@@ -26,24 +27,18 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def vgg16_candidates(weights_dir: Path | None = None) -> list[Path]:
-    places = []
-    if weights_dir is not None:
-        places.append(Path(weights_dir) / VGG16_FILE)
-    if os.environ.get("I2I_BENCH_WEIGHTS"):
-        places.append(Path(os.environ["I2I_BENCH_WEIGHTS"]) / VGG16_FILE)
-    places.append(Path(torch.hub.get_dir()) / "checkpoints" / VGG16_FILE)
-    return places
+    """Where the file is looked for, in order (benchmark.weights' table: the weights folder,
+    $I2I_BENCH_WEIGHTS, the torch hub cache)."""
+    return weights.candidates("vgg16", weights_dir)
 
 
 def find_vgg16_weights(weights_dir: Path | None = None) -> Path:
-    places = vgg16_candidates(weights_dir)
-    for place in places:
-        if place.is_file():
-            return place
-    raise WeightsError(
-        f"ImageNet VGG16 weights '{VGG16_FILE}' not found; looked in: {', '.join(map(str, places))}. "
-        f"Put torchvision's file at {places[-1]} (or in the weights folder), or set the method option "
-        "'vgg_weights: untrained' to run with a randomly initialised backbone (reports will say so)")
+    """The sha256-verified VGG16 file; WeightsError when it is missing or wrong."""
+    try:
+        return weights.locate("vgg16", weights_dir)
+    except WeightsError as exc:
+        raise WeightsError(f"{exc} Or set the method option 'vgg_weights: untrained' to run with a "
+                           "randomly initialised backbone (reports will say so).") from exc
 
 
 class FrozenVGG16(nn.Module):
