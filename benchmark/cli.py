@@ -111,6 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     perf.add_argument("--batch-size", type=int, default=1)
     perf.add_argument("--steps", type=int, default=5, help="timed steps after warm-up")
     perf.add_argument("--ngf", type=int, default=64)
+    perf.add_argument("--ndf", type=int, default=64)
     perf.add_argument("--n-blocks", type=int, default=9)
     perf.add_argument("--device", default="auto")
     perf.add_argument("--out", default="results/perf", help="folder for perf_<device>_<size>.json / .md")

@@ -30,7 +30,7 @@ def all_presets() -> list[str]:
     return names
 
 
-def measure_one(method: str, size: int, batch_size: int, steps: int, ngf: int, n_blocks: int,
+def measure_one(method: str, size: int, batch_size: int, steps: int, ngf: int, ndf: int, n_blocks: int,
                 device: str, cache_root: str) -> dict:
     """Time ``steps`` training steps after two warm-up steps; peak memory of this process."""
     from .runner import Runner, expand
@@ -38,7 +38,7 @@ def measure_one(method: str, size: int, batch_size: int, steps: int, ngf: int, n
     cls, _ = find_method(method)
     suite = suite_from_dict({
         "suite": "perf", "seeds": [0], "device": device, "output_dir": cache_root,
-        "tasks": {"single_modal": {"ngf": ngf, "ndf": 64, "n_blocks": n_blocks, "batch_size": batch_size,
+        "tasks": {"single_modal": {"ngf": ngf, "ndf": ndf, "n_blocks": n_blocks, "batch_size": batch_size,
                                     "n_steps": steps + 2, "n_steps_decay": 0}},
         "datasets": {"synthetic_objects": {"size": size, "n_train": 8, "n_test": 2}},
         "methods": [method]})
@@ -60,7 +60,7 @@ def measure_one(method: str, size: int, batch_size: int, steps: int, ngf: int, n
     peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {
         "method": method, "method_type": cls.registry_name, "size": size, "batch_size": batch_size,
-        "ngf": ngf, "n_blocks": n_blocks, "device": str(runner.device), "steps_timed": steps,
+        "ngf": ngf, "ndf": ndf, "n_blocks": n_blocks, "device": str(runner.device), "steps_timed": steps,
         "step_seconds": round(seconds, 4),
         "peak_gpu_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1) if on_cuda else None,
         "peak_host_rss_mb": round(peak_rss_mb, 1),
@@ -79,7 +79,7 @@ def run_perf(args) -> list[dict]:
               f"(elapsed {format_seconds(time.monotonic() - started)})", file=sys.stderr, flush=True)
         cmd = [sys.executable, "-m", "benchmark.perf", json.dumps({
             "method": method, "size": args.size, "batch_size": args.batch_size, "steps": args.steps,
-            "ngf": args.ngf, "n_blocks": args.n_blocks, "device": args.device,
+            "ngf": args.ngf, "ndf": args.ndf, "n_blocks": args.n_blocks, "device": args.device,
             "cache_root": str(out_dir / "work")})]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
@@ -93,7 +93,7 @@ def run_perf(args) -> list[dict]:
             "cpu_threads": torch.get_num_threads(), "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
     (out_dir / f"{stem}.json").write_text(json.dumps({"meta": meta, "results": results}, indent=2))
     lines = [f"# Training step time and peak memory ({args.size}x{args.size}, batch {args.batch_size}, "
-             f"ngf {args.ngf}, {args.n_blocks} blocks, {device})", "",
+             f"ngf {args.ngf}, ndf {args.ndf}, {args.n_blocks} blocks, {device})", "",
              "| method | s/step | x cut | peak GPU MB | peak host RSS MB |", "|---|---|---|---|---|"]
     base = next((r["step_seconds"] for r in results if r.get("method") == "cut" and "step_seconds" in r), None)
     for r in results:

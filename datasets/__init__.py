@@ -8,3 +8,4 @@ __all__ = [
     "FolderImageSet", "UnalignedFolder", "SyntheticObjects", "SyntheticScenes",
     "SCENE_CLASSES", "SCENE_PALETTE",
 ]
+from . import multidomain, synthetic_seasons  # noqa: F401

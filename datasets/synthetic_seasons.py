@@ -68,9 +68,9 @@ _STYLE = {
                    conifer=(0.10, 0.26, 0.12),
                    crowns=((0.86, 0.44, 0.10), (0.72, 0.16, 0.08), (0.90, 0.72, 0.16)),
                    trunk=(0.28, 0.19, 0.12), speckle=(0.80, 0.32, 0.08)),
-    "winter": dict(sky_top=(0.60, 0.66, 0.75), sky_hor=(0.86, 0.88, 0.91), cloud=(0.45, 0.95),
-                   cloud_rgb=(0.90, 0.91, 0.93), rock=(0.37, 0.39, 0.44), foot=(0.80, 0.84, 0.90),
-                   snow_free=(0.0, 0.25), ground=(0.90, 0.93, 0.97), water=(0.70, 0.80, 0.88),
+    "winter": dict(sky_top=(0.48, 0.54, 0.64), sky_hor=(0.72, 0.75, 0.80), cloud=(0.35, 0.85),
+                   cloud_rgb=(0.84, 0.85, 0.87), rock=(0.34, 0.36, 0.41), foot=(0.66, 0.70, 0.78),
+                   snow_free=(0.05, 0.35), ground=(0.90, 0.93, 0.97), water=(0.70, 0.80, 0.88),
                    conifer=(0.08, 0.20, 0.12), crowns=((0.34, 0.29, 0.26), (0.40, 0.35, 0.31)),
                    trunk=(0.24, 0.19, 0.16)),
     "spring": dict(sky_top=(0.33, 0.60, 0.93), sky_hor=(0.74, 0.88, 0.97), cloud=(0.15, 0.60),
@@ -193,7 +193,8 @@ def _render(rng: np.random.Generator, domain: str, s: int) -> tuple[np.ndarray, 
     mountain = rock * (1 - 0.8 * foot) + _jitter(rng, st["foot"]) * (1 + 0.08 * high) * 0.8 * foot
     snow_line = yh - rng.uniform(*st["snow_free"]) * (yh - top)
     snow = ((snow_line + 0.03 * mid + 0.02 * high - Y) * s * 0.7).clamp(0, 1)
-    snow_rgb = torch.tensor([0.93, 0.95, 0.98])[:, None, None] * (0.93 + 0.07 * shade)
+    snow = snow * (1 - ((high - 0.9) * 3).clamp(0, 1))                  # rock breaking through
+    snow_rgb = torch.tensor([0.93, 0.95, 0.98])[:, None, None] * (0.86 + 0.14 * shade)
     mountain = mountain * (1 - snow) + snow_rgb * snow
 
     # Ground: texture, perspective shading, seasonal speckles.
@@ -229,13 +230,13 @@ def _render(rng: np.random.Generator, domain: str, s: int) -> tuple[np.ndarray, 
             colour = _jitter(rng, st["conifer"])
             layer = colour * light * (0.85 + 0.25 * high + 0.1 * fine)
             if domain == "winter":
-                dust = ((high + 0.6 * fine) > rng.uniform(-0.2, 0.4)).float()
+                dust = ((high + 0.6 * fine) > rng.uniform(0.3, 0.8)).float()
                 layer = layer * (1 - dust) + torch.tensor([0.92, 0.94, 0.98])[:, None, None] * dust
         else:
             colour = _jitter(rng, st["crowns"][int(rng.integers(len(st["crowns"])))])
             layer = colour * light * (0.85 + 0.2 * high + 0.12 * fine)
             if domain == "winter":          # bare twigs: the background shows through
-                twigs = ((high + fine) > 0.4).float()
+                twigs = ((0.5 * high + fine) > 0.0).float()
                 layer = layer * (1 - twigs) + img * twigs
             elif domain == "spring" and colour[1, 0, 0] < 0.8 and colour[0, 0, 0] > 0.8:
                 layer = layer * (1 + 0.08 * fine)

@@ -336,7 +336,7 @@ def _pil_resize_images(images: torch.Tensor, size: tuple[int, int]) -> torch.Ten
     out = []
     for img in images.cpu():
         pil = Image.fromarray(img.permute(1, 2, 0).numpy())
-        out.append(torch.from_numpy(np.asarray(pil.resize((size[1], size[0]), Image.BICUBIC))).permute(2, 0, 1))
+        out.append(torch.from_numpy(np.array(pil.resize((size[1], size[0]), Image.BICUBIC))).permute(2, 0, 1))
     return torch.stack(out)
 
 
