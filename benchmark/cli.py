@@ -15,7 +15,10 @@ def cmd_run(args) -> int:
     from .runner import Runner
     import time
 
+    from .weights import check_suite
+
     suite = load_suite(args.config, args.overrides)
+    check_suite(suite)  # every pretrained file the suite needs, before any training
     progress = SuiteProgress(0)
     runner = Runner(suite, progress)
     progress.total_steps = max(1, runner.planned_steps())

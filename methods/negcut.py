@@ -218,7 +218,7 @@ class NEGCUT(Method):
             source_feats = pair.encode(source)
             if self.params.detach_negatives:
                 with torch.no_grad():
-                    instances = self.instance_vectors(source_feats)
+                    instances = self.instance_vectors([f.detach() for f in source_feats])
             else:
                 instances = self.instance_vectors(source_feats)
             views.append(PairView(source_feats, output_feats, instances))
