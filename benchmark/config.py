@@ -30,6 +30,8 @@ class EvaluationConfig:
     batch_size: int = 16
     grid_images: int = 6
     """Test inputs shown in the report's image grid."""
+    label_scores: bool = True
+    """Score outputs with a segmenter when the source side has labels (mIoU / pixAcc / clsAcc)."""
 
     def validate(self):
         if self.num_test_images < 0:
@@ -52,6 +54,8 @@ class SuiteSettings:
     output_dir: str = "results"
     weights_dir: str = ""
     checkpoint_every: int = 100
+    cpu_threads: int = 0
+    """Torch intra-op threads on CPU (0 = torch's default). Small CPU networks often run faster on 1."""
     description: str = ""
 
     def validate(self):
@@ -61,6 +65,8 @@ class SuiteSettings:
             return "seeds must list at least one seed"
         if self.checkpoint_every < 1:
             return "checkpoint_every must be >= 1"
+        if self.cpu_threads < 0:
+            return f"cpu_threads must be >= 0 (0 = torch's default), got {self.cpu_threads}"
         return None
 
 

@@ -12,8 +12,11 @@ from torchvision.utils import make_grid
 from .config import Suite
 from .runner import runs_dir
 
-METRIC_ORDER = ["FID", "KIDx100"]
-METRIC_NOTES = {"FID": "lower is better", "KIDx100": "KID x 100, lower is better"}
+METRIC_ORDER = ["FID", "KIDx100", "mIoU", "pixAcc", "clsAcc", "maskIoU"]
+METRIC_NOTES = {"FID": "lower is better", "KIDx100": "KID x 100, lower is better",
+                "mIoU / pixAcc / clsAcc / maskIoU": "segmentation of the outputs against the input's "
+                "labels, in percent, higher is better (the footer names the segmenter and its ceiling "
+                "on real target images)"}
 
 
 def load_records(suite: Suite) -> list[dict]:

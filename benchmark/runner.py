@@ -129,6 +129,8 @@ class Runner:
     def __init__(self, suite: Suite, progress: SuiteProgress | None = None):
         self.suite = suite
         self.device = resolve_device(suite.settings.device)
+        if suite.settings.cpu_threads and self.device.type == "cpu":
+            torch.set_num_threads(suite.settings.cpu_threads)
         self._datasets = {}
         self.progress = progress
 

@@ -45,6 +45,21 @@ def real_features(dataset: UnpairedDataset, split: str, side: str, ctx: RunConte
         resize=ev.fid_resize, device=ctx.device, batch_size=ev.batch_size))
 
 
+def label_scores(dataset: UnpairedDataset, outputs: torch.Tensor, test_a: ImageSet, count: int,
+                 ctx: RunContext) -> tuple[dict[str, float], dict]:
+    """How well a segmenter trained on real target-domain images recovers the input's labels from the
+    outputs (mIoU / pixAcc / clsAcc, or the object-mask IoU). The segmenter is seeded with 0, not the
+    run's seed, so that every run is scored by the same network."""
+    from benchmark.segmenters import get_segmenter, score_translation
+
+    segmenter = get_segmenter(dataset, "B", ctx.cache_dir / "segmenters", ctx.device, seed=0, log=ctx.log)
+    scores = score_translation(segmenter, outputs, test_a.labels(range(count)))
+    ceiling = {k: round(v, 1) for k, v in segmenter.ceiling.items() if isinstance(v, (int, float))}
+    return ({k: v for k, v in scores.items() if isinstance(v, (int, float))},
+            {"segmenter": segmenter.description,
+             "segmenter_ceiling": ", ".join(f"{k} {v}" for k, v in ceiling.items())})
+
+
 def evaluate_translation(translate: Callable[[torch.Tensor], torch.Tensor], dataset: UnpairedDataset,
                          ctx: RunContext) -> Evaluation:
     ev = ctx.evaluation
@@ -56,12 +71,17 @@ def evaluate_translation(translate: Callable[[torch.Tensor], torch.Tensor], data
     kid = kid_from_features(fake, real, num_subsets=ev.kid_subsets,
                             subset_size=ev.kid_subset_size, seed=ev.kid_seed)
     shown = min(ev.grid_images, count)
+    metrics = {"FID": fid_from_features(fake, real), "KIDx100": 100.0 * kid}
+    protocol = {}
+    if ev.label_scores and test_a.has_labels:
+        metrics_labels, protocol = label_scores(dataset, outputs, test_a, count, ctx)
+        metrics.update(metrics_labels)
     return Evaluation(
-        metrics={"FID": fid_from_features(fake, real), "KIDx100": 100.0 * kid},
+        metrics=metrics,
         protocol={"fid_network": f"TF-Inception (pytorch-fid weights, sha256 {INCEPTION_SHA256[:12]})",
                   "fid_resize": ev.fid_resize, "num_outputs": count, "num_real": int(real.shape[0]),
                   "real_split": "test B", "kid_subsets": ev.kid_subsets,
                   "kid_subset_size": min(ev.kid_subset_size, count, int(real.shape[0])),
-                  "kid_seed": ev.kid_seed, "resolution": list(outputs.shape[-2:])},
+                  "kid_seed": ev.kid_seed, "resolution": list(outputs.shape[-2:]), **protocol},
         samples={"input": test_a.images(range(shown)), "output": outputs[:shown]},
     )

@@ -16,7 +16,8 @@ def tiny_suite_dict(tmp_path, methods=("cut",), steps=6, seeds=(0,), **task):
         "tasks": {"single_modal": options},
         "datasets": {"synthetic_objects": {"size": 32, "n_train": 8, "n_test": 4}},
         "methods": list(methods),
-        "evaluation": {"num_test_images": 4, "kid_subsets": 2, "batch_size": 4, "grid_images": 2},
+        "evaluation": {"num_test_images": 4, "kid_subsets": 2, "batch_size": 4, "grid_images": 2,
+                       "label_scores": False},
     }
 
 

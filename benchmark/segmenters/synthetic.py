@@ -12,9 +12,10 @@ could reach.
 Training is deterministic from a seed: weights come from ``torch.manual_seed(seed)`` inside
 ``torch.random.fork_rng`` (the caller's RNG state is untouched), the data order and flips from a
 ``torch.Generator`` seeded with the seed, and ``torch.use_deterministic_algorithms(True)`` is on
-while training. It always trains on the CPU (the same weights whatever device evaluates), in a
-thread count of its own choosing: the result is bit-identical for the same machine and thread
-count; another CPU or thread count can change the last bits of the weights. The trained model is
+while training. It always trains on the CPU (the same weights whatever device evaluates) with
+``settings.threads`` threads (default 1: the same bits on any core count, and no slowdown from
+oversubscribed cores on a loaded machine); the result is bit-identical for the same CPU type and
+thread count, while another CPU or thread count can change the last bits of the weights. The trained model is
 cached: the state dict, its ceiling and its description in ``cache_dir`` under a hash of a key
 holding the dataset identity, the side, the architecture version, the training settings and the
 seed (written to a temporary file and moved into place with ``os.replace``), so that every run of
@@ -117,8 +118,8 @@ def _to_input(images: torch.Tensor, device: torch.device) -> torch.Tensor:
 class SegmenterSettings:
     """Training settings (all part of the cache key)."""
     width: int = 16              # U-Net base width (16: about 210k parameters)
-    steps: int = 400             # optimiser steps
-    batch_size: int = 16
+    steps: int = 900             # optimiser steps (18 epochs of 400 images)
+    batch_size: int = 8
     lr: float = 3e-3             # Adam, cosine decay to 0
     weight_decay: float = 0.0
     crop: int = 64               # images larger than this train on random crops of crop x crop
@@ -284,7 +285,7 @@ def train_segmenter(train: ImageSet, label_info: LabelInfo, settings: SegmenterS
     labels = train.labels(range(n)).to(torch.int64)
     num_classes = len(label_info.class_names)
     weights = _class_weights(labels, num_classes, label_info.ignore_index, settings.class_weight_power)
-    start = time.monotonic()
+    start, cpu_start = time.monotonic(), time.process_time()
     with _deterministic(settings.threads):
         torch.manual_seed(seed)
         net = SegmentationUNet(num_classes, settings.width)
@@ -319,7 +320,9 @@ def train_segmenter(train: ImageSet, label_info: LabelInfo, settings: SegmenterS
                     f"loss {sum(running) / len(running):.4f} {elapsed:.0f}s elapsed, ETA {eta:.0f}s")
                 last_print, running = now, []
         net.eval()
-    return net, time.monotonic() - start
+    seconds = time.monotonic() - start
+    log(f"  {label}: trained in {seconds:.1f}s ({time.process_time() - cpu_start:.1f}s of CPU time)")
+    return net, seconds
 
 
 # --------------------------------------------------------------------------------------------
@@ -356,7 +359,8 @@ def _fmt(scores: dict) -> str:
     return " / ".join(f"{k} {v:.1f}" for k, v in scores.items())
 
 
-def get_segmenter(dataset: UnpairedDataset, side: str = "B", cache_dir: Path | str = "results/cache",
+def get_segmenter(dataset: UnpairedDataset, side: str = "B",
+                  cache_dir: Path | str = "results/cache/segmenters",
                   device: torch.device | str = "cpu", seed: int = 0, log: Log | None = None,
                   settings: SegmenterSettings | None = None) -> SyntheticSegmenter:
     """The segmenter of ``dataset``'s ``side``, from the cache or trained now (and cached).
@@ -397,8 +401,9 @@ def get_segmenter(dataset: UnpairedDataset, side: str = "B", cache_dir: Path | s
                 "class_names": list(info.class_names), "kind": info.kind,
                 "ignore_index": int(info.ignore_index)}
         _write(path, data)
-        log(f"  segmenter {name} {side}: trained in {seconds:.0f}s; ceiling {_fmt(shown)}; saved {path}")
-    net = SegmentationUNet(len(info.class_names), settings.width)
+        log(f"  segmenter {name} {side}: ceiling on test {side} {_fmt(shown)}; saved {path}")
+    with torch.random.fork_rng(devices=[]):       # building it draws initial weights: keep the
+        net = SegmentationUNet(len(info.class_names), settings.width)   # caller's RNG untouched
     net.load_state_dict(data["state_dict"])
     return SyntheticSegmenter(net, info, data["ceiling"], data["description"], key,
                               data["train_seconds"], cached, device)
@@ -416,7 +421,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cache-dir", default="results/cache")
     for f in dataclasses.fields(SegmenterSettings):
-        parser.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=f.default)
+        kind = type(f.default)
+        convert = (lambda v: v.lower() in ("1", "true", "yes", "on")) if kind is bool else kind
+        parser.add_argument(f"--{f.name.replace('_', '-')}", type=convert, default=f.default)
     args = parser.parse_args(argv)
     settings = SegmenterSettings(**{f.name: getattr(args, f.name) for f in dataclasses.fields(SegmenterSettings)})
     import datasets as ds

@@ -198,6 +198,9 @@ def evaluate_multimodal(translator: Translator | None, dataset, settings: EvalSe
     labels = [s.labels(range(c)) for s, c in zip(val_sets, counts)] if with_labels else None
     distance = None
     lpips_note = "off"
+    if settings.lpips and translator is not None and lpips_distance is None and sources[0].shape[-1] < 32:
+        raise BenchmarkError(f"multi-modal evaluation: LPIPS (AlexNet) needs images of at least 32 x 32, "
+                             f"got {sources[0].shape[-1]} x {sources[0].shape[-1]}; set lpips: false")
     if settings.lpips and translator is not None:
         if lpips_distance is None:
             metric = _lpips_metric(settings, ctx)
