@@ -301,7 +301,7 @@ def _animal(rng: np.random.Generator) -> dict[str, np.ndarray]:
     stripe_centre[[_CHEST, _RUMP]] = centre[_BODY]
     stripe_axis[[_CHEST, _RUMP]] = axis[_BODY]
     period_mult = np.array([1, 1, 1, 0.8, 0.6, 0.55, 0.55, 0.55, 0.55, 0.5])
-    period = rng.uniform(0.08, 0.12) * s * period_mult
+    period = rng.uniform(0.05, 0.075) * s * period_mult
     warp = np.array([rng.uniform(0.1, 0.35), rng.uniform(0.12, 0.3) * s,
                      rng.uniform(0, 2 * math.pi)])
     # Affine maps from pixel (x, y, 1) to: u/a, v/b (ellipse frame), stripe phase, warp angle.
@@ -335,7 +335,7 @@ class SyntheticObjects(_SyntheticDataset):
     mask (0 background, 1 object) of each image.
     """
 
-    GENERATOR_VERSION = 2
+    GENERATOR_VERSION = 1
     DATASET_TAG = 1
     LABEL_INFO = LabelInfo(kind="object_mask", class_names=("background", "object"))
 
@@ -388,11 +388,11 @@ class SyntheticObjects(_SyntheticDataset):
             far = ((line - Y) * s + 0.5).clamp(0, 1)
             bg = grass * (1 - far) + trees * far
         else:
-            soil = ground * (1 + 0.10 * low + 0.04 * mid)  # smooth dry ground
+            soil = ground * (1 + 0.10 * low + 0.05 * mid + 0.10 * streaks + 0.05 * pixel)
             soil = soil * (0.9 + 0.15 * (Y - horizon).clamp(0, 1))
             sky_t = (Y / horizon.clamp(min=1e-3)).clamp(0, 1)
             sky_h = torch.tensor([0.82, 0.86, 0.92])[None, :, None, None]
-            sky = t["sky_top"][:, :, None, None] * (1 - sky_t) + sky_h * sky_t
+            sky = t["sky_top"][:, :, None, None] * (1 - sky_t) + sky_h * sky_t + 0.01 * pixel
             bush_top = horizon - 0.012 - 0.012 * edge.abs()                    # distant scrub
             bush = (((Y - bush_top) * s + 0.5).clamp(0, 1)
                     * ((horizon + 0.015 - Y) * s + 0.5).clamp(0, 1))
@@ -436,11 +436,10 @@ class SyntheticObjects(_SyntheticDataset):
             white = torch.sigmoid(2 * sharp * (wave + t["stripe_bias"][:, None])).view(b_, 1, s, s)
             light = torch.tensor([0.94, 0.93, 0.89])[:, None, None]
             dark = torch.tensor([0.07, 0.06, 0.06])[:, None, None]
-            obj = (dark + (light - dark) * white) * shade
+            obj = (dark + (light - dark) * white) * shade * (1 + 0.02 * pixel)
         alpha = alpha.view(b_, 1, s, s)
         img = bg * (1 - alpha) + obj * alpha
-        if side == "A":
-            img = img + 0.012 * pixel  # film grain on the grass side only
+        img = img + 0.012 * pixel
         labels = (alpha[:, 0] > 0.5).to(torch.uint8).numpy()
         return _to_uint8(img), labels
 
@@ -627,7 +626,7 @@ class SyntheticScenes(_SyntheticDataset):
     shows.
     """
 
-    GENERATOR_VERSION = 2
+    GENERATOR_VERSION = 1
     DATASET_TAG = 2
     LABEL_INFO = LabelInfo(kind="segmentation", class_names=SCENE_CLASSES)
 
@@ -682,20 +681,20 @@ class SyntheticScenes(_SyntheticDataset):
         cl = torch.from_numpy(p["cloud"])
         clouds = ((0.8 * low + 0.4 * mid - 1.2 + cl[:, 0, None, None, None]) * 1.5).clamp(0, 1) * \
             cl[:, 1, None, None, None]
-        sky = sky * (1 - clouds) + 0.95 * clouds
+        sky = sky * (1 - clouds) + 0.95 * clouds + 0.01 * pixel
 
-        facade = col * (0.9 + 0.06 * mid) * shade
-        glass = rgb([0.10, 0.13, 0.18]) + 0.05 * mid.clamp(0, 1)
+        facade = col * (0.9 + 0.06 * mid + 0.07 * grey + 0.04 * high) * shade
+        glass = rgb([0.10, 0.13, 0.18]) + 0.10 * (0.5 * mid + 0.5 * high).clamp(0, 1)
         building = torch.where(mat == _M_WINDOW, glass * shade, facade)
 
         asphalt = torch.from_numpy(p["asphalt"])[:, None, None, None]
-        road = asphalt * (1 + 0.08 * mid) * (0.9 + 0.2 * (Y - yh).clamp(0, 1))
+        road = asphalt * (1 + 0.08 * mid + 0.07 * grey) * (0.9 + 0.2 * (Y - yh).clamp(0, 1))
         road = road.expand(-1, 3, -1, -1)
         road = torch.where(mat == _M_LANE, rgb([0.86, 0.86, 0.80]) + 0.03 * grey, road)
-        walk = torch.from_numpy(p["pavement"])[:, :, None, None] * (1 + 0.05 * mid)
+        walk = torch.from_numpy(p["pavement"])[:, :, None, None] * (1 + 0.05 * mid + 0.1 * grey)
 
         leaves = torch.from_numpy(p["leaves"])[:, :, None, None] * \
-            (0.85 + 0.1 * high + 0.15 * mid) * shade
+            (0.8 + 0.25 * high + 0.15 * mid + 0.2 * grey) * shade
         vegetation = torch.where(mat == _M_TRUNK, rgb([0.30, 0.21, 0.14]) * (1 + 0.1 * grey), leaves)
         pole = rgb([0.42, 0.43, 0.46]) * shade * (1 + 0.03 * grey)
 
@@ -719,5 +718,5 @@ class SyntheticScenes(_SyntheticDataset):
         tint = torch.stack([1 + 0.06 * warm, torch.ones_like(warm), 1 - 0.06 * warm], 1)
         img = img * light[:, :1, None, None] * tint[:, :, None, None]
         vignette = 1 - 0.35 * ((X - 0.5) ** 2 + (Y - 0.5) ** 2)
-        img = _blur(img * vignette)
+        img = _blur(img * vignette) + 0.015 * pixel
         return _to_uint8(img), labels
