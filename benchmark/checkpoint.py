@@ -1,9 +1,8 @@
 """Atomic checkpoints and the random-number state needed to resume bit-exactly."""
 from __future__ import annotations
 
-import os
+from benchmark.atomic import atomic_write
 import random
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -43,19 +42,8 @@ def seed_everything(seed: int) -> None:
 def atomic_save(obj: Any, path: Path) -> None:
     """Write ``obj`` with torch.save to a temporary file beside ``path``, then rename it into place:
     a crash never leaves a half-written checkpoint where a good one was."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_write(path) as f:
+        torch.save(obj, f)
 
 
 def save_checkpoint(path: Path, run_id: str, step: int, task_state: dict) -> None:

@@ -2,9 +2,8 @@
 their last checkpoint, and keeps going when one run fails."""
 from __future__ import annotations
 
+from benchmark.atomic import atomic_write
 import json
-import os
-import tempfile
 import time
 import traceback
 from dataclasses import dataclass
@@ -85,11 +84,8 @@ def resolve_device(name: str) -> torch.device:
 
 
 def write_json(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
+    with atomic_write(path, "w", encoding="utf-8") as f:
         json.dump(data, f, indent=2, sort_keys=True)
-    os.replace(tmp, path)
 
 
 def save_samples(directory: Path, samples: dict[str, torch.Tensor]) -> None:

@@ -13,11 +13,10 @@ data and of metric statistics keyed by ``identity``) are invalidated.
 """
 from __future__ import annotations
 
+from benchmark.atomic import atomic_write
 import dataclasses
 import hashlib
 import math
-import os
-import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -207,19 +206,8 @@ class _SyntheticDataset(UnpairedDataset):
         return arrays
 
     def _write_cache(self, arrays: dict[str, np.ndarray]) -> None:
-        path = self.cache_path
-        self.cache_dir.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=path.stem + ".", suffix=".tmp", dir=self.cache_dir)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, **arrays)
-            os.replace(tmp, path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
+        with atomic_write(self.cache_path) as f:
+            np.savez(f, **arrays)
 
     def _load(self) -> dict[str, np.ndarray]:
         if self._arrays is None:

@@ -18,6 +18,15 @@ from tasks.multi_modal import evaluation as mm_eval
 from tasks.multi_modal.networks import (Discriminator, Generator, HnegGenerator, MappingNetwork, StyleEncoder,
                                         diversity_weight, he_init, moving_average, r1_reg)
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny networks run fastest on one thread (and do not stall on a loaded machine)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 TINY_NETS = {"dim_in": 4, "max_conv_dim": 8, "hidden_dim": 16, "style_dim": 8, "latent_dim": 4}
 
 
@@ -313,7 +322,8 @@ def test_interrupted_then_resumed_equals_uninterrupted(tmp_path):
 def test_runner_trains_evaluates_and_writes_samples(tmp_path, monkeypatch):
     def fake_inception(images, resize="legacy", device=None, batch_size=50, progress=None):
         images = images if isinstance(images, torch.Tensor) else torch.cat(list(images))
-        return images.float().flatten(1)[:, :8].double().numpy() + np.random.default_rng(0).normal(size=(len(images), 8))
+        noise = np.random.default_rng(0).normal(size=(len(images), 8))
+        return images.float().flatten(1)[:, :8].double().numpy() + noise
 
     monkeypatch.setattr(mm_eval, "inception_features", fake_inception)
     raw = mm_suite_dict(tmp_path, methods=("none",), steps=2, size=32)

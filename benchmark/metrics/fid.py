@@ -17,10 +17,9 @@ Input scaling, as found in the installed sources:
 """
 from __future__ import annotations
 
+from benchmark.atomic import atomic_write
 import hashlib
 import json
-import os
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Callable, Iterable, Literal, get_args
@@ -314,20 +313,8 @@ class FeatureCache:
         key_str = self.key_string(key)
         path = self.path_for(key)
         features = np.asarray(features, dtype=np.float64)
-        self.cache_dir.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=path.stem + ".", suffix=".tmp", dir=self.cache_dir)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, features=features, key=np.array(key_str))
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
+        with atomic_write(path) as f:
+            np.savez(f, features=features, key=np.array(key_str))
         return path
 
     def get_or_compute(self, key: dict, compute: Callable[[], np.ndarray]) -> np.ndarray:

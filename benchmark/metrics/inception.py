@@ -12,11 +12,11 @@ when present and must have the same sha256.
 """
 from __future__ import annotations
 
+from benchmark.atomic import atomic_write
 import hashlib
 import importlib.util
 import json
 import os
-import tempfile
 import threading
 import warnings
 from pathlib import Path
@@ -120,19 +120,8 @@ def _read_hash_cache(cache_file: Path) -> dict:
 def _write_hash_cache(cache_file: Path, data: dict) -> None:
     """Atomically write the hash cache; failures only cost a rehash next time."""
     try:
-        cache_file.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=cache_file.name + ".", suffix=".tmp",
-                                   dir=cache_file.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump(data, f, indent=1, sort_keys=True)
-            os.replace(tmp, cache_file)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
+        with atomic_write(cache_file, "w", encoding="utf-8") as f:
+            json.dump(data, f, indent=1, sort_keys=True)
     except OSError:
         pass
 

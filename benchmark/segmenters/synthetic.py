@@ -26,15 +26,14 @@ ceilings and training times.
 """
 from __future__ import annotations
 
+from benchmark.atomic import atomic_write
 import argparse
 import contextlib
 import dataclasses
 import hashlib
 import json
 import math
-import os
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -343,16 +342,8 @@ def _read(path: Path, key_str: str, log: Log) -> dict | None:
 
 
 def _write(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.stem + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(data, f)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    with atomic_write(path) as f:
+        torch.save(data, f)
 
 
 def _fmt(scores: dict) -> str:

@@ -232,8 +232,8 @@ def evaluate_multimodal(translator: Translator | None, dataset, settings: EvalSe
                     images = sources[s].repeat_interleave(k_outs, dim=0)
                     per_image, pairs = [0.0] * counts[s], counts[s] * k_outs * (k_outs - 1) // 2
                 else:
-                    out = translate_pair(translator, mode, sources[s], t, s, val_sets[t] if mode == "reference" else None,
-                                         settings, ctx, distance)
+                    refs = val_sets[t] if mode == "reference" else None
+                    out = translate_pair(translator, mode, sources[s], t, s, refs, settings, ctx, distance)
                     images, per_image, pairs = out.images, out.lpips_per_image, out.lpips_pairs
                     fake = inception_features(images, resize=ev.fid_resize, device=ctx.device,
                                               batch_size=ev.batch_size)
