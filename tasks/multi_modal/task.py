@@ -264,7 +264,9 @@ class MultiModalTask(Task):
         terms: dict[str, torch.Tensor] = {}
         logs: dict[str, float] = {}
         if use_method:
-            idt = self.G(b.x_ref, s_trg) if method.uses_identity else None
+            idt = None
+            if method.uses_identity:  # the target-domain image, flipped like the source when flipping
+                idt = self.G(torch.flip(b.x_ref, dims=[3]) if flipped else b.x_ref, s_trg)
             pair = self.make_pair(source, x_fake, b.x_ref, idt, flipped)
             logs.update(method.auxiliary_step(pair))
             terms = method.generator_losses(pair)
