@@ -17,7 +17,7 @@ import torch
 from benchmark.registry import register_method
 
 from .base import Method, TranslationPair, flip_back
-from .shared.heads import ProjectionHeads
+from .shared.heads import ProjectionHeads, heads_for_encoder
 from .shared.nce import patch_nce
 from .shared.patches import gather_locations, sample_locations
 
@@ -78,10 +78,7 @@ class CUT(Method):
         return self.params.flip_equivariance
 
     def initialize(self, pair: TranslationPair) -> None:
-        with torch.no_grad():
-            channels = [f.shape[1] for f in pair.encode(pair.source[:1])]
-        self.heads = ProjectionHeads(channels, self.params.netF_nc, self.params.use_mlp)
-        self.heads.to(pair.source.device)
+        self.heads = heads_for_encoder(pair.encode, pair.source, self.params.netF_nc, self.params.use_mlp)
 
     def nce_loss(self, source: torch.Tensor, output: torch.Tensor, pair: TranslationPair,
                  flipped: bool = False) -> torch.Tensor:

@@ -45,7 +45,7 @@ from benchmark.schedules import linear_ramp
 
 from .base import Method, TranslationPair, flip_back
 from .shared.dce import hardness_weights, patch_hdce
-from .shared.heads import ProjectionHeads, l2_normalize
+from .shared.heads import ProjectionHeads, heads_for_encoder, l2_normalize
 from .shared.patches import gather_locations, sample_locations
 
 
@@ -148,10 +148,7 @@ class HnegSRC(Method):
         return self.params.flip_equivariance
 
     def initialize(self, pair: TranslationPair) -> None:
-        with torch.no_grad():
-            channels = [f.shape[1] for f in pair.encode(pair.source[:1])]
-        self.heads = ProjectionHeads(channels, self.params.netF_nc, self.params.use_mlp)
-        self.heads.to(pair.source.device)
+        self.heads = heads_for_encoder(pair.encode, pair.source, self.params.netF_nc, self.params.use_mlp)
 
     def _group(self, patches: list[torch.Tensor]) -> list[torch.Tensor]:
         """(B, P, D) per image, or (1, B*P, D) when negatives come from the whole minibatch."""

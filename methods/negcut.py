@@ -35,7 +35,7 @@ from torch import nn
 from benchmark.registry import register_method
 
 from .base import Method, OptimizerDefaults, TranslationPair, flip_back
-from .shared.heads import ProjectionHeads, l2_normalize, xavier_init_
+from .shared.heads import ProjectionHeads, encoder_channels, l2_normalize, xavier_init_
 from .shared.nce import info_nce
 from .shared.patches import gather_locations, sample_locations
 
@@ -179,8 +179,7 @@ class NEGCUT(Method):
     # -- life cycle --------------------------------------------------------------------------------
     def initialize(self, pair: TranslationPair) -> None:
         p = self.params
-        with torch.no_grad():
-            channels = [f.shape[1] for f in pair.encode(pair.source[:1])]
+        channels = encoder_channels(pair.encode, pair.source)
         self.heads = ProjectionHeads(channels, p.netF_nc, p.use_mlp)
         # The official netF_ is a second PatchSampleF with its own random init, then averaged.
         self.ema_heads = ProjectionHeads(channels, p.netF_nc, p.use_mlp).requires_grad_(False)

@@ -38,3 +38,15 @@ class ProjectionHeads(nn.Module):
     def forward(self, samples: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         """(B, P, C) per layer -> (B, P, dim) unit vectors."""
         return [l2_normalize(mlp(x)) for mlp, x in zip(self.mlps, samples)]
+
+
+def encoder_channels(encode, images: torch.Tensor) -> list[int]:
+    """Channel counts of the features ``encode`` gives (one image, no gradients)."""
+    with torch.no_grad():
+        return [f.shape[1] for f in encode(images[:1])]
+
+
+def heads_for_encoder(encode, images: torch.Tensor, dim: int = 256, use_mlp: bool = True) -> ProjectionHeads:
+    """Projection heads sized from the encoder's features of ``images`` (CUT's data-dependent
+    initialisation), on the images' device."""
+    return ProjectionHeads(encoder_channels(encode, images), dim, use_mlp).to(images.device)
