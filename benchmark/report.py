@@ -33,9 +33,10 @@ def results_table(records: list[dict]) -> pd.DataFrame:
 
 
 def _mean_std(values: pd.Series) -> str:
+    digits = 3 if values.abs().max() < 1 else 2  # LPIPS-like scores need three decimals
     if len(values) == 1:
-        return f"{values.iloc[0]:.2f}"
-    return f"{values.mean():.2f} ± {values.std(ddof=1):.2f}"
+        return f"{values.iloc[0]:.{digits}f}"
+    return f"{values.mean():.{digits}f} ± {values.std(ddof=1):.{digits}f}"
 
 
 def summary_table(table: pd.DataFrame, method_order: list[str]) -> pd.DataFrame:

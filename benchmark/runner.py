@@ -46,7 +46,9 @@ class Run:
 
     def task_options(self):
         """Task options: the task's defaults, then the method's paper settings, then the config."""
-        merged = {**self.method.cls.task_defaults, **self.task.raw}
+        fields = getattr(self.task.cls.Options, "__dataclass_fields__", {})
+        defaults = {k: v for k, v in self.method.cls.task_defaults.items() if k in fields}
+        merged = {**defaults, **self.task.raw}
         return build(self.task.cls.Options, merged, f"{self.suite.source}: tasks.{self.task.label}")
 
     def resolved_config(self) -> dict:
