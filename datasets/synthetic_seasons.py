@@ -26,10 +26,9 @@ streams. The arrays are cached as one ``.npz`` in ``cache_dir`` keyed by a hash 
 """
 from __future__ import annotations
 
+from benchmark.atomic import atomic_write
 import dataclasses
 import hashlib
-import os
-import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -370,18 +369,8 @@ class SyntheticSeasons(MultiDomainDataset):
         return arrays
 
     def _write_cache(self, arrays: dict[str, np.ndarray]) -> None:
-        self.cache_dir.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=self.cache_path.stem + ".", suffix=".tmp", dir=self.cache_dir)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, **arrays)
-            os.replace(tmp, self.cache_path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
+        with atomic_write(self.cache_path) as f:
+            np.savez(f, **arrays)
 
     def _load(self) -> dict[str, np.ndarray]:
         if self._arrays is None:
