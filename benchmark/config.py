@@ -56,6 +56,9 @@ class SuiteSettings:
     checkpoint_every: int = 100
     cpu_threads: int = 0
     """Torch intra-op threads on CPU (0 = torch's default). Small CPU networks often run faster on 1."""
+    workers: int = 1
+    """Runs trained at the same time, each in its own process (on CPU give each worker its own
+    cores: workers x cpu_threads <= cores; on one GPU they share the device)."""
     description: str = ""
 
     def validate(self):
@@ -67,6 +70,8 @@ class SuiteSettings:
             return "checkpoint_every must be >= 1"
         if self.cpu_threads < 0:
             return f"cpu_threads must be >= 0 (0 = torch's default), got {self.cpu_threads}"
+        if self.workers < 1:
+            return f"workers must be >= 1 (runs trained at the same time), got {self.workers}"
         return None
 
 
@@ -95,6 +100,8 @@ class Suite:
     methods: list[Component]
     source: str
     base_dir: Path
+    raw: dict = field(default_factory=dict, compare=False)
+    """The config mapping after overrides: rebuilds the same suite in a worker process."""
 
     @property
     def name(self) -> str:
@@ -204,6 +211,7 @@ def suite_from_dict(raw: dict, source: str = "<dict>", base_dir: Path | None = N
     raw = copy.deepcopy(raw)
     for assignment in overrides:
         apply_override(raw, assignment)
+    applied = copy.deepcopy(raw)
     where = source
     if not isinstance(raw, dict):
         raise ConfigError(f"{where}: expected a mapping at the top level")
@@ -220,4 +228,4 @@ def suite_from_dict(raw: dict, source: str = "<dict>", base_dir: Path | None = N
     methods = _resolve_methods(settings.methods, f"{where}: methods")
     if not tasks or not datasets or not methods:
         raise ConfigError(f"{where}: tasks, datasets and methods must each name at least one entry")
-    return Suite(settings, tasks, datasets, methods, source, base_dir)
+    return Suite(settings, tasks, datasets, methods, source, base_dir, raw=applied)

@@ -15,14 +15,16 @@ def format_seconds(seconds: float) -> str:
 class SuiteProgress:
     """Tracks steps done across a suite's runs and prints a line at most every ``interval`` seconds."""
 
-    def __init__(self, total_steps: int, stream=None, interval: float = 5.0):
+    def __init__(self, total_steps: int, stream=None, interval: float = 5.0, run_eta_only: bool = False):
         self.total_steps = max(1, total_steps)
+        self.run_eta_only = run_eta_only  # a worker process: the suite's ETA is the parent's
         self.done_steps = 0
         self.stream = stream or sys.stderr
         self.interval = interval
         self.start = time.monotonic()
         self.trained_seconds = 0.0
         self.trained_steps = 0
+        self._per_run: dict[str, list[float]] = {}  # label -> [seconds, steps]
         self._last_print = 0.0
 
     def log(self, message: str) -> None:
@@ -37,13 +39,18 @@ class SuiteProgress:
         self.done_steps += 1
         self.trained_steps += 1
         self.trained_seconds += seconds
+        this_run = self._per_run.setdefault(label, [0.0, 0])
+        this_run[0] += seconds
+        this_run[1] += 1
         now = time.monotonic()
         if not force and now - self._last_print < self.interval and step != total:
             return
         self._last_print = now
-        rate = self.trained_seconds / max(1, self.trained_steps)
+        rate = this_run[0] / this_run[1]
         run_eta = rate * (total - step)
-        suite_eta = rate * (self.total_steps - self.done_steps)
+        suite_eta = self.trained_seconds / self.trained_steps * (self.total_steps - self.done_steps)
         shown = " ".join(f"{k}={v:.3f}" for k, v in list(values.items())[:6])
-        self.log(f"  {label} step {step}/{total} ({100 * step / total:.0f}%) {rate:.3f}s/step "
-                 f"ETA run {format_seconds(run_eta)} suite {format_seconds(suite_eta)} | {shown}")
+        eta = f"ETA run {format_seconds(run_eta)}"
+        if not self.run_eta_only:
+            eta += f" suite {format_seconds(suite_eta)}"
+        self.log(f"  {label} step {step}/{total} ({100 * step / total:.0f}%) {rate:.3f}s/step {eta} | {shown}")

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from benchmark.atomic import atomic_write
 import json
+import multiprocessing
 import time
 import traceback
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -208,7 +210,8 @@ class Runner:
             "seed": 0, "steps": 0, "metrics": result.metrics, "protocol": result.protocol})
 
     def run_all(self) -> list[tuple[str, str]]:
-        """Run every unfinished run; returns (run_id, error) for the runs that failed."""
+        """Run every unfinished run (``workers`` at a time); returns (run_id, error) for the runs
+        that failed."""
         runs = expand(self.suite)
         failures = []
         for t in self.suite.tasks:
@@ -219,29 +222,86 @@ class Runner:
                 except BenchmarkError as exc:
                     failures.append((f"{t.label}/{d.label}/identity", str(exc)))
                     self._log(f"  FAILED: {exc}")
+        pending = []
         for i, run in enumerate(runs, 1):
             header = f"[run {i}/{len(runs)}] {run.run_id}"
             if run.metrics_path.exists():
                 self._log(f"{header}: finished earlier, skipped")
-                continue
-            self._log(f"{header}: training on {self.device}")
-            started = time.perf_counter()
-            try:
-                task = self.train(run)
-                record = self.finish(run, task, time.perf_counter() - started)
-                shown = ", ".join(f"{k} {v:.2f}" for k, v in record["metrics"].items())
-                self._log(f"{header}: done in {format_seconds(time.perf_counter() - started)}: {shown}")
-            except KeyboardInterrupt:
-                raise
-            except Exception as exc:  # noqa: BLE001 - one broken run must not stop the suite
-                run.directory.mkdir(parents=True, exist_ok=True)
-                (run.directory / "error.log").write_text(traceback.format_exc())
-                message = str(exc) if isinstance(exc, BenchmarkError) else f"{type(exc).__name__}: {exc}"
-                failures.append((run.run_id, message))
-                self._log(f"{header}: FAILED ({message}); traceback in {run.directory / 'error.log'}")
+            else:
+                pending.append((i - 1, header))
+        workers = min(self.suite.settings.workers, len(pending))
+        if workers <= 1:
+            outcomes = (self.execute(runs[index], header) for index, header in pending)
+        else:
+            outcomes = self._execute_in_workers(pending, workers)
+        failures += [failure for failure in outcomes if failure is not None]
         return failures
+
+    def execute(self, run: Run, header: str) -> tuple[str, str] | None:
+        """Train (or resume) and evaluate one run; a failure is logged with its traceback in the
+        run folder and returned as (run_id, message) instead of stopping the suite."""
+        self._log(f"{header}: training on {self.device}")
+        started = time.perf_counter()
+        try:
+            task = self.train(run)
+            record = self.finish(run, task, time.perf_counter() - started)
+        except KeyboardInterrupt:
+            raise
+        except Exception as exc:  # noqa: BLE001 - one broken run must not stop the suite
+            run.directory.mkdir(parents=True, exist_ok=True)
+            (run.directory / "error.log").write_text(traceback.format_exc())
+            message = str(exc) if isinstance(exc, BenchmarkError) else f"{type(exc).__name__}: {exc}"
+            self._log(f"{header}: FAILED ({message}); traceback in {run.directory / 'error.log'}")
+            return run.run_id, message
+        shown = ", ".join(f"{k} {v:.2f}" for k, v in record["metrics"].items())
+        self._log(f"{header}: done in {format_seconds(time.perf_counter() - started)}: {shown}")
+        return None
+
+    def _execute_in_workers(self, pending: list[tuple[int, str]], workers: int):
+        """Runs spread over ``workers`` processes, each rebuilding the suite from its config;
+        yields each run's outcome as it finishes, with the suite's progress."""
+        runs = expand(self.suite)
+        steps = {index: runs[index].task.cls.planned_steps(runs[index].task_options()) for index, _ in pending}
+        total, done = sum(steps.values()), 0
+        started = time.monotonic()
+        self._log(f"training {len(pending)} run(s) in {workers} worker processes")
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_start,
+                                 initargs=(self.suite.raw, self.suite.source, str(self.suite.base_dir))) as pool:
+            futures = {pool.submit(_worker_execute, index, header): index for index, header in pending}
+            try:
+                for future in as_completed(futures):
+                    index = futures[future]
+                    done += steps[index]
+                    elapsed = time.monotonic() - started
+                    eta = elapsed / max(done, 1) * (total - done)
+                    self._log(f"[suite] {done}/{total} training steps finished, "
+                              f"{format_seconds(elapsed)} elapsed, ETA {format_seconds(eta)}")
+                    try:
+                        yield future.result()
+                    except Exception as exc:  # noqa: BLE001 - a worker process died
+                        yield runs[index].run_id, f"worker process failed: {type(exc).__name__}: {exc}"
+            except BaseException:
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise
 
     def planned_steps(self) -> int:
         """Training steps still to do across the suite (for the suite ETA)."""
         return sum(run.task.cls.planned_steps(run.task_options())
                    for run in expand(self.suite) if not run.metrics_path.exists())
+
+
+# -- worker processes (``workers`` > 1) --------------------------------------------------------
+
+_WORKER: dict = {}
+
+
+def _worker_start(raw: dict, source: str, base_dir: str) -> None:
+    from .config import suite_from_dict
+    suite = suite_from_dict(raw, source, Path(base_dir))
+    _WORKER["runner"] = Runner(suite, SuiteProgress(0, run_eta_only=True))
+
+
+def _worker_execute(index: int, header: str) -> tuple[str, str] | None:
+    runner = _WORKER["runner"]
+    return runner.execute(expand(runner.suite)[index], header)

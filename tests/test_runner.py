@@ -121,3 +121,46 @@ def test_crash_keeps_finished_runs_and_rerun_continues(tmp_path):
     assert bad.metrics_path.exists()
     assert any("finished earlier, skipped" in m for m in messages)
     assert any("resumed" in m and "step 2" in m for m in messages)
+
+
+def test_parallel_workers_match_sequential_and_isolate_a_crash(tmp_path):
+    """workers=2: each run (an external plugin included) trains in a spawned process that rebuilds
+    the suite; the weights equal a sequential run's and a crashing run fails alone."""
+    plugin = tmp_path / "crashy_par.py"
+    plugin.write_text(PLUGIN.format(name="crashy_parallel_test"))
+    methods = ["none", "pixel_l1_par", {"name": "crashy_parallel_test", "label": "crashy",
+                                        "params": {"explode": True}}]
+    plugin.write_text(PLUGIN.format(name="crashy_parallel_test") + PLUGIN.format(name="pixel_l1_par")
+                      .replace("class PixelL1", "class PixelL1Par"))
+    suites = {}
+    for workers in (1, 2):
+        raw = tiny_suite_dict(tmp_path / f"w{workers}", steps=4, methods=methods)
+        raw.update(plugins=[str(plugin)], workers=workers, cpu_threads=1)
+        suites[workers] = suite_from_dict(raw, base_dir=tmp_path)
+        failures = Runner(suites[workers]).run_all()
+        assert [f[0] for f in failures] == ["single_modal/synthetic_objects/crashy/seed0"]
+        assert "boom" in failures[0][1]
+    for seq, par in zip(expand(suites[1]), expand(suites[2])):
+        if seq.method.label == "crashy":
+            assert not par.metrics_path.exists() and "boom" in (par.directory / "error.log").read_text()
+            continue
+        a = torch.load(seq.checkpoint_path, weights_only=False)["task"]
+        b = torch.load(par.checkpoint_path, weights_only=False)["task"]
+        flat_a, flat_b = _flatten(a), _flatten(b)
+        assert flat_a.keys() == flat_b.keys() and len(flat_a) > 10
+        assert all(torch.equal(flat_a[k], flat_b[k]) for k in flat_a)
+        assert __import__("json").loads(par.metrics_path.read_text())["metrics"] == \
+            __import__("json").loads(seq.metrics_path.read_text())["metrics"]
+
+
+def _flatten(state, prefix=""):
+    out = {}
+    if isinstance(state, dict):
+        for k, v in state.items():
+            out.update(_flatten(v, f"{prefix}.{k}"))
+    elif isinstance(state, (list, tuple)):
+        for i, v in enumerate(state):
+            out.update(_flatten(v, f"{prefix}.{i}"))
+    elif isinstance(state, torch.Tensor):
+        out[prefix] = state
+    return out
