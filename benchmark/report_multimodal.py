@@ -106,10 +106,25 @@ def paper_note(table: PaperTable | None, paper: dict[str, str | None]) -> str:
 
 # -- the style grid ---------------------------------------------------------------------------------
 
+def split_columns(grid: torch.Tensor, tile: int, styles: int, gap: int = 4) -> torch.Tensor:
+    """A composed grid (``make_grid``, padding 2; columns: the source, then ``styles`` per target
+    domain) with a white ``gap`` after the source column and after each target's group; unchanged
+    when its width does not fit that layout."""
+    step = tile + 2
+    columns = (grid.shape[-1] - 2) // step
+    if (grid.shape[-1] - 2) % step or (columns - 1) % styles or columns <= 1:
+        return grid
+    cuts = [step * c for c in range(1, columns, styles)]
+    white = torch.full((*grid.shape[:-1], gap), 255, dtype=grid.dtype)
+    pieces = [grid[..., a:b] for a, b in zip([0, *cuts], [*cuts, grid.shape[-1]])]
+    return torch.cat([p for piece in pieces for p in (piece, white)][:-1], dim=-1)
+
+
 def style_grid(suite: Suite, task: str, dataset: str, methods: list[str], tile: int | None,
-               out_path: Path) -> list[str]:
-    """Every method's ``grid`` sample (its first seed) stacked top to bottom, enlarged (nearest)
-    so that tiles are at least ``GRID_TILE`` pixels; returns the methods shown."""
+               out_path: Path, styles: int | None = None) -> list[str]:
+    """Every method's ``grid`` sample (its first seed) stacked top to bottom (target-domain groups
+    set apart when ``tile`` and ``styles`` are known), enlarged (nearest) so that tiles are at least
+    ``GRID_TILE`` pixels; returns the methods shown."""
     base = runs_dir(suite) / task / dataset
     grids, labels = [], []
     for method in methods:
@@ -117,6 +132,8 @@ def style_grid(suite: Suite, task: str, dataset: str, methods: list[str], tile: 
         if not seeds:
             continue
         image = read_image(str(seeds[0]))[:3]
+        if tile and styles:
+            image = split_columns(image, tile, styles)
         if grids and image.shape != grids[0].shape:
             continue
         grids.append(image)
@@ -136,8 +153,8 @@ def grid_caption(labels: list[str], domains: list[str] | None, styles: int | Non
     per = f"{styles} latent styles" if styles else "a few latent styles"
     return (f"Blocks, top to bottom: {', '.join(labels)} (first seed). In each block, a row per source "
             f"domain{order}, its first validation image; columns: the source, then {per} for every "
-            f"target domain in the same order (the source's own domain included); the same style "
-            f"codes in every row and every block.")
+            f"target domain in the same order (the source's own domain included), each group set "
+            f"apart by a wider gap; the same style codes in every row and every block.")
 
 
 def _grid_styles(suite: Suite, recs: list[dict]) -> int | None:
@@ -182,12 +199,11 @@ def dataset_rows_section(suite: Suite, task: Component, records: list[dict], rep
     for d in datasets:
         drecs = [r for r in recs if r["dataset"] == d.label and r["method"] != "identity"]
         protocol = drecs[0].get("protocol", {}) if drecs else {}
-        resolution = protocol.get("resolution")
+        resolution, styles = protocol.get("resolution"), _grid_styles(suite, drecs)
         grid_path = report_dir / suite.name / f"{task.label}_{d.label}_styles.png"
         labels = style_grid(suite, task.label, d.label, method_order,
-                            int(resolution[-1]) if resolution else None, grid_path)
+                            int(resolution[-1]) if resolution else None, grid_path, styles)
         if labels:
             lines += [f"![{task.label} {d.label} styles]({suite.name}/{grid_path.name})", "",
-                      f"*{d.label}:* " + grid_caption(labels, protocol.get("domains"), _grid_styles(suite, drecs)),
-                      ""]
+                      f"*{d.label}:* " + grid_caption(labels, protocol.get("domains"), styles), ""]
     return lines

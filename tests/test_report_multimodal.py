@@ -12,6 +12,7 @@ from benchmark.config import suite_from_dict
 from benchmark.errors import ConfigError
 from benchmark.reference import HNEGSRC_TABLE2
 from benchmark.report import write_report
+from benchmark.report_multimodal import split_columns
 from benchmark.runner import check_config, expand, identity_dir, runs_dir, write_json
 
 DOMAINS = ["autumn", "winter"]
@@ -157,12 +158,27 @@ def test_style_grid_is_embedded_enlarged_and_captioned(report):
         image = read_image(str(path.parent / suite.name / name))
         one = fake_grid(0)
         factor = 96 // SIZE                                   # 16 px tiles -> 96 px
-        assert image.shape[-1] == one.shape[-1] * factor
+        groups = len(DOMAINS)                                 # a 4 px gap after the source and each target but the last
+        assert image.shape[-1] == (one.shape[-1] + 4 * groups) * factor
         assert image.shape[-2] == (2 * one.shape[-2] + 8) * factor  # two methods, an 8 px gap
         first = read_image(str(runs_dir(suite) / "multi_modal" / dataset / "none" / "seed0" / "samples" / "grid_00.png"))
-        assert torch.equal(image[:, ::factor, ::factor][:, : one.shape[-2]], first)   # nearest: pixels repeated
+        small = image[:, ::factor, ::factor]
+        assert torch.equal(image, small.repeat_interleave(factor, -1).repeat_interleave(factor, -2))  # nearest
+        assert torch.equal(small[:, : one.shape[-2]], split_columns(first, SIZE, STYLES))
     assert "Blocks, top to bottom: none, hnegsrc_seasons" in text
     assert "a row per source domain (autumn, winter)" in text and f"then {STYLES} latent styles" in text
+
+
+def test_split_columns_sets_the_source_and_each_target_group_apart():
+    grid = fake_grid(3)
+    step = SIZE + 2
+    out = split_columns(grid, SIZE, STYLES, gap=4)
+    cuts = [step, step * (1 + STYLES)]                    # after the source, after the first target group
+    assert out.shape[-1] == grid.shape[-1] + 4 * len(cuts)
+    assert (out[..., cuts[0]:cuts[0] + 4] == 255).all()
+    kept = torch.cat([out[..., :cuts[0]], out[..., cuts[0] + 4:cuts[1] + 4], out[..., cuts[1] + 8:]], dim=-1)
+    assert torch.equal(kept, grid)
+    assert torch.equal(split_columns(grid[..., :-1], SIZE, STYLES), grid[..., :-1])   # unknown layout: unchanged
 
 
 def test_dataset_mapping_label_explicit_and_synthetic(tmp_path):
