@@ -84,6 +84,9 @@ class Component:
     options: Any
     preset: str = ""
     raw: dict = field(default_factory=dict, compare=False)
+    paper_dataset: str | None = None
+    """Datasets only: the published dataset the report compares with (``paper_dataset:``; '' =
+    none; None = not given, the report then goes by the label). Not part of the run's config."""
 
     def as_dict(self) -> dict:
         d = {"type": self.cls.registry_name, "options": to_dict(self.options)}
@@ -165,10 +168,24 @@ def _resolve_mapping(kind: str, reg: registry.Registry, raw: dict, where: str) -
         here = f"{where}.{label}"
         options = dict(options or {})
         type_name = options.pop("type", label)
+        paper = _paper_dataset(options.pop("paper_dataset", None), here) if kind == "dataset" else None
         cls = reg.get(type_name)
         out.append(Component(kind, str(label), cls, _resolve_options(kind, label, cls, options, here),
-                             raw=options))
+                             raw=options, paper_dataset=paper))
     return out
+
+
+def _paper_dataset(value: Any, where: str) -> str | None:
+    """A dataset's ``paper_dataset:`` (None when absent; null / false / '' = compare with none)."""
+    if value is None or value is False or value == "":
+        return None if value is None else ""
+    from .reference import all_paper_datasets
+    known = all_paper_datasets()
+    if not isinstance(value, str) or value not in known:
+        raise ConfigError(f"{where}.paper_dataset: {value!r} is not a dataset with published numbers; "
+                          f"valid: {', '.join(sorted(known)) or 'none (results/reference is missing)'}, "
+                          "or '' for none")
+    return value
 
 
 def apply_override(data: dict, assignment: str) -> None:

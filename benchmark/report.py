@@ -19,6 +19,12 @@ METRIC_NOTES = {"FID": "lower is better", "KIDx100": "KID x 100, lower is better
                 "on real target images)"}
 
 
+def metric_notes(records: list[dict]) -> dict[str, str]:
+    """The notes of METRIC_NOTES whose metrics the records hold (all of them when there are none)."""
+    present = {m for r in records for m in r["metrics"]}
+    return {k: v for k, v in METRIC_NOTES.items() if not records or present & set(k.split(" / "))}
+
+
 def load_records(suite: Suite) -> list[dict]:
     root = runs_dir(suite)
     return [json.loads(p.read_text()) for p in sorted(root.rglob("metrics.json"))] if root.exists() else []
@@ -59,6 +65,16 @@ def markdown_table(frame: pd.DataFrame) -> str:
     return "\n".join([header, rule, *rows])
 
 
+def nearest_factor(side: int, min_side: int = 128) -> int:
+    """The integer factor that enlarges ``side`` pixels to at least ``min_side`` (1 if already)."""
+    return max(1, -(-min_side // side))
+
+
+def upscale_nearest(images: torch.Tensor, factor: int) -> torch.Tensor:
+    """(..., H, W) -> (..., H * factor, W * factor), each pixel repeated (no smoothing)."""
+    return images.repeat_interleave(factor, dim=-1).repeat_interleave(factor, dim=-2) if factor > 1 else images
+
+
 def image_grid(suite: Suite, task: str, dataset: str, methods: list[str], out_path: Path) -> list[str] | None:
     """Inputs in the first row, then one row per method's outputs (its first seed)."""
     base = runs_dir(suite) / task / dataset
@@ -73,9 +89,7 @@ def image_grid(suite: Suite, task: str, dataset: str, methods: list[str], out_pa
             rows.append([read_image(str(p)) for p in outputs[: len(inputs)]])
             labels.append(method)
     tiles = torch.stack([img[:3] for row in rows for img in row])
-    if tiles.shape[-1] < 128:  # small synthetic images: enlarge (nearest) so details stay visible
-        factor = -(-128 // tiles.shape[-1])
-        tiles = tiles.repeat_interleave(factor, dim=-1).repeat_interleave(factor, dim=-2)
+    tiles = upscale_nearest(tiles, nearest_factor(tiles.shape[-1]))  # small images: keep details visible
     grid = make_grid(tiles, nrow=len(inputs), padding=2, pad_value=255)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     write_png(grid, str(out_path))
@@ -115,12 +129,18 @@ def write_report(suite: Suite) -> Path:
     lines = [f"# {suite.name}", ""]
     if suite.settings.description:
         lines += [suite.settings.description, ""]
-    lines += [f"Config: `{suite.source}`. Numbers are mean ± std over seeds (one seed: the value). "
-              + "; ".join(f"{k}: {v}" for k, v in METRIC_NOTES.items()) + ".", ""]
+    notes = "; ".join(f"{k}: {v}" for k, v in metric_notes(records).items())
+    lines += [f"Config: `{suite.source}`. Numbers are mean ± std over seeds (one seed: the value)."
+              + (f" {notes}." if notes else ""), ""]
     if not records:
         lines.append("No finished runs yet: run `python -m benchmark run` with this config first.")
     table = results_table(records)
-    for task in [t.label for t in suite.tasks]:
+    for task_component in suite.tasks:
+        if getattr(task_component.cls, "report_layout", "per_dataset") == "dataset_rows":
+            from .report_multimodal import dataset_rows_section  # imports this module's helpers
+            lines += dataset_rows_section(suite, task_component, records, report_dir)
+            continue
+        task = task_component.label
         for dataset in [d.label for d in suite.datasets]:
             part = table[(table.task == task) & (table.dataset == dataset)]
             if part.empty:

@@ -266,6 +266,7 @@ def evaluate_multimodal(translator: Translator | None, dataset, settings: EvalSe
         "fid_real": "target domain's train images; FID per (source, target) pair, averaged",
         "lpips": lpips_note,
         "num_domains": n_dom,
+        "domains": domains,
         "domain_pairs": n_dom * (n_dom - 1),
         "val_images_per_domain": counts,
         "outputs_per_image": k_outs,
