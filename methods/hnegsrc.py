@@ -155,7 +155,8 @@ class HnegSRC(Method):
         whole minibatch."""
         if not self.params.nce_includes_all_negatives_from_minibatch:
             return z.queries, z.keys
-        return [q.reshape(1, -1, q.shape[-1]) for q in z.queries], [k.reshape(1, -1, k.shape[-1]) for k in z.keys]
+        queries, keys = ([x.reshape(1, -1, x.shape[-1]) for x in side] for side in (z.queries, z.keys))
+        return queries, keys
 
     def hdce(self, queries, keys, weights) -> torch.Tensor:
         """lambda_HDCE * mean over layers of the mean per-patch hDCE (``calculate_HDCE_loss``)."""

@@ -34,8 +34,8 @@ def gather_locations(features: Sequence[torch.Tensor], ids: Sequence[torch.Tenso
     return [flat[:, idx.to(flat.device), :] for flat, idx in zip(all_locations(features), ids)]
 
 
-def encode_pair(encode: Callable[[torch.Tensor], list[torch.Tensor]], source: torch.Tensor,
-                output: torch.Tensor, output_flipped: bool = False) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+def encode_pair(encode: Callable[[torch.Tensor], list[torch.Tensor]], source: torch.Tensor, output: torch.Tensor,
+                output_flipped: bool = False) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     """Encoder features ``(source_feats, output_feats)`` of corresponding images, the output's with a
     horizontal flip of the generator input undone (flip equivariance), so that location s of both
     is the same place of the scene. The output is encoded first (the order every method used)."""
