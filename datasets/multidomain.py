@@ -27,7 +27,7 @@ from benchmark.errors import DataError
 from benchmark.registry import register_dataset
 
 from .base import ImageSet
-from .folders import IMAGE_EXTENSIONS, FolderImageSet
+from .folders import FolderImageSet, dataset_folder, image_files
 
 MultiSplit = Literal["train", "val"]
 SPLITS: tuple[str, ...] = ("train", "val")
@@ -83,18 +83,6 @@ class MultiDomainDataset:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
 
 
-def list_images_recursive(folder: Path) -> list[Path]:
-    """Image files anywhere under ``folder`` (sorted by path; hidden files and folders skipped)."""
-    found = []
-    for p in folder.rglob("*"):
-        rel = p.relative_to(folder).parts
-        if any(part.startswith(".") for part in rel):
-            continue
-        if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file():
-            found.append(p)
-    return sorted(found)
-
-
 @register_dataset("multidomain_folder")
 class MultiDomainFolder(MultiDomainDataset):
     """Real multi-domain dataset in folder-per-domain layout: root/train/<domain>/, root/val/<domain>/
@@ -134,12 +122,7 @@ class MultiDomainFolder(MultiDomainDataset):
 
     def _split_dir(self, split: str) -> Path:
         expected = "expected a folder with sub-folders train/<domain>/ and val/<domain>/"
-        if not self.root.is_dir():
-            raise DataError(f"dataset root '{self.root}' does not exist or is not a folder; {expected}")
-        folder = self.root / split
-        if not folder.is_dir():
-            raise DataError(f"dataset folder '{folder}' does not exist; {expected}")
-        return folder
+        return dataset_folder(self.root, split, expected)
 
     @property
     def domains(self) -> list[str]:
@@ -170,15 +153,7 @@ class MultiDomainFolder(MultiDomainDataset):
         key = (split, name)
         if key not in self._files:
             folder = self._split_dir(split) / name
-            if not folder.is_dir():
-                raise DataError(f"domain folder '{folder}' does not exist")
-            paths = list_images_recursive(folder)
-            if not paths:
-                raise DataError(f"domain folder '{folder}' contains no images; expected files ending in "
-                                f"{', '.join(IMAGE_EXTENSIONS)}")
-            if self.options.max_images:
-                paths = paths[:self.options.max_images]
-            self._files[key] = paths
+            self._files[key] = image_files(folder, "domain folder", self.options.max_images, recursive=True)
         return self._files[key]
 
     def split(self, split: MultiSplit, domain: str | int) -> FolderImageSet:

@@ -16,10 +16,10 @@ import torch
 
 from benchmark.registry import register_method
 
-from .base import Method, TranslationPair, flip_back
+from .base import Method, TranslationPair
 from .shared.heads import ProjectionHeads, heads_for_encoder
 from .shared.nce import patch_nce
-from .shared.patches import gather_locations, sample_locations
+from .shared.patches import encode_pair, sample_keys_queries
 
 
 @dataclass
@@ -39,20 +39,6 @@ class CUTParams:
         if self.num_patches < 0:
             return f"num_patches must be >= 0 (0 = every location), got {self.num_patches}"
         return None
-
-
-class PatchFeatures:
-    """Projected patch embeddings of corresponding images at shared random locations."""
-
-    def __init__(self, heads: ProjectionHeads, num_patches: int):
-        self.heads = heads
-        self.num_patches = num_patches
-
-    def keys_and_queries(self, source_feats, output_feats):
-        ids = sample_locations(source_feats, self.num_patches)
-        keys = self.heads(gather_locations(source_feats, ids))
-        queries = self.heads(gather_locations(output_feats, ids))
-        return keys, queries
 
 
 @register_method("cut")
@@ -84,11 +70,10 @@ class CUT(Method):
                  flipped: bool = False) -> torch.Tensor:
         """lambda_NCE * mean over layers of the mean per-patch InfoNCE (CUT's calculate_NCE_loss)."""
         p = self.params
-        output_feats = flip_back(pair.encode(output), flipped)
-        source_feats = pair.encode(source)
-        keys, queries = PatchFeatures(self.heads, p.num_patches).keys_and_queries(source_feats, output_feats)
+        source_feats, output_feats = encode_pair(pair.encode, source, output, flipped)
+        z = sample_keys_queries(self.heads, source_feats, output_feats, p.num_patches)
         per_layer = [patch_nce(q, k, p.nce_T, p.nce_includes_all_negatives_from_minibatch).mean()
-                     for q, k in zip(queries, keys)]
+                     for q, k in zip(z.queries, z.keys)]
         return p.lambda_NCE * torch.stack(per_layer).mean()
 
     def generator_losses(self, pair: TranslationPair) -> dict[str, torch.Tensor]:

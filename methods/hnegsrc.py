@@ -43,10 +43,10 @@ import torch.nn.functional as F
 from benchmark.registry import register_method
 from benchmark.schedules import linear_ramp
 
-from .base import Method, TranslationPair, flip_back
+from .base import Method, TranslationPair
 from .shared.dce import hardness_weights, patch_hdce
 from .shared.heads import ProjectionHeads, heads_for_encoder, l2_normalize
-from .shared.patches import gather_locations, sample_locations
+from .shared.patches import PatchEmbeddings, encode_pair, sample_keys_queries
 
 
 @dataclass
@@ -150,11 +150,13 @@ class HnegSRC(Method):
     def initialize(self, pair: TranslationPair) -> None:
         self.heads = heads_for_encoder(pair.encode, pair.source, self.params.netF_nc, self.params.use_mlp)
 
-    def _group(self, patches: list[torch.Tensor]) -> list[torch.Tensor]:
-        """(B, P, D) per image, or (1, B*P, D) when negatives come from the whole minibatch."""
+    def _group(self, z: PatchEmbeddings) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """(queries, keys), each (B, P, D) per image, or (1, B*P, D) when negatives come from the
+        whole minibatch."""
         if not self.params.nce_includes_all_negatives_from_minibatch:
-            return patches
-        return [x.reshape(1, -1, x.shape[-1]) for x in patches]
+            return z.queries, z.keys
+        queries, keys = ([x.reshape(1, -1, x.shape[-1]) for x in side] for side in (z.queries, z.keys))
+        return queries, keys
 
     def hdce(self, queries, keys, weights) -> torch.Tensor:
         """lambda_HDCE * mean over layers of the mean per-patch hDCE (``calculate_HDCE_loss``)."""
@@ -178,25 +180,20 @@ class HnegSRC(Method):
         p = self.params
         if p.lambda_HDCE <= 0 and p.lambda_SRC <= 0:
             return {}
-        flipped = pair.output_flipped
-        output_feats = flip_back(pair.encode(pair.output), flipped)
-        source_feats = pair.encode(pair.source)
-        # The official draws the locations on fake_B's features and reuses them for real_A, idt_B, real_B.
-        ids = sample_locations(output_feats, p.num_patches)
-        queries = self.heads(gather_locations(output_feats, ids))
-        keys = self.heads(gather_locations(source_feats, ids))
-        queries, keys = self._group(queries), self._group(keys)
+        # The official draws the locations on fake_B's features (the shapes of real_A's, so the same
+        # draw) and reuses them for real_A, idt_B and real_B.
+        source_feats, output_feats = encode_pair(pair.encode, pair.source, pair.output, pair.output_flipped)
+        z = sample_keys_queries(self.heads, source_feats, output_feats, p.num_patches)
+        queries, keys = self._group(z)
         gamma = curriculum_gamma(p, pair.progress)
         weights, src = self.relations(queries, keys, gamma, with_src=p.lambda_SRC > 0)
         terms: dict[str, torch.Tensor] = {}
         if p.lambda_HDCE > 0:
             hdce_x = self.hdce(queries, keys, weights)
             if self.uses_identity:
-                idt_feats = flip_back(pair.encode(pair.identity), flipped)
-                target_feats = pair.encode(pair.target)
-                queries_y = self.heads(gather_locations(idt_feats, ids))
-                keys_y = self.heads(gather_locations(target_feats, ids))
-                queries_y, keys_y = self._group(queries_y), self._group(keys_y)
+                target_feats, idt_feats = encode_pair(pair.encode, pair.target, pair.identity, pair.output_flipped)
+                z_y = sample_keys_queries(self.heads, target_feats, idt_feats, p.num_patches, ids=z.ids)
+                queries_y, keys_y = self._group(z_y)
                 weights_y, _ = self.relations(queries_y, keys_y, gamma, with_src=False)
                 terms["HDCE"] = 0.5 * hdce_x
                 terms["HDCE_Y"] = 0.5 * self.hdce(queries_y, keys_y, weights_y)

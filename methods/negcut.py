@@ -34,10 +34,10 @@ from torch import nn
 
 from benchmark.registry import register_method
 
-from .base import Method, OptimizerDefaults, TranslationPair, flip_back
+from .base import Method, OptimizerDefaults, TranslationPair
 from .shared.heads import ProjectionHeads, encoder_channels, l2_normalize, xavier_init_
 from .shared.nce import info_nce
-from .shared.patches import gather_locations, sample_locations
+from .shared.patches import all_locations, encode_pair, sample_keys_queries
 
 
 @dataclass
@@ -203,8 +203,7 @@ class NEGCUT(Method):
 
     def instance_vectors(self, source_feats: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         """Mean over every position of the EMA heads' embeddings: (B, d) per layer."""
-        every = [f.flatten(2).transpose(1, 2) for f in source_feats]  # (B, H*W, C), no gather copy
-        return [e.mean(dim=1) for e in self.ema_heads(every)]
+        return [e.mean(dim=1) for e in self.ema_heads(all_locations(source_feats))]
 
     def encode_views(self, pair: TranslationPair) -> list[PairView]:
         """Features of (source, output), and of (target, identity) when the identity term is on."""
@@ -213,8 +212,7 @@ class NEGCUT(Method):
             sides.append((pair.target, pair.identity))
         views = []
         for source, output in sides:
-            output_feats = flip_back(pair.encode(output), pair.output_flipped)
-            source_feats = pair.encode(source)
+            source_feats, output_feats = encode_pair(pair.encode, source, output, pair.output_flipped)
             if self.params.detach_negatives:
                 with torch.no_grad():
                     instances = self.instance_vectors([f.detach() for f in source_feats])
@@ -227,15 +225,13 @@ class NEGCUT(Method):
         """Fresh random locations and noise: per layer (queries, keys, negatives). ``detach``: the
         queries, keys and N's input carry no graph (N's step)."""
         p = self.params
-        ids = sample_locations(view.source_feats, p.num_patches)
         with torch.set_grad_enabled(torch.is_grad_enabled() and not detach):
-            keys = self.heads(gather_locations(view.source_feats, ids))
-            queries = self.heads(gather_locations(view.output_feats, ids))
+            z = sample_keys_queries(self.heads, view.source_feats, view.output_feats, p.num_patches)
         instances = [v.detach() for v in view.instances] if detach else view.instances
         noise = [self.draw_noise(v.shape[0], p.num_patches or idx.numel(), v.device)
-                 for v, idx in zip(instances, ids)]
+                 for v, idx in zip(instances, z.ids)]
         negatives = self.negative_generator(instances, noise, frozen=frozen)
-        return queries, keys, negatives
+        return z.queries, z.keys, negatives
 
     def _nce(self, queries, keys, negatives) -> torch.Tensor:
         """lambda_NCE * mean over layers of the mean per-patch loss (official calculate_NCE_loss)."""

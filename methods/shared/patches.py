@@ -1,9 +1,13 @@
-"""Sampling the same spatial locations from corresponding feature maps."""
+"""Sampling the same spatial locations from corresponding feature maps, and the projected
+keys/queries at those locations that the patch-wise contrastive methods compare."""
 from __future__ import annotations
 
-from typing import Sequence
+from dataclasses import dataclass
+from typing import Callable, Sequence
 
 import torch
+
+from ..base import flip_back
 
 
 def sample_locations(features: Sequence[torch.Tensor], num_patches: int) -> list[torch.Tensor]:
@@ -20,10 +24,50 @@ def sample_locations(features: Sequence[torch.Tensor], num_patches: int) -> list
     return ids
 
 
+def all_locations(features: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """Every position of each (B, C, H, W) map as a (B, H*W, C) view (no copy)."""
+    return [feat.flatten(2).transpose(1, 2) for feat in features]
+
+
 def gather_locations(features: Sequence[torch.Tensor], ids: Sequence[torch.Tensor]) -> list[torch.Tensor]:
     """Feature vectors at ``ids``: for each (B, C, H, W) map a (B, P, C) tensor."""
-    out = []
-    for feat, idx in zip(features, ids):
-        flat = feat.flatten(2).transpose(1, 2)  # (B, H*W, C)
-        out.append(flat[:, idx.to(feat.device), :])
-    return out
+    return [flat[:, idx.to(flat.device), :] for flat, idx in zip(all_locations(features), ids)]
+
+
+def encode_pair(encode: Callable[[torch.Tensor], list[torch.Tensor]], source: torch.Tensor, output: torch.Tensor,
+                output_flipped: bool = False) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Encoder features ``(source_feats, output_feats)`` of corresponding images, the output's with a
+    horizontal flip of the generator input undone (flip equivariance), so that location s of both
+    is the same place of the scene. The output is encoded first (the order every method used)."""
+    output_feats = flip_back(encode(output), output_flipped)
+    source_feats = encode(source)
+    return source_feats, output_feats
+
+
+@dataclass
+class PatchEmbeddings:
+    """Projected, L2-normalised patch features at shared locations, per layer.
+
+    ``keys[l]`` = z_l = H_l(source features) and ``queries[l]`` = z_hat_l = H_l(output features),
+    each (B, P_l, D): row s of image b of both comes from location ``ids[l][s]`` of image b."""
+
+    keys: list[torch.Tensor]
+    queries: list[torch.Tensor]
+    ids: list[torch.Tensor]
+
+
+def sample_keys_queries(heads: Callable[[Sequence[torch.Tensor]], list[torch.Tensor]],
+                        source_feats: Sequence[torch.Tensor], output_feats: Sequence[torch.Tensor],
+                        num_patches: int, ids: Sequence[torch.Tensor] | None = None) -> PatchEmbeddings:
+    """Keys from ``source_feats`` and queries from ``output_feats`` at the same locations, projected
+    through ``heads`` (which L2-normalise, e.g. ``ProjectionHeads``).
+
+    The locations are drawn per layer with ``sample_locations`` (one ``randperm`` per layer from the
+    global torch RNG, the same for every image of the batch) unless ``ids`` are given, e.g. to reuse
+    one draw for a second pair of images. Every image keeps its own rows, so a batch of B gives what
+    B batches of one would at the same locations."""
+    if ids is None:
+        ids = sample_locations(source_feats, num_patches)
+    keys = heads(gather_locations(source_feats, ids))
+    queries = heads(gather_locations(output_feats, ids))
+    return PatchEmbeddings(keys, queries, list(ids))
