@@ -31,17 +31,21 @@ def all_presets() -> list[str]:
 
 
 def measure_one(method: str, size: int, batch_size: int, steps: int, ngf: int, ndf: int, n_blocks: int,
-                device: str, cache_root: str) -> dict:
-    """Time ``steps`` training steps after two warm-up steps; peak memory of this process."""
+                device: str, cache_root: str, threads: int = 0) -> dict:
+    """Time ``steps`` training steps after two warm-up steps; peak memory of this process.
+    Frozen ImageNet backbones (VGG16) are built untrained: the same compute, no weight file needed."""
+    from dataclasses import fields
+
     from .runner import Runner, expand
 
     cls, _ = find_method(method)
+    params = {"vgg_weights": "untrained"} if "vgg_weights" in {f.name for f in fields(cls.Params)} else {}
     suite = suite_from_dict({
-        "suite": "perf", "seeds": [0], "device": device, "output_dir": cache_root,
+        "suite": "perf", "seeds": [0], "device": device, "output_dir": cache_root, "cpu_threads": threads,
         "tasks": {"single_modal": {"ngf": ngf, "ndf": ndf, "n_blocks": n_blocks, "batch_size": batch_size,
                                     "n_steps": steps + 2, "n_steps_decay": 0}},
         "datasets": {"synthetic_objects": {"size": size, "n_train": 8, "n_test": 2}},
-        "methods": [method]})
+        "methods": [{"name": method, "params": params}]})
     runner = Runner(suite)
     run = expand(suite)[0]
     task = runner.build_task(run)
@@ -63,7 +67,7 @@ def measure_one(method: str, size: int, batch_size: int, steps: int, ngf: int, n
         "ngf": ngf, "ndf": ndf, "n_blocks": n_blocks, "device": str(runner.device), "steps_timed": steps,
         "step_seconds": round(seconds, 4),
         "peak_gpu_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1) if on_cuda else None,
-        "peak_host_rss_mb": round(peak_rss_mb, 1),
+        "peak_host_rss_mb": round(peak_rss_mb, 1), "cpu_threads": torch.get_num_threads(),
     }
 
 
@@ -80,6 +84,7 @@ def run_perf(args) -> list[dict]:
         cmd = [sys.executable, "-m", "benchmark.perf", json.dumps({
             "method": method, "size": args.size, "batch_size": args.batch_size, "steps": args.steps,
             "ngf": args.ngf, "ndf": args.ndf, "n_blocks": args.n_blocks, "device": args.device,
+            "threads": args.threads,
             "cache_root": str(out_dir / "work")})]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
@@ -89,8 +94,9 @@ def run_perf(args) -> list[dict]:
         results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
     device = results[0].get("device", args.device) if results else args.device
     stem = f"perf_{device.replace(':', '')}_{args.size}px_b{args.batch_size}"
+    threads = next((r["cpu_threads"] for r in results if "cpu_threads" in r), torch.get_num_threads())
     meta = {"torch": torch.__version__, "python": platform.python_version(), "machine": platform.machine(),
-            "cpu_threads": torch.get_num_threads(), "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
+            "cpu_threads": threads, "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
     (out_dir / f"{stem}.json").write_text(json.dumps({"meta": meta, "results": results}, indent=2))
     lines = [f"# Training step time and peak memory ({args.size}x{args.size}, batch {args.batch_size}, "
              f"ngf {args.ngf}, ndf {args.ndf}, {args.n_blocks} blocks, {device})", "",
@@ -103,7 +109,8 @@ def run_perf(args) -> list[dict]:
         ratio = f"{r['step_seconds'] / base:.2f}" if base else "-"
         lines.append(f"| {r['method']} | {r['step_seconds']:.4f} | {ratio} | {r['peak_gpu_mb'] or '-'} | "
                      f"{r['peak_host_rss_mb']} |")
-    lines += ["", f"torch {meta['torch']}, {meta['cpu_threads']} CPU threads, {meta['time']}"]
+    lines += ["", f"torch {meta['torch']}, {meta['cpu_threads']} CPU thread(s), {args.steps} timed steps after "
+              f"2 warm-up steps, {meta['time']}. Frozen VGG16 backbones are untrained here (same compute)."]
     (out_dir / f"{stem}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     print(f"saved: {out_dir / (stem + '.json')}, {out_dir / (stem + '.md')}")
