@@ -210,32 +210,38 @@ class Runner:
             "seed": 0, "steps": 0, "metrics": result.metrics, "protocol": result.protocol})
 
     def run_all(self) -> list[tuple[str, str]]:
-        """Run every unfinished run (``workers`` at a time); returns (run_id, error) for the runs
-        that failed."""
+        """Score the identity rows, then run every unfinished run (``workers`` jobs at a time);
+        returns (run_id, error) for the jobs that failed."""
         runs = expand(self.suite)
-        failures = []
-        for t in self.suite.tasks:
-            for d in self.suite.datasets:
-                try:
-                    self._log(f"[identity] {t.label}/{d.label}: scoring the inputs as outputs")
-                    self.identity(t, d)
-                except BenchmarkError as exc:
-                    failures.append((f"{t.label}/{d.label}/identity", str(exc)))
-                    self._log(f"  FAILED: {exc}")
-        pending = []
+        jobs = [("identity", ti, di) for ti in range(len(self.suite.tasks))
+                for di in range(len(self.suite.datasets))]
         for i, run in enumerate(runs, 1):
             header = f"[run {i}/{len(runs)}] {run.run_id}"
             if run.metrics_path.exists():
                 self._log(f"{header}: finished earlier, skipped")
             else:
-                pending.append((i - 1, header))
-        workers = min(self.suite.settings.workers, len(pending))
+                jobs.append(("run", i - 1, header))
+        workers = min(self.suite.settings.workers, len(jobs))
         if workers <= 1:
-            outcomes = (self.execute(runs[index], header) for index, header in pending)
+            outcomes = (self.do(job) for job in jobs)
         else:
-            outcomes = self._execute_in_workers(pending, workers)
-        failures += [failure for failure in outcomes if failure is not None]
-        return failures
+            outcomes = self._execute_in_workers(jobs, workers)
+        return [failure for failure in outcomes if failure is not None]
+
+    def do(self, job: tuple) -> tuple[str, str] | None:
+        """One job of ``run_all``: ("identity", task index, dataset index) or ("run", index, header)."""
+        if job[0] == "identity":
+            return self.score_identity(self.suite.tasks[job[1]], self.suite.datasets[job[2]])
+        return self.execute(expand(self.suite)[job[1]], job[2])
+
+    def score_identity(self, task: Component, dataset: Component) -> tuple[str, str] | None:
+        self._log(f"[identity] {task.label}/{dataset.label}: scoring the inputs as outputs")
+        try:
+            self.identity(task, dataset)
+        except BenchmarkError as exc:
+            self._log(f"  FAILED: {exc}")
+            return f"{task.label}/{dataset.label}/identity", str(exc)
+        return None
 
     def execute(self, run: Run, header: str) -> tuple[str, str] | None:
         """Train (or resume) and evaluate one run; a failure is logged with its traceback in the
@@ -257,39 +263,38 @@ class Runner:
         self._log(f"{header}: done in {format_seconds(time.perf_counter() - started)}: {shown}")
         return None
 
-    def _execute_in_workers(self, pending: list[tuple[int, str]], workers: int):
-        """Runs spread over ``workers`` processes, each rebuilding the suite from its config;
-        yields each run's outcome as it finishes, with the suite's progress."""
+    def _execute_in_workers(self, jobs: list[tuple], workers: int):
+        """Jobs spread over ``workers`` processes, each rebuilding the suite from its config;
+        yields each job's outcome as it finishes, with the suite's progress."""
         runs = expand(self.suite)
-        steps = {index: runs[index].task.cls.planned_steps(runs[index].task_options()) for index, _ in pending}
-        total, done = sum(steps.values()), 0
+        steps = [runs[job[1]].task.cls.planned_steps(runs[job[1]].task_options()) if job[0] == "run" else 0
+                 for job in jobs]
+        total, done = sum(steps), 0
         started = time.monotonic()
-        self._log(f"training {len(pending)} run(s) in {workers} worker processes")
+        self._log(f"{len(jobs)} job(s) in {workers} worker processes")
         context = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_start,
                                  initargs=(self.suite.raw, self.suite.source, str(self.suite.base_dir))) as pool:
-            futures = {pool.submit(_worker_execute, index, header): index for index, header in pending}
+            futures = {pool.submit(_worker_do, job): k for k, job in enumerate(jobs)}
             try:
                 for future in as_completed(futures):
-                    index = futures[future]
-                    done += steps[index]
-                    elapsed = time.monotonic() - started
-                    eta = elapsed / max(done, 1) * (total - done)
-                    self._log(f"[suite] {done}/{total} training steps finished, "
-                              f"{format_seconds(elapsed)} elapsed, ETA {format_seconds(eta)}")
+                    k = futures[future]
+                    if steps[k]:
+                        done += steps[k]
+                        elapsed = time.monotonic() - started
+                        eta = elapsed / max(done, 1) * (total - done)
+                        self._log(f"[suite] {done}/{total} training steps finished, "
+                                  f"{format_seconds(elapsed)} elapsed, ETA {format_seconds(eta)}")
                     try:
                         yield future.result()
                     except Exception as exc:  # noqa: BLE001 - a worker process died
-                        yield runs[index].run_id, f"worker process failed: {type(exc).__name__}: {exc}"
+                        job = jobs[k]
+                        name = (runs[job[1]].run_id if job[0] == "run" else
+                                f"{self.suite.tasks[job[1]].label}/{self.suite.datasets[job[2]].label}/identity")
+                        yield name, f"worker process failed: {type(exc).__name__}: {exc}"
             except BaseException:
                 pool.shutdown(wait=True, cancel_futures=True)
                 raise
-
-    def planned_steps(self) -> int:
-        """Training steps still to do across the suite (for the suite ETA)."""
-        return sum(run.task.cls.planned_steps(run.task_options())
-                   for run in expand(self.suite) if not run.metrics_path.exists())
-
 
 # -- worker processes (``workers`` > 1) --------------------------------------------------------
 
@@ -302,6 +307,5 @@ def _worker_start(raw: dict, source: str, base_dir: str) -> None:
     _WORKER["runner"] = Runner(suite, SuiteProgress(0, run_eta_only=True))
 
 
-def _worker_execute(index: int, header: str) -> tuple[str, str] | None:
-    runner = _WORKER["runner"]
-    return runner.execute(expand(runner.suite)[index], header)
+def _worker_do(job: tuple) -> tuple[str, str] | None:
+    return _WORKER["runner"].do(job)

@@ -323,7 +323,7 @@ class SyntheticObjects(_SyntheticDataset):
     mask (0 background, 1 object) of each image.
     """
 
-    GENERATOR_VERSION = 2
+    GENERATOR_VERSION = 1
     DATASET_TAG = 1
     LABEL_INFO = LabelInfo(kind="object_mask", class_names=("background", "object"))
 
@@ -344,14 +344,14 @@ class SyntheticObjects(_SyntheticDataset):
         if side == "A":
             p["ground"] = np.array([rng.uniform(0.20, 0.32), rng.uniform(0.42, 0.56),
                                     rng.uniform(0.10, 0.20)], np.float32)
-            p["horizon"] = np.float32(rng.uniform(0.12, 0.30))
+            p["horizon"] = np.float32(rng.uniform(0.08, 0.22) if rng.random() < 0.75 else -0.1)
             p["streaks"] = rng.standard_normal((1, max(4, s // 8), s // 2)).astype(np.float32)
             p["sky_top"] = np.zeros(3, np.float32)
         else:
             p["ground"] = np.array([rng.uniform(0.72, 0.85), rng.uniform(0.60, 0.70),
                                     rng.uniform(0.33, 0.45)], np.float32)
-            p["horizon"] = np.float32(rng.uniform(0.12, 0.30))
-            p["streaks"] = rng.standard_normal((1, max(4, s // 8), s // 2)).astype(np.float32)
+            p["horizon"] = np.float32(rng.uniform(0.22, 0.38))
+            p["streaks"] = rng.standard_normal((1, s // 2, max(4, s // 8))).astype(np.float32)
             p["sky_top"] = np.array([rng.uniform(0.32, 0.5), rng.uniform(0.55, 0.7),
                                      rng.uniform(0.85, 0.97)], np.float32)
         return p
@@ -444,8 +444,8 @@ ROAD, SIDEWALK, BUILDING, POLE, VEGETATION, SKY, PERSON, CAR = range(len(SCENE_C
 
 # Materials refine the rendering of side B inside a class (they are not labels).
 _M_PLAIN, _M_WINDOW, _M_TYRE, _M_TRUNK, _M_LANE, _M_SKIN, _M_DARK, _M_LIGHT = range(8)
-_FACADES = np.array([[0.70, 0.64, 0.55], [0.60, 0.58, 0.55], [0.66, 0.52, 0.44],
-                     [0.58, 0.52, 0.46], [0.74, 0.70, 0.62], [0.56, 0.58, 0.60]], np.float32)
+_FACADES = np.array([[0.74, 0.67, 0.55], [0.56, 0.55, 0.54], [0.60, 0.31, 0.22],
+                     [0.46, 0.36, 0.29], [0.84, 0.79, 0.69], [0.50, 0.55, 0.62]], np.float32)
 _CAR_PAINTS = np.array([[0.65, 0.10, 0.10], [0.15, 0.25, 0.60], [0.86, 0.86, 0.86],
                         [0.60, 0.62, 0.65], [0.10, 0.10, 0.12], [0.15, 0.35, 0.20],
                         [0.82, 0.70, 0.15]], np.float32)
@@ -478,7 +478,7 @@ def _street(rng: np.random.Generator, size: int) -> dict[str, np.ndarray]:
         xc = min((x0 + x1) / 2, 1.0)
         cols = (X >= x0) & (X < x1)
         top = yh - (0.06 + 0.75 * abs(xc - xv)) * rng.uniform(0.6, 1.3)
-        facade = (_FACADES[rng.integers(len(_FACADES))] * rng.uniform(0.94, 1.06)
+        facade = (_FACADES[rng.integers(len(_FACADES))] * rng.uniform(0.85, 1.12)
                   + rng.uniform(-0.03, 0.03, 3)).astype(np.float32)
         wx, wy = rng.uniform(0.025, 0.05), rng.uniform(0.035, 0.06)
         wfx, wfy = rng.uniform(0.4, 0.65), rng.uniform(0.4, 0.65)
@@ -614,7 +614,7 @@ class SyntheticScenes(_SyntheticDataset):
     shows.
     """
 
-    GENERATOR_VERSION = 2
+    GENERATOR_VERSION = 1
     DATASET_TAG = 2
     LABEL_INFO = LabelInfo(kind="segmentation", class_names=SCENE_CLASSES)
 
@@ -631,17 +631,17 @@ class SyntheticScenes(_SyntheticDataset):
         p["mid"] = rng.standard_normal((1, 12, 12)).astype(np.float32)
         p["high"] = rng.standard_normal((1, 24, 24)).astype(np.float32)
         p["pixel"] = rng.standard_normal((3, s, s)).astype(np.float32) * 0.5
-        p["sky"] = np.array([rng.uniform(0.32, 0.40), rng.uniform(0.50, 0.58),   # zenith
-                             rng.uniform(0.80, 0.88), rng.uniform(0.76, 0.82),
-                             rng.uniform(0.83, 0.88), rng.uniform(0.90, 0.95)],  # horizon
+        p["sky"] = np.array([rng.uniform(0.25, 0.45), rng.uniform(0.45, 0.62),   # zenith
+                             rng.uniform(0.75, 0.92), rng.uniform(0.72, 0.85),
+                             rng.uniform(0.80, 0.90), rng.uniform(0.88, 0.96)],  # horizon
                             np.float32)
-        p["cloud"] = np.array([rng.uniform(0.0, 0.6), rng.uniform(0.0, 0.6)], np.float32)
-        p["asphalt"] = np.float32(rng.uniform(0.29, 0.35))
+        p["cloud"] = np.array([rng.uniform(0.0, 0.9), rng.uniform(0.0, 1.0)], np.float32)
+        p["asphalt"] = np.float32(rng.uniform(0.26, 0.38))
         p["pavement"] = np.array([0.62, 0.60, 0.56], np.float32) * np.float32(rng.uniform(0.85, 1.1))
         p["leaves"] = np.array([rng.uniform(0.15, 0.28), rng.uniform(0.32, 0.45),
                                 rng.uniform(0.08, 0.16)], np.float32)
         # exposure, colour temperature
-        p["light"] = np.array([rng.uniform(0.95, 1.05), rng.uniform(-0.4, 0.4)], np.float32)
+        p["light"] = np.array([rng.uniform(0.85, 1.1), rng.uniform(-1, 1)], np.float32)
         return p
 
     def _render(self, p: dict[str, np.ndarray], side: str) -> tuple[np.ndarray, np.ndarray]:
