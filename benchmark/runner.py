@@ -296,6 +296,12 @@ class Runner:
                 pool.shutdown(wait=True, cancel_futures=True)
                 raise
 
+    def planned_steps(self) -> int:
+        """Training steps still to do across the suite (for the suite ETA)."""
+        return sum(run.task.cls.planned_steps(run.task_options())
+                   for run in expand(self.suite) if not run.metrics_path.exists())
+
+
 # -- worker processes (``workers`` > 1) --------------------------------------------------------
 
 _WORKER: dict = {}

@@ -164,3 +164,17 @@ def _flatten(state, prefix=""):
     elif isinstance(state, torch.Tensor):
         out[prefix] = state
     return out
+
+
+def test_cli_run_trains_reports_and_prints_the_report_path(tmp_path, capsys):
+    """`python -m benchmark run CONFIG key=value` end to end, as README's first command does."""
+    import yaml
+    from benchmark.cli import main
+
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(tiny_suite_dict(tmp_path, methods=["none"], steps=2)))
+    assert main(["run", str(config), "suite=tiny_cli"]) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last.startswith("report: ") and last.endswith("tiny_cli.md")
+    report = (tmp_path / "results" / "reports" / "tiny_cli.md").read_text()
+    assert "| identity |" in report and "| none |" in report
