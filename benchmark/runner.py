@@ -53,6 +53,9 @@ class Run:
         merged = {**defaults, **self.task.raw}
         return build(self.task.cls.Options, merged, f"{self.suite.source}: tasks.{self.task.label}")
 
+    def planned_steps(self) -> int:
+        return self.task.cls.planned_steps(self.task_options())
+
     def resolved_config(self) -> dict:
         return {
             "run_id": self.run_id,
@@ -240,7 +243,7 @@ class Runner:
             self.identity(task, dataset)
         except BenchmarkError as exc:
             self._log(f"  FAILED: {exc}")
-            return f"{task.label}/{dataset.label}/identity", str(exc)
+            return _identity_name(task, dataset), str(exc)
         return None
 
     def execute(self, run: Run, header: str) -> tuple[str, str] | None:
@@ -267,8 +270,7 @@ class Runner:
         """Jobs spread over ``workers`` processes, each rebuilding the suite from its config;
         yields each job's outcome as it finishes, with the suite's progress."""
         runs = expand(self.suite)
-        steps = [runs[job[1]].task.cls.planned_steps(runs[job[1]].task_options()) if job[0] == "run" else 0
-                 for job in jobs]
+        steps = [runs[job[1]].planned_steps() if job[0] == "run" else 0 for job in jobs]
         total, done = sum(steps), 0
         started = time.monotonic()
         self._log(f"{len(jobs)} job(s) in {workers} worker processes")
@@ -290,7 +292,7 @@ class Runner:
                     except Exception as exc:  # noqa: BLE001 - a worker process died
                         job = jobs[k]
                         name = (runs[job[1]].run_id if job[0] == "run" else
-                                f"{self.suite.tasks[job[1]].label}/{self.suite.datasets[job[2]].label}/identity")
+                                _identity_name(self.suite.tasks[job[1]], self.suite.datasets[job[2]]))
                         yield name, f"worker process failed: {type(exc).__name__}: {exc}"
             except BaseException:
                 pool.shutdown(wait=True, cancel_futures=True)
@@ -298,8 +300,11 @@ class Runner:
 
     def planned_steps(self) -> int:
         """Training steps still to do across the suite (for the suite ETA)."""
-        return sum(run.task.cls.planned_steps(run.task_options())
-                   for run in expand(self.suite) if not run.metrics_path.exists())
+        return sum(run.planned_steps() for run in expand(self.suite) if not run.metrics_path.exists())
+
+
+def _identity_name(task: Component, dataset: Component) -> str:
+    return f"{task.label}/{dataset.label}/identity"
 
 
 # -- worker processes (``workers`` > 1) --------------------------------------------------------
