@@ -118,6 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
     perf.add_argument("--n-blocks", type=int, default=9)
     perf.add_argument("--device", default="auto")
     perf.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
+    perf.add_argument("--task-option", nargs="*", default=[], metavar="KEY=VALUE",
+                      help="more single-modal task options, e.g. n_layers_D=1 antialias=false")
     perf.add_argument("--out", default="results/perf", help="folder for perf_<device>_<size>.json / .md")
     perf.set_defaults(func=cmd_perf)
     wts = sub.add_parser("weights", help="pretrained files: every known one, or those CONFIG needs, "

@@ -31,7 +31,7 @@ def all_presets() -> list[str]:
 
 
 def measure_one(method: str, size: int, batch_size: int, steps: int, ngf: int, ndf: int, n_blocks: int,
-                device: str, cache_root: str, threads: int = 0) -> dict:
+                device: str, cache_root: str, threads: int = 0, task_options: dict | None = None) -> dict:
     """Time ``steps`` training steps after two warm-up steps; peak memory of this process.
     Frozen ImageNet backbones (VGG16) are built untrained: the same compute, no weight file needed."""
     from dataclasses import fields
@@ -42,8 +42,8 @@ def measure_one(method: str, size: int, batch_size: int, steps: int, ngf: int, n
     params = {"vgg_weights": "untrained"} if "vgg_weights" in {f.name for f in fields(cls.Params)} else {}
     suite = suite_from_dict({
         "suite": "perf", "seeds": [0], "device": device, "output_dir": cache_root, "cpu_threads": threads,
-        "tasks": {"single_modal": {"ngf": ngf, "ndf": ndf, "n_blocks": n_blocks, "batch_size": batch_size,
-                                    "n_steps": steps + 2, "n_steps_decay": 0}},
+        "tasks": {"single_modal": {**(task_options or {}), "ngf": ngf, "ndf": ndf, "n_blocks": n_blocks,
+                                    "batch_size": batch_size, "n_steps": steps + 2, "n_steps_decay": 0}},
         "datasets": {"synthetic_objects": {"size": size, "n_train": 8, "n_test": 2}},
         "methods": [{"name": method, "params": params}]})
     runner = Runner(suite)
@@ -68,11 +68,27 @@ def measure_one(method: str, size: int, batch_size: int, steps: int, ngf: int, n
         "step_seconds": round(seconds, 4),
         "peak_gpu_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1) if on_cuda else None,
         "peak_host_rss_mb": round(peak_rss_mb, 1), "cpu_threads": torch.get_num_threads(),
+        "task_options": task_options or {},
     }
+
+
+def parse_task_options(items: list[str]) -> dict:
+    """``key=value`` strings (values read as YAML) into single-modal task options."""
+    import yaml
+
+    from .errors import ConfigError
+    options = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"perf --task-option {item!r}: expected key=value, e.g. n_layers_D=2")
+        options[key] = yaml.safe_load(value)
+    return options
 
 
 def run_perf(args) -> list[dict]:
     methods = args.methods or all_presets()
+    task_options = parse_task_options(args.task_option)
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     results = []
@@ -84,7 +100,7 @@ def run_perf(args) -> list[dict]:
         cmd = [sys.executable, "-m", "benchmark.perf", json.dumps({
             "method": method, "size": args.size, "batch_size": args.batch_size, "steps": args.steps,
             "ngf": args.ngf, "ndf": args.ndf, "n_blocks": args.n_blocks, "device": args.device,
-            "threads": args.threads,
+            "threads": args.threads, "task_options": task_options,
             "cache_root": str(out_dir / "work")})]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
@@ -99,7 +115,8 @@ def run_perf(args) -> list[dict]:
             "cpu_threads": threads, "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
     (out_dir / f"{stem}.json").write_text(json.dumps({"meta": meta, "results": results}, indent=2))
     lines = [f"# Training step time and peak memory ({args.size}x{args.size}, batch {args.batch_size}, "
-             f"ngf {args.ngf}, ndf {args.ndf}, {args.n_blocks} blocks, {device})", "",
+             f"ngf {args.ngf}, ndf {args.ndf}, {args.n_blocks} blocks"
+             + "".join(f", {k} {v}" for k, v in task_options.items()) + f", {device})", "",
              "| method | s/step | x cut | peak GPU MB | peak host RSS MB |", "|---|---|---|---|---|"]
     base = next((r["step_seconds"] for r in results if r.get("method") == "cut" and "step_seconds" in r), None)
     for r in results:

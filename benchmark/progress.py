@@ -25,6 +25,7 @@ class SuiteProgress:
         self.trained_seconds = 0.0
         self.trained_steps = 0
         self._per_run: dict[str, list[float]] = {}  # label -> [seconds, steps]
+        self._resumed_at: dict[str, int] = {}        # label -> step its checkpoint held
         self._last_print = 0.0
 
     def log(self, message: str) -> None:
@@ -33,6 +34,16 @@ class SuiteProgress:
     def skip(self, steps: int) -> None:
         """Steps that need no training (finished runs) leave the remaining total."""
         self.total_steps = max(1, self.total_steps - steps)
+
+    def resumed(self, label: str, step: int) -> None:
+        """A run resumed from a checkpoint at ``step``: those steps need no training."""
+        self._resumed_at[label] = step
+        self.skip(step)
+
+    def abandon(self, label: str, planned: int) -> None:
+        """A run failed: the steps it will not train leave the remaining total."""
+        trained = self._resumed_at.get(label, 0) + int(self._per_run.get(label, [0.0, 0])[1])
+        self.skip(max(0, planned - trained))
 
     def step(self, label: str, step: int, total: int, seconds: float, values: dict[str, float],
              force: bool = False) -> None:

@@ -2,7 +2,6 @@
 their last checkpoint, and keeps going when one run fails."""
 from __future__ import annotations
 
-from benchmark.atomic import atomic_write
 import json
 import multiprocessing
 import time
@@ -15,6 +14,7 @@ import torch
 import yaml
 from torchvision.io import write_png
 
+from .atomic import atomic_write
 from .checkpoint import load_checkpoint, save_checkpoint, seed_everything, set_rng_state
 from .config import Component, Suite
 from .errors import BenchmarkError, ConfigError
@@ -136,6 +136,7 @@ class Runner:
             torch.set_num_threads(suite.settings.cpu_threads)
         self._datasets = {}
         self.progress = progress
+        self.runs = expand(suite)
 
     def dataset(self, component: Component):
         if component.label not in self._datasets:
@@ -169,6 +170,8 @@ class Runner:
             task.load_state_dict(ckpt["task"])
             set_rng_state(ckpt["rng"])
             self._log(f"  resumed {run.run_id} at step {task.step}")
+            if self.progress:
+                self.progress.resumed(run.run_id, task.step)
         every = self.suite.settings.checkpoint_every
         end = task.total_steps if stop_at is None else min(stop_at, task.total_steps)
         while task.step < end:
@@ -215,7 +218,7 @@ class Runner:
     def run_all(self) -> list[tuple[str, str]]:
         """Score the identity rows, then run every unfinished run (``workers`` jobs at a time);
         returns (run_id, error) for the jobs that failed."""
-        runs = expand(self.suite)
+        runs = self.runs
         jobs = [("identity", ti, di) for ti in range(len(self.suite.tasks))
                 for di in range(len(self.suite.datasets))]
         for i, run in enumerate(runs, 1):
@@ -235,7 +238,7 @@ class Runner:
         """One job of ``run_all``: ("identity", task index, dataset index) or ("run", index, header)."""
         if job[0] == "identity":
             return self.score_identity(self.suite.tasks[job[1]], self.suite.datasets[job[2]])
-        return self.execute(expand(self.suite)[job[1]], job[2])
+        return self.execute(self.runs[job[1]], job[2])
 
     def score_identity(self, task: Component, dataset: Component) -> tuple[str, str] | None:
         self._log(f"[identity] {task.label}/{dataset.label}: scoring the inputs as outputs")
@@ -260,6 +263,8 @@ class Runner:
             run.directory.mkdir(parents=True, exist_ok=True)
             (run.directory / "error.log").write_text(traceback.format_exc())
             message = str(exc) if isinstance(exc, BenchmarkError) else f"{type(exc).__name__}: {exc}"
+            if self.progress:
+                self.progress.abandon(run.run_id, _planned_or_zero(run))
             self._log(f"{header}: FAILED ({message}); traceback in {run.directory / 'error.log'}")
             return run.run_id, message
         shown = ", ".join(f"{k} {v:.2f}" for k, v in record["metrics"].items())
@@ -269,7 +274,7 @@ class Runner:
     def _execute_in_workers(self, jobs: list[tuple], workers: int):
         """Jobs spread over ``workers`` processes, each rebuilding the suite from its config;
         yields each job's outcome as it finishes, with the suite's progress."""
-        runs = expand(self.suite)
+        runs = self.runs
         steps = [runs[job[1]].planned_steps() if job[0] == "run" else 0 for job in jobs]
         total, done = sum(steps), 0
         started = time.monotonic()
@@ -300,7 +305,14 @@ class Runner:
 
     def planned_steps(self) -> int:
         """Training steps still to do across the suite (for the suite ETA)."""
-        return sum(run.planned_steps() for run in expand(self.suite) if not run.metrics_path.exists())
+        return sum(run.planned_steps() for run in self.runs if not run.metrics_path.exists())
+
+
+def _planned_or_zero(run: Run) -> int:
+    try:
+        return run.planned_steps()
+    except BenchmarkError:  # the run failed because its options are invalid
+        return 0
 
 
 def _identity_name(task: Component, dataset: Component) -> str:

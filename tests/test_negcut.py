@@ -1,5 +1,6 @@
 """NEGCUT: generated-negatives InfoNCE by hand, the negative generator's adversarial step, gradient
 routing between N, the heads and G, the EMA heads, per-image batching, presets and a smoke run."""
+import io
 import dataclasses
 import math
 
@@ -8,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from benchmark.config import find_method, suite_from_dict
+from benchmark.progress import SuiteProgress
 from benchmark.runner import Runner, expand
 from methods.base import OptimizerDefaults, TranslationPair
 from methods.negcut import NEGCUT, NEGCUTParams, generated_negatives_nce, negatives_diversity
@@ -287,15 +289,16 @@ def test_flip_equivariance_flips_output_features_back():
 
 
 # -- in the task -----------------------------------------------------------------------------------
-class _Recorder:
+class _Recorder(SuiteProgress):
+    """Keeps every step's loss values."""
+
     def __init__(self):
+        super().__init__(0, stream=io.StringIO())
         self.values = []
 
-    def step(self, run_id, step, total, seconds, values):
+    def step(self, run_id, step, total, seconds, values, force=False):
+        super().step(run_id, step, total, seconds, values, force)
         self.values.append(values)
-
-    def log(self, message):
-        pass
 
 
 def test_negcut_trains_in_the_single_modal_task_and_resumes_exactly(tmp_path):
