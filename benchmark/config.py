@@ -16,6 +16,7 @@ import yaml
 from . import registry
 from .errors import ConfigError
 from .settings import build, to_dict
+from .yaml_io import load_yaml
 
 
 @dataclass
@@ -203,7 +204,7 @@ def apply_override(data: dict, assignment: str) -> None:
             node[part] = {}
         node = node[part]
     try:
-        parsed = yaml.safe_load(value)
+        parsed = load_yaml(value)
     except yaml.YAMLError as exc:
         raise ConfigError(f"override '{assignment}': value is not valid YAML: {exc}") from exc
     if isinstance(node, list):
@@ -217,7 +218,7 @@ def load_suite(path: str | Path, overrides: list[str] = ()) -> Suite:
     if not path.is_file():
         raise ConfigError(f"config file '{path}' does not exist")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = load_yaml(path.read_text()) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"config file '{path}' is not valid YAML: {exc}") from exc
     return suite_from_dict(raw, str(path), Path.cwd(), overrides)

@@ -74,15 +74,14 @@ def measure_one(method: str, size: int, batch_size: int, steps: int, ngf: int, n
 
 def parse_task_options(items: list[str]) -> dict:
     """``key=value`` strings (values read as YAML) into single-modal task options."""
-    import yaml
-
     from .errors import ConfigError
+    from .yaml_io import load_yaml
     options = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise ConfigError(f"perf --task-option {item!r}: expected key=value, e.g. n_layers_D=2")
-        options[key] = yaml.safe_load(value)
+        options[key] = load_yaml(value)
     return options
 
 

@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-import yaml
 from torchvision.io import read_image, write_png
 
 from .config import Component, Suite
 from .reference import PAPER_TABLES, PaperTable, paper_dataset
 from .report import nearest_factor, protocol_footer, untrained_notes, upscale_nearest
 from .runner import runs_dir
+from .yaml_io import load_yaml
 
 METRICS = ["latent_FID", "latent_LPIPS", "reference_FID", "reference_LPIPS", "structure_score"]
 NOT_SCORED = "–"
@@ -162,7 +162,7 @@ def _grid_styles(suite: Suite, recs: list[dict]) -> int | None:
     for r in recs:
         path = runs_dir(suite) / r["task"] / r["dataset"] / r["method"] / f"seed{r['seed']}" / "config.yaml"
         if path.is_file():
-            return (yaml.safe_load(path.read_text()) or {}).get("task", {}).get("options", {}).get("grid_styles")
+            return (load_yaml(path.read_text()) or {}).get("task", {}).get("options", {}).get("grid_styles")
     return None
 
 

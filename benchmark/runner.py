@@ -20,6 +20,7 @@ from .config import Component, Suite
 from .errors import BenchmarkError, ConfigError
 from .progress import SuiteProgress, format_seconds
 from .settings import build, to_dict
+from .yaml_io import load_yaml
 
 
 @dataclass
@@ -107,7 +108,7 @@ def check_config(run: Run) -> None:
     path = run.directory / "config.yaml"
     resolved = run.resolved_config()
     if path.exists():
-        stored = yaml.safe_load(path.read_text())
+        stored = load_yaml(path.read_text())
         if stored != resolved:
             diffs = _diff(stored, resolved)
             raise ConfigError(

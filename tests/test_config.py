@@ -81,3 +81,14 @@ def test_dataset_options_validated(tmp_path):
     path = write(tmp_path, GOOD.replace("size: 32", "size: 1000"))
     with pytest.raises(ConfigError, match="size"):
         load_suite(path)
+
+
+def test_exponent_floats_without_a_dot_are_floats_in_files_and_overrides(tmp_path):
+    # YAML 1.1 (PyYAML's default) reads 2e-4 as the string '2e-4'; configs are read as YAML 1.2.
+    path = write(tmp_path, GOOD.replace("n_steps: 2,", "n_steps: 2, lr: 1e-4,"))
+    assert load_suite(path).tasks[0].options.lr == pytest.approx(1e-4)
+    suite = load_suite(path, ["tasks.single_modal.lr=2e-4", "methods.2.params.lambda_NCE=5E0"])
+    assert suite.tasks[0].options.lr == pytest.approx(2e-4)
+    assert suite.methods[2].options.lambda_NCE == pytest.approx(5.0)
+    with pytest.raises(ConfigError, match=r"n_blocks.*'2e-4'.*int|n_blocks.*0\.0002.*int"):
+        load_suite(path, ["tasks.single_modal.n_blocks=2e-4"])
