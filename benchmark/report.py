@@ -15,8 +15,8 @@ from .runner import runs_dir
 METRIC_ORDER = ["FID", "KIDx100", "mIoU", "pixAcc", "clsAcc", "maskIoU"]
 METRIC_NOTES = {"FID": "lower is better", "KIDx100": "KID x 100, lower is better",
                 "mIoU / pixAcc / clsAcc / maskIoU": "segmentation of the outputs against the input's "
-                "labels, in percent, higher is better (the footer names the segmenter and its ceiling "
-                "on real target images)"}
+                "labels, in percent, higher is better (the footer names the segmenter and, for a "
+                "segmenter trained here, its ceiling on real target images)"}
 
 
 def metric_notes(records: list[dict]) -> dict[str, str]:

@@ -19,7 +19,7 @@ from .checkpoint import load_checkpoint, save_checkpoint, seed_everything, set_r
 from .config import Component, Suite
 from .errors import BenchmarkError, ConfigError
 from .progress import SuiteProgress, format_seconds
-from .settings import build, to_dict
+from .settings import NO_DEFAULT, build, field_defaults, to_dict
 from .yaml_io import load_yaml
 
 
@@ -56,6 +56,14 @@ class Run:
 
     def planned_steps(self) -> int:
         return self.task.cls.planned_steps(self.task_options())
+
+    def config_defaults(self) -> dict:
+        """The defaults of the settings in :meth:`resolved_config` (a run made before a setting
+        existed ran with its default)."""
+        return {"task": {"options": field_defaults(self.task.cls.Options)},
+                "dataset": {"options": field_defaults(self.dataset.cls.Options)},
+                "method": {"options": field_defaults(self.method.cls.Params)},
+                "evaluation": field_defaults(type(self.suite.settings.evaluation))}
 
     def resolved_config(self) -> dict:
         return {
@@ -109,8 +117,8 @@ def check_config(run: Run) -> None:
     resolved = run.resolved_config()
     if path.exists():
         stored = load_yaml(path.read_text())
-        if stored != resolved:
-            diffs = _diff(stored, resolved)
+        diffs = _diff(stored, resolved, run.config_defaults())
+        if diffs:
             raise ConfigError(
                 f"run '{run.run_id}' in {run.directory} was made with a different config "
                 f"(changed: {', '.join(diffs[:5])}). Its results are kept: use another suite name "
@@ -120,13 +128,19 @@ def check_config(run: Run) -> None:
     path.write_text(yaml.safe_dump(resolved, sort_keys=False))
 
 
-def _diff(a, b, prefix="") -> list[str]:
-    if isinstance(a, dict) and isinstance(b, dict):
+def _diff(stored, resolved, defaults=None, prefix="") -> list[str]:
+    """Dotted keys whose values differ. A key the stored config lacks is a setting added to the
+    benchmark after the run was made: it differs only when its value is not the setting's default."""
+    if isinstance(stored, dict) and isinstance(resolved, dict):
+        defaults = defaults if isinstance(defaults, dict) else {}
         out = []
-        for k in sorted(set(a) | set(b), key=str):
-            out += _diff(a.get(k), b.get(k), f"{prefix}.{k}" if prefix else str(k))
+        for k in sorted(set(stored) | set(resolved), key=str):
+            default = defaults.get(k, NO_DEFAULT)
+            if k not in stored and default is not NO_DEFAULT and resolved[k] == default:
+                continue
+            out += _diff(stored.get(k), resolved.get(k), default, f"{prefix}.{k}" if prefix else str(k))
         return out
-    return [] if a == b else [prefix]
+    return [] if stored == resolved else [prefix]
 
 
 class Runner:

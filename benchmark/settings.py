@@ -124,3 +124,23 @@ def to_dict(obj: Any) -> Any:
     if isinstance(obj, dict):
         return {k: to_dict(v) for k, v in obj.items()}
     return obj
+
+
+NO_DEFAULT = object()
+"""What :func:`field_defaults` gives a field that has no default."""
+
+
+def field_defaults(cls: type) -> dict[str, Any]:
+    """Each field of dataclass ``cls`` with its default as :func:`to_dict` writes it (or
+    :data:`NO_DEFAULT`)."""
+    out = {}
+    if not dataclasses.is_dataclass(cls):
+        return out
+    for f in dataclasses.fields(cls):
+        if f.default is not dataclasses.MISSING:
+            out[f.name] = to_dict(f.default)
+        elif f.default_factory is not dataclasses.MISSING:
+            out[f.name] = to_dict(f.default_factory())
+        else:
+            out[f.name] = NO_DEFAULT
+    return out

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Literal, Sequence
 
 import numpy as np
 import torch
@@ -107,6 +107,12 @@ class UnalignedFolder(UnpairedDataset):
         size: int = 256
         load_size: int = 286
         max_images: int = 0
+        direction: Literal["AtoB", "BtoA"] = "AtoB"
+        """'BtoA': translate the B folders into the A folders (CUT's ``--direction BtoA``, as its
+        Cityscapes label->photo runs use: there trainA holds photos, trainB label maps)."""
+        segmentation_protocol: Literal["", "cut"] = ""
+        """'cut': the source side (A, or B with BtoA) holds Cityscapes colour label maps; outputs are
+        then scored with DRN-D-22 under CUT's protocol (mIoU / pixAcc / clsAcc)."""
 
         def validate(self) -> str | None:
             if not self.root:
@@ -130,9 +136,15 @@ class UnalignedFolder(UnpairedDataset):
     def root(self) -> Path:
         return Path(self.options.root).expanduser()
 
+    def folder_side(self, side: Side) -> Side:
+        """The folder letter holding ``side`` ('A' = source) under ``direction``."""
+        if self.options.direction == "BtoA" and side in ("A", "B"):
+            return "B" if side == "A" else "A"
+        return side
+
     def files(self, split: Split, side: Side) -> list[Path]:
-        """The image files of one split/side (after ``max_images``)."""
-        key = f"{split}{side}"
+        """The image files of one split/side (source 'A', target 'B'; after ``max_images``)."""
+        key = f"{split}{self.folder_side(side)}"
         if key not in SUBFOLDERS:
             raise ValueError(f"split must be 'train' or 'test' and side 'A' or 'B', "
                              f"got {split!r}, {side!r}")
@@ -153,10 +165,11 @@ class UnalignedFolder(UnpairedDataset):
         if self._identity is None:
             digest = hashlib.sha256()
             for key in SUBFOLDERS:
-                for path in self.files(key[:-1], key[-1]):
+                for path in self.files(key[:-1], self.folder_side(key[-1])):
                     digest.update(f"{key}/{path.name}\0{path.stat().st_size}\n".encode())
             o = self.options
             self._identity = (f"unaligned_folder/v{IDENTITY_VERSION}/root={self.root.resolve()}/"
                               f"files={digest.hexdigest()[:16]}/size={o.size},"
-                              f"load_size={o.load_size},max_images={o.max_images}")
+                              f"load_size={o.load_size},max_images={o.max_images}"
+                              + (",direction=BtoA" if o.direction == "BtoA" else ""))
         return self._identity

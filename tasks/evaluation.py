@@ -45,6 +45,30 @@ def real_features(dataset: UnpairedDataset, split: str, side: str, ctx: RunConte
         resize=ev.fid_resize, device=ctx.device, batch_size=ev.batch_size))
 
 
+def segmentation_protocol(dataset: UnpairedDataset) -> str:
+    """The published segmentation protocol a dataset's options ask for ('' = none): the name of a
+    :data:`benchmark.metrics.drn.PROTOCOLS` entry, for real Cityscapes label->photo folders."""
+    return getattr(dataset.options, "segmentation_protocol", "") or ""
+
+
+def cityscapes_label_scores(protocol: str, outputs: torch.Tensor, test_a: ImageSet, count: int,
+                            ctx: RunContext) -> tuple[dict[str, float], dict]:
+    """Cityscapes "FCN scores" of label->photo outputs under a published protocol: a pretrained DRN
+    labels the outputs, the ground truth is the input itself (colour label images, decoded to the
+    nearest palette colour)."""
+    from benchmark.metrics.drn import CITYSCAPES_CLASSES, IGNORE_INDEX, CityscapesSegmenter
+    from benchmark.segmenters import score_predictions
+    from datasets.base import LabelInfo
+
+    segmenter = CityscapesSegmenter(protocol, ctx.weights_dir, ctx.device, ctx.cache_dir)
+    labels = segmenter.prepare_labels(test_a.images(range(count)))
+    predictions = segmenter.predict(outputs, ctx.evaluation.batch_size)
+    info = LabelInfo("segmentation", tuple(CITYSCAPES_CLASSES), IGNORE_INDEX)
+    scores = score_predictions(info, predictions, labels)
+    return ({k: v for k, v in scores.items() if isinstance(v, (int, float))},
+            {"segmenter": segmenter.description})
+
+
 def label_scores(dataset: UnpairedDataset, outputs: torch.Tensor, test_a: ImageSet, count: int,
                  ctx: RunContext) -> tuple[dict[str, float], dict]:
     """How well a segmenter trained on real target-domain images recovers the input's labels from the
@@ -73,7 +97,11 @@ def evaluate_translation(translate: Callable[[torch.Tensor], torch.Tensor], data
     shown = min(ev.grid_images, count)
     metrics = {"FID": fid_from_features(fake, real), "KIDx100": 100.0 * kid}
     protocol = {}
-    if ev.label_scores and test_a.has_labels:
+    if ev.label_scores and segmentation_protocol(dataset):
+        metrics_labels, protocol = cityscapes_label_scores(segmentation_protocol(dataset), outputs,
+                                                           test_a, count, ctx)
+        metrics.update(metrics_labels)
+    elif ev.label_scores and test_a.has_labels:
         metrics_labels, protocol = label_scores(dataset, outputs, test_a, count, ctx)
         metrics.update(metrics_labels)
     return Evaluation(

@@ -264,6 +264,19 @@ def test_folder_reader(tmp_path):
     assert UnalignedFolder(ds.options, tmp_path).identity != identity
 
 
+def test_folder_direction_btoa_swaps_source_and_target(tmp_path):
+    root = make_folder(tmp_path / "data", counts=(3, 2, 2, 1))
+    forward = UnalignedFolder(UnalignedFolder.Options(root=str(root), size=32, load_size=40), tmp_path)
+    backward = UnalignedFolder(UnalignedFolder.Options(root=str(root), size=32, load_size=40,
+                                                       direction="BtoA"), tmp_path)
+    for split in ("train", "test"):
+        assert backward.split(split, "A").paths == forward.split(split, "B").paths
+        assert backward.split(split, "B").paths == forward.split(split, "A").paths
+    assert [p.parent.name for p in backward.split("test", "A").paths] == ["testB"]
+    assert backward.identity != forward.identity  # FID statistics of the two sides never mix
+    assert backward.identity.endswith(",direction=BtoA") and "direction=" not in forward.identity
+
+
 def test_folder_options_validation():
     Options = UnalignedFolder.Options
     assert "root" in Options().validate()

@@ -203,3 +203,71 @@ def test_cut_labels_are_resized_colour_images(wdir):
     labels = seg.prepare_labels(colourise(ids))
     assert labels.shape == (1, 128, 256)
     assert (labels[0, :60] == 0).all() and (labels[0, 68:] == 13).all()
+
+
+def _cityscapes_folder(root, size=64, count=2):
+    """CUT's cityscapes layout (prepare_cityscapes_dataset.py): A = photos, B = colour label maps
+    (blocks of train ids); CUT trains it with --direction BtoA."""
+    rng = np.random.default_rng(0)
+    for sub in ("trainA", "trainB", "testA", "testB"):
+        (root / sub).mkdir(parents=True)
+        for i in range(count):
+            if sub.endswith("B"):
+                ids = np.kron(rng.integers(0, 19, (4, 4)), np.ones((size // 4, size // 4), np.int64))
+                pixels = colourise(ids)
+            else:
+                pixels = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(root / sub / f"{i}.png")
+    return root
+
+
+def test_cityscapes_folder_with_cut_protocol_is_scored_by_drn_against_its_input_labels(wdir, tmp_path):
+    from benchmark.config import EvaluationConfig
+    from datasets.folders import UnalignedFolder
+    from tasks.base import RunContext
+    from tasks.data import to_uint8
+    from tasks.evaluation import evaluate_translation
+
+    _official_style_checkpoint("drn_d_22", wdir / "drn_d_22_cityscapes.pth")
+    root = _cityscapes_folder(tmp_path / "cityscapes")
+    options = UnalignedFolder.Options(root=str(root), size=64, load_size=64, direction="BtoA",
+                                      segmentation_protocol="cut")
+    dataset = UnalignedFolder(options, tmp_path / "cache")
+    g = torch.Generator().manual_seed(3)
+    photos = torch.rand(2, 3, 64, 64, generator=g) * 2 - 1
+    ctx = RunContext(run_dir=tmp_path / "run", seed=0, device=torch.device("cpu"),
+                     evaluation=EvaluationConfig(num_test_images=2, kid_subsets=1, kid_subset_size=2,
+                                                 batch_size=2),
+                     cache_dir=tmp_path / "cache", weights_dir=wdir, log=lambda message: None)
+    result = evaluate_translation(lambda x: photos[: x.shape[0]], dataset, ctx)
+    assert {"mIoU", "pixAcc", "clsAcc"} <= set(result.metrics)
+    assert "drn_d_22" in result.protocol["segmenter"]
+    # pixel accuracy by hand: DRN on the outputs vs the input label images decoded at 256x128
+    seg = CityscapesSegmenter("cut", weights_dir=wdir, device="cpu")
+    pred = seg.predict(to_uint8(photos))
+    labels = torch.stack([torch.from_numpy(np.asarray(Image.open(root / "testB" / f"{i}.png").convert("RGB")
+                                                      .resize((256, 128), Image.BICUBIC)).copy())
+                          .permute(2, 0, 1) for i in range(2)])
+    truth = decode_colour_labels(labels)
+    valid = truth != IGNORE_INDEX
+    assert valid.float().mean() > 0.9
+    expected = 100.0 * (pred[valid] == truth[valid]).double().mean().item()
+    assert result.metrics["pixAcc"] == pytest.approx(expected, abs=1e-6)
+
+
+def test_a_suite_with_a_cityscapes_folder_needs_the_drn_checkpoint(wdir, tmp_path):
+    from benchmark.config import suite_from_dict
+
+    root = _cityscapes_folder(tmp_path / "cityscapes")
+    raw = {"suite": "city", "tasks": {"single_modal": {}}, "methods": ["cut"], "weights_dir": str(wdir),
+           "datasets": {"cityscapes": {"type": "unaligned_folder", "root": str(root),
+                                       "segmentation_protocol": "cut"}}}
+    suite = suite_from_dict(raw, base_dir=tmp_path)
+    assert "drn_d_22_cityscapes" in weights.required_weights(suite)
+    with pytest.raises(WeightsError, match="drn_d_22_cityscapes.pth"):
+        weights.check_suite(suite)
+    bad = dict(raw, datasets={"cityscapes": {"type": "unaligned_folder", "root": str(root),
+                                             "segmentation_protocol": "gan_compression"}})
+    from benchmark.errors import ConfigError
+    with pytest.raises(ConfigError, match="segmentation_protocol"):
+        suite_from_dict(bad, base_dir=tmp_path)

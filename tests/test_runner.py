@@ -54,6 +54,26 @@ def test_changed_config_does_not_overwrite_a_run(tmp_path):
         _train(tmp_path, "x", lr=1e-3)
 
 
+def test_a_setting_added_later_is_the_same_config_only_at_its_default(tmp_path):
+    """A run directory written before a setting existed ran with that setting's default."""
+    from benchmark.runner import check_config
+    from benchmark.yaml_io import load_yaml
+    import yaml
+
+    _train(tmp_path, "x", stop_at=2)
+    suite = suite_from_dict(tiny_suite_dict(tmp_path / "x"), base_dir=tmp_path)
+    run = expand(suite)[0]
+    path = run.directory / "config.yaml"
+    stored = load_yaml(path.read_text())
+    del stored["evaluation"]["kid_seed"], stored["task"]["options"]["lr"]  # "older version"
+    path.write_text(yaml.safe_dump(stored))
+    check_config(run)  # both at their defaults: the same config
+    changed = suite_from_dict(tiny_suite_dict(tmp_path / "x"), base_dir=tmp_path,
+                              overrides=["evaluation.kid_seed=3"])
+    with pytest.raises(ConfigError, match=r"changed: evaluation\.kid_seed"):
+        check_config(expand(changed)[0])
+
+
 PLUGIN = '''
 from dataclasses import dataclass
 import torch
