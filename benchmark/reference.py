@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
+from typing import Callable
 
 import pandas as pd
 
@@ -24,16 +25,24 @@ class PaperTable:
     method_rows: dict[tuple[str, str], str] = field(default_factory=dict)
     """(method type, preset) -> the paper's method name; preset '*' = any preset or label."""
     note: str = ""
+    combine: Callable[[list[pd.DataFrame]], pd.DataFrame] | None = None
+    """For a table drawn from several CSVs (``csv`` names them, joined by '+'): their frames, in that
+    order, into the long form (dataset, method, metrics...)."""
+
+    @property
+    def paths(self) -> list[Path]:
+        return [REFERENCE_DIR / name for name in self.csv.split("+")]
 
     @property
     def path(self) -> Path:
-        return REFERENCE_DIR / self.csv
+        return self.paths[0]
 
     def load(self) -> pd.DataFrame:
-        """The published rows (empty, with the right columns, when the CSV is absent)."""
-        if not self.path.is_file():
+        """The published rows (empty, with the right columns, when a CSV is absent)."""
+        if not all(p.is_file() for p in self.paths):
             return pd.DataFrame(columns=["dataset", "method", *self.metrics])
-        return _read_csv(self.path).copy()
+        frames = [_read_csv(p).copy() for p in self.paths]
+        return self.combine(frames) if self.combine else frames[0]
 
     def datasets(self) -> list[str]:
         return sorted(self.load()["dataset"].unique())
@@ -66,7 +75,37 @@ HNEGSRC_TABLE2 = PaperTable(
          "ImageNet AlexNet",
 )
 
-PAPER_TABLES: dict[str, PaperTable] = {"multi_modal": HNEGSRC_TABLE2}
+def _graphcl_table1_with_hnegsrc_fcn_scores(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    """GraphCL's Table 1 (FID, KIDx100 on five datasets) joined with Hneg-SRC's Table 1 (horse2zebra
+    FID; Cityscapes FID and FCN scores, its "mAP" being the mIoU). Both papers print the same FIDs
+    for the rows they share; Hneg-SRC's fill the rows GraphCL's table lacks."""
+    graphcl, hnegsrc = frames
+    h2z = pd.DataFrame({"dataset": "horse2zebra", "method": hnegsrc["method"], "FID": hnegsrc["h2z_FID"]})
+    city = pd.DataFrame({"dataset": "cityscapes", "method": hnegsrc["method"], "FID": hnegsrc["city_FID"],
+                         "mIoU": hnegsrc["city_mAP"], "pixAcc": hnegsrc["city_pixAcc"],
+                         "clsAcc": hnegsrc["city_clsAcc"]})
+    merged = graphcl.merge(pd.concat([h2z, city]), on=["dataset", "method"], how="outer",
+                           suffixes=("", "_hnegsrc"))
+    merged["FID"] = merged["FID"].fillna(merged.pop("FID_hnegsrc"))
+    return merged
+
+
+SINGLE_MODAL_TABLE1 = PaperTable(
+    csv="graphcl_aaai24_table1.csv+hnegsrc_cvpr22_table1_single_modal.csv",
+    title="GraphCL, AAAI 2024, Table 1 (FID, KIDx100) and Hneg-SRC, CVPR 2022, Table 1 (Cityscapes "
+          "mIoU / pixAcc / clsAcc)",
+    metrics=("FID", "KIDx100", "mIoU", "pixAcc", "clsAcc"),
+    method_rows={("cut", "cut"): "CUT",
+                 ("negcut", "negcut"): "NEGCUT",
+                 ("flsesim", "lsesim"): "LSeSim",
+                 ("hnegsrc", "*"): "HnegSRC",
+                 ("graphcl", "*"): "GraphCL"},
+    note="The papers trained at 256x256 crops with ResNet-9 generators for 400 epochs and scored the "
+         "test sets with pytorch-fid; Cityscapes label->photo FCN scores with DRN-D-22",
+    combine=_graphcl_table1_with_hnegsrc_fcn_scores,
+)
+
+PAPER_TABLES: dict[str, PaperTable] = {"multi_modal": HNEGSRC_TABLE2, "single_modal": SINGLE_MODAL_TABLE1}
 """Task type -> the published table its report sets beside its rows."""
 
 

@@ -9,7 +9,8 @@ import torch
 from torchvision.io import read_image, write_png
 from torchvision.utils import make_grid
 
-from .config import Suite
+from .config import Component, Suite
+from .reference import PAPER_TABLES, PaperTable, paper_dataset
 from .runner import runs_dir
 
 METRIC_ORDER = ["FID", "KIDx100", "mIoU", "pixAcc", "clsAcc", "maskIoU"]
@@ -17,6 +18,9 @@ METRIC_NOTES = {"FID": "lower is better", "KIDx100": "KID x 100, lower is better
                 "mIoU / pixAcc / clsAcc / maskIoU": "segmentation of the outputs against the input's "
                 "labels, in percent, higher is better (the footer names the segmenter and, for a "
                 "segmenter trained here, its ceiling on real target images)"}
+
+NOT_SCORED = "–"
+"""A cell with no number: not scored, or no published row."""
 
 
 def metric_notes(records: list[dict]) -> dict[str, str]:
@@ -96,6 +100,66 @@ def image_grid(suite: Suite, task: str, dataset: str, methods: list[str], out_pa
     return labels
 
 
+def paper_rows(records: list[dict], table: PaperTable) -> dict[str, str | None]:
+    """Method label -> the paper's method name (None: not in the paper; identity never is)."""
+    out = {}
+    for r in records:
+        if r["method"] != "identity":
+            out[r["method"]] = table.paper_method(r.get("method_type", ""), r.get("preset", ""))
+    return out
+
+
+def mapping_words(table: PaperTable) -> str:
+    parts = [f"`{kind}`{'' if preset == '*' else f' (preset `{preset}`)'} -> {name}"
+             for (kind, preset), name in table.method_rows.items()]
+    return ", ".join(parts)
+
+
+def paper_note(table: PaperTable | None, paper: dict[str, str | None]) -> str:
+    if table is None:
+        return ""
+    names = [d.capitalize() for d in table.datasets()]
+    known = ", ".join(names[:-1]) + " and " + names[-1] if len(names) > 1 else "".join(names)
+    mapped = {d: p for d, p in paper.items() if p}
+    where = ", ".join(f"`{p.relative_to(p.parents[2])}`" for p in table.paths)
+    if not mapped:
+        return (f"Published numbers ({table.title}) exist only for {known}; no dataset here is one of "
+                "them, so the table has no paper columns (a real dataset maps to one by its label or "
+                "by `paper_dataset:` in the config).")
+    pairs = ", ".join(f"`{d}` is the paper's {p.capitalize()}" for d, p in mapped.items())
+    return (f"Paper columns: {table.title} ({where}); published numbers exist only for {known}. "
+            f"Datasets: {pairs}. Rows by method: {mapping_words(table)}; {NOT_SCORED} where the paper "
+            f"has no such row. {table.note}: compare the rows with each other first.")
+
+
+def published_cell(metric: str, value: float | None) -> str:
+    """A published number as the papers print it: KID x 100 with three decimals, the rest with one."""
+    return NOT_SCORED if value is None else f"{value:.{3 if metric == 'KIDx100' else 1}f}"
+
+
+def with_paper_columns(summary: pd.DataFrame, records: list[dict], table: PaperTable,
+                       paper_ds: str) -> pd.DataFrame:
+    """``summary`` (rows: methods) with a ``paper <metric>`` column for each metric the paper reports
+    on ``paper_ds``: the published value of the row's method (as printed), else NOT_SCORED."""
+    published = table.load()
+    published = published[published["dataset"] == paper_ds]
+    metrics = [m for m in table.metrics if m in published.columns and published[m].notna().any()]
+    to_paper = paper_rows(records, table)
+    out = summary.copy()
+    for metric in metrics:
+        out[f"paper {metric}"] = [
+            published_cell(metric, table.value(paper_ds, to_paper[m], metric) if to_paper.get(m) else None)
+            for m in out.index]
+    return out
+
+
+def dataset_paper_name(dataset: Component, table: PaperTable | None) -> str | None:
+    """The published dataset a suite dataset stands for under ``table`` (None: none, or no table)."""
+    if table is None:
+        return None
+    return paper_dataset(dataset.label, dataset.cls.registry_name, dataset.paper_dataset, table)
+
+
 def untrained_notes(records: list[dict]) -> str:
     """Words for every untrained backbone the records' protocols mention, with the methods using it."""
     found = {}
@@ -151,9 +215,16 @@ def write_report(suite: Suite) -> Path:
             if untrained:
                 lines += [f"**Warning: {untrained}.** Numbers that depend on it are not comparable with "
                           "published ones.", ""]
-            lines += [markdown_table(summary_table(part, method_order)), ""]
+            paper_table = PAPER_TABLES.get(task_component.cls.registry_name)
+            paper_ds = dataset_paper_name(next(d for d in suite.datasets if d.label == dataset), paper_table)
+            summary = summary_table(part, method_order)
+            if paper_ds:
+                summary = with_paper_columns(summary, recs, paper_table, paper_ds)
+            lines += [markdown_table(summary), ""]
             lines += [f"Protocol: {protocol_footer(recs)}. Rows: methods trained in this suite plus "
                       "`identity` (the input itself scored as the output).", ""]
+            if paper_ds:
+                lines += [paper_note(paper_table, {dataset: paper_ds}), ""]
             grid_path = report_dir / suite.name / f"{task}_{dataset}.png"
             labels = image_grid(suite, task, dataset, method_order, grid_path)
             if labels:

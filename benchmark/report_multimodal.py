@@ -13,12 +13,12 @@ from torchvision.io import read_image, write_png
 
 from .config import Component, Suite
 from .reference import PAPER_TABLES, PaperTable, paper_dataset
-from .report import nearest_factor, protocol_footer, untrained_notes, upscale_nearest
+from .report import (NOT_SCORED, nearest_factor, paper_note, paper_rows, protocol_footer,
+                     untrained_notes, upscale_nearest)
 from .runner import runs_dir
 from .yaml_io import load_yaml
 
 METRICS = ["latent_FID", "latent_LPIPS", "reference_FID", "reference_LPIPS", "structure_score"]
-NOT_SCORED = "–"
 GRID_TILE = 96
 """Grid tiles are enlarged (nearest) to at least this many pixels a side."""
 
@@ -36,15 +36,6 @@ def mean_std(values: pd.Series, metric: str) -> str:
     if len(values) == 1:
         return f"{values.iloc[0]:.{d}f}"
     return f"{values.mean():.{d}f} ± {values.std(ddof=1):.{d}f}"
-
-
-def paper_rows(records: list[dict], table: PaperTable) -> dict[str, str | None]:
-    """Method label -> the paper's method name (None: not in the paper; identity never is)."""
-    out = {}
-    for r in records:
-        if r["method"] != "identity":
-            out[r["method"]] = table.paper_method(r.get("method_type", ""), r.get("preset", ""))
-    return out
 
 
 def dataset_table(records: list[dict], datasets: list[str], method_order: list[str],
@@ -80,28 +71,6 @@ def markdown(frame: pd.DataFrame) -> str:
     rule = "|" + "---|" * len(frame.columns)
     body = ["| " + " | ".join(str(v) for v in row) + " |" for row in frame.itertuples(index=False)]
     return "\n".join([header, rule, *body])
-
-
-def mapping_words(table: PaperTable) -> str:
-    parts = [f"`{kind}`{'' if preset == '*' else f' (preset `{preset}`)'} -> {name}"
-             for (kind, preset), name in table.method_rows.items()]
-    return ", ".join(parts)
-
-
-def paper_note(table: PaperTable | None, paper: dict[str, str | None]) -> str:
-    if table is None:
-        return ""
-    known = " and ".join(d.capitalize() for d in table.datasets())
-    mapped = {d: p for d, p in paper.items() if p}
-    where = f"`{table.path.relative_to(table.path.parents[2])}`"
-    if not mapped:
-        return (f"Published numbers ({table.title}) exist only for {known}; no dataset here is one of "
-                "them, so the table has no paper columns (a real dataset maps to one by its label or "
-                "by `paper_dataset:` in the config).")
-    pairs = ", ".join(f"`{d}` is the paper's {p.capitalize()}" for d, p in mapped.items())
-    return (f"Paper columns: {table.title} ({where}); published numbers exist only for {known}. "
-            f"Datasets: {pairs}. Rows by method: {mapping_words(table)}; {NOT_SCORED} where the paper "
-            f"has no such row. {table.note}: compare the rows with each other first.")
 
 
 # -- the style grid ---------------------------------------------------------------------------------

@@ -198,7 +198,7 @@ def test_dataset_mapping_label_explicit_and_synthetic(tmp_path):
 
 def test_unknown_paper_dataset_is_a_config_error(tmp_path):
     datasets = {"x": {"type": "multidomain_folder", "root": "x", "paper_dataset": "afhq"}}
-    with pytest.raises(ConfigError, match="paper_dataset.*seasons, weather"):
+    with pytest.raises(ConfigError, match="paper_dataset.*horse2zebra.*seasons.*weather"):
         suite_from_dict(suite_dict(tmp_path, datasets=datasets), base_dir=tmp_path)
 
 
