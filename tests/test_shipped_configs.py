@@ -1,0 +1,47 @@
+"""The suites shipped in configs/: each loads and validates, and each says what it claims."""
+from pathlib import Path
+
+import pytest
+
+from benchmark.config import load_suite
+from benchmark.perf import all_presets
+from benchmark.reference import SINGLE_MODAL_TABLE1
+from benchmark.report import dataset_paper_name
+from benchmark.runner import expand
+from benchmark.settings import field_defaults
+
+CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_shipped_config_loads_and_expands(path):
+    suite = load_suite(path)
+    runs = expand(suite)
+    assert runs and all(run.planned_steps() > 0 for run in runs)
+
+
+def test_quick_all_runs_every_registered_method_and_its_presets():
+    from benchmark import registry
+
+    suite = load_suite(CONFIGS[0].parent / "quick_all.yaml")
+    assert {m.cls.registry_name for m in suite.methods} == set(registry.METHODS.names())
+    # every preset but hnegsrc_city (hnegsrc with Cityscapes' lambda and step curriculum: time)
+    assert sorted(m.label for m in suite.methods) == sorted(set(all_presets()) - {"hnegsrc_city"})
+
+
+@pytest.mark.parametrize("name", ["paper_horse2zebra.yaml", "paper_cityscapes.yaml"])
+def test_paper_suites_use_official_settings_and_map_onto_the_published_table(name):
+    suite = load_suite(CONFIGS[0].parent / name)
+    (dataset,) = suite.datasets
+    assert dataset_paper_name(dataset, SINGLE_MODAL_TABLE1) is not None
+    mapped = {SINGLE_MODAL_TABLE1.paper_method(m.cls.registry_name, m.preset) for m in suite.methods}
+    assert set(SINGLE_MODAL_TABLE1.method_rows.values()) <= mapped      # every published method runs
+    defaults = field_defaults(suite.tasks[0].cls.Options)
+    for run in expand(suite):
+        options = run.task_options()
+        changed = {k for k, v in defaults.items() if getattr(options, k) != v}
+        allowed = {"n_steps", "n_steps_decay"} | set(run.method.cls.task_defaults)
+        assert changed <= allowed, (run.method.label, changed - allowed)
+        if run.method.cls.registry_name == "flsesim":
+            assert options.lr == 1e-4 and options.pool_size == 50     # F-LSeSim's own settings
+    assert (dataset.options.size, dataset.options.load_size) == (256, 286)
