@@ -12,9 +12,9 @@ import torch
 from torchvision.io import read_image, write_png
 
 from .config import Component, Suite
-from .reference import PAPER_TABLES, PaperTable, paper_dataset
-from .report import (NOT_SCORED, nearest_factor, paper_note, paper_rows, protocol_footer,
-                     untrained_notes, upscale_nearest)
+from .reference import PAPER_TABLES, PaperTable
+from .report import (NOT_SCORED, dataset_paper_name, nearest_factor, paper_note, paper_rows,
+                     protocol_footer, untrained_notes, upscale_nearest)
 from .runner import runs_dir
 from .yaml_io import load_yaml
 
@@ -144,8 +144,7 @@ def dataset_rows_section(suite: Suite, task: Component, records: list[dict], rep
         return []
     datasets = [d for d in suite.datasets if any(r["dataset"] == d.label for r in recs)]
     table = PAPER_TABLES.get(task.cls.registry_name)
-    paper = {d.label: paper_dataset(d.label, d.cls.registry_name, d.paper_dataset, table) if table else None
-             for d in datasets}
+    paper = {d.label: dataset_paper_name(d, table) for d in datasets}
     method_order = [m.label for m in suite.methods]
     title = f" (layout of {table.title})" if table else ""
     lines = [f"## {task.label}{title}", ""]
