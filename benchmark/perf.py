@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import platform
+import statistics
 import resource
 import subprocess
 import sys
@@ -28,6 +29,17 @@ def all_presets() -> list[str]:
         cls = registry.METHODS.get(name)
         names += list(cls.presets) or [name]
     return names
+
+
+def cpu_name() -> str:
+    """The processor's model name (Linux: /proc/cpuinfo), else what ``platform`` knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "cpu"
 
 
 def measure_one(method: str, size: int, batch_size: int, steps: int, ngf: int, ndf: int, n_blocks: int,
@@ -55,17 +67,22 @@ def measure_one(method: str, size: int, batch_size: int, steps: int, ngf: int, n
     if on_cuda:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
-    started = time.perf_counter()
-    for _ in range(steps):
+    times = []
+    for _ in range(steps):  # each step timed to its end on the device; the median resists outliers
+        started = time.perf_counter()
         task.train_step()
-    if on_cuda:
-        torch.cuda.synchronize()
-    seconds = (time.perf_counter() - started) / steps
+        if on_cuda:
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - started)
+    seconds = statistics.median(times)
     peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {
         "method": method, "method_type": cls.registry_name, "size": size, "batch_size": batch_size,
-        "ngf": ngf, "ndf": ndf, "n_blocks": n_blocks, "device": str(runner.device), "steps_timed": steps,
-        "step_seconds": round(seconds, 4),
+        "ngf": ngf, "ndf": ndf, "n_blocks": n_blocks, "device": str(runner.device),
+        "device_name": torch.cuda.get_device_name(runner.device) if on_cuda else cpu_name(),
+        "steps_timed": steps,
+        "step_seconds": round(seconds, 4), "step_seconds_mean": round(statistics.fmean(times), 4),
+        "step_seconds_min": round(min(times), 4), "step_seconds_max": round(max(times), 4),
         "peak_gpu_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1) if on_cuda else None,
         "peak_host_rss_mb": round(peak_rss_mb, 1), "cpu_threads": torch.get_num_threads(),
         "task_options": task_options or {},
@@ -110,20 +127,24 @@ def run_perf(args) -> list[dict]:
     device = results[0].get("device", args.device) if results else args.device
     stem = f"perf_{device.replace(':', '')}_{args.size}px_b{args.batch_size}"
     threads = next((r["cpu_threads"] for r in results if "cpu_threads" in r), torch.get_num_threads())
+    device_name = next((r["device_name"] for r in results if "device_name" in r), device)
     meta = {"torch": torch.__version__, "python": platform.python_version(), "machine": platform.machine(),
+            "device_name": device_name,
             "cpu_threads": threads, "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
     (out_dir / f"{stem}.json").write_text(json.dumps({"meta": meta, "results": results}, indent=2))
     lines = [f"# Training step time and peak memory ({args.size}x{args.size}, batch {args.batch_size}, "
              f"ngf {args.ngf}, ndf {args.ndf}, {args.n_blocks} blocks"
-             + "".join(f", {k} {v}" for k, v in task_options.items()) + f", {device})", "",
-             "| method | s/step | x cut | peak GPU MB | peak host RSS MB |", "|---|---|---|---|---|"]
+             + "".join(f", {k} {v}" for k, v in task_options.items()) + f", {device}: {device_name})", "",
+             "| method | s/step (median) | x cut | min - max s/step | peak GPU MB | peak host RSS MB |",
+             "|---|---|---|---|---|---|"]
     base = next((r["step_seconds"] for r in results if r.get("method") == "cut" and "step_seconds" in r), None)
     for r in results:
         if "error" in r:
-            lines.append(f"| {r['method']} | error: {r['error']} | | | |")
+            lines.append(f"| {r['method']} | error: {r['error']} | | | | |")
             continue
         ratio = f"{r['step_seconds'] / base:.2f}" if base else "-"
-        lines.append(f"| {r['method']} | {r['step_seconds']:.4f} | {ratio} | {r['peak_gpu_mb'] or '-'} | "
+        lines.append(f"| {r['method']} | {r['step_seconds']:.4f} | {ratio} | "
+                     f"{r['step_seconds_min']:.4f} - {r['step_seconds_max']:.4f} | {r['peak_gpu_mb'] or '-'} | "
                      f"{r['peak_host_rss_mb']} |")
     lines += ["", f"torch {meta['torch']}, {meta['cpu_threads']} CPU thread(s), {args.steps} timed steps after "
               f"2 warm-up steps, {meta['time']}. Frozen VGG16 backbones are untrained here (same compute)."]

@@ -23,6 +23,13 @@ def test_measure_one_builds_the_task_with_the_given_options(tmp_path):
     assert result["step_seconds"] > 0 and result["peak_host_rss_mb"] > 0
 
 
+def test_step_time_is_the_median_of_the_timed_steps(tmp_path):
+    r = measure_one("none", size=16, batch_size=1, steps=3, ngf=4, ndf=4, n_blocks=1, device="cpu",
+                    cache_root=str(tmp_path), threads=1, task_options={"n_layers_D": 1})
+    assert r["step_seconds_min"] <= r["step_seconds"] <= r["step_seconds_max"]
+    assert r["step_seconds_min"] <= r["step_seconds_mean"] <= r["step_seconds_max"]
+
+
 def test_an_unknown_task_option_fails_with_its_name(tmp_path):
     with pytest.raises(ConfigError, match="n_layers_d"):
         measure_one("none", size=16, batch_size=1, steps=1, ngf=4, ndf=4, n_blocks=1, device="cpu",
