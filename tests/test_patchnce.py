@@ -105,3 +105,18 @@ def test_flip_equivariance_flips_output_features_back():
         not_undone = loss(x.flip(-1), False)
     assert torch.allclose(undone, aligned, atol=1e-6)
     assert not torch.allclose(not_undone, aligned, atol=1e-3)
+
+
+def test_locations_are_drawn_on_the_cpu_rng_and_placed_on_the_features_device():
+    from methods.shared.patches import sample_locations
+
+    feats = [torch.zeros(2, 3, 8, 8), torch.zeros(2, 3, 4, 4)]
+    torch.manual_seed(5)
+    ids = sample_locations(feats, 10)
+    torch.manual_seed(5)
+    expected = [torch.randperm(64)[:10], torch.randperm(16)[:10]]
+    assert all(torch.equal(a, b) for a, b in zip(ids, expected))
+    if torch.cuda.is_available():  # every device samples the same locations under one seed
+        torch.manual_seed(5)
+        on_gpu = sample_locations([f.cuda() for f in feats], 10)
+        assert all(g.is_cuda and torch.equal(g.cpu(), a) for g, a in zip(on_gpu, ids))

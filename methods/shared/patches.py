@@ -13,15 +13,25 @@ from ..base import flip_back
 def sample_locations(features: Sequence[torch.Tensor], num_patches: int) -> list[torch.Tensor]:
     """Random locations per feature map (shared by every image of the batch), as in CUT's
     PatchSampleF: a permutation of the H*W positions cut to ``num_patches`` (all when 0 or more than
-    there are). Uses the global torch RNG, which the task seeds and checkpoints."""
+    there are), on the map's device. Drawn with the global (CPU) torch RNG, which the task seeds and
+    checkpoints, so that every device samples the same locations."""
     ids = []
     for feat in features:
         count = feat.shape[2] * feat.shape[3]
         if num_patches > 0:
-            ids.append(torch.randperm(count)[: min(num_patches, count)])
+            drawn = torch.randperm(count)[: min(num_patches, count)]
         else:
-            ids.append(torch.arange(count))
+            drawn = torch.arange(count)
+        ids.append(to_device_async(drawn, feat.device))
     return ids
+
+
+def to_device_async(cpu_tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A CPU tensor on ``device``; to CUDA through pinned memory without a stream synchronisation
+    (a copy from pageable memory waits for the GPU to drain its queue)."""
+    if device.type != "cuda":
+        return cpu_tensor.to(device)
+    return cpu_tensor.pin_memory().to(device, non_blocking=True)
 
 
 def all_locations(features: Sequence[torch.Tensor]) -> list[torch.Tensor]:
