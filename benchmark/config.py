@@ -88,6 +88,9 @@ class Component:
     paper_dataset: str | None = None
     """Datasets only: the published dataset the report compares with (``paper_dataset:``; '' =
     none; None = not given, the report then goes by the label). Not part of the run's config."""
+    task_overrides: dict = field(default_factory=dict, compare=False)
+    """Methods only: task options for this method's runs (``task:`` of a method entry), applied
+    after the suite's task options; each run's config holds the options it trained with."""
 
     def as_dict(self) -> dict:
         d = {"type": self.cls.registry_name, "options": to_dict(self.options)}
@@ -145,10 +148,14 @@ def _resolve_methods(raw: list, where: str) -> list[Component]:
             entry = {"name": entry}
         if not isinstance(entry, dict):
             raise ConfigError(f"{here}: expected a method name or a mapping with 'name', got {entry!r}")
-        unknown = set(entry) - {"name", "label", "params"}
+        unknown = set(entry) - {"name", "label", "params", "task"}
         if unknown:
             key = sorted(unknown)[0]
-            raise ConfigError(f"{here}: unknown key '{key}'; valid keys: name, label, params")
+            raise ConfigError(f"{here}: unknown key '{key}'; valid keys: name, label, params, task")
+        task_overrides = entry.get("task") or {}
+        if not isinstance(task_overrides, dict):
+            raise ConfigError(f"{here}.task: expected a mapping of task options (e.g. "
+                              f"{{n_steps: 1000}}), got {task_overrides!r}")
         if "name" not in entry:
             raise ConfigError(f"{here}: missing required key 'name' (a method or preset name)")
         cls, preset = find_method(entry["name"])
@@ -159,8 +166,26 @@ def _resolve_methods(raw: list, where: str) -> list[Component]:
         if label in labels:
             raise ConfigError(f"{here}: method label '{label}' is used twice; give one a 'label'")
         labels.add(label)
-        out.append(Component("method", label, cls, options, preset, raw=params))
+        out.append(Component("method", label, cls, options, preset, raw=params,
+                             task_overrides=dict(task_overrides)))
     return out
+
+
+def _check_method_task_overrides(methods: list[Component], tasks: list[Component], where: str) -> None:
+    """Each key of a method's ``task:`` must be an option of one of the suite's tasks, and its value
+    valid there."""
+    for i, method in enumerate(methods):
+        here = f"{where}[{i}].task"
+        for key in method.task_overrides:
+            if not any(key in task.cls.Options.__dataclass_fields__ for task in tasks):
+                valid = sorted({f for task in tasks for f in task.cls.Options.__dataclass_fields__})
+                raise ConfigError(f"{here}: '{key}' is not an option of any task in this suite"
+                                  f"{registry.suggest(key, valid)}")
+        for task in tasks:
+            fields = task.cls.Options.__dataclass_fields__
+            own = {k: v for k, v in method.task_overrides.items() if k in fields}
+            if own:
+                build(task.cls.Options, {**task.raw, **own}, f"{here} (with tasks.{task.label})")
 
 
 def _resolve_mapping(kind: str, reg: registry.Registry, raw: dict, where: str) -> list[Component]:
@@ -246,4 +271,5 @@ def suite_from_dict(raw: dict, source: str = "<dict>", base_dir: Path | None = N
     methods = _resolve_methods(settings.methods, f"{where}: methods")
     if not tasks or not datasets or not methods:
         raise ConfigError(f"{where}: tasks, datasets and methods must each name at least one entry")
+    _check_method_task_overrides(methods, tasks, f"{where}: methods")
     return Suite(settings, tasks, datasets, methods, source, base_dir, raw=applied)

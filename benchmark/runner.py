@@ -48,10 +48,12 @@ class Run:
         return self.directory / "metrics.json"
 
     def task_options(self):
-        """Task options: the task's defaults, then the method's paper settings, then the config."""
+        """Task options: the task's defaults, then the method's paper settings, then the config's
+        task options, then the method entry's own ``task:`` options."""
         fields = getattr(self.task.cls.Options, "__dataclass_fields__", {})
         defaults = {k: v for k, v in self.method.cls.task_defaults.items() if k in fields}
-        merged = {**defaults, **self.task.raw}
+        own = {k: v for k, v in self.method.task_overrides.items() if k in fields}
+        merged = {**defaults, **self.task.raw, **own}
         return build(self.task.cls.Options, merged, f"{self.suite.source}: tasks.{self.task.label}")
 
     def planned_steps(self) -> int:

@@ -92,3 +92,25 @@ def test_exponent_floats_without_a_dot_are_floats_in_files_and_overrides(tmp_pat
     assert suite.methods[2].options.lambda_NCE == pytest.approx(5.0)
     with pytest.raises(ConfigError, match=r"n_blocks.*'2e-4'.*int|n_blocks.*0\.0002.*int"):
         load_suite(path, ["tasks.single_modal.n_blocks=2e-4"])
+
+
+def test_a_method_entry_sets_task_options_for_its_own_runs(tmp_path):
+    from benchmark.runner import expand
+
+    text = GOOD.replace("[cut, fastcut,", "[cut, {name: fastcut, task: {n_steps: 5, lr: 1e-3}},")
+    suite = load_suite(write(tmp_path, text))
+    runs = {run.method.label: run for run in expand(suite)}
+    assert runs["cut"].task_options().n_steps == 2 and runs["cut"].task_options().lr == 2e-4
+    fast = runs["fastcut"].task_options()
+    assert (fast.n_steps, fast.n_steps_decay, fast.lr) == (5, 2, 1e-3)
+    assert runs["fastcut"].planned_steps() == 7 and runs["cut"].planned_steps() == 4
+    assert runs["fastcut"].resolved_config()["task"]["options"]["n_steps"] == 5
+
+
+def test_a_method_task_option_unknown_or_of_the_wrong_type_is_named(tmp_path):
+    bad_key = GOOD.replace("[cut, fastcut,", "[cut, {name: fastcut, task: {n_step: 5}},")
+    with pytest.raises(ConfigError, match=r"methods\[1\]\.task.*'n_step'.*n_steps"):
+        load_suite(write(tmp_path, bad_key))
+    bad_type = GOOD.replace("[cut, fastcut,", "[cut, {name: fastcut, task: {n_steps: many}},")
+    with pytest.raises(ConfigError, match=r"n_steps.*'many'.*int"):
+        load_suite(write(tmp_path, bad_type))

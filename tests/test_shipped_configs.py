@@ -48,3 +48,5 @@ def test_paper_suites_use_official_settings_and_map_onto_the_published_table(nam
         if run.method.cls.registry_name == "flsesim":
             assert options.lr == 1e-4 and options.pool_size == 50     # F-LSeSim's own settings
     assert (dataset.options.size, dataset.options.load_size) == (256, 286)
+    steps = {run.method.label: run.planned_steps() for run in expand(suite)}
+    assert steps["fastcut"] == steps["fastnegcut"] == steps["cut"] // 2    # 200 of CUT's 400 epochs
