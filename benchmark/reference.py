@@ -41,8 +41,7 @@ class PaperTable:
         """The published rows (empty, with the right columns, when a CSV is absent)."""
         if not all(p.is_file() for p in self.paths):
             return pd.DataFrame(columns=["dataset", "method", *self.metrics])
-        frames = [_read_csv(p).copy() for p in self.paths]
-        return self.combine(frames) if self.combine else frames[0]
+        return _long_form(tuple(self.paths), self.combine).copy()
 
     def datasets(self) -> list[str]:
         return sorted(self.load()["dataset"].unique())
@@ -62,6 +61,13 @@ class PaperTable:
 @lru_cache(maxsize=None)
 def _read_csv(path: Path) -> pd.DataFrame:
     return pd.read_csv(path)
+
+
+@lru_cache(maxsize=None)
+def _long_form(paths: tuple[Path, ...], combine) -> pd.DataFrame:
+    """The published rows of CSVs ``paths``, combined once (``value`` asks for them per cell)."""
+    frames = [_read_csv(p).copy() for p in paths]
+    return combine(frames) if combine else frames[0]
 
 
 HNEGSRC_TABLE2 = PaperTable(

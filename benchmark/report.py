@@ -205,7 +205,9 @@ def write_report(suite: Suite) -> Path:
             lines += dataset_rows_section(suite, task_component, records, report_dir)
             continue
         task = task_component.label
-        for dataset in [d.label for d in suite.datasets]:
+        paper_table = PAPER_TABLES.get(task_component.cls.registry_name)
+        for dataset_component in suite.datasets:
+            dataset = dataset_component.label
             part = table[(table.task == task) & (table.dataset == dataset)]
             if part.empty:
                 continue
@@ -215,8 +217,7 @@ def write_report(suite: Suite) -> Path:
             if untrained:
                 lines += [f"**Warning: {untrained}.** Numbers that depend on it are not comparable with "
                           "published ones.", ""]
-            paper_table = PAPER_TABLES.get(task_component.cls.registry_name)
-            paper_ds = dataset_paper_name(next(d for d in suite.datasets if d.label == dataset), paper_table)
+            paper_ds = dataset_paper_name(dataset_component, paper_table)
             summary = summary_table(part, method_order)
             if paper_ds:
                 summary = with_paper_columns(summary, recs, paper_table, paper_ds)

@@ -148,6 +148,10 @@ class UnalignedFolder(UnpairedDataset):
         if key not in SUBFOLDERS:
             raise ValueError(f"split must be 'train' or 'test' and side 'A' or 'B', "
                              f"got {split!r}, {side!r}")
+        return self.folder_files(key)
+
+    def folder_files(self, key: str) -> list[Path]:
+        """The image files of sub-folder ``key`` (one of SUBFOLDERS), after ``max_images``."""
         if key not in self._files:
             expected = f"expected a folder with sub-folders {', '.join(SUBFOLDERS)}"
             if not self.options.root:
@@ -165,7 +169,7 @@ class UnalignedFolder(UnpairedDataset):
         if self._identity is None:
             digest = hashlib.sha256()
             for key in SUBFOLDERS:
-                for path in self.files(key[:-1], self.folder_side(key[-1])):
+                for path in self.folder_files(key):
                     digest.update(f"{key}/{path.name}\0{path.stat().st_size}\n".encode())
             o = self.options
             self._identity = (f"unaligned_folder/v{IDENTITY_VERSION}/root={self.root.resolve()}/"

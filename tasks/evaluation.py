@@ -97,9 +97,9 @@ def evaluate_translation(translate: Callable[[torch.Tensor], torch.Tensor], data
     shown = min(ev.grid_images, count)
     metrics = {"FID": fid_from_features(fake, real), "KIDx100": 100.0 * kid}
     protocol = {}
-    if ev.label_scores and segmentation_protocol(dataset):
-        metrics_labels, protocol = cityscapes_label_scores(segmentation_protocol(dataset), outputs,
-                                                           test_a, count, ctx)
+    published_protocol = segmentation_protocol(dataset)
+    if ev.label_scores and published_protocol:
+        metrics_labels, protocol = cityscapes_label_scores(published_protocol, outputs, test_a, count, ctx)
         metrics.update(metrics_labels)
     elif ev.label_scores and test_a.has_labels:
         metrics_labels, protocol = label_scores(dataset, outputs, test_a, count, ctx)
