@@ -4,8 +4,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import registry
-from .errors import BenchmarkError
+from . import plugins
+from .core import registry
+from .core.errors import BenchmarkError
 
 
 def cmd_run(args) -> int:
@@ -15,7 +16,7 @@ def cmd_run(args) -> int:
     from .runner import Runner
     import time
 
-    from .weights import check_suite
+    from .core.weights import check_suite
 
     suite = load_suite(args.config, args.overrides)
     check_suite(suite)  # every pretrained file the suite needs, before any training
@@ -45,9 +46,9 @@ def cmd_report(args) -> int:
 
 
 def cmd_list(args) -> int:
-    registry.load_builtins()
+    plugins.load_builtins()
     for plugin in args.plugins or []:
-        registry.load_plugin(plugin)
+        plugins.load_plugin(plugin)
     print("methods:")
     for name in registry.METHODS.names():
         cls = registry.METHODS.get(name)
@@ -71,7 +72,7 @@ def cmd_perf(args) -> int:
 def cmd_weights(args) -> int:
     """Table of pretrained files: every known one, or what the suite CONFIG needs. Exit 1 when a
     needed file is missing or wrong (without CONFIG: when any file present is wrong)."""
-    from . import weights
+    from .core import weights
 
     if args.config:
         from .config import load_suite

@@ -13,33 +13,12 @@ from typing import Any, Literal
 
 import yaml
 
-from . import registry
-from .errors import ConfigError
-from .settings import build, to_dict
-from .yaml_io import load_yaml
-
-
-@dataclass
-class EvaluationConfig:
-    num_test_images: int = 0
-    """Test images translated and scored (0 = every test image)."""
-    fid_resize: Literal["legacy", "clean"] = "legacy"
-    """'legacy': pytorch-fid's bilinear resize (paper parity); 'clean': clean-fid's PIL bicubic."""
-    kid_subsets: int = 100
-    kid_subset_size: int = 1000
-    kid_seed: int = 0
-    batch_size: int = 16
-    grid_images: int = 6
-    """Test inputs shown in the report's image grid."""
-    label_scores: bool = True
-    """Score outputs with a segmenter when the source side has labels (mIoU / pixAcc / clsAcc)."""
-
-    def validate(self):
-        if self.num_test_images < 0:
-            return f"num_test_images must be >= 0, got {self.num_test_images}"
-        if self.kid_subsets < 1 or self.kid_subset_size < 2:
-            return "kid_subsets must be >= 1 and kid_subset_size >= 2"
-        return None
+from . import plugins
+from .core import registry
+from .core.context import EvaluationConfig
+from .core.errors import ConfigError
+from .core.settings import build, to_dict
+from .core.yaml_io import load_yaml
 
 
 @dataclass
@@ -127,7 +106,7 @@ def _resolve_options(kind: str, label: str, cls: type, raw: Any, where: str) -> 
 
 def find_method(name: str) -> tuple[type, str]:
     """A method or preset name -> (method class, preset name)."""
-    registry.load_builtins()
+    plugins.load_builtins()
     if name in registry.METHODS.entries:
         cls = registry.METHODS.entries[name]
         return cls, (name if name in cls.presets else "")
@@ -265,7 +244,7 @@ def suite_from_dict(raw: dict, source: str = "<dict>", base_dir: Path | None = N
     base_dir = base_dir or Path.cwd()
     config_dir = Path(source).parent if source != "<dict>" else base_dir
     for plugin in settings.plugins:
-        registry.load_plugin(plugin, base_dir=config_dir)
+        plugins.load_plugin(plugin, base_dir=config_dir)
     tasks = _resolve_mapping("task", registry.TASKS, settings.tasks, f"{where}: tasks")
     datasets = _resolve_mapping("dataset", registry.DATASETS, settings.datasets, f"{where}: datasets")
     methods = _resolve_methods(settings.methods, f"{where}: methods")

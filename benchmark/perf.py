@@ -19,11 +19,12 @@ import torch
 
 from .config import find_method, suite_from_dict
 from .progress import format_seconds
-from . import registry
+from . import plugins
+from .core import registry
 
 
 def all_presets() -> list[str]:
-    registry.load_builtins()
+    plugins.load_builtins()
     names = []
     for name in registry.METHODS.names():
         cls = registry.METHODS.get(name)
@@ -91,8 +92,8 @@ def measure_one(method: str, size: int, batch_size: int, steps: int, ngf: int, n
 
 def parse_task_options(items: list[str]) -> dict:
     """``key=value`` strings (values read as YAML) into single-modal task options."""
-    from .errors import ConfigError
-    from .yaml_io import load_yaml
+    from .core.errors import ConfigError
+    from .core.yaml_io import load_yaml
     options = {}
     for item in items:
         key, sep, value = item.partition("=")

@@ -16,7 +16,7 @@ from .reference import PAPER_TABLES, PaperTable
 from .report import (NOT_SCORED, dataset_paper_name, nearest_factor, paper_note, paper_rows,
                      protocol_footer, untrained_notes, upscale_nearest)
 from .runner import runs_dir
-from .yaml_io import load_yaml
+from .core.yaml_io import load_yaml
 
 METRICS = ["latent_FID", "latent_LPIPS", "reference_FID", "reference_LPIPS", "structure_score"]
 GRID_TILE = 96

@@ -14,13 +14,14 @@ import torch
 import yaml
 from torchvision.io import write_png
 
-from .atomic import atomic_write
-from .checkpoint import load_checkpoint, save_checkpoint, seed_everything, set_rng_state
+from .core.atomic import atomic_write
+from .core.context import RunContext
+from .core.checkpoint import load_checkpoint, save_checkpoint, seed_everything, set_rng_state
 from .config import Component, Suite
-from .errors import BenchmarkError, ConfigError
+from .core.errors import BenchmarkError, ConfigError
 from .progress import SuiteProgress, format_seconds
-from .settings import NO_DEFAULT, build, field_defaults, to_dict
-from .yaml_io import load_yaml
+from .core.settings import NO_DEFAULT, build, field_defaults, to_dict
+from .core.yaml_io import load_yaml
 
 
 @dataclass
@@ -161,7 +162,6 @@ class Runner:
         return self._datasets[component.label]
 
     def context(self, run_dir: Path, seed: int):
-        from tasks.base import RunContext
         weights = Path(self.suite.settings.weights_dir) if self.suite.settings.weights_dir else None
         return RunContext(run_dir=run_dir, seed=seed, device=self.device,
                           evaluation=self.suite.settings.evaluation, cache_dir=cache_dir(self.suite),

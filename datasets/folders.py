@@ -18,8 +18,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from benchmark.errors import DataError
-from benchmark.registry import register_dataset
+from benchmark.core.errors import DataError
+from benchmark.core.registry import register_dataset
 
 from .base import ImageSet, Side, Split, UnpairedDataset
 

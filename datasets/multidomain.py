@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, Literal
 
-from benchmark.errors import DataError
-from benchmark.registry import register_dataset
+from benchmark.core.errors import DataError
+from benchmark.core.registry import register_dataset
 
 from .base import ImageSet
 from .folders import FolderImageSet, dataset_folder, image_files

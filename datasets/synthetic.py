@@ -13,7 +13,7 @@ data and of metric statistics keyed by ``identity``) are invalidated.
 """
 from __future__ import annotations
 
-from benchmark.atomic import atomic_write
+from benchmark.core.atomic import atomic_write
 import dataclasses
 import hashlib
 import math
@@ -26,8 +26,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from benchmark.errors import ConfigError
-from benchmark.registry import register_dataset
+from benchmark.core.errors import ConfigError
+from benchmark.core.registry import register_dataset
 
 from .base import LabelInfo, Side, Split, TensorImageSet, UnpairedDataset
 

@@ -26,7 +26,7 @@ streams. The arrays are cached as one ``.npz`` in ``cache_dir`` keyed by a hash 
 """
 from __future__ import annotations
 
-from benchmark.atomic import atomic_write
+from benchmark.core.atomic import atomic_write
 import dataclasses
 import hashlib
 import zipfile
@@ -37,8 +37,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from benchmark.errors import ConfigError
-from benchmark.registry import register_dataset
+from benchmark.core.errors import ConfigError
+from benchmark.core.registry import register_dataset
 
 from .base import LabelInfo
 from .multidomain import SPLITS, MultiDomainDataset, MultiSplit

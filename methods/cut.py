@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-from benchmark.registry import register_method
+from benchmark.core.registry import register_method
 
 from .base import Method, TranslationPair
 from .shared.heads import ProjectionHeads, heads_for_encoder

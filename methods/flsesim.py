@@ -38,7 +38,7 @@ import torchvision.transforms as T
 import torchvision.transforms.v2.functional as TF
 from torch import nn
 
-from benchmark.registry import register_method
+from benchmark.core.registry import register_method
 
 from .base import Method, OptimizerDefaults, TranslationPair
 from .shared.nce import info_nce

@@ -29,7 +29,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from benchmark.registry import register_method
+from benchmark.core.registry import register_method
 
 from .base import Method, TranslationPair, flip_back
 from .shared.graphs import TAGConv, add_self_loops, symmetric_normalize, threshold_adjacency, top_k_pool

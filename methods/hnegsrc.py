@@ -40,8 +40,8 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-from benchmark.registry import register_method
-from benchmark.schedules import linear_ramp
+from benchmark.core.registry import register_method
+from benchmark.core.schedules import linear_ramp
 
 from .base import Method, TranslationPair
 from .shared.dce import hardness_weights, patch_hdce

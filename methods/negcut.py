@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from benchmark.registry import register_method
+from benchmark.core.registry import register_method
 
 from .base import Method, OptimizerDefaults, TranslationPair
 from .shared.heads import ProjectionHeads, encoder_channels, l2_normalize, xavier_init_

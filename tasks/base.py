@@ -7,34 +7,14 @@ the way), then ``evaluate()``.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, ClassVar
 
 import torch
 
+from benchmark.core.context import Evaluation, RunContext
 from datasets.base import UnpairedDataset
 from methods.base import Method
-
-
-@dataclass
-class RunContext:
-    """Where and how one run happens."""
-    run_dir: Path
-    seed: int
-    device: torch.device
-    evaluation: Any  # benchmark.config.EvaluationConfig
-    cache_dir: Path
-    weights_dir: Path | None = None
-    log: Callable[[str], None] = print
-
-
-@dataclass
-class Evaluation:
-    """A task's evaluation result: scalar metrics, protocol facts, and sample images (uint8)."""
-    metrics: dict[str, float]
-    protocol: dict[str, Any]
-    samples: dict[str, torch.Tensor]
 
 
 class Task:

@@ -7,11 +7,11 @@ from typing import Callable
 import numpy as np
 import torch
 
-from benchmark.metrics.fid import FeatureCache, fid_from_features, inception_features, kid_from_features
-from benchmark.metrics.inception import INCEPTION_SHA256
+from benchmark.core.metrics.fid import FeatureCache, fid_from_features, inception_features, kid_from_features
+from benchmark.core.metrics.inception import INCEPTION_SHA256
 from datasets.base import ImageSet, UnpairedDataset
 
-from .base import Evaluation, RunContext
+from benchmark.core.context import Evaluation, RunContext
 from .data import to_model_range, to_uint8
 
 
@@ -42,12 +42,13 @@ def real_features(dataset: UnpairedDataset, split: str, side: str, ctx: RunConte
     return cache.get_or_compute(key, lambda: inception_features(
         (image_set.images(range(s, min(len(image_set), s + ev.batch_size)))
          for s in range(0, len(image_set), ev.batch_size)),
-        resize=ev.fid_resize, device=ctx.device, batch_size=ev.batch_size))
+        resize=ev.fid_resize, device=ctx.device, batch_size=ev.batch_size,
+        weights_dir=ctx.weights_dir))
 
 
 def segmentation_protocol(dataset: UnpairedDataset) -> str:
     """The published segmentation protocol a dataset's options ask for ('' = none): the name of a
-    :data:`benchmark.metrics.drn.PROTOCOLS` entry, for real Cityscapes label->photo folders."""
+    :data:`benchmark.core.metrics.drn.PROTOCOLS` entry, for real Cityscapes label->photo folders."""
     return getattr(dataset.options, "segmentation_protocol", "") or ""
 
 
@@ -56,8 +57,8 @@ def cityscapes_label_scores(protocol: str, outputs: torch.Tensor, test_a: ImageS
     """Cityscapes "FCN scores" of label->photo outputs under a published protocol: a pretrained DRN
     labels the outputs, the ground truth is the input itself (colour label images, decoded to the
     nearest palette colour)."""
-    from benchmark.metrics.drn import CITYSCAPES_CLASSES, IGNORE_INDEX, CityscapesSegmenter
-    from benchmark.segmenters import score_predictions
+    from benchmark.core.metrics.drn import CITYSCAPES_CLASSES, IGNORE_INDEX, CityscapesSegmenter
+    from benchmark.core.segmenters import score_predictions
     from datasets.base import LabelInfo
 
     segmenter = CityscapesSegmenter(protocol, ctx.weights_dir, ctx.device, ctx.cache_dir)
@@ -74,7 +75,7 @@ def label_scores(dataset: UnpairedDataset, outputs: torch.Tensor, test_a: ImageS
     """How well a segmenter trained on real target-domain images recovers the input's labels from the
     outputs (mIoU / pixAcc / clsAcc, or the object-mask IoU). The segmenter is seeded with 0, not the
     run's seed, so that every run is scored by the same network."""
-    from benchmark.segmenters import get_segmenter, score_translation
+    from benchmark.core.segmenters import get_segmenter, score_translation
 
     segmenter = get_segmenter(dataset, "B", ctx.cache_dir / "segmenters", ctx.device, seed=0, log=ctx.log)
     scores = score_translation(segmenter, outputs, test_a.labels(range(count)))
@@ -90,7 +91,8 @@ def evaluate_translation(translate: Callable[[torch.Tensor], torch.Tensor], data
     test_a = dataset.split("test", "A")
     count = _count(test_a, ev.num_test_images)
     outputs = translate_set(translate, test_a, count, ev.batch_size, ctx.device)
-    fake = inception_features(outputs, resize=ev.fid_resize, device=ctx.device, batch_size=ev.batch_size)
+    fake = inception_features(outputs, resize=ev.fid_resize, device=ctx.device, batch_size=ev.batch_size,
+                              weights_dir=ctx.weights_dir)
     real = real_features(dataset, "test", "B", ctx)
     kid = kid_from_features(fake, real, num_subsets=ev.kid_subsets,
                             subset_size=ev.kid_subset_size, seed=ev.kid_seed)

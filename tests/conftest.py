@@ -5,6 +5,10 @@ import torch
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
+from benchmark.plugins import load_builtins  # noqa: E402 - the registries the tests look names up in
+
+load_builtins()
+
 
 def tiny_suite_dict(tmp_path, methods=("cut",), steps=6, seeds=(0,), **task):
     """A suite small enough to train in a second or two on a CPU."""

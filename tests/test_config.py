@@ -2,7 +2,7 @@
 import pytest
 
 from benchmark.config import load_suite
-from benchmark.errors import ConfigError
+from benchmark.core.errors import ConfigError
 
 GOOD = """
 suite: demo

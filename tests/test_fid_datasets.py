@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from benchmark.metrics.fid import fid_from_features, inception_features
+from benchmark.core.metrics.fid import fid_from_features, inception_features
 from datasets.synthetic import SyntheticObjects
 
 

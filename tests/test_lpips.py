@@ -3,9 +3,9 @@ import pytest
 import torch
 import torchvision
 
-from benchmark import weights
-from benchmark.errors import BenchmarkError, WeightsError
-from benchmark.metrics.lpips_metric import (LPIPSMetric, load_alexnet_features, lpips_distance,
+from benchmark.core import weights
+from benchmark.core.errors import BenchmarkError, WeightsError
+from benchmark.core.metrics.lpips_metric import (LPIPSMetric, load_alexnet_features, lpips_distance,
                                             lpips_diversity, pair_indices)
 
 

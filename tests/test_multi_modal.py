@@ -9,11 +9,11 @@ import torch
 from torch import nn
 
 from benchmark.config import suite_from_dict
-from benchmark.errors import ConfigError, DataError
-from benchmark.registry import register_method
+from benchmark.core.errors import ConfigError, DataError
+from benchmark.core.registry import register_method
 from benchmark.runner import Runner, expand
 from methods.base import Method
-from tasks.base import RunContext
+from benchmark.core.context import RunContext
 from tasks.multi_modal import evaluation as mm_eval
 from tasks.multi_modal.networks import (Discriminator, Generator, HnegGenerator, MappingNetwork, StyleEncoder,
                                         diversity_weight, he_init, moving_average, r1_reg)
@@ -226,11 +226,11 @@ class FakeTranslator:
 
 def test_evaluation_makes_the_documented_number_of_images_and_lpips_pairs(tmp_path, monkeypatch):
     from datasets.synthetic_seasons import SyntheticSeasons
-    from benchmark.config import EvaluationConfig
+    from benchmark.core.context import EvaluationConfig
 
     fid_calls = []
 
-    def fake_inception(images, resize="legacy", device=None, batch_size=50, progress=None):
+    def fake_inception(images, resize="legacy", device=None, batch_size=50, progress=None, weights_dir=None):
         images = images if isinstance(images, torch.Tensor) else torch.cat(list(images))
         fid_calls.append(images.shape[0])
         g = torch.Generator().manual_seed(len(fid_calls))
@@ -320,7 +320,7 @@ def test_interrupted_then_resumed_equals_uninterrupted(tmp_path):
 
 
 def test_runner_trains_evaluates_and_writes_samples(tmp_path, monkeypatch):
-    def fake_inception(images, resize="legacy", device=None, batch_size=50, progress=None):
+    def fake_inception(images, resize="legacy", device=None, batch_size=50, progress=None, weights_dir=None):
         images = images if isinstance(images, torch.Tensor) else torch.cat(list(images))
         noise = np.random.default_rng(0).normal(size=(len(images), 8))
         return images.float().flatten(1)[:, :8].double().numpy() + noise

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from benchmark.errors import ConfigError
+from benchmark.core.errors import ConfigError
 from tasks.single_modal.networks import (
     Downsample, GANLoss, NLayerDiscriminator, ResnetBlock, ResnetGenerator, Upsample, cut_layer_ids,
     get_filter, get_norm_layer, init_weights)

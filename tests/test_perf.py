@@ -1,7 +1,7 @@
 """The perf command: options reach the measured task, and bad options are named."""
 import pytest
 
-from benchmark.errors import ConfigError
+from benchmark.core.errors import ConfigError
 from benchmark.perf import measure_one, parse_task_options
 
 

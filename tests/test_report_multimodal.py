@@ -9,7 +9,7 @@ from torchvision.io import read_image, write_png
 from torchvision.utils import make_grid
 
 from benchmark.config import suite_from_dict
-from benchmark.errors import ConfigError
+from benchmark.core.errors import ConfigError
 from benchmark.reference import HNEGSRC_TABLE2
 from benchmark.report import write_report
 from benchmark.report_multimodal import split_columns

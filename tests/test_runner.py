@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from benchmark.config import suite_from_dict
-from benchmark.errors import ConfigError
+from benchmark.core.errors import ConfigError
 from benchmark.runner import Runner, expand
 
 from conftest import tiny_suite_dict
@@ -57,7 +57,7 @@ def test_changed_config_does_not_overwrite_a_run(tmp_path):
 def test_a_setting_added_later_is_the_same_config_only_at_its_default(tmp_path):
     """A run directory written before a setting existed ran with that setting's default."""
     from benchmark.runner import check_config
-    from benchmark.yaml_io import load_yaml
+    from benchmark.core.yaml_io import load_yaml
     import yaml
 
     _train(tmp_path, "x", stop_at=2)
@@ -77,7 +77,7 @@ def test_a_setting_added_later_is_the_same_config_only_at_its_default(tmp_path):
 PLUGIN = '''
 from dataclasses import dataclass
 import torch
-from benchmark.registry import register_method
+from benchmark.core.registry import register_method
 from methods.base import Method
 
 

@@ -4,10 +4,10 @@ import math
 import pytest
 import torch
 
-from benchmark.errors import BenchmarkError
-from benchmark.metrics.segmentation import confusion_matrix, segmentation_scores
-from benchmark.segmenters import synthetic as seg_mod
-from benchmark.segmenters import SegmenterSettings, get_segmenter, score_translation
+from benchmark.core.errors import BenchmarkError
+from benchmark.core.metrics.segmentation import confusion_matrix, segmentation_scores
+from benchmark.core.segmenters import synthetic as seg_mod
+from benchmark.core.segmenters import SegmenterSettings, get_segmenter, score_translation
 from datasets import SyntheticObjects, SyntheticScenes
 
 # Tiny training: a few steps of a width-4 U-Net, well under a second.

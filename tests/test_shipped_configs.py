@@ -7,7 +7,7 @@ from benchmark.config import load_suite
 from benchmark.reference import SINGLE_MODAL_TABLE1
 from benchmark.report import dataset_paper_name
 from benchmark.runner import expand
-from benchmark.settings import field_defaults
+from benchmark.core.settings import field_defaults
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
 
@@ -20,7 +20,7 @@ def test_shipped_config_loads_and_expands(path):
 
 
 def test_quick_all_runs_every_registered_method_and_its_presets():
-    from benchmark import registry
+    from benchmark.core import registry
 
     suite = load_suite(CONFIGS[0].parent / "quick_all.yaml")
     # the project's own methods (other tests register plugins in the same registry)

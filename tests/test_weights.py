@@ -1,4 +1,4 @@
-"""benchmark.weights: the table of pretrained files, their lookup, verification and the CLI."""
+"""benchmark.core.weights: the table of pretrained files, their lookup, verification and the CLI."""
 import hashlib
 from pathlib import Path
 from types import SimpleNamespace
@@ -7,10 +7,11 @@ import pytest
 import torch
 import yaml
 
-from benchmark import cli, weights
+from benchmark import cli
+from benchmark.core import weights
 from benchmark.config import Component
-from benchmark.errors import WeightsError
-from benchmark.metrics.inception import INCEPTION_SHA256, find_inception_file
+from benchmark.core.errors import WeightsError
+from benchmark.core.metrics.inception import INCEPTION_SHA256, find_inception_file
 from methods.shared import vgg
 from conftest import tiny_suite_dict
 
@@ -203,7 +204,7 @@ def test_cli_with_config_exit_codes(tmp_path, capsys, wdir):
     plugin = tmp_path / "needs_drn.py"
     plugin.write_text(
         "from methods.none import NoMethod, NoParams\n"
-        "from benchmark.registry import register_method\n"
+        "from benchmark.core.registry import register_method\n"
         "@register_method('test_needs_drn')\n"
         "class NeedsDRN(NoMethod):\n"
         "    Params = NoParams\n"

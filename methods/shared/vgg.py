@@ -2,7 +2,7 @@
 
 The ImageNet weights are torchvision's ``vgg16-397923af.pth``, looked for in the torch hub cache
 (``$TORCH_HOME/hub/checkpoints``) and in the configured weights folder, and sha256-verified, through
-``benchmark.weights`` (the table of every pretrained file). Nothing is downloaded. When
+``benchmark.core.weights`` (the table of every pretrained file). Nothing is downloaded. When
 the file is absent, a method may opt into an untrained backbone (``vgg_weights: untrained``); the
 runs' protocol then says so and every table built from them repeats it.
 """
@@ -15,8 +15,8 @@ import torch
 from torch import nn
 from torchvision.models.vgg import cfgs, make_layers
 
-from benchmark import weights
-from benchmark.errors import WeightsError
+from benchmark.core import weights
+from benchmark.core.errors import WeightsError
 
 VGG16_FILE = weights.WEIGHT_FILES["vgg16"].filename  # "vgg16-397923af.pth"
 VGG16_LAYERS = {"relu1_1": 1, "relu1_2": 3, "relu2_1": 6, "relu2_2": 8, "relu3_1": 11, "relu3_2": 13,
@@ -27,7 +27,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def vgg16_candidates(weights_dir: Path | None = None) -> list[Path]:
-    """Where the file is looked for, in order (benchmark.weights' table: the weights folder,
+    """Where the file is looked for, in order (benchmark.core.weights' table: the weights folder,
     $I2I_BENCH_WEIGHTS, the torch hub cache)."""
     return weights.candidates("vgg16", weights_dir)
 

@@ -32,12 +32,12 @@ import torch
 import torch.nn.functional as F
 from torchvision.utils import make_grid
 
-from benchmark.errors import BenchmarkError
-from benchmark.metrics.fid import FeatureCache, fid_from_features, inception_features
-from benchmark.metrics.inception import INCEPTION_SHA256
+from benchmark.core.errors import BenchmarkError
+from benchmark.core.metrics.fid import FeatureCache, fid_from_features, inception_features
+from benchmark.core.metrics.inception import INCEPTION_SHA256
 from datasets.base import ImageSet
 
-from ..base import Evaluation, RunContext
+from benchmark.core.context import Evaluation, RunContext
 from ..data import to_model_range
 from .data import seeded
 
@@ -127,11 +127,12 @@ def real_features(dataset, domain: str, ctx: RunContext) -> np.ndarray:
     return cache.get_or_compute(key, lambda: inception_features(
         (image_set.images(range(s, min(len(image_set), s + ev.batch_size)))
          for s in range(0, len(image_set), ev.batch_size)),
-        resize=ev.fid_resize, device=ctx.device, batch_size=ev.batch_size))
+        resize=ev.fid_resize, device=ctx.device, batch_size=ev.batch_size,
+        weights_dir=ctx.weights_dir))
 
 
 def _lpips_metric(settings: EvalSettings, ctx: RunContext):
-    from benchmark.metrics.lpips_metric import get_lpips
+    from benchmark.core.metrics.lpips_metric import get_lpips
     return get_lpips(ctx.device, ctx.weights_dir, settings.lpips_backbone, ctx.cache_dir)
 
 
@@ -211,7 +212,8 @@ def evaluate_multimodal(translator: Translator | None, dataset, settings: EvalSe
     elif settings.lpips:
         lpips_note = "identity: the K outputs are copies of the input, so every LPIPS is 0"
     if translator is None:
-        identity_feats = [inception_features(s, resize=ev.fid_resize, device=ctx.device, batch_size=ev.batch_size)
+        identity_feats = [inception_features(s, resize=ev.fid_resize, device=ctx.device,
+                                             batch_size=ev.batch_size, weights_dir=ctx.weights_dir)
                           for s in sources]
 
     metrics: dict[str, float] = {}
@@ -236,7 +238,7 @@ def evaluate_multimodal(translator: Translator | None, dataset, settings: EvalSe
                     out = translate_pair(translator, mode, sources[s], t, s, refs, settings, ctx, distance)
                     images, per_image, pairs = out.images, out.lpips_per_image, out.lpips_pairs
                     fake = inception_features(images, resize=ev.fid_resize, device=ctx.device,
-                                              batch_size=ev.batch_size)
+                                              batch_size=ev.batch_size, weights_dir=ctx.weights_dir)
                 generated[mode] += int(images.shape[0])
                 lpips_pairs[mode] += pairs
                 fid = fid_from_features(fake, real)

@@ -22,11 +22,12 @@ from typing import Literal
 
 import torch
 
-from benchmark.errors import ConfigError
-from benchmark.registry import register_task
+from benchmark.core.errors import ConfigError
+from benchmark.core.context import Evaluation, RunContext
+from benchmark.core.registry import register_task
 from methods.base import OptimizerDefaults, TranslationPair
 
-from ..base import Evaluation, RunContext, Task
+from ..base import Task
 from .data import MultiDomainBatch, MultiDomainBatches
 from .evaluation import EvalSettings, evaluate_multimodal
 from .networks import (Discriminator, Generator, HnegGenerator, MappingNetwork, StyleEncoder, adv_loss,

@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from benchmark.errors import ConfigError
+from benchmark.core.errors import ConfigError
 
 __all__ = [
     "get_filter", "get_pad_layer", "get_norm_layer", "Downsample", "Upsample", "ResnetBlock",

@@ -11,11 +11,12 @@ from typing import Literal
 
 import torch
 
-from benchmark.registry import register_task
-from benchmark.schedules import linear_decay_factor
+from benchmark.core.context import Evaluation, RunContext
+from benchmark.core.registry import register_task
+from benchmark.core.schedules import linear_decay_factor
 from methods.base import OptimizerDefaults, TranslationPair
 
-from ..base import Evaluation, RunContext, Task
+from ..base import Task
 from ..data import UnpairedBatches, to_model_range
 from ..evaluation import evaluate_translation
 from .image_pool import ImagePool

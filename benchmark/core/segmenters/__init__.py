@@ -1,8 +1,8 @@
 """Segmentation networks that score label->photo translations (the "FCN scores").
 
-``benchmark.segmenters.synthetic``: a compact U-Net trained on a synthetic dataset's own labelled
-photos, cached, with its ceiling on the real test images. Names are imported lazily so that
-``python -m benchmark.segmenters.synthetic`` (the measurement) runs the module only once.
+``benchmark.core.segmenters.synthetic``: a compact U-Net trained on a synthetic dataset's own labelled
+photos, cached, with its ceiling on the real test images (``python -m benchmark.segmenter_ceiling``
+measures them). Names are imported lazily.
 """
 from __future__ import annotations
 

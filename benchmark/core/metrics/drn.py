@@ -37,7 +37,7 @@ Two published evaluation protocols (:data:`PROTOCOLS`) are selectable in
   the log-probabilities (upsampled x8 inside the network) are resized bilinearly to 2048x1024 and
   argmax-ed, against gtFine ``labelTrainIds`` at 2048x1024.
 
-Scores (mIoU, pixel and class accuracy) are computed by :mod:`benchmark.metrics.segmentation`.
+Scores (mIoU, pixel and class accuracy) are computed by :mod:`benchmark.core.metrics.segmentation`.
 """
 from __future__ import annotations
 
@@ -342,7 +342,7 @@ def _pil_resize_images(images: torch.Tensor, size: tuple[int, int]) -> torch.Ten
 
 class CityscapesSegmenter:
     """A DRN Cityscapes segmenter following one published protocol (``'cut'`` or
-    ``'gan_compression'``); the checkpoint comes from :func:`benchmark.weights.locate`."""
+    ``'gan_compression'``); the checkpoint comes from :func:`benchmark.core.weights.locate`."""
 
     num_classes = NUM_CLASSES
     ignore_index = IGNORE_INDEX

@@ -2,7 +2,7 @@
 
 pix2pix / CycleGAN / CUT score label->photo translation with an FCN-8s trained on real Cityscapes
 photos: it labels the translated photos, and its labels are compared with the label maps that were
-translated (:mod:`benchmark.metrics.segmentation`). The synthetic datasets have no such network,
+translated (:mod:`benchmark.core.metrics.segmentation`). The synthetic datasets have no such network,
 so we train one: a compact U-Net on the dataset's own labelled *real* images of the side that the
 translated outputs imitate (side B for an A->B translation: the photos of ``synthetic_scenes``
 with their label maps, the striped animals of ``synthetic_objects`` with their object masks).
@@ -21,13 +21,12 @@ holding the dataset identity, the side, the architecture version, the training s
 seed (written to a temporary file and moved into place with ``os.replace``), so that every run of
 a suite, and every later suite, scores with the same network.
 
-Run ``python -m benchmark.segmenters.synthetic`` to train the default segmenters and print their
+Run ``python -m benchmark.segmenter_ceiling`` to train the default segmenters and print their
 ceilings and training times.
 """
 from __future__ import annotations
 
-from benchmark.atomic import atomic_write
-import argparse
+from benchmark.core.atomic import atomic_write
 import contextlib
 import dataclasses
 import hashlib
@@ -43,9 +42,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from benchmark.errors import BenchmarkError
-from benchmark.metrics.segmentation import confusion_matrix, segmentation_scores
-from datasets.base import ImageSet, LabelInfo, UnpairedDataset
+from benchmark.core.errors import BenchmarkError
+from benchmark.core.metrics.segmentation import confusion_matrix, segmentation_scores
+from benchmark.core.images import ImageSet, LabelInfo, SplitDataset
 
 __all__ = ["ARCH_VERSION", "SegmenterSettings", "SegmentationUNet", "SyntheticSegmenter",
            "get_segmenter", "train_segmenter", "score_translation", "score_predictions"]
@@ -138,7 +137,7 @@ class SegmenterSettings:
             raise BenchmarkError(f"segmenter settings: lr must be positive, got {self.lr!r}")
 
 
-def cache_key(dataset: UnpairedDataset, side: str, settings: SegmenterSettings, seed: int) -> dict:
+def cache_key(dataset: SplitDataset, side: str, settings: SegmenterSettings, seed: int) -> dict:
     return {"dataset": dataset.identity, "side": side, "arch": f"{ARCH_NAME}-v{ARCH_VERSION}",
             "settings": dataclasses.asdict(settings), "seed": int(seed)}
 
@@ -147,7 +146,7 @@ def _key_string(key: dict) -> str:
     return json.dumps(key, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
 
 
-def cache_path(cache_dir: Path | str, dataset: UnpairedDataset, side: str,
+def cache_path(cache_dir: Path | str, dataset: SplitDataset, side: str,
                settings: SegmenterSettings, seed: int) -> Path:
     digest = hashlib.sha256(_key_string(cache_key(dataset, side, settings, seed)).encode()).hexdigest()[:24]
     name = getattr(dataset, "registry_name", type(dataset).__name__)
@@ -350,7 +349,7 @@ def _fmt(scores: dict) -> str:
     return " / ".join(f"{k} {v:.1f}" for k, v in scores.items())
 
 
-def get_segmenter(dataset: UnpairedDataset, side: str = "B",
+def get_segmenter(dataset: SplitDataset, side: str = "B",
                   cache_dir: Path | str = "results/cache/segmenters",
                   device: torch.device | str = "cpu", seed: int = 0, log: Log | None = None,
                   settings: SegmenterSettings | None = None) -> SyntheticSegmenter:
@@ -398,34 +397,3 @@ def get_segmenter(dataset: UnpairedDataset, side: str = "B",
     net.load_state_dict(data["state_dict"])
     return SyntheticSegmenter(net, info, data["ceiling"], data["description"], key,
                               data["train_seconds"], cached, device)
-
-
-# --------------------------------------------------------------------------------------------
-# Measurement: python -m benchmark.segmenters.synthetic
-# --------------------------------------------------------------------------------------------
-
-def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--datasets", nargs="+", default=["synthetic_scenes", "synthetic_objects"])
-    parser.add_argument("--size", type=int, default=64)
-    parser.add_argument("--n-train", type=int, default=400)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--cache-dir", default="results/cache")
-    for f in dataclasses.fields(SegmenterSettings):
-        kind = type(f.default)
-        convert = (lambda v: v.lower() in ("1", "true", "yes", "on")) if kind is bool else kind
-        parser.add_argument(f"--{f.name.replace('_', '-')}", type=convert, default=f.default)
-    args = parser.parse_args(argv)
-    settings = SegmenterSettings(**{f.name: getattr(args, f.name) for f in dataclasses.fields(SegmenterSettings)})
-    import datasets as ds
-    for name in args.datasets:
-        cls = {"synthetic_scenes": ds.SyntheticScenes, "synthetic_objects": ds.SyntheticObjects}[name]
-        dataset = cls(cls.Options(size=args.size, n_train=args.n_train), Path(args.cache_dir) / "datasets")
-        seg = get_segmenter(dataset, "B", Path(args.cache_dir) / "segmenters", seed=args.seed, settings=settings)
-        print(f"{name} size {args.size}: {seg.description}")
-        print(f"  train time {seg.train_seconds:.1f}s ({'cached' if seg.cached else 'trained now'}); "
-              f"per-class IoU {[round(v, 1) for v in seg.ceiling['per_class_IoU']]}")
-
-
-if __name__ == "__main__":
-    main()

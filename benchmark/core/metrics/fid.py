@@ -17,7 +17,7 @@ Input scaling, as found in the installed sources:
 """
 from __future__ import annotations
 
-from benchmark.atomic import atomic_write
+from benchmark.core.atomic import atomic_write
 import hashlib
 import json
 import warnings
@@ -97,13 +97,15 @@ def inception_features(images: torch.Tensor | Iterable[torch.Tensor],
                        resize: ResizeMode = "legacy",
                        device: torch.device | str | None = None,
                        batch_size: int = 50,
-                       progress: Callable[[int], None] | None = None) -> np.ndarray:
+                       progress: Callable[[int], None] | None = None,
+                       weights_dir: Path | str | None = None) -> np.ndarray:
     """TF-Inception pool features, float64 ``(N, 2048)``.
 
     ``images``: a uint8 tensor ``(N, 3, H, W)`` or an iterable of such batches.  ``resize``: 'legacy'
     (pytorch-fid bilinear) or 'clean' (clean-fid PIL bicubic); see the module docstring.
     ``device``: defaults to CUDA when available, else CPU.  ``progress``, if given, is called after
-    every batch with the number of images done so far.
+    every batch with the number of images done so far. ``weights_dir``: the config's weights folder,
+    looked in first for the network (as ``python -m benchmark weights`` does).
     """
     if resize not in get_args(ResizeMode):
         raise BenchmarkError(f"inception_features: resize mode {resize!r} is not one of "
@@ -113,7 +115,7 @@ def inception_features(images: torch.Tensor | Iterable[torch.Tensor],
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(device)
-    model = load_inception(device)
+    model = load_inception(device, weights_dir)
     prepare = _prepare_legacy if resize == "legacy" else _prepare_clean
     out: list[np.ndarray] = []
     done = 0

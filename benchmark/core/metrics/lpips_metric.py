@@ -5,7 +5,7 @@ Nothing is downloaded. ``lpips.LPIPS(pretrained=True, pnet_rand=False)`` would f
 AlexNet from the internet; instead the network is built with ``pnet_rand=True`` (random trunk), the
 linear layers come from the file bundled in the lpips wheel (``lpips/weights/v0.1/alex.pth``, passed
 as ``model_path``), and the ImageNet AlexNet ``features`` are loaded into the trunk from the
-sha256-verified ``alexnet-owt-7be5be79.pth`` that :func:`benchmark.weights.locate` finds (weights
+sha256-verified ``alexnet-owt-7be5be79.pth`` that :func:`benchmark.core.weights.locate` finds (weights
 folder, ``$I2I_BENCH_WEIGHTS``, torch hub cache). Without that file, ``backbone='untrained'`` keeps a
 seeded random trunk: the object then says so (``.untrained``, ``.description``) and its values are
 not comparable with published LPIPS.

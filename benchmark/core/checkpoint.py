@@ -1,7 +1,7 @@
 """Atomic checkpoints and the random-number state needed to resume bit-exactly."""
 from __future__ import annotations
 
-from benchmark.atomic import atomic_write
+from benchmark.core.atomic import atomic_write
 import random
 from pathlib import Path
 from typing import Any

@@ -1,0 +1,89 @@
+"""sha256 of weight files, remembered per file state so that an unchanged file is hashed once."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+from .atomic import atomic_write
+from .errors import WeightsError
+
+HASH_CACHE_NAME = "sha256_cache.json"
+_CHUNK = 1 << 20
+
+
+def default_cache_dir() -> Path:
+    """Folder for small caches: ``$I2I_BENCH_CACHE_DIR`` or ``~/.cache/i2i-bench``."""
+    env = os.environ.get("I2I_BENCH_CACHE_DIR")
+    if env:
+        return Path(env).expanduser()
+    return Path.home() / ".cache" / "i2i-bench"
+
+
+def hash_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while True:
+            chunk = f.read(_CHUNK)
+            if not chunk:
+                break
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def read_hash_cache(cache_file: Path) -> dict:
+    try:
+        with open(cache_file, encoding="utf-8") as f:
+            data = json.load(f)
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def write_hash_cache(cache_file: Path, data: dict) -> None:
+    """Atomically write the hash cache; failures only cost a rehash next time."""
+    try:
+        with atomic_write(cache_file, "w", encoding="utf-8") as f:
+            json.dump(data, f, indent=1, sort_keys=True)
+    except OSError:
+        pass
+
+
+def verify_sha256(path: Path | str, expected: str, cache_dir: Path | str | None = None,
+                  hint: str = "") -> str:
+    """Check that the file at ``path`` has sha256 ``expected``; return the hash.
+
+    The file is hashed in 1 MiB chunks.  Verified files are remembered in
+    ``<cache_dir>/sha256_cache.json`` keyed by (resolved path, size, mtime_ns), so an unchanged file
+    is not rehashed.  A wrong hash raises :class:`WeightsError` naming the file and both hashes.
+    """
+    path = Path(path)
+    expected = expected.lower()
+    try:
+        st = path.stat()
+    except OSError as exc:
+        raise WeightsError(f"{path}: cannot read weight file ({exc}); expected a file with "
+                           f"sha256 {expected}") from exc
+    if not path.is_file():
+        raise WeightsError(f"{path}: is not a file; expected a file with sha256 {expected}")
+    cache_file = Path(cache_dir if cache_dir is not None else default_cache_dir()) / HASH_CACHE_NAME
+    key = str(path.resolve())
+    cache = read_hash_cache(cache_file)
+    entry = cache.get(key)
+    if (isinstance(entry, dict) and entry.get("size") == st.st_size
+            and entry.get("mtime_ns") == st.st_mtime_ns and entry.get("sha256") == expected):
+        return expected
+    try:
+        actual = hash_file(path)
+    except OSError as exc:
+        raise WeightsError(f"{path}: cannot read weight file ({exc}); expected a file with "
+                           f"sha256 {expected}") from exc
+    if actual != expected:
+        raise WeightsError(f"{path}: sha256 mismatch; expected {expected}, got {actual}. "
+                           "The file is corrupt or not the expected weights; replace it"
+                           + (f" ({hint})." if hint else "."))
+    cache = read_hash_cache(cache_file)  # re-read: another process may have added entries
+    cache[key] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": actual}
+    write_hash_cache(cache_file, cache)
+    return actual
