@@ -17,8 +17,9 @@ from . import plugins
 from .core import registry
 from .core.context import EvaluationConfig
 from .core.errors import ConfigError
-from .core.settings import build, to_dict
+from .core.settings import build, field_defaults, to_dict
 from .core.yaml_io import load_yaml
+from datasets.base import DATASET_KINDS
 
 
 @dataclass
@@ -88,6 +89,8 @@ class Suite:
     base_dir: Path
     raw: dict = field(default_factory=dict, compare=False)
     """The config mapping after overrides: rebuilds the same suite in a worker process."""
+    runs: list[Run] = field(default_factory=list, compare=False)
+    """Every run (tasks x datasets x methods x seeds), each with its task options resolved."""
 
     @property
     def name(self) -> str:
@@ -97,6 +100,68 @@ class Suite:
     def output_dir(self) -> Path:
         out = Path(self.settings.output_dir)
         return out if out.is_absolute() else self.base_dir / out
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.output_dir / "runs" / self.name
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.output_dir / "cache"
+
+    def identity_dir(self, task: Component, dataset: Component) -> Path:
+        """Folder of the ``identity`` row (the inputs scored as outputs) of a task and dataset."""
+        return self.runs_dir / task.label / dataset.label / "identity"
+
+
+@dataclass
+class Run:
+    """One run of a suite, fully resolved: its components, seed and task options (the task's
+    defaults, then the method's paper settings, then the suite's task section, then the method
+    entry's own ``task:``). The runner only executes runs; it resolves nothing."""
+    suite: Suite
+    task: Component
+    dataset: Component
+    method: Component
+    seed: int
+    task_options: Any
+
+    @property
+    def run_id(self) -> str:
+        return f"{self.task.label}/{self.dataset.label}/{self.method.label}/seed{self.seed}"
+
+    @property
+    def directory(self) -> Path:
+        return self.suite.runs_dir / self.task.label / self.dataset.label / self.method.label / f"seed{self.seed}"
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.directory / "checkpoints" / "latest.pt"
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.directory / "metrics.json"
+
+    def planned_steps(self) -> int:
+        return self.task.cls.planned_steps(self.task_options)
+
+    def config_defaults(self) -> dict:
+        """The defaults of the settings in :meth:`resolved_config` (a run made before a setting
+        existed ran with its default)."""
+        return {"task": {"options": field_defaults(self.task.cls.Options)},
+                "dataset": {"options": field_defaults(self.dataset.cls.Options)},
+                "method": {"options": field_defaults(self.method.cls.Params)},
+                "evaluation": field_defaults(type(self.suite.settings.evaluation))}
+
+    def resolved_config(self) -> dict:
+        return {
+            "run_id": self.run_id,
+            "seed": self.seed,
+            "task": {"type": self.task.cls.registry_name, "options": to_dict(self.task_options)},
+            "dataset": self.dataset.as_dict(),
+            "method": self.method.as_dict(),
+            "evaluation": to_dict(self.suite.settings.evaluation),
+        }
 
 
 def _resolve_options(kind: str, label: str, cls: type, raw: Any, where: str) -> Any:
@@ -150,21 +215,50 @@ def _resolve_methods(raw: list, where: str) -> list[Component]:
     return out
 
 
-def _check_method_task_overrides(methods: list[Component], tasks: list[Component], where: str) -> None:
-    """Each key of a method's ``task:`` must be an option of one of the suite's tasks, and its value
-    valid there."""
+def _check_method_task_keys(methods: list[Component], tasks: list[Component], where: str) -> None:
+    """Each key of a method's ``task:`` must be an option of one of the suite's tasks."""
+    valid = sorted({f for task in tasks for f in task.cls.Options.__dataclass_fields__})
     for i, method in enumerate(methods):
-        here = f"{where}[{i}].task"
         for key in method.task_overrides:
-            if not any(key in task.cls.Options.__dataclass_fields__ for task in tasks):
-                valid = sorted({f for task in tasks for f in task.cls.Options.__dataclass_fields__})
-                raise ConfigError(f"{here}: '{key}' is not an option of any task in this suite"
+            if key not in valid:
+                raise ConfigError(f"{where}[{i}].task: '{key}' is not an option of any task in this suite"
                                   f"{registry.suggest(key, valid)}")
-        for task in tasks:
-            fields = task.cls.Options.__dataclass_fields__
-            own = {k: v for k, v in method.task_overrides.items() if k in fields}
-            if own:
-                build(task.cls.Options, {**task.raw, **own}, f"{here} (with tasks.{task.label})")
+
+
+def resolve_task_options(task: Component, method: Component, where: str) -> Any:
+    """The options a run of ``method`` on ``task`` trains with: the task's defaults, then the method's
+    paper settings (``task_defaults``), then the suite's task section, then the method entry's own
+    ``task:`` (each only where the task has that option)."""
+    fields = task.cls.Options.__dataclass_fields__
+    defaults = {k: v for k, v in method.cls.task_defaults.items() if k in fields}
+    own = {k: v for k, v in method.task_overrides.items() if k in fields}
+    here = f"{where}: tasks.{task.label}" + (f" (with methods.{method.label}.task)" if own else "")
+    return build(task.cls.Options, {**defaults, **task.raw, **own}, here)
+
+
+def expand_runs(suite: Suite) -> list[Run]:
+    """tasks x datasets x methods x seeds, each run's task options resolved once (errors at load)."""
+    options = {(t.label, m.label): resolve_task_options(t, m, suite.source)
+               for t in suite.tasks for m in suite.methods}
+    return [Run(suite, t, d, m, seed, options[(t.label, m.label)])
+            for t in suite.tasks for d in suite.datasets for m in suite.methods for seed in suite.settings.seeds]
+
+
+def _check_dataset_kinds(tasks: list[Component], datasets: list[Component], where: str) -> None:
+    """Every task must accept the kind of every dataset it is paired with (before any run starts)."""
+    for task in tasks:
+        for dataset in datasets:
+            if task.cls.accepts(dataset.cls):
+                continue
+            kind = getattr(dataset.cls, "kind", None) or "(none declared)"
+            needed = " or ".join(f"'{k}' ({DATASET_KINDS.get(k, 'see the task')})" for k in task.cls.dataset_kinds)
+            fitting = [name for name in registry.DATASETS.names() if task.cls.accepts(registry.DATASETS.get(name))]
+            raise ConfigError(
+                f"{where}: task '{task.label}' ({task.cls.registry_name}) cannot train on dataset "
+                f"'{dataset.label}' ({dataset.cls.registry_name}), whose kind is '{kind}': the task needs "
+                f"a dataset of kind {needed}; registered datasets of that kind: "
+                f"{', '.join(fitting) or 'none'}. A suite pairs every task with every dataset: put "
+                "tasks that need different kinds of data in separate suites")
 
 
 def _resolve_mapping(kind: str, reg: registry.Registry, raw: dict, where: str) -> list[Component]:
@@ -250,5 +344,8 @@ def suite_from_dict(raw: dict, source: str = "<dict>", base_dir: Path | None = N
     methods = _resolve_methods(settings.methods, f"{where}: methods")
     if not tasks or not datasets or not methods:
         raise ConfigError(f"{where}: tasks, datasets and methods must each name at least one entry")
-    _check_method_task_overrides(methods, tasks, f"{where}: methods")
-    return Suite(settings, tasks, datasets, methods, source, base_dir, raw=applied)
+    _check_method_task_keys(methods, tasks, f"{where}: methods")
+    _check_dataset_kinds(tasks, datasets, where)
+    suite = Suite(settings, tasks, datasets, methods, source, base_dir, raw=applied)
+    suite.runs = expand_runs(suite)
+    return suite

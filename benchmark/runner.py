@@ -9,6 +9,7 @@ import traceback
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import torch
 import yaml
@@ -17,83 +18,40 @@ from torchvision.io import write_png
 from .core.atomic import atomic_write
 from .core.context import RunContext
 from .core.checkpoint import load_checkpoint, save_checkpoint, seed_everything, set_rng_state
-from .config import Component, Suite
+from .config import Component, Run, Suite
 from .core.errors import BenchmarkError, ConfigError
 from .progress import SuiteProgress, format_seconds
-from .core.settings import NO_DEFAULT, build, field_defaults, to_dict
+from .core.settings import NO_DEFAULT
 from .core.yaml_io import load_yaml
 
 
-@dataclass
-class Run:
-    suite: Suite
-    task: Component
-    dataset: Component
-    method: Component
-    seed: int
-
-    @property
-    def run_id(self) -> str:
-        return f"{self.task.label}/{self.dataset.label}/{self.method.label}/seed{self.seed}"
-
-    @property
-    def directory(self) -> Path:
-        return runs_dir(self.suite) / self.task.label / self.dataset.label / self.method.label / f"seed{self.seed}"
-
-    @property
-    def checkpoint_path(self) -> Path:
-        return self.directory / "checkpoints" / "latest.pt"
-
-    @property
-    def metrics_path(self) -> Path:
-        return self.directory / "metrics.json"
-
-    def task_options(self):
-        """Task options: the task's defaults, then the method's paper settings, then the config's
-        task options, then the method entry's own ``task:`` options."""
-        fields = getattr(self.task.cls.Options, "__dataclass_fields__", {})
-        defaults = {k: v for k, v in self.method.cls.task_defaults.items() if k in fields}
-        own = {k: v for k, v in self.method.task_overrides.items() if k in fields}
-        merged = {**defaults, **self.task.raw, **own}
-        return build(self.task.cls.Options, merged, f"{self.suite.source}: tasks.{self.task.label}")
-
-    def planned_steps(self) -> int:
-        return self.task.cls.planned_steps(self.task_options())
-
-    def config_defaults(self) -> dict:
-        """The defaults of the settings in :meth:`resolved_config` (a run made before a setting
-        existed ran with its default)."""
-        return {"task": {"options": field_defaults(self.task.cls.Options)},
-                "dataset": {"options": field_defaults(self.dataset.cls.Options)},
-                "method": {"options": field_defaults(self.method.cls.Params)},
-                "evaluation": field_defaults(type(self.suite.settings.evaluation))}
-
-    def resolved_config(self) -> dict:
-        return {
-            "run_id": self.run_id,
-            "seed": self.seed,
-            "task": {"type": self.task.cls.registry_name, "options": to_dict(self.task_options())},
-            "dataset": self.dataset.as_dict(),
-            "method": self.method.as_dict(),
-            "evaluation": to_dict(self.suite.settings.evaluation),
-        }
-
-
 def runs_dir(suite: Suite) -> Path:
-    return suite.output_dir / "runs" / suite.name
+    return suite.runs_dir
 
 
 def cache_dir(suite: Suite) -> Path:
-    return suite.output_dir / "cache"
+    return suite.cache_dir
 
 
 def identity_dir(suite: Suite, task: Component, dataset: Component) -> Path:
-    return runs_dir(suite) / task.label / dataset.label / "identity"
+    return suite.identity_dir(task, dataset)
 
 
 def expand(suite: Suite) -> list[Run]:
-    return [Run(suite, t, d, m, s) for t in suite.tasks for d in suite.datasets
-            for m in suite.methods for s in suite.settings.seeds]
+    """The suite's runs (resolved when the config was loaded)."""
+    return suite.runs
+
+
+@dataclass(frozen=True)
+class Job:
+    """One unit of work of :meth:`Runner.run_all`: score an identity row (the inputs as outputs of a
+    task and dataset) or train and evaluate a run; ``index`` points into the suite's lists, so a
+    worker process that rebuilt the suite from its config finds the same item."""
+    kind: Literal["identity", "run"]
+    task_index: int = 0
+    dataset_index: int = 0
+    run_index: int = 0
+    header: str = ""
 
 
 def resolve_device(name: str) -> torch.device:
@@ -172,7 +130,7 @@ class Runner:
         method = run.method.cls(run.method.options)
         if self.suite.settings.weights_dir:
             method.weights_dir = Path(self.suite.settings.weights_dir)
-        task = run.task.cls(run.task_options(), self.dataset(run.dataset), method,
+        task = run.task.cls(run.task_options, self.dataset(run.dataset), method,
                             self.context(run.directory, run.seed))
         task.setup()
         return task
@@ -224,26 +182,29 @@ class Runner:
         if (directory / "metrics.json").exists():
             return
         ctx = self.context(directory, 0)
-        options = build(task.cls.Options, task.raw, f"{self.suite.source}: tasks.{task.label}")
-        result = task.cls.evaluate_identity(options, self.dataset(dataset), ctx)
+        result = task.cls.evaluate_identity(task.options, self.dataset(dataset), ctx)
         save_samples(directory / "samples", result.samples)
         write_json(directory / "metrics.json", {
             "run_id": f"{task.label}/{dataset.label}/identity", "suite": self.suite.name, "task": task.label,
             "dataset": dataset.label, "method": "identity", "method_type": "identity", "preset": "",
             "seed": 0, "steps": 0, "metrics": result.metrics, "protocol": result.protocol})
 
-    def run_all(self) -> list[tuple[str, str]]:
-        """Score the identity rows, then run every unfinished run (``workers`` jobs at a time);
-        returns (run_id, error) for the jobs that failed."""
-        runs = self.runs
-        jobs = [("identity", ti, di) for ti in range(len(self.suite.tasks))
+    def jobs(self) -> list[Job]:
+        """The identity rows, then every unfinished run (finished ones are logged as skipped)."""
+        jobs = [Job("identity", task_index=ti, dataset_index=di) for ti in range(len(self.suite.tasks))
                 for di in range(len(self.suite.datasets))]
-        for i, run in enumerate(runs, 1):
-            header = f"[run {i}/{len(runs)}] {run.run_id}"
+        for i, run in enumerate(self.runs):
+            header = f"[run {i + 1}/{len(self.runs)}] {run.run_id}"
             if run.metrics_path.exists():
                 self._log(f"{header}: finished earlier, skipped")
             else:
-                jobs.append(("run", i - 1, header))
+                jobs.append(Job("run", run_index=i, header=header))
+        return jobs
+
+    def run_all(self) -> list[tuple[str, str]]:
+        """Score the identity rows, then run every unfinished run (``workers`` jobs at a time);
+        returns (run_id, error) for the jobs that failed."""
+        jobs = self.jobs()
         workers = min(self.suite.settings.workers, len(jobs))
         if workers <= 1:
             outcomes = (self.do(job) for job in jobs)
@@ -251,11 +212,16 @@ class Runner:
             outcomes = self._execute_in_workers(jobs, workers)
         return [failure for failure in outcomes if failure is not None]
 
-    def do(self, job: tuple) -> tuple[str, str] | None:
-        """One job of ``run_all``: ("identity", task index, dataset index) or ("run", index, header)."""
-        if job[0] == "identity":
-            return self.score_identity(self.suite.tasks[job[1]], self.suite.datasets[job[2]])
-        return self.execute(self.runs[job[1]], job[2])
+    def job_name(self, job: Job) -> str:
+        if job.kind == "run":
+            return self.runs[job.run_index].run_id
+        return _identity_name(self.suite.tasks[job.task_index], self.suite.datasets[job.dataset_index])
+
+    def do(self, job: Job) -> tuple[str, str] | None:
+        """One job of ``run_all``; returns (name, error) when it failed."""
+        if job.kind == "identity":
+            return self.score_identity(self.suite.tasks[job.task_index], self.suite.datasets[job.dataset_index])
+        return self.execute(self.runs[job.run_index], job.header)
 
     def score_identity(self, task: Component, dataset: Component) -> tuple[str, str] | None:
         self._log(f"[identity] {task.label}/{dataset.label}: scoring the inputs as outputs")
@@ -288,11 +254,11 @@ class Runner:
         self._log(f"{header}: done in {format_seconds(time.perf_counter() - started)}: {shown}")
         return None
 
-    def _execute_in_workers(self, jobs: list[tuple], workers: int):
+    def _execute_in_workers(self, jobs: list[Job], workers: int):
         """Jobs spread over ``workers`` processes, each rebuilding the suite from its config;
         yields each job's outcome as it finishes, with the suite's progress."""
         runs = self.runs
-        steps = [runs[job[1]].planned_steps() if job[0] == "run" else 0 for job in jobs]
+        steps = [runs[job.run_index].planned_steps() if job.kind == "run" else 0 for job in jobs]
         total, done = sum(steps), 0
         started = time.monotonic()
         self._log(f"{len(jobs)} job(s) in {workers} worker processes")
@@ -312,10 +278,7 @@ class Runner:
                     try:
                         yield future.result()
                     except Exception as exc:  # noqa: BLE001 - a worker process died
-                        job = jobs[k]
-                        name = (runs[job[1]].run_id if job[0] == "run" else
-                                _identity_name(self.suite.tasks[job[1]], self.suite.datasets[job[2]]))
-                        yield name, f"worker process failed: {type(exc).__name__}: {exc}"
+                        yield self.job_name(jobs[k]), f"worker process failed: {type(exc).__name__}: {exc}"
             except BaseException:
                 pool.shutdown(wait=True, cancel_futures=True)
                 raise
@@ -347,5 +310,5 @@ def _worker_start(raw: dict, source: str, base_dir: str) -> None:
     _WORKER["runner"] = Runner(suite, SuiteProgress(0, run_eta_only=True))
 
 
-def _worker_do(job: tuple) -> tuple[str, str] | None:
+def _worker_do(job: Job) -> tuple[str, str] | None:
     return _WORKER["runner"].do(job)

@@ -10,10 +10,17 @@ from typing import ClassVar, Literal
 
 from benchmark.core.images import ImageSet, LabelInfo, TensorImageSet
 
-__all__ = ["ImageSet", "LabelInfo", "TensorImageSet", "UnpairedDataset", "Split", "Side"]
+__all__ = ["DATASET_KINDS", "ImageSet", "LabelInfo", "TensorImageSet", "UnpairedDataset", "Split", "Side"]
 
 Split = Literal["train", "test"]
 Side = Literal["A", "B"]
+
+
+DATASET_KINDS = {
+    "unpaired": "train/test splits of two unaligned sides A and B (UnpairedDataset)",
+    "multi_domain": "train/val splits of several named domains (datasets.multidomain.MultiDomainDataset)",
+}
+"""The kinds of data a dataset class declares (``kind``) and a task accepts (``Task.dataset_kinds``)."""
 
 
 class UnpairedDataset:
@@ -21,6 +28,13 @@ class UnpairedDataset:
 
     Options: ClassVar[type]
     registry_name: ClassVar[str]
+    kind: ClassVar[str] = "unpaired"
+    """What the data look like (a key of :data:`DATASET_KINDS`); tasks declare the kinds they accept."""
+
+    @classmethod
+    def required_weights(cls, options) -> list[str]:
+        """Keys of :data:`benchmark.core.weights.WEIGHT_FILES` that runs on this dataset need."""
+        return []
 
     def __init__(self, options, cache_dir):
         self.options = options

@@ -20,6 +20,7 @@ from PIL import Image
 
 from benchmark.core.errors import DataError
 from benchmark.core.registry import register_dataset
+from benchmark.core.weights import SEGMENTATION_PROTOCOL_WEIGHTS
 
 from .base import ImageSet, Side, Split, UnpairedDataset
 
@@ -127,6 +128,11 @@ class UnalignedFolder(UnpairedDataset):
                 return f"max_images must be 0 (all) or a positive integer, got {self.max_images!r}"
             return None
 
+
+    @classmethod
+    def required_weights(cls, options) -> list[str]:
+        """The Cityscapes DRN checkpoint of the segmentation protocol, when one is set."""
+        return [SEGMENTATION_PROTOCOL_WEIGHTS[options.segmentation_protocol]] if options.segmentation_protocol else []
     def __init__(self, options, cache_dir):
         super().__init__(options, Path(cache_dir))
         self._files: dict[str, list[Path]] = {}

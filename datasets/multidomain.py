@@ -39,7 +39,13 @@ class MultiDomainDataset:
 
     Options: ClassVar[type]
     registry_name: ClassVar[str]
-    multi_domain: ClassVar[bool] = True
+    kind: ClassVar[str] = "multi_domain"
+    """See :data:`datasets.base.DATASET_KINDS`."""
+
+    @classmethod
+    def required_weights(cls, options) -> list[str]:
+        """Keys of :data:`benchmark.core.weights.WEIGHT_FILES` that runs on this dataset need."""
+        return []
 
     def __init__(self, options, cache_dir):
         self.options = options

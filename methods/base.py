@@ -72,6 +72,12 @@ class Method(nn.Module):
         self.params = params
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
 
+    @classmethod
+    def required_weights(cls, params) -> list[str]:
+        """Keys of :data:`benchmark.core.weights.WEIGHT_FILES` that the method needs with ``params``
+        (``python -m benchmark weights`` and ``run`` check them before training)."""
+        return []
+
     # -- what the task needs to know -------------------------------------------------------------
     @property
     def uses_identity(self) -> bool:

@@ -43,7 +43,7 @@ from benchmark.core.registry import register_method
 from .base import Method, OptimizerDefaults, TranslationPair
 from .shared.nce import info_nce
 from .shared.patches import sample_locations
-from .shared.vgg import VGG16_LAYERS, FrozenVGG16
+from .shared.vgg import VGG16_LAYERS, FrozenVGG16, vgg16_weight_keys
 
 
 @dataclass
@@ -229,6 +229,10 @@ class FLSeSim(Method):
     }
     task_defaults = {"lr": 1e-4, "pool_size": 50}
     """options/train_options.py defaults used by scripts/train_sc.sh (CUT's are 2e-4 and 0)."""
+
+    @classmethod
+    def required_weights(cls, params: FLSeSimParams) -> list[str]:
+        return vgg16_weight_keys(params.vgg_weights)
 
     def __init__(self, params: FLSeSimParams):
         super().__init__(params)

@@ -36,7 +36,7 @@ from .shared.graphs import TAGConv, add_self_loops, symmetric_normalize, thresho
 from .shared.heads import l2_normalize
 from .shared.nce import DIAGONAL_FILL, info_nce
 from .shared.patches import gather_locations, sample_locations
-from .shared.vgg import VGG16_LAYERS, FrozenVGG16
+from .shared.vgg import VGG16_LAYERS, FrozenVGG16, vgg16_weight_keys
 
 README_SETTINGS = {"lambda_GNN": 0.1, "num_hop": 2, "gnn_idt": True, "nonzero_th": 0.1,
                    "pooling_num": 1, "pooling_ratio": [1.0, 0.5], "down_scale": 4}
@@ -132,6 +132,10 @@ class GraphCL(Method):
 
     Params = GraphCLParams
     presets = {"graphcl": dict(README_SETTINGS)}
+
+    @classmethod
+    def required_weights(cls, params: GraphCLParams) -> list[str]:
+        return vgg16_weight_keys(params.vgg_weights)
 
     def __init__(self, params: GraphCLParams):
         super().__init__(params)

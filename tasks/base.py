@@ -22,6 +22,19 @@ class Task:
 
     Options: ClassVar[type]
     registry_name: ClassVar[str]
+    dataset_kinds: ClassVar[tuple[str, ...]] = ("unpaired",)
+    """The dataset kinds (:data:`datasets.base.DATASET_KINDS`) this task can train on; a suite pairing
+    it with another kind is refused when the config is loaded."""
+
+    @classmethod
+    def required_weights(cls, options) -> list[str]:
+        """Keys of :data:`benchmark.core.weights.WEIGHT_FILES` that runs with these options need
+        (the FID network is always needed and need not be listed)."""
+        return []
+
+    @classmethod
+    def accepts(cls, dataset_cls: type) -> bool:
+        return getattr(dataset_cls, "kind", None) in cls.dataset_kinds
     report_layout: ClassVar[str] = "per_dataset"
     """How the report tabulates the task: 'per_dataset' (a table per dataset, a row per method) or
     'dataset_rows' (one table per task, a row per dataset x method, with a sources x targets grid

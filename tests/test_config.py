@@ -100,8 +100,8 @@ def test_a_method_entry_sets_task_options_for_its_own_runs(tmp_path):
     text = GOOD.replace("[cut, fastcut,", "[cut, {name: fastcut, task: {n_steps: 5, lr: 1e-3}},")
     suite = load_suite(write(tmp_path, text))
     runs = {run.method.label: run for run in expand(suite)}
-    assert runs["cut"].task_options().n_steps == 2 and runs["cut"].task_options().lr == 2e-4
-    fast = runs["fastcut"].task_options()
+    assert runs["cut"].task_options.n_steps == 2 and runs["cut"].task_options.lr == 2e-4
+    fast = runs["fastcut"].task_options
     assert (fast.n_steps, fast.n_steps_decay, fast.lr) == (5, 2, 1e-3)
     assert runs["fastcut"].planned_steps() == 7 and runs["cut"].planned_steps() == 4
     assert runs["fastcut"].resolved_config()["task"]["options"]["n_steps"] == 5

@@ -189,15 +189,12 @@ def test_sides_differ_in_colour_statistics(cls, tmp_path):
 
 
 @pytest.mark.parametrize("cls", SYNTHETIC)
-def test_generation_at_default_size_is_fast(cls, tmp_path):
+def test_generation_at_default_size(cls, tmp_path):
+    # (no wall-clock limit here: timings belong to the perf command, not to tests on a shared machine)
     options = cls.Options()
     assert (options.size, options.n_train, options.n_test) == (64, 400, 100)
-    ds = cls(options, tmp_path)
-    start = time.perf_counter()
-    train_a = ds.split("train", "A")
-    elapsed = time.perf_counter() - start
+    train_a = cls(options, tmp_path).split("train", "A")
     assert len(train_a) == 400 and train_a.image(0).shape == (3, 64, 64)
-    assert elapsed < 10, f"generating {cls.registry_name} took {elapsed:.1f} s"
 
 
 def test_options_validation_and_identity(tmp_path):

@@ -41,7 +41,7 @@ def test_paper_suites_use_official_settings_and_map_onto_the_published_table(nam
     assert set(SINGLE_MODAL_TABLE1.method_rows.values()) <= mapped      # every published method runs
     defaults = field_defaults(suite.tasks[0].cls.Options)
     for run in expand(suite):
-        options = run.task_options()
+        options = run.task_options
         changed = {k for k, v in defaults.items() if getattr(options, k) != v}
         allowed = {"n_steps", "n_steps_decay"} | set(run.method.cls.task_defaults)
         assert changed <= allowed, (run.method.label, changed - allowed)

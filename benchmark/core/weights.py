@@ -16,16 +16,13 @@ is WRONG and is never used (no fall-through to a later place): :func:`locate` ra
 ever downloaded. Hashes are computed once per file state and remembered in the hash cache of
 :mod:`benchmark.core.hashing` (``verify_sha256``).
 
-Which files a suite needs (:func:`required_weights`):
-
-- ``inception`` always (FID / KID);
-- whatever a task, dataset or method class declares with a classmethod
-  ``required_weights(options) -> list[str]`` (looked up with ``getattr``; default: none);
-- a method class that declares nothing but whose params have ``vgg_weights`` needs ``vgg16`` unless
-  ``vgg_weights == 'untrained'`` (F-LSeSim, GraphCL);
-- options (of a task, a dataset, or the ``evaluation:`` section) with ``lpips: true`` need the LPIPS
-  files (``lpips_alex_linear``, and ``alexnet`` unless ``lpips_backbone: untrained``), and options with
-  ``segmentation_protocol: cut | gan_compression`` need that protocol's Cityscapes DRN checkpoint.
+Which files a suite needs (:func:`required_weights`): ``inception`` always (FID / KID), and what
+each task (with each run's resolved options), dataset and method class declares with its classmethod
+``required_weights(options) -> list[str]`` (the base classes in ``tasks.base``, ``datasets.base`` and
+``methods.base`` declare none; F-LSeSim and GraphCL declare ``vgg16`` unless ``vgg_weights:
+untrained``, the multi-modal task the LPIPS files, a Cityscapes folder with a
+``segmentation_protocol`` its DRN checkpoint). ``run`` checks exactly these before training, and
+evaluation loads each file through :func:`locate`, from the same places.
 """
 from __future__ import annotations
 
@@ -374,54 +371,23 @@ def status(keys: Iterable[str] | None = None, weights_dir: str | Path | None = N
 
 # -- what a suite needs ------------------------------------------------------------------------------
 
-def _declared(cls: type, options: Any) -> list[str] | None:
+def _declared(cls: type, options: Any) -> list[str]:
     fn = getattr(cls, "required_weights", None)
-    if fn is None:
-        return None
-    keys = list(fn(options) or [])
+    keys = list(fn(options) or []) if fn is not None else []
     for key in keys:
         weight_file(key)  # unknown keys are an error naming the table's keys
     return keys
 
 
-def _from_options(options: Any) -> list[str]:
-    """Files that options ask for by convention (``lpips``, ``segmentation_protocol``)."""
-    keys = []
-    if options is None:
-        return keys
-    if getattr(options, "lpips", False) is True:
-        keys.append("lpips_alex_linear")
-        if getattr(options, "lpips_backbone", "imagenet") != "untrained":
-            keys.append("alexnet")
-    protocol = getattr(options, "segmentation_protocol", None)
-    if protocol:
-        protocols = [protocol] if isinstance(protocol, str) else list(protocol)
-        for p in protocols:
-            if p not in SEGMENTATION_PROTOCOL_WEIGHTS:
-                raise WeightsError(f"unknown segmentation protocol '{p}'; known: "
-                                   f"{', '.join(SEGMENTATION_PROTOCOL_WEIGHTS)}")
-            keys.append(SEGMENTATION_PROTOCOL_WEIGHTS[p])
-    return keys
-
-
-def _method_default(options: Any) -> list[str]:
-    vgg = getattr(options, "vgg_weights", None)
-    if vgg is not None and vgg != "untrained":
-        return ["vgg16"]
-    return []
-
-
 def required_weights(suite) -> list[str]:
-    """Keys of the files a resolved suite (:class:`benchmark.config.Suite`) needs, in table order."""
+    """Keys of the files a resolved suite (:class:`benchmark.config.Suite`) needs, in table order:
+    the FID network, and what each run's task (with that run's options), each dataset and each method
+    declares with its classmethod ``required_weights(options)``."""
     keys = ["inception"]
-    for comp in list(suite.tasks) + list(suite.datasets):
-        declared = _declared(comp.cls, comp.options)
-        keys += declared if declared is not None else []
-        keys += _from_options(comp.options)
-    for comp in suite.methods:
-        declared = _declared(comp.cls, comp.options)
-        keys += declared if declared is not None else _method_default(comp.options)
-    keys += _from_options(getattr(suite.settings, "evaluation", None))
+    for run in suite.runs:
+        keys += _declared(run.task.cls, run.task_options)
+    for comp in list(suite.datasets) + list(suite.methods):
+        keys += _declared(comp.cls, comp.options)
     wanted = set(keys)
     return [k for k in WEIGHT_FILES if k in wanted]
 

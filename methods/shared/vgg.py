@@ -26,6 +26,11 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
+def vgg16_weight_keys(vgg_weights: str) -> list[str]:
+    """What a method with a frozen VGG16 needs: the ImageNet file unless it opted into 'untrained'."""
+    return [] if vgg_weights == "untrained" else ["vgg16"]
+
+
 def vgg16_candidates(weights_dir: Path | None = None) -> list[Path]:
     """Where the file is looked for, in order (benchmark.core.weights' table: the weights folder,
     $I2I_BENCH_WEIGHTS, the torch hub cache)."""

@@ -139,18 +139,20 @@ def _set_requires_grad(net: torch.nn.Module, flag: bool) -> None:
         p.requires_grad_(flag)
 
 
-def check_multidomain(dataset, where: str = "multi_modal") -> None:
-    if not (hasattr(dataset, "domains") and getattr(dataset, "multi_domain", False)):
-        raise ConfigError(f"task {where} needs a multi-domain dataset (e.g. synthetic_seasons or "
-                          f"multidomain_folder), got {type(dataset).__name__}")
-
-
 @register_task("multi_modal")
 class MultiModalTask(Task):
     """StarGAN v2 (multi-domain, multi-modal translation) with a patch-wise loss hook, as in Hneg-SRC's Table 2."""
 
     Options = MultiModalOptions
     report_layout = "dataset_rows"
+    dataset_kinds = ("multi_domain",)
+
+    @classmethod
+    def required_weights(cls, options: MultiModalOptions) -> list[str]:
+        """LPIPS: the linear layers, and the ImageNet AlexNet unless an untrained trunk is opted into."""
+        if not options.lpips:
+            return []
+        return ["lpips_alex_linear"] + ([] if options.lpips_backbone == "untrained" else ["alexnet"])
 
     @classmethod
     def planned_steps(cls, options: MultiModalOptions) -> int:
@@ -159,7 +161,6 @@ class MultiModalTask(Task):
     # -- set-up ------------------------------------------------------------------------------
     def setup(self) -> None:
         o, device = self.options, self.ctx.device
-        check_multidomain(self.dataset)
         self.domains = list(self.dataset.domains)
         n_dom = len(self.domains)
         train_sets = [self.dataset.split("train", d) for d in self.domains]
@@ -368,5 +369,4 @@ class MultiModalTask(Task):
 
     @classmethod
     def evaluate_identity(cls, options, dataset, ctx: RunContext) -> Evaluation:
-        check_multidomain(dataset)
         return evaluate_multimodal(None, dataset, cls.eval_settings(options), ctx)
