@@ -1,7 +1,7 @@
 """Config validation: errors name the key, the file and what was expected."""
 import pytest
 
-from benchmark.config import load_suite
+from benchmark.config import load_suite, suite_from_dict
 from benchmark.core.errors import ConfigError
 
 GOOD = """
@@ -114,3 +114,37 @@ def test_a_method_task_option_unknown_or_of_the_wrong_type_is_named(tmp_path):
     bad_type = GOOD.replace("[cut, fastcut,", "[cut, {name: fastcut, task: {n_steps: many}},")
     with pytest.raises(ConfigError, match=r"n_steps.*'many'.*int"):
         load_suite(write(tmp_path, bad_type))
+
+
+def test_a_task_paired_with_a_dataset_of_another_kind_fails_at_load(tmp_path):
+    from benchmark.runner import Runner
+
+    data = {"suite": "mismatch", "tasks": {"multi_modal": {}}, "methods": ["none"],
+            "datasets": {"objects": {"type": "synthetic_objects", "size": 32}}}
+    with pytest.raises(ConfigError) as exc:
+        suite_from_dict(data, "mismatch.yaml", tmp_path)
+    message = str(exc.value)
+    assert message.startswith("mismatch.yaml: task 'multi_modal' (multi_modal)")
+    assert "dataset 'objects' (synthetic_objects), whose kind is 'unpaired'" in message
+    assert "needs a dataset of kind 'multi_domain'" in message
+    assert "synthetic_seasons" in message and "multidomain_folder" in message
+    data["tasks"] = {"single_modal": {}}
+    data["datasets"] = {"seasons": {"type": "synthetic_seasons", "size": 32}}
+    with pytest.raises(ConfigError, match="task 'single_modal' .* whose kind is 'multi_domain'.* kind 'unpaired'"):
+        suite_from_dict(data, "mismatch.yaml", tmp_path)
+    data["tasks"] = {"multi_modal": {}}
+    assert len(Runner(suite_from_dict(data, "ok.yaml", tmp_path)).runs) == 1  # the right kind loads
+
+
+def test_task_options_are_resolved_once_at_load(tmp_path):
+    """A method's task: options that are invalid with the suite's task section fail at load, and
+    each run carries its resolved options (the method's paper settings applied)."""
+    data = {"suite": "resolve", "tasks": {"single_modal": {"n_steps": 3}}, "methods": ["cut", "fsesim"],
+            "datasets": {"synthetic_objects": {"size": 32}}}
+    suite = suite_from_dict(data, "resolve.yaml", tmp_path)
+    options = {run.method.label: run.task_options for run in suite.runs}
+    assert options["cut"].lr == 2e-4 and options["fsesim"].lr == 1e-4 and options["fsesim"].pool_size == 50
+    assert options["cut"].n_steps == options["fsesim"].n_steps == 3
+    data["methods"] = [{"name": "cut", "task": {"batch_size": 0}}]
+    with pytest.raises(ConfigError, match=r"tasks.single_modal \(with methods.cut.task\): batch_size must be >= 1"):
+        suite_from_dict(data, "resolve.yaml", tmp_path)

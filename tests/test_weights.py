@@ -129,37 +129,61 @@ class _Task:
         return ["alexnet"] if options.lpips_here else []
 
 
-class _VGGMethod:
+class _Dataset:
+    @classmethod
+    def required_weights(cls, options):
+        return list(options.drn)
+
+
+class _Method:
+    @classmethod
+    def required_weights(cls, options):
+        return ["vgg16"] if options.vgg else []
+
+
+class _Undeclared:  # a third-party class that does not derive from the base classes: needs nothing
     pass
 
 
-class _DeclaringVGGMethod:
-    @classmethod
-    def required_weights(cls, options):
-        return []
-
-
-def _suite(tasks=(), methods=(), evaluation=None, weights_dir=""):
+def _suite(tasks=(), datasets=(), methods=(), weights_dir=""):
     def comp(kind, cls, options):
         return Component(kind, cls.__name__, cls, options)
+    tasks = [comp("task", c, o) for c, o in tasks]
     return SimpleNamespace(
-        name="fake", settings=SimpleNamespace(weights_dir=weights_dir, evaluation=evaluation),
-        tasks=[comp("task", c, o) for c, o in tasks], datasets=[],
+        name="fake", settings=SimpleNamespace(weights_dir=weights_dir),
+        runs=[SimpleNamespace(task=t, task_options=t.options) for t in tasks],
+        datasets=[comp("dataset", c, o) for c, o in datasets],
         methods=[comp("method", c, o) for c, o in methods])
 
 
-def test_required_weights_protocol_and_conventions():
+def test_required_weights_come_from_the_declarations():
     ns = SimpleNamespace
     assert weights.required_weights(_suite()) == ["inception"]
-    s = _suite(tasks=[(_Task, ns(lpips_here=True, segmentation_protocol="gan_compression"))],
-               methods=[(_VGGMethod, ns(vgg_weights="imagenet"))])
+    s = _suite(tasks=[(_Task, ns(lpips_here=True))], datasets=[(_Dataset, ns(drn=["drn_d_105_cityscapes"]))],
+               methods=[(_Method, ns(vgg=True)), (_Undeclared, ns(vgg=True))])
     assert weights.required_weights(s) == ["inception", "alexnet", "vgg16", "drn_d_105_cityscapes"]
-    s = _suite(methods=[(_VGGMethod, ns(vgg_weights="untrained")),
-                        (_DeclaringVGGMethod, ns(vgg_weights="imagenet"))],
-               evaluation=ns(lpips=True, lpips_backbone="untrained", segmentation_protocol="cut"))
-    assert weights.required_weights(s) == ["inception", "lpips_alex_linear", "drn_d_22_cityscapes"]
-    with pytest.raises(WeightsError, match="unknown segmentation protocol"):
-        weights.required_weights(_suite(evaluation=ns(segmentation_protocol="fcn")))
+    s = _suite(tasks=[(_Task, ns(lpips_here=False))], methods=[(_Method, ns(vgg=False))])
+    assert weights.required_weights(s) == ["inception"]
+    with pytest.raises(WeightsError, match="unknown weight file key 'fcn'"):
+        weights.required_weights(_suite(datasets=[(_Dataset, ns(drn=["fcn"]))]))
+
+
+def test_builtin_classes_declare_their_files():
+    from datasets.folders import UnalignedFolder
+    from methods.flsesim import FLSeSim
+    from methods.graphcl import GraphCL
+    from tasks.multi_modal.task import MultiModalTask
+
+    for cls in (FLSeSim, GraphCL):
+        assert cls.required_weights(cls.Params()) == ["vgg16"]
+        assert cls.required_weights(cls.Params(vgg_weights="untrained")) == []
+    options = MultiModalTask.Options
+    assert MultiModalTask.required_weights(options()) == ["lpips_alex_linear", "alexnet"]
+    assert MultiModalTask.required_weights(options(lpips_backbone="untrained")) == ["lpips_alex_linear"]
+    assert MultiModalTask.required_weights(options(lpips=False)) == []
+    folder = UnalignedFolder.Options
+    assert UnalignedFolder.required_weights(folder(root="x")) == []
+    assert UnalignedFolder.required_weights(folder(root="x", segmentation_protocol="cut")) == ["drn_d_22_cityscapes"]
 
 
 def test_real_suite_needs_inception_only(tiny_suite):
@@ -167,7 +191,7 @@ def test_real_suite_needs_inception_only(tiny_suite):
 
 
 def test_check_suite_lists_every_missing_file(wdir):
-    s = _suite(evaluation=SimpleNamespace(segmentation_protocol=["cut", "gan_compression"]),
+    s = _suite(datasets=[(_Dataset, SimpleNamespace(drn=["drn_d_22_cityscapes", "drn_d_105_cityscapes"]))],
                weights_dir=str(wdir))
     with pytest.raises(WeightsError) as exc:
         weights.check_suite(s)
