@@ -282,7 +282,7 @@ def _paper_dataset(value: Any, where: str) -> str | None:
     known = all_paper_datasets()
     if not isinstance(value, str) or value not in known:
         raise ConfigError(f"{where}.paper_dataset: {value!r} is not a dataset with published numbers; "
-                          f"valid: {', '.join(sorted(known)) or 'none (results/reference is missing)'}, "
+                          f"valid: {', '.join(sorted(known)) or 'none (benchmark/published is missing)'}, "
                           "or '' for none")
     return value
 
@@ -335,6 +335,7 @@ def suite_from_dict(raw: dict, source: str = "<dict>", base_dir: Path | None = N
         if isinstance(raw.get(key), list):
             raw[key] = {name: {} for name in raw[key]}
     settings = build(SuiteSettings, raw, where)
+    plugins.load_builtins()
     base_dir = base_dir or Path.cwd()
     config_dir = Path(source).parent if source != "<dict>" else base_dir
     for plugin in settings.plugins:

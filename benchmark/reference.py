@@ -1,4 +1,5 @@
-"""Published numbers (``results/reference/*.csv``) and how this benchmark's runs map onto them.
+"""Published numbers (``benchmark/published/*.csv``, shipped as package data) and how this
+benchmark's runs map onto them.
 
 This is the one place that names methods and datasets of a paper: tasks know no method by name, and
 the report asks here which published row, if any, stands beside one of its rows.
@@ -12,7 +13,8 @@ from typing import Callable
 
 import pandas as pd
 
-REFERENCE_DIR = Path(__file__).resolve().parents[1] / "results" / "reference"
+REFERENCE_DIR = Path(__file__).resolve().parent / "published"
+"""The papers' published tables; installed with the package (pyproject.toml ``package-data``)."""
 
 
 @dataclass(frozen=True)
