@@ -22,10 +22,6 @@ class Task:
 
     Options: ClassVar[type]
     registry_name: ClassVar[str]
-    report_layout: ClassVar[str] = "per_dataset"
-    """How the report tabulates the task: 'per_dataset' (a table per dataset, a row per method) or
-    'dataset_rows' (one table per task, a row per dataset x method, with a sources x targets grid
-    per dataset; the multi-modal task, as Hneg-SRC's Table 2)."""
 
     def __init__(self, options, dataset: UnpairedDataset, method: Method, ctx: RunContext):
         self.options = options

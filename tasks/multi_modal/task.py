@@ -150,7 +150,6 @@ class MultiModalTask(Task):
     """StarGAN v2 (multi-domain, multi-modal translation) with a patch-wise loss hook, as in Hneg-SRC's Table 2."""
 
     Options = MultiModalOptions
-    report_layout = "dataset_rows"
 
     @classmethod
     def planned_steps(cls, options: MultiModalOptions) -> int:
