@@ -12,7 +12,7 @@ from torchvision.utils import make_grid
 
 from ..config import Component
 from ..reference import PAPER_TABLES, PaperTable
-from .format import (NOT_SCORED, auto_digits, markdown_table, mean_std, protocol_footer, status_words,
+from .format import (NOT_SCORED, STATUS, auto_digits, markdown_table, mean_std, protocol_footer, status_words,
                      untrained_warning, with_status)
 from .grids import nearest_factor, read_rgb, save_grid, upscale_nearest
 from .layouts import ReportContext, register_layout
@@ -99,7 +99,7 @@ def per_dataset_section(ctx: ReportContext, task: Component) -> list[str]:
         lines += [markdown_table(summary.rename_axis("method").reset_index()), ""]
         lines += [f"Protocol: {protocol_footer(recs)}. Rows: methods trained in this suite plus "
                   "`identity` (the input itself scored as the output)"
-                  + ("; `status` says why a row has no (or not every) result" if "status" in summary else "")
+                  + ("; `status` says why a row has no (or not every) result" if STATUS in summary else "")
                   + ".", ""]
         if paper_ds:
             lines += [paper_note(paper_table, {dataset.label: paper_ds}), ""]
