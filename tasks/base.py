@@ -35,10 +35,6 @@ class Task:
     @classmethod
     def accepts(cls, dataset_cls: type) -> bool:
         return getattr(dataset_cls, "kind", None) in cls.dataset_kinds
-    report_layout: ClassVar[str] = "per_dataset"
-    """How the report tabulates the task: 'per_dataset' (a table per dataset, a row per method) or
-    'dataset_rows' (one table per task, a row per dataset x method, with a sources x targets grid
-    per dataset; the multi-modal task, as Hneg-SRC's Table 2)."""
 
     def __init__(self, options, dataset: UnpairedDataset, method: Method, ctx: RunContext):
         self.options = options

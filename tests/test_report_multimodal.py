@@ -1,19 +1,21 @@
 """The multi-modal report (Hneg-SRC Table 2 layout), built from fake finished runs: rows, mean ± std,
 the paper's columns and the style grid."""
 import json
+import re
+import shutil
 
 import pandas as pd
 import pytest
 import torch
-from torchvision.io import read_image, write_png
 from torchvision.utils import make_grid
 
 from benchmark.config import suite_from_dict
 from benchmark.core.errors import ConfigError
+from benchmark.core.image_io import read_png, write_png
 from benchmark.reference import HNEGSRC_TABLE2
 from benchmark.report import write_report
-from benchmark.report_multimodal import split_columns
-from benchmark.runner import check_config, expand, identity_dir, runs_dir, write_json
+from benchmark.report.multi_modal import split_columns
+from benchmark.runner import check_config, expand, identity_dir, write_json
 
 DOMAINS = ["autumn", "winter"]
 SIZE, STYLES = 16, 2
@@ -65,7 +67,7 @@ def write_fake_runs(suite, values=VALUES):
         write_json(run.metrics_path, record(run.run_id, *key, run.method.cls.registry_name, run.method.preset,
                                             run.seed, values[key][run.seed]))
         (run.directory / "samples").mkdir(parents=True, exist_ok=True)
-        write_png(fake_grid(len(str(key)) + run.seed), str(run.directory / "samples" / "grid_00.png"))
+        write_png(fake_grid(len(str(key)) + run.seed), run.directory / "samples" / "grid_00.png")
     for task in suite.tasks:
         for dataset in suite.datasets:
             if dataset.label in IDENTITY:
@@ -77,7 +79,7 @@ def write_fake_runs(suite, values=VALUES):
 def table_rows(markdown: str) -> tuple[list[str], list[dict]]:
     """The header and rows (dicts) of the first markdown table."""
     lines = [l for l in markdown.splitlines() if l.startswith("|")]
-    cells = [[c.strip() for c in l.strip("|").split("|")] for l in lines]
+    cells = [[c.strip() for c in re.split(r"(?<!\\)\|", l.strip()[1:-1])] for l in lines]  # '\|' is in a cell
     header = cells[0]
     return header, [dict(zip(header, row)) for row in cells[2:]]
 
@@ -155,13 +157,14 @@ def test_style_grid_is_embedded_enlarged_and_captioned(report):
     for dataset in ("synthetic_seasons", "seasons"):
         name = f"multi_modal_{dataset}_styles.png"
         assert f"]({suite.name}/{name})" in text
-        image = read_image(str(path.parent / suite.name / name))
+        image = read_png(path.parent / suite.name / name)
         one = fake_grid(0)
         factor = 96 // SIZE                                   # 16 px tiles -> 96 px
         groups = len(DOMAINS)                                 # a 4 px gap after the source and each target but the last
         assert image.shape[-1] == (one.shape[-1] + 4 * groups) * factor
         assert image.shape[-2] == (2 * one.shape[-2] + 8) * factor  # two methods, an 8 px gap
-        first = read_image(str(runs_dir(suite) / "multi_modal" / dataset / "none" / "seed0" / "samples" / "grid_00.png"))
+        run = next(r for r in expand(suite) if (r.dataset.label, r.method.label, r.seed) == (dataset, "none", 0))
+        first = read_png(run.directory / "samples" / "grid_00.png")
         small = image[:, ::factor, ::factor]
         assert torch.equal(image, small.repeat_interleave(factor, -1).repeat_interleave(factor, -2))  # nearest
         assert torch.equal(small[:, : one.shape[-2]], split_columns(first, SIZE, STYLES))
@@ -215,3 +218,66 @@ def test_single_modal_report_keeps_its_per_dataset_table(tmp_path):
     assert "## single_modal / synthetic_objects" in text
     assert "| method | FID | KIDx100 | seeds |" in text and "| cut | 12.35 | 1.50 | 1 |" in text
     assert "paper" not in text.split("## single_modal")[1]
+
+
+def test_the_table2_layout_is_the_registered_one_for_multi_modal(tmp_path, monkeypatch):
+    from benchmark.report import LAYOUTS, layout_for
+    from benchmark.report.multi_modal import table2_section
+    from tasks.multi_modal.task import MultiModalTask
+
+    assert layout_for(MultiModalTask.registry_name) is table2_section
+    assert "report_layout" not in vars(MultiModalTask)
+    suite = suite_from_dict(suite_dict(tmp_path), base_dir=tmp_path)
+    write_fake_runs(suite)
+    monkeypatch.setitem(LAYOUTS, "multi_modal", lambda ctx, task: [f"## {task.label} laid out elsewhere", ""])
+    text = write_report(suite).read_text()
+    assert "## multi_modal laid out elsewhere" in text and "| dataset | method |" not in text
+
+
+def test_removed_and_failed_runs_are_missing_rows_with_their_reason(tmp_path):
+    suite = suite_from_dict(suite_dict(tmp_path), base_dir=tmp_path)
+    write_fake_runs(suite)
+    runs = {(r.dataset.label, r.method.label, r.seed): r for r in expand(suite)}
+    for seed in (0, 1):                                          # a finished run's folders removed
+        shutil.rmtree(runs[("synthetic_seasons", "none", seed)].directory)
+    shutil.rmtree(identity_dir(suite, suite.tasks[0], suite.datasets[0]))
+    failed = runs[("seasons", "hnegsrc_seasons", 1)]             # one of two seeds failed
+    failed.metrics_path.unlink()
+    (failed.directory / "error.log").write_text(
+        "Traceback (most recent call last):\n  File \"x.py\", line 1, in <module>\n    train()\n"
+        "benchmark.core.errors.ConfigError: dataset root /no/data does not exist\n")
+    text = write_report(suite).read_text()
+
+    header, rows = table_rows(text)
+    assert header[-1] == "status"
+    assert [(r["dataset"], r["method"]) for r in rows] == [
+        ("synthetic_seasons", "identity"), ("synthetic_seasons", "none"), ("synthetic_seasons", "hnegsrc_seasons"),
+        ("seasons", "identity"), ("seasons", "none"), ("seasons", "hnegsrc_seasons")]
+    got = {(r["dataset"], r["method"]): r for r in rows}
+    for method, seeds in (("identity", "-"), ("none", "0")):
+        row = got[("synthetic_seasons", method)]
+        assert row["status"] == "missing: not run yet" and row["seeds"] == seeds
+        assert all(row[column] == "–" for column in header[2:7])
+    partial = got[("seasons", "hnegsrc_seasons")]                 # seed 0's numbers, and why seed 1 is absent
+    assert partial["status"] == "missing seed 1: failed: benchmark.core.errors.ConfigError: dataset root " \
+                                "/no/data does not exist"
+    assert partial["seeds"] == "1" and partial["latent FID"] == f"{VALUES[('seasons', 'hnegsrc_seasons')][0][0]:.2f}"
+    assert partial["paper latent FID"] == "54.70"
+    assert got[("seasons", "none")]["status"] == "" and got[("seasons", "none")]["seeds"] == "2"
+    assert "`status`: why a row has no" in text
+    assert "Blocks, top to bottom: hnegsrc_seasons (first seed)" in text   # the grid of what is left
+
+    csv = pd.read_csv(suite.output_dir / "reports" / "mmrep_results.csv", keep_default_na=False)
+    missing = csv[csv.status != "finished"]
+    assert sorted(zip(missing.dataset, missing.method, missing.seed, missing.status)) == sorted([
+        ("synthetic_seasons", "identity", 0, "missing: not run yet"),
+        ("synthetic_seasons", "none", 0, "missing: not run yet"),
+        ("synthetic_seasons", "none", 1, "missing: not run yet"),
+        ("seasons", "hnegsrc_seasons", 1,
+         "missing: failed: benchmark.core.errors.ConfigError: dataset root /no/data does not exist")])
+
+
+def test_a_complete_table_has_no_status_column(report):
+    _, _, text = report
+    header, _ = table_rows(text)
+    assert "status" not in header and "missing" not in text

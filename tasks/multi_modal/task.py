@@ -144,7 +144,6 @@ class MultiModalTask(Task):
     """StarGAN v2 (multi-domain, multi-modal translation) with a patch-wise loss hook, as in Hneg-SRC's Table 2."""
 
     Options = MultiModalOptions
-    report_layout = "dataset_rows"
     dataset_kinds = ("multi_domain",)
 
     @classmethod

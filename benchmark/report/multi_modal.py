@@ -1,22 +1,23 @@
-"""The report section of tasks with ``report_layout = 'dataset_rows'`` (the multi-modal task), laid
-out as Hneg-SRC's Table 2: one table per task, a row per dataset x method, the latent- and
-reference-guided FID / LPIPS (+ the structure score), and the published numbers in their own
-columns for the datasets the paper reports. Below the table, per dataset, the sources x targets
-style grid of every method."""
+"""The layout of the multi-modal task, as Hneg-SRC's Table 2: one table per task, a row per dataset x
+method, the latent- and reference-guided FID / LPIPS (+ the structure score), and the published
+numbers in their own columns for the datasets the paper reports. Below the table, per dataset, the
+sources x targets style grid of every method."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import pandas as pd
 import torch
-from torchvision.io import read_image, write_png
 
-from .config import Component, Suite
-from .reference import PAPER_TABLES, PaperTable
-from .report import (NOT_SCORED, dataset_paper_name, nearest_factor, paper_note, paper_rows,
-                     protocol_footer, untrained_notes, upscale_nearest)
-from .runner import runs_dir
-from .core.yaml_io import load_yaml
+from ..config import Component
+from ..core.yaml_io import load_yaml
+from ..reference import PAPER_TABLES, PaperTable
+from .format import (NOT_SCORED, STATUS, markdown_table, mean_std, protocol_footer, status_words,
+                     untrained_warning)
+from .grids import nearest_factor, read_rgb, save_grid, upscale_nearest
+from .layouts import ReportContext, register_layout
+from .paper import dataset_paper_name, paper_methods, paper_note, published_cell
+from .results import IDENTITY, Row
 
 METRICS = ["latent_FID", "latent_LPIPS", "reference_FID", "reference_LPIPS", "structure_score"]
 GRID_TILE = 96
@@ -31,46 +32,39 @@ def digits(metric: str) -> int:
     return 2 if metric.endswith("FID") else 3
 
 
-def mean_std(values: pd.Series, metric: str) -> str:
-    d = digits(metric)
-    if len(values) == 1:
-        return f"{values.iloc[0]:.{d}f}"
-    return f"{values.mean():.{d}f} ± {values.std(ddof=1):.{d}f}"
-
-
-def dataset_table(records: list[dict], datasets: list[str], method_order: list[str],
-                  paper: dict[str, str | None], table: PaperTable | None) -> pd.DataFrame:
+def dataset_table(rows: list[Row], datasets: list[str], method_order: list[str],
+                  paper: dict[str, str | None], table: PaperTable | None,
+                  to_paper: dict[str, str | None]) -> pd.DataFrame:
     """Rows: dataset x (identity, then methods in suite order); columns: dataset, method, the
     metrics as mean ± std over seeds, seeds, then the paper's numbers (only when a dataset maps to
-    the paper). ``paper``: dataset label -> the paper's dataset name or None."""
+    the paper), then ``status`` when a row is missing (or missing seeds). ``paper``: dataset label
+    -> the paper's dataset name or None; ``to_paper``: method label -> the paper's method name."""
+    records = [r.record for r in rows if r.finished]
     present = {m for r in records for m in r["metrics"]}
     metrics = [m for m in METRICS if m in present] + sorted(present - set(METRICS))
     paper_metrics = list(table.metrics) if table is not None and any(paper.values()) else []
-    to_paper = paper_rows(records, table) if paper_metrics else {}
-    rows = []
+    out, statuses = [], []
     for dataset in datasets:
-        recs = [r for r in records if r["dataset"] == dataset]
-        for method in [m for m in ["identity", *method_order] if any(r["method"] == m for r in recs)]:
-            runs = [r for r in recs if r["method"] == method]
+        drows = [r for r in rows if r.dataset == dataset]
+        for method in [m for m in [IDENTITY, *method_order] if any(r.method == m for r in drows)]:
+            mrows = [r for r in drows if r.method == method]
+            runs = [r.record for r in mrows if r.finished]
             row = {"dataset": dataset, "method": method}
             for metric in metrics:
                 values = pd.Series([r["metrics"][metric] for r in runs if metric in r["metrics"]], dtype=float)
-                undefined = method == "identity" and metric.endswith("LPIPS")  # K copies of the input
-                row[column(metric)] = NOT_SCORED if values.empty or undefined else mean_std(values, metric)
-            row["seeds"] = "-" if method == "identity" else len({r["seed"] for r in runs})
+                undefined = method == IDENTITY and metric.endswith("LPIPS")  # K copies of the input
+                row[column(metric)] = NOT_SCORED if values.empty or undefined else mean_std(values, digits(metric))
+            row["seeds"] = "-" if method == IDENTITY else len({r["seed"] for r in runs})
             name = to_paper.get(method)
             for metric in paper_metrics:
                 value = table.value(paper[dataset], name, metric) if paper[dataset] and name else None
-                row[column(metric, paper=True)] = NOT_SCORED if value is None else f"{value:.{digits(metric)}f}"
-            rows.append(row)
-    return pd.DataFrame(rows)
-
-
-def markdown(frame: pd.DataFrame) -> str:
-    header = "| " + " | ".join(frame.columns) + " |"
-    rule = "|" + "---|" * len(frame.columns)
-    body = ["| " + " | ".join(str(v) for v in row) + " |" for row in frame.itertuples(index=False)]
-    return "\n".join([header, rule, *body])
+                row[column(metric, paper=True)] = published_cell(value, digits(metric))
+            out.append(row)
+            statuses.append(status_words(mrows))
+    frame = pd.DataFrame(out)
+    if any(statuses):
+        frame[STATUS] = statuses
+    return frame
 
 
 # -- the style grid ---------------------------------------------------------------------------------
@@ -89,18 +83,23 @@ def split_columns(grid: torch.Tensor, tile: int, styles: int, gap: int = 4) -> t
     return torch.cat([p for piece in pieces for p in (piece, white)][:-1], dim=-1)
 
 
-def style_grid(suite: Suite, task: str, dataset: str, methods: list[str], tile: int | None,
-               out_path: Path, styles: int | None = None) -> list[str]:
+def first_seed(rows: list[Row], method: str, relative: str) -> Path | None:
+    """``relative`` in the folder of the method's lowest seed that has it."""
+    runs = sorted((r for r in rows if r.method == method and r.seed is not None), key=lambda r: r.seed)
+    return next((r.directory / relative for r in runs if (r.directory / relative).is_file()), None)
+
+
+def style_grid(rows: list[Row], methods: list[str], tile: int | None, out_path: Path,
+               styles: int | None = None) -> list[str]:
     """Every method's ``grid`` sample (its first seed) stacked top to bottom (target-domain groups
     set apart when ``tile`` and ``styles`` are known), enlarged (nearest) so that tiles are at least
-    ``GRID_TILE`` pixels; returns the methods shown."""
-    base = runs_dir(suite) / task / dataset
+    ``GRID_TILE`` pixels; returns the methods shown. ``rows``: the rows of one task and dataset."""
     grids, labels = [], []
     for method in methods:
-        seeds = sorted((base / method).glob("seed*/samples/grid_00.png"))
-        if not seeds:
+        path = first_seed(rows, method, "samples/grid_00.png")
+        if path is None:
             continue
-        image = read_image(str(seeds[0]))[:3]
+        image = read_rgb(path)
         if tile and styles:
             image = split_columns(image, tile, styles)
         if grids and image.shape != grids[0].shape:
@@ -112,8 +111,7 @@ def style_grid(suite: Suite, task: str, dataset: str, methods: list[str], tile: 
     gap = torch.full((3, 8, grids[0].shape[-1]), 255, dtype=torch.uint8)
     parts = [p for g in grids for p in (g, gap)][:-1]
     stacked = upscale_nearest(torch.cat(parts, dim=1)[None], nearest_factor(tile or GRID_TILE, GRID_TILE))[0]
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    write_png(stacked, str(out_path))
+    save_grid(stacked, out_path)
     return labels
 
 
@@ -126,52 +124,53 @@ def grid_caption(labels: list[str], domains: list[str] | None, styles: int | Non
             f"apart by a wider gap; the same style codes in every row and every block.")
 
 
-def _grid_styles(suite: Suite, recs: list[dict]) -> int | None:
-    """The ``grid_styles`` option of the runs (from their stored config), if readable."""
-    for r in recs:
-        path = runs_dir(suite) / r["task"] / r["dataset"] / r["method"] / f"seed{r['seed']}" / "config.yaml"
-        if path.is_file():
+def grid_styles(rows: list[Row]) -> int | None:
+    """The ``grid_styles`` option of the finished runs (from their stored config), if readable."""
+    for r in rows:
+        path = r.directory / "config.yaml"
+        if r.finished and r.method != IDENTITY and path.is_file():
             return (load_yaml(path.read_text()) or {}).get("task", {}).get("options", {}).get("grid_styles")
     return None
 
 
 # -- the section ---------------------------------------------------------------------------------------
 
-def dataset_rows_section(suite: Suite, task: Component, records: list[dict], report_dir: Path) -> list[str]:
+@register_layout("multi_modal")
+def table2_section(ctx: ReportContext, task: Component) -> list[str]:
     """Markdown lines for one task: heading, warnings, table, footer, a style grid per dataset."""
-    recs = [r for r in records if r["task"] == task.label]
-    if not recs:
+    rows = ctx.rows_of(task.label)
+    if not rows:
         return []
-    datasets = [d for d in suite.datasets if any(r["dataset"] == d.label for r in recs)]
+    recs = [r.record for r in rows if r.finished]
+    datasets = [d for d in ctx.suite.datasets if any(r.dataset == d.label for r in rows)]
     table = PAPER_TABLES.get(task.cls.registry_name)
     paper = {d.label: dataset_paper_name(d, table) for d in datasets}
-    method_order = [m.label for m in suite.methods]
+    method_order = [m.label for m in ctx.suite.methods]
     title = f" (layout of {table.title})" if table else ""
     lines = [f"## {task.label}{title}", ""]
-    untrained = untrained_notes(recs)
-    if untrained:
-        lines += [f"**Warning: {untrained}.** Numbers that depend on it are not comparable with "
-                  "published ones.", ""]
-    frame = dataset_table(recs, [d.label for d in datasets], method_order, paper, table)
-    lines += [markdown(frame), ""]
+    lines += untrained_warning(recs)
+    frame = dataset_table(rows, [d.label for d in datasets], method_order, paper, table,
+                          paper_methods(ctx.suite.methods, table))
+    lines += [markdown_table(frame), ""]
     lines += ["Rows: dataset x method; `identity` scores each dataset's validation images themselves "
               "(FID of real images, the structure score of real layouts; LPIPS diversity is undefined "
               f"for copies: {NOT_SCORED}). FID: lower is better; LPIPS (diversity of the outputs of "
-              "one source): higher is more diverse; structure score: higher keeps the source layout.", ""]
+              "one source): higher is more diverse; structure score: higher keeps the source layout."
+              + (" `status`: why a row has no (or not every) result." if STATUS in frame else ""), ""]
     note = paper_note(table, paper)
     if note:
         lines += [note, ""]
     for d in datasets:
-        drecs = [r for r in recs if r["dataset"] == d.label]
+        drecs = [r.record for r in rows if r.dataset == d.label and r.finished]
         lines += [f"Protocol ({d.label}): {protocol_footer(drecs)}.", ""]
     for d in datasets:
-        drecs = [r for r in recs if r["dataset"] == d.label and r["method"] != "identity"]
-        protocol = drecs[0].get("protocol", {}) if drecs else {}
-        resolution, styles = protocol.get("resolution"), _grid_styles(suite, drecs)
-        grid_path = report_dir / suite.name / f"{task.label}_{d.label}_styles.png"
-        labels = style_grid(suite, task.label, d.label, method_order,
-                            int(resolution[-1]) if resolution else None, grid_path, styles)
+        drows = [r for r in rows if r.dataset == d.label]
+        trained = [r.record for r in drows if r.finished and r.method != IDENTITY]
+        protocol = trained[0].get("protocol", {}) if trained else {}
+        resolution, styles = protocol.get("resolution"), grid_styles(drows)
+        grid_path = ctx.grid_dir / f"{task.label}_{d.label}_styles.png"
+        labels = style_grid(drows, method_order, int(resolution[-1]) if resolution else None, grid_path, styles)
         if labels:
-            lines += [f"![{task.label} {d.label} styles]({suite.name}/{grid_path.name})", "",
+            lines += [f"![{task.label} {d.label} styles]({ctx.suite.name}/{grid_path.name})", "",
                       f"*{d.label}:* " + grid_caption(labels, protocol.get("domains"), styles), ""]
     return lines

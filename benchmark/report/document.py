@@ -1,0 +1,48 @@
+"""The report of a suite: ``<output_dir>/reports/<suite>.md`` (a section per task, in the layout
+registered for the task), ``<suite>_results.csv`` and the image grids in ``reports/<suite>/``."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..config import Suite
+from . import multi_modal, per_dataset  # noqa: F401 - the built-in layouts register themselves
+from .layouts import ReportContext, layout_for
+from .results import csv_table, expected_rows
+
+METRIC_NOTES = {"FID": "lower is better", "KIDx100": "KID x 100, lower is better",
+                "mIoU / pixAcc / clsAcc / maskIoU": "segmentation of the outputs against the input's "
+                "labels, in percent, higher is better (the footer names the segmenter and, for a "
+                "segmenter trained here, its ceiling on real target images)"}
+
+
+def metric_notes(records: list[dict]) -> dict[str, str]:
+    """The notes of METRIC_NOTES whose metrics the records hold (all of them when there are none)."""
+    present = {m for r in records for m in r["metrics"]}
+    return {k: v for k, v in METRIC_NOTES.items() if not records or present & set(k.split(" / "))}
+
+
+def write_report(suite: Suite) -> Path:
+    """Write the suite's report from its run folders (finished rows with their numbers, missing ones
+    with the reason); returns the markdown file."""
+    report_dir = suite.output_dir / "reports"
+    ctx = ReportContext(suite, report_dir, expected_rows(suite))
+    records = ctx.records
+    lines = [f"# {suite.name}", ""]
+    if suite.settings.description:
+        lines += [suite.settings.description, ""]
+    notes = "; ".join(f"{k}: {v}" for k, v in metric_notes(records).items())
+    lines += [f"Config: `{suite.source}`. Numbers are mean ± std over seeds (one seed: the value)."
+              + (f" {notes}." if notes else ""), ""]
+    if not records:
+        lines.append("No finished runs yet: run `python -m benchmark run` with this config first.")
+    for task in suite.tasks:
+        lines += layout_for(task.cls.registry_name)(ctx, task)
+    failed = [r for r in ctx.rows if r.failed]
+    if failed:
+        lines += ["## Unfinished runs", ""] + [f"- `{r.directory}`: see `{r.directory / 'error.log'}`"
+                                                for r in failed] + [""]
+    report_dir.mkdir(parents=True, exist_ok=True)
+    path = report_dir / f"{suite.name}.md"
+    path.write_text("\n".join(lines))
+    csv_table(ctx.rows).to_csv(report_dir / f"{suite.name}_results.csv", index=False)
+    return path

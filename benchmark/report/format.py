@@ -1,0 +1,103 @@
+"""Formatting shared by every report layout: table cells (mean ± std over seeds), markdown tables,
+the words of a missing row, and the footers and warnings under a table."""
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+
+NOT_SCORED = "–"
+"""A cell with no number: not scored, no finished run, or no published row."""
+
+STATUS = "status"
+"""The column that says why a row has no (or not every) result; only in tables with such a row."""
+
+
+def mean_std(values: pd.Series, digits: int) -> str:
+    """'mean ± std' (sample std) of ``values`` with ``digits`` decimals; one value: the value."""
+    if len(values) == 1:
+        return f"{values.iloc[0]:.{digits}f}"
+    return f"{values.mean():.{digits}f} ± {values.std(ddof=1):.{digits}f}"
+
+
+def auto_digits(values: pd.Series) -> int:
+    """Three decimals for scores below 1 (LPIPS-like), else two."""
+    return 3 if values.abs().max() < 1 else 2
+
+
+def cell(value) -> str:
+    """A value as a markdown table cell: no '|' or line break can split the row."""
+    return " ".join(str(value).split()).replace("|", "\\|")
+
+
+def markdown_table(frame: pd.DataFrame) -> str:
+    """The columns of ``frame`` (not its index) as a markdown table."""
+    header = "| " + " | ".join(cell(c) for c in frame.columns) + " |"
+    rule = "|" + "---|" * len(frame.columns)
+    body = ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
+    return "\n".join([header, rule, *body])
+
+
+def status_words(rows) -> str:
+    """Why a table row (all runs of one method, or one identity row) lacks results, '' when none is
+    missing. ``rows``: :class:`benchmark.report.results.Row` objects (``seed``, ``reason``)."""
+    missing = [r for r in rows if not r.finished]
+    if not missing:
+        return ""
+    reasons = {r.reason for r in missing}
+    if len(missing) == len(rows) and len(reasons) == 1:
+        return f"missing: {missing[0].reason}"
+    by_reason: dict[str, list] = {}
+    for r in missing:
+        by_reason.setdefault(r.reason, []).append(r.seed)
+    parts = [f"seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}: {reason}"
+             for reason, seeds in by_reason.items()]
+    if len(missing) == len(rows):
+        return "missing: " + "; ".join(parts)
+    return "missing " + "; ".join(parts)
+
+
+def with_status(frame: pd.DataFrame, statuses: list[str]) -> pd.DataFrame:
+    """``frame`` with a last ``status`` column when any of ``statuses`` (one per row) says something;
+    unchanged when every row is complete."""
+    if not any(statuses):
+        return frame
+    out = frame.copy()
+    out[STATUS] = statuses
+    return out
+
+
+def untrained_notes(records: list[dict]) -> str:
+    """Words for every untrained backbone the records' protocols mention, with the methods using it."""
+    found = {}
+    for r in records:
+        for key, value in r.get("protocol", {}).items():
+            if isinstance(value, str) and "UNTRAINED" in value.upper():
+                found.setdefault(f"{key}: {value}", []).append(r["method"])
+    return "; ".join(f"{note} (used by {', '.join(sorted(set(m)))})" for note, m in found.items())
+
+
+def untrained_warning(records: list[dict]) -> list[str]:
+    """The warning lines put above a table whose runs used an untrained backbone ([] if none did)."""
+    untrained = untrained_notes(records)
+    if not untrained:
+        return []
+    return [f"**Warning: {untrained}.** Numbers that depend on it are not comparable with published ones.", ""]
+
+
+def protocol_footer(records: list[dict]) -> str:
+    """The protocol values of the records (each key once, its distinct values) and training steps."""
+    if not records:
+        return "no finished run yet"
+    protocol = {}
+    for r in records:
+        for k, v in r.get("protocol", {}).items():
+            protocol.setdefault(k, set()).add(json.dumps(v, sort_keys=True))
+    parts = []
+    for k, values in protocol.items():
+        shown = ", ".join(sorted(v.strip('"') for v in values))
+        parts.append(f"{k}: {shown}")
+    steps = sorted({r["steps"] for r in records if r["method"] != "identity"})
+    if steps:
+        parts.append(f"training steps: {', '.join(map(str, steps))}")
+    return "; ".join(parts)

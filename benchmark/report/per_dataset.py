@@ -1,0 +1,111 @@
+"""The per-dataset layout (single-modal tasks, and the default of any task without its own): a table
+per dataset with a row per method (``identity`` first), metrics as mean ± std over seeds, the
+published numbers (GraphCL Table 1, Hneg-SRC Table 1) beside the rows of datasets that are the
+papers' own, and a grid of inputs and each method's outputs."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import torch
+from torchvision.utils import make_grid
+
+from ..config import Component
+from ..reference import PAPER_TABLES, PaperTable
+from .format import (NOT_SCORED, STATUS, auto_digits, markdown_table, mean_std, protocol_footer, status_words,
+                     untrained_warning, with_status)
+from .grids import nearest_factor, read_rgb, save_grid, upscale_nearest
+from .layouts import ReportContext, register_layout
+from .paper import dataset_paper_name, paper_methods, paper_note, published_cell
+from .results import IDENTITY, Row, results_table
+
+METRIC_ORDER = ["FID", "KIDx100", "mIoU", "pixAcc", "clsAcc", "maskIoU"]
+
+
+def summary_table(table: pd.DataFrame, labels: list[str]) -> pd.DataFrame:
+    """Rows: ``labels`` (identity first, then the suite's methods); columns: the metrics as
+    'mean ± std' over seeds (NOT_SCORED where a row has none), then ``seeds``."""
+    if table.empty:
+        cells = pd.DataFrame(index=pd.Index([], name="method"))
+        seeds = pd.Series(dtype=int)
+    else:
+        cells = table.groupby(["method", "metric"])["value"].apply(
+            lambda v: mean_std(v, auto_digits(v))).unstack("metric")
+        seeds = table.groupby("method")["seed"].nunique()
+    metrics = [m for m in METRIC_ORDER if m in cells.columns] + \
+        sorted(c for c in cells.columns if c not in METRIC_ORDER)
+    out = cells.reindex(index=labels, columns=metrics).fillna(NOT_SCORED)
+    out["seeds"] = ["-" if m == IDENTITY else int(seeds.get(m, 0)) for m in labels]
+    return out
+
+
+def with_paper_columns(summary: pd.DataFrame, methods: list[Component], table: PaperTable,
+                       paper_ds: str) -> pd.DataFrame:
+    """``summary`` (rows: methods) with a ``paper <metric>`` column for each metric the paper reports
+    on ``paper_ds``: the published value of the row's method (as the papers print it: KID x 100 with
+    three decimals, the rest with one), else NOT_SCORED."""
+    published = table.load()
+    published = published[published["dataset"] == paper_ds]
+    metrics = [m for m in table.metrics if m in published.columns and published[m].notna().any()]
+    to_paper = paper_methods(methods, table)
+    out = summary.copy()
+    for metric in metrics:
+        out[f"paper {metric}"] = [
+            published_cell(table.value(paper_ds, to_paper[m], metric) if to_paper.get(m) else None,
+                           3 if metric == "KIDx100" else 1)
+            for m in out.index]
+    return out
+
+
+def image_grid(ctx: ReportContext, rows: list[Row], labels: list[str], out_path: Path) -> list[str] | None:
+    """Inputs in the first row, then one row per method's outputs (its first seed with samples)."""
+    identity = next((r for r in rows if r.method == IDENTITY), None)
+    inputs = sorted((identity.directory / "samples").glob("input_*.png")) if identity else []
+    if not inputs:
+        return None
+    tiles, shown = [[read_rgb(p) for p in inputs]], ["input"]
+    for method in labels:
+        runs = sorted((r for r in rows if r.method == method and r.seed is not None), key=lambda r: r.seed)
+        samples = next((r.directory / "samples" for r in runs if (r.directory / "samples").is_dir()), None)
+        outputs = sorted(samples.glob("output_*.png")) if samples else []
+        if len(outputs) >= len(inputs):
+            tiles.append([read_rgb(p) for p in outputs[: len(inputs)]])
+            shown.append(method)
+    stacked = torch.stack([img for row in tiles for img in row])
+    stacked = upscale_nearest(stacked, nearest_factor(stacked.shape[-1]))  # small images: keep details visible
+    save_grid(make_grid(stacked, nrow=len(inputs), padding=2, pad_value=255), out_path)
+    return shown
+
+
+@register_layout("single_modal", default=True)
+def per_dataset_section(ctx: ReportContext, task: Component) -> list[str]:
+    """Markdown lines for one task: per dataset a heading, warnings, the table, its footer and grid."""
+    paper_table = PAPER_TABLES.get(task.cls.registry_name)
+    method_labels = [m.label for m in ctx.suite.methods]
+    lines = []
+    for dataset in ctx.suite.datasets:
+        rows = ctx.rows_of(task.label, dataset.label)
+        if not rows:
+            continue
+        recs = [r.record for r in rows if r.finished]
+        lines += [f"## {task.label} / {dataset.label}", ""]
+        lines += untrained_warning(recs)
+        labels = [m for m in [IDENTITY, *method_labels] if any(r.method == m for r in rows)]
+        summary = summary_table(results_table(recs), labels)
+        paper_ds = dataset_paper_name(dataset, paper_table)
+        if paper_ds:
+            summary = with_paper_columns(summary, ctx.suite.methods, paper_table, paper_ds)
+        summary = with_status(summary, [status_words([r for r in rows if r.method == m]) for m in labels])
+        lines += [markdown_table(summary.rename_axis("method").reset_index()), ""]
+        lines += [f"Protocol: {protocol_footer(recs)}. Rows: methods trained in this suite plus "
+                  "`identity` (the input itself scored as the output)"
+                  + ("; `status` says why a row has no (or not every) result" if STATUS in summary else "")
+                  + ".", ""]
+        if paper_ds:
+            lines += [paper_note(paper_table, {dataset.label: paper_ds}), ""]
+        grid_path = ctx.grid_dir / f"{task.label}_{dataset.label}.png"
+        shown = image_grid(ctx, rows, labels[1:] if labels[:1] == [IDENTITY] else labels, grid_path)
+        if shown:
+            lines += [f"![{task.label} {dataset.label} samples]({ctx.suite.name}/{grid_path.name})", "",
+                      f"Rows, top to bottom: {', '.join(shown)}.", ""]
+    return lines
