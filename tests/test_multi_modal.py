@@ -374,9 +374,9 @@ def test_synthetic_seasons_is_deterministic_labelled_and_prefix_stable(tmp_path)
 
 
 def _png(path, value=100):
-    from torchvision.io import write_png
+    from benchmark.core.image_io import write_png
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_png(torch.full((3, 20, 20), value, dtype=torch.uint8), str(path))
+    write_png(torch.full((3, 20, 20), value, dtype=torch.uint8), path)
 
 
 def test_folder_per_domain_reader_and_its_errors(tmp_path):
