@@ -33,12 +33,13 @@ import torch.nn.functional as F
 from torchvision.utils import make_grid
 
 from benchmark.core.errors import BenchmarkError
-from benchmark.core.metrics.fid import FeatureCache, fid_from_features, inception_features
+from benchmark.core.metrics.fid import fid_from_features, inception_features
 from benchmark.core.metrics.inception import INCEPTION_SHA256
 from datasets.base import ImageSet
 
 from benchmark.core.context import Evaluation, RunContext
 from ..data import to_model_range
+from ..evaluation import real_features
 from .data import seeded
 
 MODES = ("latent", "reference")
@@ -114,21 +115,6 @@ def reference_ids(num_refs: int, count: int, seed: int, trg: int, src: int, imag
     enough images (then cycling through a seeded permutation)."""
     perm = torch.randperm(num_refs, generator=seeded(seed, 12, trg, src, image)).tolist()
     return [perm[j % num_refs] for j in range(count)]
-
-
-def real_features(dataset, domain: str, ctx: RunContext) -> np.ndarray:
-    """Inception features of a domain's training images, cached under a key of all they depend on."""
-    ev = ctx.evaluation
-    image_set = dataset.split("train", domain)
-    key = {"dataset": dataset.identity, "split": "train", "domain": domain,
-           "resolution": list(image_set.image(0).shape[-2:]), "resize": ev.fid_resize,
-           "network": INCEPTION_SHA256, "count": len(image_set)}
-    cache = FeatureCache(ctx.cache_dir / "fid_stats")
-    return cache.get_or_compute(key, lambda: inception_features(
-        (image_set.images(range(s, min(len(image_set), s + ev.batch_size)))
-         for s in range(0, len(image_set), ev.batch_size)),
-        resize=ev.fid_resize, device=ctx.device, batch_size=ev.batch_size,
-        weights_dir=ctx.weights_dir))
 
 
 def _lpips_metric(settings: EvalSettings, ctx: RunContext):
@@ -224,7 +210,7 @@ def evaluate_multimodal(translator: Translator | None, dataset, settings: EvalSe
     for mode in MODES:
         fids, lps = [], []
         for t, trg in enumerate(domains):
-            real = real_features(dataset, trg, ctx)
+            real = real_features(dataset, "train", ctx, domain=trg)
             for s, src in enumerate(domains):
                 if s == t:
                     continue
