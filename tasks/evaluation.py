@@ -18,7 +18,7 @@ from benchmark.core.metrics.inception import INCEPTION_SHA256
 from datasets.base import ImageSet, UnpairedDataset
 
 from benchmark.core.context import Evaluation, RunContext
-from .data import to_model_range, to_uint8
+from .data import to_model_range, to_uint8_truncated
 
 
 def _count(image_set: ImageSet, limit: int) -> int:
@@ -32,7 +32,7 @@ def translate_set(translate: Callable[[torch.Tensor], torch.Tensor], image_set: 
     for start in range(0, count, batch_size):
         batch = image_set.images(range(start, min(count, start + batch_size)))
         with torch.no_grad():
-            outputs.append(to_uint8(translate(to_model_range(batch, device))))
+            outputs.append(to_uint8_truncated(translate(to_model_range(batch, device))))
     return torch.cat(outputs)
 
 
