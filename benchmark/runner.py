@@ -13,13 +13,13 @@ from typing import Literal
 
 import torch
 import yaml
-from torchvision.io import write_png
 
 from .core.atomic import atomic_write
 from .core.context import RunContext
 from .core.checkpoint import load_checkpoint, save_checkpoint, seed_everything, set_rng_state
 from .config import Component, Run, Suite
 from .core.errors import BenchmarkError, ConfigError
+from .core.image_io import write_png
 from .progress import SuiteProgress, format_seconds
 from .core.settings import NO_DEFAULT
 from .core.yaml_io import load_yaml
@@ -69,7 +69,7 @@ def save_samples(directory: Path, samples: dict[str, torch.Tensor]) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     for name, images in samples.items():
         for i, image in enumerate(images):
-            write_png(image.cpu(), str(directory / f"{name}_{i:02d}.png"))
+            write_png(image, directory / f"{name}_{i:02d}.png")
 
 
 def check_config(run: Run) -> None:

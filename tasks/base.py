@@ -17,6 +17,14 @@ from datasets.base import UnpairedDataset
 from methods.base import Method
 
 
+def set_requires_grad(net: torch.nn.Module, flag: bool) -> None:
+    """Turn the gradients of every parameter of ``net`` on or off, as CUT's
+    ``BaseModel.set_requires_grad`` does; the tasks use it for a network that is not being stepped
+    (D during G's step, the multi-modal task's EMA copies), which then gets no gradients at all."""
+    for p in net.parameters():
+        p.requires_grad_(flag)
+
+
 class Task:
     """Base class of registered tasks. Subclasses set ``Options`` (a dataclass)."""
 

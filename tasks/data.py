@@ -1,5 +1,13 @@
-"""Stateless, seeded data order and augmentation, so that a resumed run sees exactly the batches an
-uninterrupted one would: every step's choice is a pure function of (seed, step)."""
+"""Data helpers shared by the tasks, and the single-modal (CUT) unpaired batch stream.
+
+* :func:`seeded_generator`: a ``torch.Generator`` seeded with a mix of integer key parts -- every
+  random choice of a task's data order, augmentation and evaluation is a pure function of such a key
+  (seed, purpose, step, ...), so a resumed run sees exactly the batches of an uninterrupted one;
+* :func:`to_model_range` and the two ways back to uint8, each faithful to the official code of the
+  task that uses it: :func:`to_uint8_truncated` (CUT's ``tensor2im``) and :func:`to_uint8_rounded`
+  (StarGAN v2's ``save_image``);
+* :class:`UnpairedBatches`: CUT's stateless, seeded data order and augmentation.
+"""
 from __future__ import annotations
 
 import torch
@@ -7,7 +15,9 @@ import torch
 from datasets.base import ImageSet
 
 
-def _generator(*key: int) -> torch.Generator:
+def seeded_generator(*key: int) -> torch.Generator:
+    """A CPU generator seeded with a hash-free mix of the integer ``key`` parts:
+    ``seed = (seed * 1_000_003 + k) mod (2**63 - 1)`` over the parts, starting from 0."""
     seed = 0
     for k in key:
         seed = (seed * 1_000_003 + int(k)) % (2**63 - 1)
@@ -19,9 +29,19 @@ def to_model_range(images: torch.Tensor, device: torch.device) -> torch.Tensor:
     return images.to(device=device, dtype=torch.float32).div(127.5).sub(1.0)
 
 
-def to_uint8(images: torch.Tensor) -> torch.Tensor:
-    """[-1, 1] float -> uint8 like CUT's ``tensor2im`` ((x + 1) / 2 * 255, truncated)."""
+def to_uint8_truncated(images: torch.Tensor) -> torch.Tensor:
+    """[-1, 1] float -> uint8 on the CPU, truncating: ``(clamp(x, -1, 1) + 1) / 2 * 255`` cast to
+    uint8 (towards zero), as CUT's ``util.tensor2im`` does (``clamp(-1.0, 1.0)``, then
+    ``(x + 1) / 2.0 * 255.0`` and ``astype(np.uint8)``). x = 0 gives 127 (127.5 truncated)."""
     return ((images.detach().float().clamp(-1, 1) + 1) / 2 * 255).to(torch.uint8).cpu()
+
+
+def to_uint8_rounded(images: torch.Tensor) -> torch.Tensor:
+    """[-1, 1] float -> uint8 on the CPU, rounding half up: as StarGAN v2 saves its outputs
+    (``solver/utils.py``: ``denormalize``, i.e. ``((x + 1) / 2).clamp_(0, 1)``, then torchvision's
+    ``save_image``: ``mul(255).add_(0.5).clamp_(0, 255)`` cast to uint8). x = 0 gives 128."""
+    x = ((images.detach().float() + 1) / 2).clamp(0, 1)
+    return x.mul(255).add(0.5).clamp(0, 255).to(torch.uint8).cpu()
 
 
 class UnpairedBatches:
@@ -40,13 +60,13 @@ class UnpairedBatches:
         for j in range(self.batch_size):
             position = step * self.batch_size + j
             epoch, offset = divmod(position, n_a)
-            ids_a.append(int(torch.randperm(n_a, generator=_generator(self.seed, 1, epoch))[offset]))
-        g = _generator(self.seed, 2, step)
+            ids_a.append(int(torch.randperm(n_a, generator=seeded_generator(self.seed, 1, epoch))[offset]))
+        g = seeded_generator(self.seed, 2, step)
         ids_b = torch.randint(len(self.set_b), (self.batch_size,), generator=g).tolist()
         return ids_a, ids_b
 
     def augment(self, images: torch.Tensor, step: int, side: int) -> torch.Tensor:
-        g = _generator(self.seed, 3 + side, step)
+        g = seeded_generator(self.seed, 3 + side, step)
         out = []
         for img in images:
             h, w = img.shape[-2:]

@@ -1,5 +1,11 @@
-"""Translation evaluation shared by tasks: translate test images, score them with FID / KID against
-the target domain's test images (CUT's protocol: test outputs vs testB)."""
+"""Evaluation shared by the tasks.
+
+* :func:`real_features`: the one place where the Inception features of real images (a dataset
+  split's side or domain) are computed and cached, under the key :func:`real_features_key` builds.
+  Every task scores FID / KID against real images through it.
+* CUT's translation protocol (the single-modal task): translate test images, score them with FID /
+  KID against the target domain's test images (test outputs vs testB), and optional label scores.
+"""
 from __future__ import annotations
 
 from typing import Callable
@@ -12,7 +18,7 @@ from benchmark.core.metrics.inception import INCEPTION_SHA256
 from datasets.base import ImageSet, UnpairedDataset
 
 from benchmark.core.context import Evaluation, RunContext
-from .data import to_model_range, to_uint8
+from .data import to_model_range, to_uint8_truncated
 
 
 def _count(image_set: ImageSet, limit: int) -> int:
@@ -26,18 +32,40 @@ def translate_set(translate: Callable[[torch.Tensor], torch.Tensor], image_set: 
     for start in range(0, count, batch_size):
         batch = image_set.images(range(start, min(count, start + batch_size)))
         with torch.no_grad():
-            outputs.append(to_uint8(translate(to_model_range(batch, device))))
+            outputs.append(to_uint8_truncated(translate(to_model_range(batch, device))))
     return torch.cat(outputs)
 
 
-def real_features(dataset: UnpairedDataset, split: str, side: str, ctx: RunContext) -> np.ndarray:
-    """Inception features of a dataset side, cached under a key of everything they depend on."""
+def _split_part(side: str | None, domain: str | None) -> str:
+    if (side is None) == (domain is None):
+        raise TypeError(f"real features: give exactly one of side / domain, got side={side!r}, domain={domain!r}")
+    return side if side is not None else domain
+
+
+def real_features_key(dataset, split: str, image_set: ImageSet, fid_resize: str, *,
+                      side: str | None = None, domain: str | None = None) -> dict:
+    """The cache key of the real features of ``image_set``, i.e. of ``dataset.split(split, side)``
+    or ``dataset.split(split, domain)``: everything the features depend on. Its contents name the
+    cache file (a change here makes every task recompute its real features). The part of the split is
+    recorded under ``"side"`` (an unpaired dataset's 'A' / 'B': the single-modal task) or
+    ``"domain"`` (a multi-domain dataset's domain: the multi-modal task)."""
+    _split_part(side, domain)
+    part = {"side": side} if side is not None else {"domain": domain}
+    return {"dataset": dataset.identity, "split": split, **part,
+            "resolution": list(image_set.image(0).shape[-2:]), "resize": fid_resize,
+            "network": INCEPTION_SHA256, "count": len(image_set)}
+
+
+def real_features(dataset, split: str, ctx: RunContext, *, side: str | None = None,
+                  domain: str | None = None) -> np.ndarray:
+    """Inception features of every image of ``dataset.split(split, side)`` (an unpaired dataset) or
+    ``dataset.split(split, domain)`` (a multi-domain dataset) -- exactly one of the two -- computed in
+    ``ctx.evaluation.batch_size`` batches and cached in ``<cache_dir>/fid_stats`` under
+    :func:`real_features_key`, so every run of a suite scoring against them computes them once."""
     ev = ctx.evaluation
-    image_set = dataset.split(split, side)
-    first = image_set.image(0)
-    key = {"dataset": dataset.identity, "split": split, "side": side,
-           "resolution": list(first.shape[-2:]), "resize": ev.fid_resize,
-           "network": INCEPTION_SHA256, "count": len(image_set)}
+    part = _split_part(side, domain)
+    image_set = dataset.split(split, part)
+    key = real_features_key(dataset, split, image_set, ev.fid_resize, side=side, domain=domain)
     cache = FeatureCache(ctx.cache_dir / "fid_stats")
     return cache.get_or_compute(key, lambda: inception_features(
         (image_set.images(range(s, min(len(image_set), s + ev.batch_size)))
@@ -93,7 +121,7 @@ def evaluate_translation(translate: Callable[[torch.Tensor], torch.Tensor], data
     outputs = translate_set(translate, test_a, count, ev.batch_size, ctx.device)
     fake = inception_features(outputs, resize=ev.fid_resize, device=ctx.device, batch_size=ev.batch_size,
                               weights_dir=ctx.weights_dir)
-    real = real_features(dataset, "test", "B", ctx)
+    real = real_features(dataset, "test", ctx, side="B")
     kid = kid_from_features(fake, real, num_subsets=ev.kid_subsets,
                             subset_size=ev.kid_subset_size, seed=ev.kid_seed)
     shown = min(ev.grid_images, count)

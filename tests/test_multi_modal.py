@@ -14,6 +14,7 @@ from benchmark.core.registry import register_method
 from benchmark.runner import Runner, expand
 from methods.base import Method
 from benchmark.core.context import RunContext
+from tasks import evaluation as shared_eval
 from tasks.multi_modal import evaluation as mm_eval
 from tasks.multi_modal.networks import (Discriminator, Generator, HnegGenerator, MappingNetwork, StyleEncoder,
                                         diversity_weight, he_init, moving_average, r1_reg)
@@ -243,6 +244,7 @@ def test_evaluation_makes_the_documented_number_of_images_and_lpips_pairs(tmp_pa
         return (a - b).abs().mean(dim=(1, 2, 3))
 
     monkeypatch.setattr(mm_eval, "inception_features", fake_inception)
+    monkeypatch.setattr(shared_eval, "inception_features", fake_inception)  # the real images' features
     dataset = SyntheticSeasons(SyntheticSeasons.Options(size=16, n_train=5, n_val=12,
                                                         domains=["autumn", "summer", "winter"]), tmp_path / "data")
     ctx = RunContext(run_dir=tmp_path / "run", seed=0, device=torch.device("cpu"), cache_dir=tmp_path / "cache",
@@ -326,6 +328,7 @@ def test_runner_trains_evaluates_and_writes_samples(tmp_path, monkeypatch):
         return images.float().flatten(1)[:, :8].double().numpy() + noise
 
     monkeypatch.setattr(mm_eval, "inception_features", fake_inception)
+    monkeypatch.setattr(shared_eval, "inception_features", fake_inception)  # the real images' features
     raw = mm_suite_dict(tmp_path, methods=("none",), steps=2, size=32)
     suite = suite_from_dict(raw, base_dir=tmp_path)
     assert Runner(suite).run_all() == []
@@ -374,9 +377,9 @@ def test_synthetic_seasons_is_deterministic_labelled_and_prefix_stable(tmp_path)
 
 
 def _png(path, value=100):
-    from torchvision.io import write_png
+    from benchmark.core.image_io import write_png
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_png(torch.full((3, 20, 20), value, dtype=torch.uint8), str(path))
+    write_png(torch.full((3, 20, 20), value, dtype=torch.uint8), path)
 
 
 def test_folder_per_domain_reader_and_its_errors(tmp_path):

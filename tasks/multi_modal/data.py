@@ -25,13 +25,7 @@ import torch.nn.functional as F
 
 from datasets.base import ImageSet
 
-
-def seeded(*key: int) -> torch.Generator:
-    """A generator seeded with a hash-free mix of integer ``key`` parts."""
-    seed = 0
-    for k in key:
-        seed = (seed * 1_000_003 + int(k)) % (2 ** 63 - 1)
-    return torch.Generator().manual_seed(seed)
+from ..data import seeded_generator
 
 
 @dataclass
@@ -81,7 +75,8 @@ class MultiDomainBatches:
             raise ValueError("every domain needs at least one training image")
         self.sets, self.batch_size, self.latent_dim = sets, batch_size, latent_dim
         self.img_size, self.randcrop_prob, self.flip, self.seed = img_size, randcrop_prob, flip, seed
-        self.partners = [torch.randperm(len(s), generator=seeded(seed, 5, d)) for d, s in enumerate(sets)]
+        self.partners = [torch.randperm(len(s), generator=seeded_generator(seed, 5, d))
+                         for d, s in enumerate(sets)]
 
     def _balanced(self, g: torch.Generator) -> tuple[list[int], list[int]]:
         domains, ids = [], []
@@ -112,15 +107,15 @@ class MultiDomainBatches:
         return torch.stack(out)
 
     def batch(self, step: int) -> MultiDomainBatch:
-        y_src, ids_src = self._balanced(seeded(self.seed, 1, step))
-        y_ref, ids_ref = self._balanced(seeded(self.seed, 2, step))
+        y_src, ids_src = self._balanced(seeded_generator(self.seed, 1, step))
+        y_ref, ids_ref = self._balanced(seeded_generator(self.seed, 2, step))
         ids_ref2 = [int(self.partners[d][i]) for d, i in zip(y_ref, ids_ref)]
-        gz = seeded(self.seed, 3, step)
+        gz = seeded_generator(self.seed, 3, step)
         z = torch.randn(2, self.batch_size, self.latent_dim, generator=gz)
         return MultiDomainBatch(
-            x_src=self.augment(self._images(y_src, ids_src), seeded(self.seed, 4, step)),
+            x_src=self.augment(self._images(y_src, ids_src), seeded_generator(self.seed, 4, step)),
             y_src=torch.tensor(y_src),
-            x_ref=self.augment(self._images(y_ref, ids_ref), seeded(self.seed, 6, step)),
-            x_ref2=self.augment(self._images(y_ref, ids_ref2), seeded(self.seed, 7, step)),
+            x_ref=self.augment(self._images(y_ref, ids_ref), seeded_generator(self.seed, 6, step)),
+            x_ref2=self.augment(self._images(y_ref, ids_ref2), seeded_generator(self.seed, 7, step)),
             y_ref=torch.tensor(y_ref),
             z_trg=z[0], z_trg2=z[1])

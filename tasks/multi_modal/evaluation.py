@@ -33,22 +33,15 @@ import torch.nn.functional as F
 from torchvision.utils import make_grid
 
 from benchmark.core.errors import BenchmarkError
-from benchmark.core.metrics.fid import FeatureCache, fid_from_features, inception_features
+from benchmark.core.metrics.fid import fid_from_features, inception_features
 from benchmark.core.metrics.inception import INCEPTION_SHA256
 from datasets.base import ImageSet
 
 from benchmark.core.context import Evaluation, RunContext
-from ..data import to_model_range
-from .data import seeded
+from ..data import seeded_generator, to_model_range, to_uint8_rounded
+from ..evaluation import real_features
 
 MODES = ("latent", "reference")
-
-
-def to_uint8(images: torch.Tensor) -> torch.Tensor:
-    """[-1, 1] float -> uint8 as StarGAN v2 saves its outputs (``denormalize`` then torchvision's
-    ``save_image``: ``(x + 1) / 2`` clamped, ``* 255 + 0.5``, truncated, i.e. rounded)."""
-    x = ((images.detach().float() + 1) / 2).clamp(0, 1)
-    return x.mul(255).add(0.5).clamp(0, 255).to(torch.uint8).cpu()
 
 
 class Translator(Protocol):
@@ -112,23 +105,8 @@ def num_sources(image_set: ImageSet, limit: int) -> int:
 def reference_ids(num_refs: int, count: int, seed: int, trg: int, src: int, image: int) -> list[int]:
     """``count`` reference images for one source image: distinct while the target val split has
     enough images (then cycling through a seeded permutation)."""
-    perm = torch.randperm(num_refs, generator=seeded(seed, 12, trg, src, image)).tolist()
+    perm = torch.randperm(num_refs, generator=seeded_generator(seed, 12, trg, src, image)).tolist()
     return [perm[j % num_refs] for j in range(count)]
-
-
-def real_features(dataset, domain: str, ctx: RunContext) -> np.ndarray:
-    """Inception features of a domain's training images, cached under a key of all they depend on."""
-    ev = ctx.evaluation
-    image_set = dataset.split("train", domain)
-    key = {"dataset": dataset.identity, "split": "train", "domain": domain,
-           "resolution": list(image_set.image(0).shape[-2:]), "resize": ev.fid_resize,
-           "network": INCEPTION_SHA256, "count": len(image_set)}
-    cache = FeatureCache(ctx.cache_dir / "fid_stats")
-    return cache.get_or_compute(key, lambda: inception_features(
-        (image_set.images(range(s, min(len(image_set), s + ev.batch_size)))
-         for s in range(0, len(image_set), ev.batch_size)),
-        resize=ev.fid_resize, device=ctx.device, batch_size=ev.batch_size,
-        weights_dir=ctx.weights_dir))
 
 
 def _lpips_metric(settings: EvalSettings, ctx: RunContext):
@@ -152,7 +130,8 @@ def translate_pair(translator: Translator, mode: str, sources: torch.Tensor, trg
     """The K outputs of every source image (uint8) and the LPIPS diversity of each group."""
     k_outs, device, bs = settings.num_outs_per_domain, ctx.device, ctx.evaluation.batch_size
     n = sources.shape[0]
-    z_all = torch.randn(n, k_outs, settings.latent_dim, generator=seeded(ctx.seed, 11, trg, src))
+    z_all = torch.randn(n, k_outs, settings.latent_dim,
+                        generator=seeded_generator(ctx.seed, 11, trg, src))
     ref_all = [reference_ids(len(refs), k_outs, ctx.seed, trg, src, i) for i in range(n)] if refs is not None else None
     first, second = np.triu_indices(k_outs, 1)
     outputs, per_image, pairs = [], [], 0
@@ -176,7 +155,7 @@ def translate_pair(translator: Translator, mode: str, sources: torch.Tensor, trg
             d = distance(a, b).double().view(stop - start, len(first))
             pairs += int(d.numel())
             per_image += d.mean(1).tolist()
-        outputs.append(to_uint8(stack.flatten(0, 1)))
+        outputs.append(to_uint8_rounded(stack.flatten(0, 1)))
     return PairOutputs(torch.cat(outputs), per_image, pairs)
 
 
@@ -224,7 +203,7 @@ def evaluate_multimodal(translator: Translator | None, dataset, settings: EvalSe
     for mode in MODES:
         fids, lps = [], []
         for t, trg in enumerate(domains):
-            real = real_features(dataset, trg, ctx)
+            real = real_features(dataset, "train", ctx, domain=trg)
             for s, src in enumerate(domains):
                 if s == t:
                     continue
@@ -304,13 +283,14 @@ def grid_samples(translator: Translator | None, val_sets: list[ImageSet], settin
         if translator is None:
             outputs.append(img)
             continue
-        z = torch.randn(1, settings.latent_dim, generator=seeded(ctx.seed, 13, c))
+        z = torch.randn(1, settings.latent_dim, generator=seeded_generator(ctx.seed, 13, c))
         with torch.no_grad():
             out = translator.latent(to_model_range(img[None], device), torch.tensor([t], device=device), z.to(device))
-        outputs.append(to_uint8(out)[0])
+        outputs.append(to_uint8_rounded(out)[0])
     tiles = []
     styles = max(1, settings.grid_styles)
-    codes = {(t, k): torch.randn(1, settings.latent_dim, generator=seeded(ctx.seed, 14, t, k))
+    codes = {(t, k): torch.randn(1, settings.latent_dim,
+                                 generator=seeded_generator(ctx.seed, 14, t, k))
              for t in range(n_dom) for k in range(styles)}
     for s in range(n_dom):
         src = val_sets[s].image(0)
@@ -323,6 +303,6 @@ def grid_samples(translator: Translator | None, val_sets: list[ImageSet], settin
                     continue
                 with torch.no_grad():
                     out = translator.latent(x, torch.tensor([t], device=device), codes[(t, k)].to(device))
-                tiles.append(to_uint8(out)[0])
+                tiles.append(to_uint8_rounded(out)[0])
     grid = make_grid(torch.stack(tiles), nrow=1 + n_dom * styles, padding=2, pad_value=255)
     return {"input": torch.stack(inputs), "output": torch.stack(outputs), "grid": grid[None]}

@@ -27,7 +27,7 @@ from benchmark.core.context import Evaluation, RunContext
 from benchmark.core.registry import register_task
 from methods.base import OptimizerDefaults, TranslationPair
 
-from ..base import Task
+from ..base import Task, set_requires_grad
 from .data import MultiDomainBatch, MultiDomainBatches
 from .evaluation import EvalSettings, evaluate_multimodal
 from .networks import (Discriminator, Generator, HnegGenerator, MappingNetwork, StyleEncoder, adv_loss,
@@ -134,9 +134,6 @@ class StyleTranslator:
         return self.generator(x, self.style_encoder(x_ref, y))
 
 
-def _set_requires_grad(net: torch.nn.Module, flag: bool) -> None:
-    for p in net.parameters():
-        p.requires_grad_(flag)
 
 
 @register_task("multi_modal")
@@ -184,7 +181,7 @@ class MultiModalTask(Task):
         for net in (*nets, self.G_ema, self.F_ema, self.E_ema):
             net.to(device)
         for net in (self.G_ema, self.F_ema, self.E_ema):
-            _set_requires_grad(net, False)
+            set_requires_grad(net, False)
         self.layers = list(o.feature_layers) if o.feature_layers is not None else list(self.G.default_feature_points)
         bad = [p for p in self.layers if not 0 <= p < self.G.num_points]
         if bad or not self.layers:
@@ -290,7 +287,7 @@ class MultiModalTask(Task):
         b = self.batches.batch(self.step).to(self.ctx.device)
         lambda_ds = diversity_weight(o.lambda_ds, self.step, o.ds_iter)
 
-        _set_requires_grad(self.D, True)
+        set_requires_grad(self.D, True)
         d_lat, d_lat_logs = self.d_loss(b, "latent")
         self._zero_grad()
         d_lat.backward()
@@ -300,7 +297,7 @@ class MultiModalTask(Task):
         d_ref.backward()
         self.opt_D.step()
 
-        _set_requires_grad(self.D, False)  # D is not stepped with G: skip its gradients
+        set_requires_grad(self.D, False)  # D is not stepped with G: skip its gradients
         g_lat, g_lat_logs, terms = self.g_loss(b, "latent", lambda_ds, use_method=True)
         self._zero_grad()
         g_lat.backward()

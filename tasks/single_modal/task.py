@@ -16,7 +16,7 @@ from benchmark.core.registry import register_task
 from benchmark.core.schedules import linear_decay_factor
 from methods.base import OptimizerDefaults, TranslationPair
 
-from ..base import Task
+from ..base import Task, set_requires_grad
 from ..data import UnpairedBatches, to_model_range
 from ..evaluation import evaluate_translation
 from .image_pool import ImagePool
@@ -59,11 +59,6 @@ class SingleModalOptions:
         if self.n_blocks < 1:
             return f"n_blocks must be >= 1, got {self.n_blocks}"
         return None
-
-
-def set_requires_grad(net: torch.nn.Module, flag: bool) -> None:
-    for p in net.parameters():
-        p.requires_grad_(flag)
 
 
 @register_task("single_modal")
