@@ -346,9 +346,8 @@ def test_runner_trains_evaluates_and_writes_samples(tmp_path, monkeypatch):
 def test_multi_modal_rejects_an_unpaired_dataset(tmp_path):
     raw = mm_suite_dict(tmp_path)
     raw["datasets"] = {"synthetic_objects": {"size": 16, "n_train": 2, "n_test": 2}}
-    suite = suite_from_dict(raw, base_dir=tmp_path)
-    with pytest.raises(ConfigError, match="multi-domain dataset"):
-        Runner(suite).build_task(expand(suite)[0])
+    with pytest.raises(ConfigError, match="needs a dataset of kind 'multi_domain'"):  # at load, before any run
+        suite_from_dict(raw, base_dir=tmp_path)
 
 
 # -- datasets ------------------------------------------------------------------------------------------
