@@ -21,7 +21,8 @@ from benchmark.core.context import Evaluation, RunContext
 from .data import to_model_range, to_uint8_truncated
 
 
-def _count(image_set: ImageSet, limit: int) -> int:
+def count_images(image_set: ImageSet, limit: int) -> int:
+    """How many images of ``image_set`` an evaluation uses: the first ``limit`` (0 = all)."""
     return len(image_set) if limit <= 0 else min(limit, len(image_set))
 
 
@@ -117,7 +118,7 @@ def evaluate_translation(translate: Callable[[torch.Tensor], torch.Tensor], data
                          ctx: RunContext) -> Evaluation:
     ev = ctx.evaluation
     test_a = dataset.split("test", "A")
-    count = _count(test_a, ev.num_test_images)
+    count = count_images(test_a, ev.num_test_images)
     outputs = translate_set(translate, test_a, count, ev.batch_size, ctx.device)
     fake = inception_features(outputs, resize=ev.fid_resize, device=ctx.device, batch_size=ev.batch_size,
                               weights_dir=ctx.weights_dir)

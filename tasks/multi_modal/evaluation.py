@@ -39,7 +39,7 @@ from datasets.base import ImageSet
 
 from benchmark.core.context import Evaluation, RunContext
 from ..data import seeded_generator, to_model_range, to_uint8_rounded
-from ..evaluation import real_features
+from ..evaluation import count_images, real_features
 
 MODES = ("latent", "reference")
 
@@ -97,10 +97,6 @@ def structure_correlation(images: torch.Tensor, labels: torch.Tensor) -> torch.T
 
 
 # -- helpers ------------------------------------------------------------------------------------
-
-def num_sources(image_set: ImageSet, limit: int) -> int:
-    return len(image_set) if limit <= 0 else min(limit, len(image_set))
-
 
 def reference_ids(num_refs: int, count: int, seed: int, trg: int, src: int, image: int) -> list[int]:
     """``count`` reference images for one source image: distinct while the target val split has
@@ -171,7 +167,7 @@ def evaluate_multimodal(translator: Translator | None, dataset, settings: EvalSe
     if n_dom < 2:
         raise BenchmarkError(f"multi-modal evaluation needs at least two domains, got {domains}")
     val_sets = [dataset.split("val", d) for d in domains]
-    counts = [num_sources(s, ev.num_test_images) for s in val_sets]
+    counts = [count_images(s, ev.num_test_images) for s in val_sets]
     sources = [s.images(range(c)) for s, c in zip(val_sets, counts)]
     with_labels = settings.structure_score and all(
         s.has_labels and s.label_info.kind == "segmentation" for s in val_sets)
