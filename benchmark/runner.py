@@ -228,6 +228,9 @@ class Runner:
         try:
             self.identity(task, dataset)
         except BenchmarkError as exc:
+            directory = identity_dir(self.suite, task, dataset)
+            directory.mkdir(parents=True, exist_ok=True)
+            (directory / "error.log").write_text(traceback.format_exc())  # the report names the reason
             self._log(f"  FAILED: {exc}")
             return _identity_name(task, dataset), str(exc)
         return None

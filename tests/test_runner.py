@@ -198,3 +198,22 @@ def test_cli_run_trains_reports_and_prints_the_report_path(tmp_path, capsys):
     assert last.startswith("report: ") and last.endswith("tiny_cli.md")
     report = (tmp_path / "results" / "reports" / "tiny_cli.md").read_text()
     assert "| identity |" in report and "| none |" in report
+
+
+def test_a_failed_identity_row_leaves_its_error_for_the_report(tmp_path, monkeypatch):
+    from benchmark.core.errors import BenchmarkError
+    from benchmark.report import write_report
+    from tasks.single_modal.task import SingleModalTask
+
+    def broken(cls, options, dataset, ctx):
+        raise BenchmarkError("test images unreadable")
+
+    monkeypatch.setattr(SingleModalTask, "evaluate_identity", classmethod(broken))
+    suite = suite_from_dict(tiny_suite_dict(tmp_path, methods=("none",), steps=2), base_dir=tmp_path)
+    runner = Runner(suite)
+    failed = runner.score_identity(suite.tasks[0], suite.datasets[0])
+    assert failed == ("single_modal/synthetic_objects/identity", "test images unreadable")
+    log = suite.identity_dir(suite.tasks[0], suite.datasets[0]) / "error.log"
+    assert "BenchmarkError: test images unreadable" in log.read_text()
+    report = write_report(suite).read_text()
+    assert "missing: failed: benchmark.core.errors.BenchmarkError: test images unreadable" in report

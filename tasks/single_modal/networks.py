@@ -164,9 +164,11 @@ class ResnetGenerator(nn.Module):
     ReLUs are in-place, as in the official code, and that is observable: a feature requested at a
     layer whose output flows unchanged into a ReLU -- a norm layer, or a conv when ``norm='none'``
     (the Identity passes the same tensor on) -- comes back post-ReLU whenever the forward runs past
-    that ReLU (a later layer requested, or ``encode_only=False``). With instance/batch norm none of
-    CUT's nce layers (0, 4, 8, 12, 16) is affected; with ``norm='none'`` layers 4 and 8 are, in the
-    official code and here alike.
+    that ReLU (a later layer requested, or ``encode_only=False``). With antialiasing and instance/batch
+    norm none of CUT's nce layers (0, 4, 8, 12, 16) is affected; with ``norm='none'`` layers 4 and 8
+    are, in the official code and here alike. Without antialiasing index 8 is the norm of the second
+    down-sampling block and comes back post-ReLU (docs/fidelity.md, "Feature layers"; the default
+    ``feature_layers: null`` picks that block's conv, index 7, instead).
     """
 
     def __init__(self, input_nc: int = 3, output_nc: int = 3, ngf: int = 64, n_blocks: int = 9,
