@@ -35,6 +35,12 @@ def load_builtins() -> None:
     _loaded = True
     for package in BUILTIN_PACKAGES:
         importlib.import_module(package)
+    load_entry_points()
+
+
+def load_entry_points() -> None:
+    """Import the module of every installed ``i2i_bench.plugins`` entry point (importing a module
+    twice is a no-op)."""
     for entry in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
         try:
             entry.load()
