@@ -11,6 +11,7 @@ each; FastCUT drops it, uses lambda 10 and flip-equivariance augmentation.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -76,7 +77,7 @@ class CUT(Method):
                      for q, k in zip(z.queries, z.keys)]
         return p.lambda_NCE * torch.stack(per_layer).mean()
 
-    def generator_losses(self, pair: TranslationPair) -> dict[str, torch.Tensor]:
+    def generator_losses(self, pair: TranslationPair, computed: Any = None) -> dict[str, torch.Tensor]:
         if self.params.lambda_NCE <= 0:
             return {}
         nce_x = self.nce_loss(pair.source, pair.output, pair, pair.output_flipped)

@@ -24,7 +24,7 @@ and the generator loss is lambda_GNN * 0.5 * (L_GNN(x, G(x)) + L_GNN(y, G(y))) (
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -203,7 +203,7 @@ class GraphCL(Method):
         per_layer = [self.layer_loss(heads, s, o) for heads, s, o in zip(self.layer_heads, sources, outputs)]
         return torch.stack(per_layer).mean()
 
-    def generator_losses(self, pair: TranslationPair) -> dict[str, torch.Tensor]:
+    def generator_losses(self, pair: TranslationPair, computed: Any = None) -> dict[str, torch.Tensor]:
         p = self.params
         if p.lambda_GNN <= 0:
             return {}

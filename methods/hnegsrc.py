@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -176,7 +176,7 @@ class HnegSRC(Method):
                 src.append(relation_jsd(patch_similarity(q), key_sim).mean())
         return weights, (p.lambda_SRC * torch.stack(src).mean() if with_src else None)
 
-    def generator_losses(self, pair: TranslationPair) -> dict[str, torch.Tensor]:
+    def generator_losses(self, pair: TranslationPair, computed: Any = None) -> dict[str, torch.Tensor]:
         p = self.params
         if p.lambda_HDCE <= 0 and p.lambda_SRC <= 0:
             return {}

@@ -34,7 +34,7 @@ from torch import nn
 
 from benchmark.core.registry import register_method
 
-from .base import Method, OptimizerDefaults, TranslationPair
+from .base import AuxiliaryStep, Method, OptimizerDefaults, TranslationPair
 from .shared.heads import ProjectionHeads, encoder_channels, l2_normalize, xavier_init_
 from .shared.nce import info_nce
 from .shared.patches import all_locations, encode_pair, sample_keys_queries
@@ -144,7 +144,8 @@ class NegativeGenerator(nn.Module):
 
 @dataclass
 class PairView:
-    """Encoder features of one (source, output) pair and the instance vectors of the source."""
+    """Encoder features of one (source, output) pair and the instance vectors of the source; what
+    ``auxiliary_step`` hands ``generator_losses`` (one per compared pair) through the task."""
 
     source_feats: list[torch.Tensor]
     output_feats: list[torch.Tensor]
@@ -166,7 +167,6 @@ class NEGCUT(Method):
         self.heads: ProjectionHeads | None = None
         self.ema_heads: ProjectionHeads | None = None
         self.negative_generator: NegativeGenerator | None = None
-        self._cached: tuple[TranslationPair, list[PairView]] | None = None
 
     @property
     def uses_identity(self) -> bool:
@@ -254,27 +254,27 @@ class NEGCUT(Method):
         return -nce + p.lambda_MS_neg * diversity, nce, diversity
 
     # -- steps -------------------------------------------------------------------------------------
-    def auxiliary_step(self, pair: TranslationPair) -> dict[str, float]:
+    def auxiliary_step(self, pair: TranslationPair) -> AuxiliaryStep:
         """One Adam step of N on its adversarial objective. The encoder features and instance
-        vectors are kept for this step's generator losses (G and H' do not change in between, so
-        they equal what the official code recomputes)."""
-        self._cached = None
+        vectors (``list[PairView]``) are returned for this step's generator losses (G and H' do not
+        change in between, so they equal what the official code recomputes)."""
         if self.params.lambda_NCE <= 0:
-            return {}
+            return AuxiliaryStep()
         views = self.encode_views(pair)
-        self._cached = (pair, views)
         optimizer = self.optimizers["negative_generator"]
         optimizer.zero_grad(set_to_none=True)
         loss, nce, diversity = self.negative_objective(views)
         loss.backward()
         optimizer.step()
-        return {"N": loss.item(), "N_div": diversity.item()}
+        return AuxiliaryStep({"N": loss.item(), "N_div": diversity.item()}, computed=views)
 
-    def generator_losses(self, pair: TranslationPair) -> dict[str, torch.Tensor]:
-        cached, self._cached = self._cached, None
+    def generator_losses(self, pair: TranslationPair,
+                         computed: list[PairView] | None = None) -> dict[str, torch.Tensor]:
+        """L_NCE with fresh locations and noise through the frozen N; ``computed``: the views of
+        this step's ``auxiliary_step`` (else the features are encoded here)."""
         if self.params.lambda_NCE <= 0:
             return {}
-        views = cached[1] if cached is not None and cached[0] is pair else self.encode_views(pair)
+        views = computed if computed is not None else self.encode_views(pair)
         losses = [self._nce(*self.queries_keys_negatives(view, frozen=True, detach=False)) for view in views]
         if len(losses) == 1:
             return {"NCE": losses[0]}
@@ -283,7 +283,6 @@ class NEGCUT(Method):
     @torch.no_grad()
     def after_generator_step(self) -> None:
         """H' <- decay H' + (1 - decay) H (official ``accumulate(netF_, netF)``)."""
-        self._cached = None
         decay = self.params.ema_decay
         for ema, current in zip(self.ema_heads.parameters(), self.heads.parameters()):
             ema.mul_(decay).add_(current, alpha=1.0 - decay)

@@ -161,7 +161,7 @@ class SpyMethod(Method):
     """Records what it is given; its loss pulls output features towards source features."""
     Params = SpyParams
 
-    def generator_losses(self, pair):
+    def generator_losses(self, pair, computed=None):
         src, out = pair.encode(pair.source), pair.encode(pair.output)
         SEEN.append((pair, [f.detach() for f in src], [f.detach() for f in out]))
         loss = sum(((o - s.detach()) ** 2).mean() for o, s in zip(out, src))

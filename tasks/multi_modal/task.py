@@ -270,8 +270,9 @@ class MultiModalTask(Task):
             if method.uses_identity:  # the target-domain image, flipped like the source when flipping
                 idt = self.G(torch.flip(b.x_ref, dims=[3]) if flipped else b.x_ref, s_trg)
             pair = self.make_pair(source, x_fake, b.x_ref, idt, flipped)
-            logs.update(method.auxiliary_step(pair))
-            terms = method.generator_losses(pair)
+            aux = method.auxiliary_step(pair)
+            logs.update(aux.logs)
+            terms = method.generator_losses(pair, aux.computed)
         recon = recon or o.reconstruction
         if recon == "auto":
             recon = "same_image" if terms else "cycle"
