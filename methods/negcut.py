@@ -34,26 +34,23 @@ from torch import nn
 
 from benchmark.core.registry import register_method
 
-from .base import AuxiliaryStep, Method, OptimizerDefaults, TranslationPair
+from .base import AuxiliaryStep, OptimizerDefaults, TranslationPair
 from .shared.heads import ProjectionHeads, encoder_channels, l2_normalize, xavier_init_
 from .shared.nce import info_nce
+from .shared.patch_contrastive import PatchNCEMethod, PatchNCEParams
 from .shared.patches import all_locations, encode_pair, sample_keys_queries
 
 
 @dataclass
-class NEGCUTParams:
+class NEGCUTParams(PatchNCEParams):
+    """CUT's options (``num_patches`` is also the number of negatives generated per image and layer;
+    ``nce_includes_all_negatives_from_minibatch``: each query also sees the negatives generated for
+    the other images of the minibatch) and N's."""
+
     lambda_NCE: float = 1.0
     nce_idt: bool = True
     """Identity term NCE(G(y), y); official option default False, but NEGCUT_mode=NEGCUT (the
     default mode) sets it True."""
-    nce_T: float = 0.07
-    num_patches: int = 256
-    """Sampled query/key locations per layer, and generated negatives per image and layer."""
-    netF_nc: int = 256
-    use_mlp: bool = True
-    flip_equivariance: bool = False
-    nce_includes_all_negatives_from_minibatch: bool = False
-    """Each query also sees the negatives generated for the other images of the minibatch."""
     lambda_MS_neg: float = 1.0
     """Weight of the negatives' diversity term in N's objective."""
     z_dim: int = 64
@@ -71,11 +68,12 @@ class NEGCUTParams:
     features (through the frozen N and H'), so L_NCE's gradient also reaches G's encoder along
     them. True: the negatives are constants for G."""
 
+    weight_option = "lambda_NCE"
+    identity_option = "nce_idt"
+
     def validate(self):
-        if self.nce_T <= 0:
-            return f"nce_T must be positive, got {self.nce_T}"
-        if self.num_patches < 0:
-            return f"num_patches must be >= 0 (0 = every location), got {self.num_patches}"
+        if problem := super().validate():
+            return problem
         if self.z_dim < 1:
             return f"z_dim must be >= 1, got {self.z_dim}"
         if not 0.0 <= self.ema_decay <= 1.0:
@@ -153,7 +151,7 @@ class PairView:
 
 
 @register_method("negcut")
-class NEGCUT(Method):
+class NEGCUT(PatchNCEMethod):
     """NEGCUT: PatchNCE against adversarially generated instance-wise hard negatives (Wang et al., ICCV 2021)."""
 
     Params = NEGCUTParams
@@ -164,25 +162,16 @@ class NEGCUT(Method):
 
     def __init__(self, params: NEGCUTParams):
         super().__init__(params)
-        self.heads: ProjectionHeads | None = None
         self.ema_heads: ProjectionHeads | None = None
         self.negative_generator: NegativeGenerator | None = None
-
-    @property
-    def uses_identity(self) -> bool:
-        return self.params.nce_idt and self.params.lambda_NCE > 0
-
-    @property
-    def flips_input(self) -> bool:
-        return self.params.flip_equivariance
 
     # -- life cycle --------------------------------------------------------------------------------
     def initialize(self, pair: TranslationPair) -> None:
         p = self.params
         channels = encoder_channels(pair.encode, pair.source)
-        self.heads = ProjectionHeads(channels, p.netF_nc, p.use_mlp)
+        self.heads = self.projection_heads(channels)
         # The official netF_ is a second PatchSampleF with its own random init, then averaged.
-        self.ema_heads = ProjectionHeads(channels, p.netF_nc, p.use_mlp).requires_grad_(False)
+        self.ema_heads = self.projection_heads(channels).requires_grad_(False)
         dims = [p.netF_nc if p.use_mlp else c for c in channels]
         self.negative_generator = NegativeGenerator(dims, p.netF_nc, p.z_dim)
         self.to(pair.source.device)
