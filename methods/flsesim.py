@@ -43,7 +43,7 @@ from benchmark.core.registry import register_method
 from .base import AuxiliaryStep, Method, OptimizerDefaults, TranslationPair
 from .shared.nce import info_nce
 from .shared.patches import sample_locations
-from .shared.vgg import VGG16_LAYERS, FrozenVGG16
+from .shared.vgg import VGG16_LAYERS, FrozenVGG16, backbone_notes
 
 
 @dataclass
@@ -253,9 +253,7 @@ class FLSeSim(Method):
         device = pair.source.device
         self.vgg = FrozenVGG16(p.attn_layers, p.vgg_weights, self.weights_dir).to(device)
         if p.learned_attn:
-            with torch.no_grad():
-                channels = [f.shape[1] for f in self.vgg(pair.source[:1])]
-            self.heads = AttentionHeads(channels, p.head_init_gain).to(device)
+            self.heads = AttentionHeads(self.vgg.channels(pair.source), p.head_init_gain).to(device)
 
     def build_optimizers(self, defaults: OptimizerDefaults) -> None:
         # The heads are trained in auxiliary_step with their own Adam (official optimizer_F), never
@@ -345,7 +343,4 @@ class FLSeSim(Method):
         return terms
 
     def protocol_notes(self) -> dict[str, str]:
-        if self.vgg is not None:
-            return {"backbone": self.vgg.description}
-        return {"backbone": "VGG16 (ImageNet)" if self.params.vgg_weights == "imagenet"
-                else "VGG16 (UNTRAINED: random weights)"}
+        return backbone_notes(self.vgg, self.params.vgg_weights)

@@ -37,7 +37,7 @@ from .shared.heads import l2_normalize
 from .shared.nce import DIAGONAL_FILL, info_nce
 from .shared.patch_contrastive import PatchContrastiveMethod, PatchContrastiveParams
 from .shared.patches import gather_locations, sample_locations
-from .shared.vgg import VGG16_LAYERS, FrozenVGG16
+from .shared.vgg import VGG16_LAYERS, FrozenVGG16, backbone_notes
 
 README_SETTINGS = {"lambda_GNN": 0.1, "num_hop": 2, "gnn_idt": True, "nonzero_th": 0.1,
                    "pooling_num": 1, "pooling_ratio": [1.0, 0.5], "down_scale": 4}
@@ -142,8 +142,7 @@ class GraphCL(PatchContrastiveMethod):
     def initialize(self, pair: TranslationPair) -> None:
         p, device = self.params, pair.source.device
         self.vgg = FrozenVGG16(p.vgg_layers, p.vgg_weights, self.weights_dir).to(device)
-        with torch.no_grad():
-            channels = [f.shape[1] for f in self.vgg(pair.source[:1])]
+        channels = self.vgg.channels(pair.source)
         self.layer_heads = nn.ModuleList(
             LayerGraphHeads(c, p.netF_nc, p.num_hop, p.pooling_num) for c in channels)
         for m in self.layer_heads.modules():
@@ -214,7 +213,4 @@ class GraphCL(PatchContrastiveMethod):
 
     # -- bookkeeping --------------------------------------------------------------------------------
     def protocol_notes(self) -> dict[str, str]:
-        if self.vgg is not None:
-            return {"backbone": self.vgg.description}
-        untrained = self.params.vgg_weights == "untrained"
-        return {"backbone": "VGG16 (UNTRAINED: random weights)" if untrained else "VGG16 (ImageNet)"}
+        return backbone_notes(self.vgg, self.params.vgg_weights)

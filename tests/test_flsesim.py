@@ -322,3 +322,11 @@ def test_fsesim_smoke_in_the_single_modal_task(tmp_path):
     assert math.isfinite(logs["G_s"]) and logs["G_s"] > 0
     after = _weights(task)
     assert all(not torch.equal(before[k], after[k]) for k in after if k.startswith("G.") and k.endswith("weight"))
+
+
+@pytest.mark.parametrize("weights,text", [("imagenet", "VGG16 (ImageNet)"),
+                                          ("untrained", "VGG16 (UNTRAINED: random weights)")])
+def test_vgg_methods_name_their_backbone_before_it_is_built(weights, text):
+    from methods.graphcl import GraphCL, GraphCLParams
+    assert FLSeSim(FLSeSimParams(vgg_weights=weights)).protocol_notes() == {"backbone": text}
+    assert GraphCL(GraphCLParams(vgg_weights=weights)).protocol_notes() == {"backbone": text}
