@@ -11,16 +11,21 @@ Life cycle, driven by the task:
 1. ``method = cls(params)``;
 2. ``method.initialize(pair)`` once on the first training batch (data-dependent initialisation:
    heads are sized from the features they will see), then ``method.build_optimizers(defaults)``;
-3. each step: the task updates its discriminator, calls ``method.auxiliary_step(pair)`` (a method's
-   own adversarial or head-training step, if any), computes ``method.generator_losses(pair)``, adds
-   them to its GAN loss, back-propagates once, steps the generator and ``method.optimizers['heads']``
-   (if present), then calls ``method.after_generator_step()``.
+3. each step: the task updates its discriminator, calls ``aux = method.auxiliary_step(pair)`` (a
+   method's own adversarial or head-training step, if any), logs ``aux.logs``, computes
+   ``method.generator_losses(pair, aux.computed)``, adds them to its GAN loss, back-propagates once,
+   steps the generator and ``method.optimizers['heads']`` (if present), then calls
+   ``method.after_generator_step()``.
+
+Data flows only through arguments and return values: what ``auxiliary_step`` computed for reuse
+(features, instance vectors) comes back in ``AuxiliaryStep.computed`` and the task hands it to
+``generator_losses`` of the same step; a method keeps no per-step data between the calls.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, ClassVar, Sequence
+from typing import Any, Callable, ClassVar, Sequence
 
 import torch
 from torch import nn
@@ -44,6 +49,17 @@ class TranslationPair:
     progress: float = 0.0
     """Fraction of training done, in [0, 1] (drives curricula)."""
     step: int = 0
+
+
+@dataclass
+class AuxiliaryStep:
+    """What ``Method.auxiliary_step`` returns: values to log, and data it computed that
+    ``generator_losses`` of the same step may reuse instead of recomputing."""
+
+    logs: dict[str, float] = field(default_factory=dict)
+    computed: Any = None
+    """Method-defined (e.g. encoder features of the step's images); None = nothing to reuse. The task
+    passes it, untouched, as ``generator_losses(pair, computed)`` for the same ``pair``."""
 
 
 @dataclass(frozen=True)
@@ -101,12 +117,15 @@ class Method(nn.Module):
             self.optimizers["heads"] = torch.optim.Adam(
                 trainable, lr=defaults.lr, betas=defaults.betas, weight_decay=defaults.weight_decay)
 
-    def auxiliary_step(self, pair: TranslationPair) -> dict[str, float]:
-        """A step of the method's own (before the generator step); returns values to log."""
-        return {}
+    def auxiliary_step(self, pair: TranslationPair) -> AuxiliaryStep:
+        """A step of the method's own (before the generator step); returns values to log and what
+        it computed for ``generator_losses`` of this step."""
+        return AuxiliaryStep()
 
-    def generator_losses(self, pair: TranslationPair) -> dict[str, torch.Tensor]:
-        """Named, weighted loss terms added to the generator objective."""
+    def generator_losses(self, pair: TranslationPair, computed: Any = None) -> dict[str, torch.Tensor]:
+        """Named, weighted loss terms added to the generator objective. ``computed`` is
+        ``auxiliary_step(pair).computed`` of the same step (None when called on its own: the
+        method then computes everything itself)."""
         raise NotImplementedError
 
     def after_generator_step(self) -> None:

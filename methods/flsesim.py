@@ -40,10 +40,10 @@ from torch import nn
 
 from benchmark.core.registry import register_method
 
-from .base import Method, OptimizerDefaults, TranslationPair
+from .base import AuxiliaryStep, Method, OptimizerDefaults, TranslationPair
 from .shared.nce import info_nce
 from .shared.patches import sample_locations
-from .shared.vgg import VGG16_LAYERS, FrozenVGG16, vgg16_weight_keys
+from .shared.vgg import VGG16_LAYERS, FrozenVGG16, backbone_notes, vgg16_weight_keys
 
 
 @dataclass
@@ -216,6 +216,15 @@ def color_jitter(images: torch.Tensor) -> torch.Tensor:
 
 # --- the method -------------------------------------------------------------------------------------
 
+@dataclass
+class PairFeatures:
+    """VGG16 features of the source x (no gradient) and of the translation G(x) (with gradient),
+    per layer: what LSeSim's head step computes and hands the generator loss of the same step."""
+
+    source: list[torch.Tensor]
+    output: list[torch.Tensor]
+
+
 @register_method("flsesim")
 class FLSeSim(Method):
     """F/LSeSim: spatially-correlative loss on fixed or learned VGG16 self-similarity maps (Zheng et al., 2021)."""
@@ -238,9 +247,6 @@ class FLSeSim(Method):
         super().__init__(params)
         self.vgg: FrozenVGG16 | None = None
         self.heads: AttentionHeads | None = None
-        self._cached: tuple | None = None
-        """(source, output, source features, output features) computed by auxiliary_step for reuse
-        by the generator loss of the same step."""
 
     @property
     def uses_identity(self) -> bool:
@@ -251,9 +257,7 @@ class FLSeSim(Method):
         device = pair.source.device
         self.vgg = FrozenVGG16(p.attn_layers, p.vgg_weights, self.weights_dir).to(device)
         if p.learned_attn:
-            with torch.no_grad():
-                channels = [f.shape[1] for f in self.vgg(pair.source[:1])]
-            self.heads = AttentionHeads(channels, p.head_init_gain).to(device)
+            self.heads = AttentionHeads(self.vgg.channels(pair.source), p.head_init_gain).to(device)
 
     def build_optimizers(self, defaults: OptimizerDefaults) -> None:
         # The heads are trained in auxiliary_step with their own Adam (official optimizer_F), never
@@ -273,32 +277,31 @@ class FLSeSim(Method):
         return [[correlation_map(f, i, p.patch_size, p.use_norm, p.official_window_rows)
                  for f, i in zip(fs, ids)] for fs in feats]
 
-    def _pair_features(self, source: torch.Tensor, output: torch.Tensor):
+    def pair_features(self, source: torch.Tensor, output: torch.Tensor) -> PairFeatures:
         """VGG16 features of source (no gradient needed: it is data) and output (with gradient)."""
-        cached, self._cached = self._cached, None
-        if cached is not None and cached[0] is source and cached[1] is output:
-            return cached[2], cached[3]
         with torch.no_grad():
             src_feats = self.vgg(source)
-        return src_feats, self.vgg(output)
+        return PairFeatures(src_feats, self.vgg(output))
 
-    def spatial_loss(self, source: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
+    def spatial_loss(self, source: torch.Tensor, output: torch.Tensor,
+                     features: PairFeatures | None = None) -> torch.Tensor:
         """Mean over layers of the structure loss between the maps of source and output (official
-        SCModel.Spatial_Loss with other=None); gradients reach ``output`` only."""
-        src_feats, out_feats = self._pair_features(source, output)
-        src_maps, out_maps = self._maps([src_feats, out_feats])
+        SCModel.Spatial_Loss with other=None); gradients reach ``output`` only. ``features``: those
+        of (source, output) when already computed."""
+        features = features if features is not None else self.pair_features(source, output)
+        src_maps, out_maps = self._maps([features.source, features.output])
         per_layer = [structure_loss(s, o, self.params.loss_mode, self.params.use_norm)
                      for s, o in zip(src_maps, out_maps)]
         return torch.stack(per_layer).mean()
 
     # -- LSeSim's head training ------------------------------------------------------------------------
-    def head_loss(self, pair: TranslationPair) -> torch.Tensor:
+    def head_loss(self, pair: TranslationPair, features: PairFeatures | None = None) -> torch.Tensor:
         """Official SCModel.backward_F: InfoNCE on the learned maps of (x, G(x) detached, flip(y)) and,
-        with augment, of (x, jitter(x), flip(jitter(y)))."""
+        with augment, of (x, jitter(x), flip(jitter(y))). ``features``: those of (x, G(x)) when
+        already computed."""
         n = pair.source.shape[0]
-        # x and G(x) features are kept for the generator loss of this step (same frozen VGG16).
-        src_feats, out_feats = self._pair_features(pair.source, pair.output)
-        self._cached = (pair.source, pair.output, src_feats, out_feats)
+        features = features if features is not None else self.pair_features(pair.source, pair.output)
+        src_feats, out_feats = features.source, features.output
         with torch.no_grad():  # the VGG16 is frozen (official: in optimizer_F with lr 0)
             images = [pair.target.flip(dims=[2, 3])]
             if self.params.augment:
@@ -316,22 +319,27 @@ class FLSeSim(Method):
         per_layer = [map_nce(s, t, o, self.params.T).mean() for s, t, o in zip(*maps)]
         return torch.stack(per_layer).mean()
 
-    def auxiliary_step(self, pair: TranslationPair) -> dict[str, float]:
+    def auxiliary_step(self, pair: TranslationPair) -> AuxiliaryStep:
+        """LSeSim: one Adam step of the heads. The VGG16 features of x and G(x) are returned for the
+        generator loss of this step (the VGG16 is frozen: they are what it would recompute)."""
         if self.heads is None:
-            return {}
+            return AuxiliaryStep()
         opt = self.optimizers["attn"]
         opt.zero_grad(set_to_none=True)
-        loss = self.head_loss(pair)
+        features = self.pair_features(pair.source, pair.output)
+        loss = self.head_loss(pair, features)
         loss.backward()
         opt.step()
-        return {"spatial": loss.item()}
+        return AuxiliaryStep({"spatial": loss.item()}, computed=features)
 
     # -- generator ----------------------------------------------------------------------------------------
-    def generator_losses(self, pair: TranslationPair) -> dict[str, torch.Tensor]:
+    def generator_losses(self, pair: TranslationPair,
+                         computed: PairFeatures | None = None) -> dict[str, torch.Tensor]:
+        """``computed``: the features of (source, output) from this step's ``auxiliary_step``."""
         p = self.params
         terms = {}
         if p.lambda_spatial > 0:
-            terms["G_s"] = p.lambda_spatial * self.spatial_loss(pair.source, pair.output)
+            terms["G_s"] = p.lambda_spatial * self.spatial_loss(pair.source, pair.output, computed)
         if p.lambda_spatial_idt > 0:
             terms["G_s_idt_B"] = p.lambda_spatial_idt * self.spatial_loss(pair.target, pair.identity)
         if p.lambda_identity > 0:
@@ -339,7 +347,4 @@ class FLSeSim(Method):
         return terms
 
     def protocol_notes(self) -> dict[str, str]:
-        if self.vgg is not None:
-            return {"backbone": self.vgg.description}
-        return {"backbone": "VGG16 (ImageNet)" if self.params.vgg_weights == "imagenet"
-                else "VGG16 (UNTRAINED: random weights)"}
+        return backbone_notes(self.vgg, self.params.vgg_weights)

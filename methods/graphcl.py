@@ -24,19 +24,20 @@ and the generator loss is lambda_GNN * 0.5 * (L_GNN(x, G(x)) + L_GNN(y, G(y))) (
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import nn
 
 from benchmark.core.registry import register_method
 
-from .base import Method, TranslationPair, flip_back
+from .base import TranslationPair, flip_back
 from .shared.graphs import TAGConv, add_self_loops, symmetric_normalize, threshold_adjacency, top_k_pool
 from .shared.heads import l2_normalize
 from .shared.nce import DIAGONAL_FILL, info_nce
+from .shared.patch_contrastive import PatchContrastiveMethod, PatchContrastiveParams
 from .shared.patches import gather_locations, sample_locations
-from .shared.vgg import VGG16_LAYERS, FrozenVGG16, vgg16_weight_keys
+from .shared.vgg import VGG16_LAYERS, FrozenVGG16, backbone_notes, vgg16_weight_keys
 
 README_SETTINGS = {"lambda_GNN": 0.1, "num_hop": 2, "gnn_idt": True, "nonzero_th": 0.1,
                    "pooling_num": 1, "pooling_ratio": [1.0, 0.5], "down_scale": 4}
@@ -44,7 +45,10 @@ README_SETTINGS = {"lambda_GNN": 0.1, "num_hop": 2, "gnn_idt": True, "nonzero_th
 
 
 @dataclass
-class GraphCLParams:
+class GraphCLParams(PatchContrastiveParams):
+    """The shared options (``num_patches``: nodes sampled per VGG layer; ``netF_nc``: the node
+    embedding width) and GraphCL's."""
+
     lambda_GNN: float = 0.1
     gnn_idt: bool = True
     """Also apply the loss to (real_B, G(real_B)) with weight 0.5 each (the official code needs it)."""
@@ -57,23 +61,20 @@ class GraphCLParams:
     """Loss weight of pooling level l is pooling_ratio[l] (l >= 1; level 0 always has weight 1)."""
     down_scale: int = 4
     """Pooling level l keeps P // (down_scale * 2^(l-1)) nodes (at least 2) of the P sampled patches."""
-    nce_T: float = 0.07
-    num_patches: int = 256
-    netF_nc: int = 256
     vgg_layers: list[str] = field(default_factory=lambda: ["relu3_1", "relu4_1", "relu4_3"])
     vgg_weights: Literal["imagenet", "untrained"] = "imagenet"
     official_double_self_loop: bool = True
     """True: the official graphs (the threshold's self-loop plus dgl.add_self_loop's: a diagonal of
     2). False: one self-loop per node, the adjacency of the paper's equations."""
-    flip_equivariance: bool = False
     init_gain: float = 0.02
     """std of the normal init of every Linear (the official init_net(GNNLoss, 'normal', 0.02))."""
 
+    weight_option = "lambda_GNN"
+    identity_option = "gnn_idt"
+
     def validate(self):
-        if self.nce_T <= 0:
-            return f"nce_T must be positive, got {self.nce_T}"
-        if self.num_patches < 0:
-            return f"num_patches must be >= 0 (0 = every location), got {self.num_patches}"
+        if problem := super().validate():
+            return problem
         if self.num_hop < 0:
             return f"num_hop must be >= 0, got {self.num_hop}"
         if self.pooling_num < 0:
@@ -127,7 +128,7 @@ def node_contrastive_loss(source_nodes: torch.Tensor, output_nodes: torch.Tensor
 
 
 @register_method("graphcl")
-class GraphCL(Method):
+class GraphCL(PatchContrastiveMethod):
     """GraphCL: node-wise InfoNCE between GNN features of VGG patch graphs, with pooling (Jung et al., AAAI 2024)."""
 
     Params = GraphCLParams
@@ -142,19 +143,10 @@ class GraphCL(Method):
         self.vgg: FrozenVGG16 | None = None
         self.layer_heads: nn.ModuleList | None = None
 
-    @property
-    def uses_identity(self) -> bool:
-        return self.params.gnn_idt and self.params.lambda_GNN > 0
-
-    @property
-    def flips_input(self) -> bool:
-        return self.params.flip_equivariance
-
     def initialize(self, pair: TranslationPair) -> None:
         p, device = self.params, pair.source.device
         self.vgg = FrozenVGG16(p.vgg_layers, p.vgg_weights, self.weights_dir).to(device)
-        with torch.no_grad():
-            channels = [f.shape[1] for f in self.vgg(pair.source[:1])]
+        channels = self.vgg.channels(pair.source)
         self.layer_heads = nn.ModuleList(
             LayerGraphHeads(c, p.netF_nc, p.num_hop, p.pooling_num) for c in channels)
         for m in self.layer_heads.modules():
@@ -207,7 +199,7 @@ class GraphCL(Method):
         per_layer = [self.layer_loss(heads, s, o) for heads, s, o in zip(self.layer_heads, sources, outputs)]
         return torch.stack(per_layer).mean()
 
-    def generator_losses(self, pair: TranslationPair) -> dict[str, torch.Tensor]:
+    def generator_losses(self, pair: TranslationPair, computed: Any = None) -> dict[str, torch.Tensor]:
         p = self.params
         if p.lambda_GNN <= 0:
             return {}
@@ -225,7 +217,4 @@ class GraphCL(Method):
 
     # -- bookkeeping --------------------------------------------------------------------------------
     def protocol_notes(self) -> dict[str, str]:
-        if self.vgg is not None:
-            return {"backbone": self.vgg.description}
-        untrained = self.params.vgg_weights == "untrained"
-        return {"backbone": "VGG16 (UNTRAINED: random weights)" if untrained else "VGG16 (ImageNet)"}
+        return backbone_notes(self.vgg, self.params.vgg_weights)

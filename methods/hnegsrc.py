@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -43,26 +43,23 @@ import torch.nn.functional as F
 from benchmark.core.registry import register_method
 from benchmark.core.schedules import linear_ramp
 
-from .base import Method, TranslationPair
+from .base import TranslationPair
 from .shared.dce import hardness_weights, patch_hdce
-from .shared.heads import ProjectionHeads, heads_for_encoder, l2_normalize
-from .shared.patches import PatchEmbeddings, encode_pair, sample_keys_queries
+from .shared.heads import l2_normalize
+from .shared.patch_contrastive import PatchNCEMethod, PatchNCEParams
+from .shared.patches import PatchEmbeddings
 
 
 @dataclass
-class HnegSRCParams:
+class HnegSRCParams(PatchNCEParams):
+    """CUT's options (``nce_includes_all_negatives_from_minibatch``: treat the minibatch as one
+    image, with negatives, hardness weights and SRC relations over all B x P patches, the official
+    SinCUT setting; False = per image) and Hneg-SRC's."""
+
     lambda_HDCE: float = 1.0
     lambda_SRC: float = 1.0
     dce_idt: bool = False
     """hDCE also on (real_B, G(real_B)), both terms weighted 0.5 (``--dce_idt``)."""
-    nce_T: float = 0.07
-    num_patches: int = 256
-    netF_nc: int = 256
-    use_mlp: bool = True
-    flip_equivariance: bool = False
-    nce_includes_all_negatives_from_minibatch: bool = False
-    """Treat the minibatch as one image: negatives, hardness weights and SRC relations over all B x P
-    patches (the official SinCUT setting); False = per image."""
     use_curriculum: bool = False
     HDCE_gamma: float = 1.0
     HDCE_gamma_min: float = 1.0
@@ -76,11 +73,13 @@ class HnegSRCParams:
     """What the logged HDCE numbers are (the gradient is the same): the decoupled loss itself, or the
     official monitoring value (cross entropy with the positive in the denominator)."""
 
+    weight_option = "lambda_HDCE"
+    identity_option = "dce_idt"
+    """The identity pair only enters hDCE (SRC compares x and G(x) only)."""
+
     def validate(self):
-        if self.nce_T <= 0:
-            return f"nce_T must be positive, got {self.nce_T}"
-        if self.num_patches < 0:
-            return f"num_patches must be >= 0 (0 = every location), got {self.num_patches}"
+        if problem := super().validate():
+            return problem
         if self.HDCE_gamma <= 0 or self.HDCE_gamma_min <= 0:
             return f"HDCE_gamma and HDCE_gamma_min must be positive, got {self.HDCE_gamma}, {self.HDCE_gamma_min}"
         if not 0.0 <= self.step_gamma_progress <= 1.0:
@@ -121,7 +120,7 @@ def relation_jsd(query_similarity: torch.Tensor, key_similarity: torch.Tensor) -
 
 
 @register_method("hnegsrc")
-class HnegSRC(Method):
+class HnegSRC(PatchNCEMethod):
     """Hneg-SRC: semantic relation consistency + hardness-weighted decoupled PatchNCE (Jung et al., CVPR 2022)."""
 
     Params = HnegSRCParams
@@ -134,21 +133,6 @@ class HnegSRC(Method):
                          "HDCE_gamma": 50.0, "HDCE_gamma_min": 10.0, "step_gamma": True,
                          "step_gamma_progress": 0.5},
     }
-
-    def __init__(self, params: HnegSRCParams):
-        super().__init__(params)
-        self.heads: ProjectionHeads | None = None
-
-    @property
-    def uses_identity(self) -> bool:
-        return self.params.dce_idt and self.params.lambda_HDCE > 0
-
-    @property
-    def flips_input(self) -> bool:
-        return self.params.flip_equivariance
-
-    def initialize(self, pair: TranslationPair) -> None:
-        self.heads = heads_for_encoder(pair.encode, pair.source, self.params.netF_nc, self.params.use_mlp)
 
     def _group(self, z: PatchEmbeddings) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """(queries, keys), each (B, P, D) per image, or (1, B*P, D) when negatives come from the
@@ -176,14 +160,13 @@ class HnegSRC(Method):
                 src.append(relation_jsd(patch_similarity(q), key_sim).mean())
         return weights, (p.lambda_SRC * torch.stack(src).mean() if with_src else None)
 
-    def generator_losses(self, pair: TranslationPair) -> dict[str, torch.Tensor]:
+    def generator_losses(self, pair: TranslationPair, computed: Any = None) -> dict[str, torch.Tensor]:
         p = self.params
         if p.lambda_HDCE <= 0 and p.lambda_SRC <= 0:
             return {}
         # The official draws the locations on fake_B's features (the shapes of real_A's, so the same
         # draw) and reuses them for real_A, idt_B and real_B.
-        source_feats, output_feats = encode_pair(pair.encode, pair.source, pair.output, pair.output_flipped)
-        z = sample_keys_queries(self.heads, source_feats, output_feats, p.num_patches)
+        z = self.embed_patches(pair, pair.source, pair.output)
         queries, keys = self._group(z)
         gamma = curriculum_gamma(p, pair.progress)
         weights, src = self.relations(queries, keys, gamma, with_src=p.lambda_SRC > 0)
@@ -191,8 +174,7 @@ class HnegSRC(Method):
         if p.lambda_HDCE > 0:
             hdce_x = self.hdce(queries, keys, weights)
             if self.uses_identity:
-                target_feats, idt_feats = encode_pair(pair.encode, pair.target, pair.identity, pair.output_flipped)
-                z_y = sample_keys_queries(self.heads, target_feats, idt_feats, p.num_patches, ids=z.ids)
+                z_y = self.embed_patches(pair, pair.target, pair.identity, ids=z.ids)
                 queries_y, keys_y = self._group(z_y)
                 weights_y, _ = self.relations(queries_y, keys_y, gamma, with_src=False)
                 terms["HDCE"] = 0.5 * hdce_x

@@ -34,26 +34,23 @@ from torch import nn
 
 from benchmark.core.registry import register_method
 
-from .base import Method, OptimizerDefaults, TranslationPair
+from .base import AuxiliaryStep, OptimizerDefaults, TranslationPair
 from .shared.heads import ProjectionHeads, encoder_channels, l2_normalize, xavier_init_
 from .shared.nce import info_nce
+from .shared.patch_contrastive import PatchNCEMethod, PatchNCEParams
 from .shared.patches import all_locations, encode_pair, sample_keys_queries
 
 
 @dataclass
-class NEGCUTParams:
+class NEGCUTParams(PatchNCEParams):
+    """CUT's options (``num_patches`` is also the number of negatives generated per image and layer;
+    ``nce_includes_all_negatives_from_minibatch``: each query also sees the negatives generated for
+    the other images of the minibatch) and N's."""
+
     lambda_NCE: float = 1.0
     nce_idt: bool = True
     """Identity term NCE(G(y), y); official option default False, but NEGCUT_mode=NEGCUT (the
     default mode) sets it True."""
-    nce_T: float = 0.07
-    num_patches: int = 256
-    """Sampled query/key locations per layer, and generated negatives per image and layer."""
-    netF_nc: int = 256
-    use_mlp: bool = True
-    flip_equivariance: bool = False
-    nce_includes_all_negatives_from_minibatch: bool = False
-    """Each query also sees the negatives generated for the other images of the minibatch."""
     lambda_MS_neg: float = 1.0
     """Weight of the negatives' diversity term in N's objective."""
     z_dim: int = 64
@@ -71,11 +68,12 @@ class NEGCUTParams:
     features (through the frozen N and H'), so L_NCE's gradient also reaches G's encoder along
     them. True: the negatives are constants for G."""
 
+    weight_option = "lambda_NCE"
+    identity_option = "nce_idt"
+
     def validate(self):
-        if self.nce_T <= 0:
-            return f"nce_T must be positive, got {self.nce_T}"
-        if self.num_patches < 0:
-            return f"num_patches must be >= 0 (0 = every location), got {self.num_patches}"
+        if problem := super().validate():
+            return problem
         if self.z_dim < 1:
             return f"z_dim must be >= 1, got {self.z_dim}"
         if not 0.0 <= self.ema_decay <= 1.0:
@@ -144,7 +142,8 @@ class NegativeGenerator(nn.Module):
 
 @dataclass
 class PairView:
-    """Encoder features of one (source, output) pair and the instance vectors of the source."""
+    """Encoder features of one (source, output) pair and the instance vectors of the source; what
+    ``auxiliary_step`` hands ``generator_losses`` (one per compared pair) through the task."""
 
     source_feats: list[torch.Tensor]
     output_feats: list[torch.Tensor]
@@ -152,7 +151,7 @@ class PairView:
 
 
 @register_method("negcut")
-class NEGCUT(Method):
+class NEGCUT(PatchNCEMethod):
     """NEGCUT: PatchNCE against adversarially generated instance-wise hard negatives (Wang et al., ICCV 2021)."""
 
     Params = NEGCUTParams
@@ -163,26 +162,16 @@ class NEGCUT(Method):
 
     def __init__(self, params: NEGCUTParams):
         super().__init__(params)
-        self.heads: ProjectionHeads | None = None
         self.ema_heads: ProjectionHeads | None = None
         self.negative_generator: NegativeGenerator | None = None
-        self._cached: tuple[TranslationPair, list[PairView]] | None = None
-
-    @property
-    def uses_identity(self) -> bool:
-        return self.params.nce_idt and self.params.lambda_NCE > 0
-
-    @property
-    def flips_input(self) -> bool:
-        return self.params.flip_equivariance
 
     # -- life cycle --------------------------------------------------------------------------------
     def initialize(self, pair: TranslationPair) -> None:
         p = self.params
         channels = encoder_channels(pair.encode, pair.source)
-        self.heads = ProjectionHeads(channels, p.netF_nc, p.use_mlp)
+        self.heads = self.projection_heads(channels)
         # The official netF_ is a second PatchSampleF with its own random init, then averaged.
-        self.ema_heads = ProjectionHeads(channels, p.netF_nc, p.use_mlp).requires_grad_(False)
+        self.ema_heads = self.projection_heads(channels).requires_grad_(False)
         dims = [p.netF_nc if p.use_mlp else c for c in channels]
         self.negative_generator = NegativeGenerator(dims, p.netF_nc, p.z_dim)
         self.to(pair.source.device)
@@ -254,27 +243,27 @@ class NEGCUT(Method):
         return -nce + p.lambda_MS_neg * diversity, nce, diversity
 
     # -- steps -------------------------------------------------------------------------------------
-    def auxiliary_step(self, pair: TranslationPair) -> dict[str, float]:
+    def auxiliary_step(self, pair: TranslationPair) -> AuxiliaryStep:
         """One Adam step of N on its adversarial objective. The encoder features and instance
-        vectors are kept for this step's generator losses (G and H' do not change in between, so
-        they equal what the official code recomputes)."""
-        self._cached = None
+        vectors (``list[PairView]``) are returned for this step's generator losses (G and H' do not
+        change in between, so they equal what the official code recomputes)."""
         if self.params.lambda_NCE <= 0:
-            return {}
+            return AuxiliaryStep()
         views = self.encode_views(pair)
-        self._cached = (pair, views)
         optimizer = self.optimizers["negative_generator"]
         optimizer.zero_grad(set_to_none=True)
         loss, nce, diversity = self.negative_objective(views)
         loss.backward()
         optimizer.step()
-        return {"N": loss.item(), "N_div": diversity.item()}
+        return AuxiliaryStep({"N": loss.item(), "N_div": diversity.item()}, computed=views)
 
-    def generator_losses(self, pair: TranslationPair) -> dict[str, torch.Tensor]:
-        cached, self._cached = self._cached, None
+    def generator_losses(self, pair: TranslationPair,
+                         computed: list[PairView] | None = None) -> dict[str, torch.Tensor]:
+        """L_NCE with fresh locations and noise through the frozen N; ``computed``: the views of
+        this step's ``auxiliary_step`` (else the features are encoded here)."""
         if self.params.lambda_NCE <= 0:
             return {}
-        views = cached[1] if cached is not None and cached[0] is pair else self.encode_views(pair)
+        views = computed if computed is not None else self.encode_views(pair)
         losses = [self._nce(*self.queries_keys_negatives(view, frozen=True, detach=False)) for view in views]
         if len(losses) == 1:
             return {"NCE": losses[0]}
@@ -283,7 +272,6 @@ class NEGCUT(Method):
     @torch.no_grad()
     def after_generator_step(self) -> None:
         """H' <- decay H' + (1 - decay) H (official ``accumulate(netF_, netF)``)."""
-        self._cached = None
         decay = self.params.ema_decay
         for ema, current in zip(self.ema_heads.parameters(), self.heads.parameters()):
             ema.mul_(decay).add_(current, alpha=1.0 - decay)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -22,5 +23,5 @@ class NoMethod(Method):
     Params = NoParams
     presets = {"none": {}}
 
-    def generator_losses(self, pair: TranslationPair) -> dict[str, torch.Tensor]:
+    def generator_losses(self, pair: TranslationPair, computed: Any = None) -> dict[str, torch.Tensor]:
         return {}

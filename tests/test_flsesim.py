@@ -10,8 +10,8 @@ import torchvision.transforms as T
 from benchmark.config import suite_from_dict
 from benchmark.runner import Runner, expand
 from methods.base import OptimizerDefaults, TranslationPair
-from methods.flsesim import (FLSeSim, FLSeSimParams, color_jitter, correlation_map, map_nce, structure_loss,
-                             window_key_ids)
+from methods.flsesim import (FLSeSim, FLSeSimParams, PairFeatures, color_jitter, correlation_map, map_nce,
+                             structure_loss, window_key_ids)
 from tasks.single_modal.networks import ResnetGenerator
 
 from conftest import tiny_suite_dict
@@ -170,20 +170,20 @@ def test_lsesim_head_step_trains_only_heads_and_generator_loss_gives_heads_no_gr
     vgg_before = [p.detach().clone() for p in method.vgg.features.parameters()]
     fake = G(x)
     pair = TranslationPair(source=x, output=fake, encode=encode, target=y)
-    logs = method.auxiliary_step(pair)
-    assert math.isfinite(logs["spatial"])
+    aux = method.auxiliary_step(pair)
+    assert math.isfinite(aux.logs["spatial"])
     assert all(p.grad is None for p in G.parameters())  # G(x) was detached for the heads' loss
     assert all(not torch.equal(a, b) for a, b in zip(heads_before, method.heads.parameters()))
     assert all(torch.equal(a, b) for a, b in zip(vgg_before, method.vgg.features.parameters()))
     method.optimizers["attn"].zero_grad(set_to_none=True)
-    loss = method.generator_losses(pair)["G_s"]
+    loss = method.generator_losses(pair, aux.computed)["G_s"]  # as the task calls it
     loss.backward()
     assert all(p.grad is None for p in method.heads.parameters())
     assert all(p.grad is None for p in method.vgg.features.parameters())
     assert sum(float(p.grad.abs().sum()) for p in G.parameters() if p.grad is not None) > 0
 
 
-def test_generator_loss_uses_the_updated_heads_and_cache_matches_fresh_features(make_method):
+def test_generator_loss_uses_the_updated_heads_and_features_of_the_head_step_match_fresh_ones(make_method):
     G, method, encode, x, y = make_method("lsesim")
     with torch.no_grad():
         fake = G(x)
@@ -191,13 +191,27 @@ def test_generator_loss_uses_the_updated_heads_and_cache_matches_fresh_features(
     torch.manual_seed(2)
     before = method.generator_losses(pair)["G_s"]
     torch.manual_seed(1)
-    method.auxiliary_step(pair)
+    aux = method.auxiliary_step(pair)
+    assert isinstance(aux.computed, PairFeatures)
     torch.manual_seed(2)
-    cached = method.generator_losses(pair)["G_s"]  # reuses the features of auxiliary_step
+    passed = method.generator_losses(pair, aux.computed)["G_s"]  # the features of auxiliary_step
     torch.manual_seed(2)
     fresh = method.generator_losses(pair)["G_s"]  # recomputes them
-    assert torch.allclose(cached, fresh, atol=1e-6)
+    assert torch.allclose(passed, fresh, atol=1e-6)
     assert not torch.allclose(before, fresh, atol=1e-6)
+    # The loss comes from the features passed: those of another pair give that pair's loss.
+    torch.manual_seed(2)
+    from_other = method.generator_losses(pair, method.pair_features(y, fake))["G_s"]
+    torch.manual_seed(2)
+    other = method.generator_losses(TranslationPair(source=y, output=fake, encode=encode, target=y))["G_s"]
+    assert torch.allclose(from_other, other, atol=1e-6)
+    assert not torch.allclose(from_other, fresh, atol=1e-4)
+
+
+def test_fsesim_has_no_head_step(make_method):
+    G, method, encode, x, y = make_method("fsesim")
+    aux = method.auxiliary_step(TranslationPair(source=x, output=G(x), encode=encode, target=y))
+    assert aux.logs == {} and aux.computed is None
 
 
 @pytest.mark.parametrize("preset", ["fsesim", "lsesim"])
@@ -308,3 +322,11 @@ def test_fsesim_smoke_in_the_single_modal_task(tmp_path):
     assert math.isfinite(logs["G_s"]) and logs["G_s"] > 0
     after = _weights(task)
     assert all(not torch.equal(before[k], after[k]) for k in after if k.startswith("G.") and k.endswith("weight"))
+
+
+@pytest.mark.parametrize("weights,text", [("imagenet", "VGG16 (ImageNet)"),
+                                          ("untrained", "VGG16 (UNTRAINED: random weights)")])
+def test_vgg_methods_name_their_backbone_before_it_is_built(weights, text):
+    from methods.graphcl import GraphCL, GraphCLParams
+    assert FLSeSim(FLSeSimParams(vgg_weights=weights)).protocol_notes() == {"backbone": text}
+    assert GraphCL(GraphCLParams(vgg_weights=weights)).protocol_notes() == {"backbone": text}

@@ -162,7 +162,7 @@ class SpyMethod(Method):
     """Records what it is given; its loss pulls output features towards source features."""
     Params = SpyParams
 
-    def generator_losses(self, pair):
+    def generator_losses(self, pair, computed=None):
         src, out = pair.encode(pair.source), pair.encode(pair.output)
         SEEN.append((pair, [f.detach() for f in src], [f.detach() for f in out]))
         loss = sum(((o - s.detach()) ** 2).mean() for o, s in zip(out, src))
@@ -179,7 +179,8 @@ def test_method_gets_source_and_output_encoder_features_and_its_loss_reaches_the
     task, _, _ = build(tmp_path, methods=("mm_spy_test",), patch_query=patch_query)
     b = task.batches.batch(0)
     torch.manual_seed(0)
-    total, _, terms = task.g_loss(b, "latent", 0.0, use_method=True)
+    objective = task.g_loss(b, "latent", 0.0, use_method=True)
+    total, terms = objective.total, objective.terms
     pair, src_feats, out_feats = SEEN[-1]
     with torch.no_grad():
         x_fake = task.G(b.x_src, task.F(b.z_trg, b.y_ref))
@@ -188,7 +189,8 @@ def test_method_gets_source_and_output_encoder_features_and_its_loss_reaches_the
     expected = task.G.encode_features(source, task.layers)
     assert len(src_feats) == len(task.layers) == len(task.G.default_feature_points)
     assert all(torch.allclose(a, e, atol=1e-5) for a, e in zip(src_feats, expected))
-    assert task.last_reconstruction == "same_image"       # 'auto': the fork's reconstruction
+    assert objective.reconstruction == "same_image"       # 'auto' with method terms: the fork's reconstruction
+    assert not hasattr(task, "last_reconstruction")        # returned, not kept between calls
     task._zero_grad()
     terms["SPY"].backward()
     assert _grad_norm(task.G.encode) > 0                   # reaches the generator's encoder
@@ -201,8 +203,11 @@ def test_method_gets_source_and_output_encoder_features_and_its_loss_reaches_the
     SEEN.clear()
     torch.manual_seed(0)
     task.method.params.weight = 0.0
-    total0, _, _ = task.g_loss(b, "latent", 0.0, use_method=True, recon="same_image")
+    total0 = task.g_loss(b, "latent", 0.0, use_method=True, recon="same_image").total
     assert torch.allclose(total - total0, terms["SPY"].detach(), atol=1e-5)
+    # Without method terms 'auto' is StarGAN v2's cycle; an explicit reconstruction is kept.
+    assert task.g_loss(b, "reference", 0.0, use_method=False).reconstruction == "cycle"
+    assert task.g_loss(b, "reference", 0.0, use_method=False, recon="same_image").reconstruction == "same_image"
 
 
 # -- evaluation ----------------------------------------------------------------------------------------

@@ -11,8 +11,8 @@ import torch.nn.functional as F
 from benchmark.config import find_method, suite_from_dict
 from benchmark.progress import SuiteProgress
 from benchmark.runner import Runner, expand
-from methods.base import OptimizerDefaults, TranslationPair
-from methods.negcut import NEGCUT, NEGCUTParams, generated_negatives_nce, negatives_diversity
+from methods.base import AuxiliaryStep, OptimizerDefaults, TranslationPair
+from methods.negcut import NEGCUT, NEGCUTParams, PairView, generated_negatives_nce, negatives_diversity
 from tasks.single_modal.networks import ResnetGenerator, cut_layer_ids
 
 from conftest import tiny_suite_dict
@@ -119,7 +119,7 @@ def test_negative_step_increases_the_nce_of_fixed_queries_and_touches_only_N():
     heads, ema, gen = _snapshot(method.heads), _snapshot(method.ema_heads), _snapshot(G)
     N = _snapshot(method.negative_generator)
     torch.manual_seed(11)
-    logs = method.auxiliary_step(pair)
+    logs = method.auxiliary_step(pair).logs
     after = nce()
     assert after > before
     assert logs["N"] == pytest.approx(-before.item(), rel=1e-5)
@@ -164,10 +164,10 @@ def test_generator_step_gives_N_no_gradient_and_keeps_N(detach_negatives):
     source = pair.source.clone().requires_grad_(True)
     output = G(pair.source)
     pair = TranslationPair(source=source, output=output, encode=encode)
-    method.auxiliary_step(pair)
+    aux = method.auxiliary_step(pair)
     n_grads = [p.grad.clone() for p in method.negative_generator.parameters()]
     n_params = _snapshot(method.negative_generator)
-    loss = method.generator_losses(pair)["NCE"]
+    loss = method.generator_losses(pair, aux.computed)["NCE"]  # as the task calls it
     loss.backward()
     method.optimizers["heads"].step()
     torch.optim.Adam(G.parameters(), lr=1e-3).step()
@@ -183,18 +183,36 @@ def test_generator_step_gives_N_no_gradient_and_keeps_N(detach_negatives):
     assert reached_source == (not detach_negatives)
 
 
-def test_cached_views_give_the_same_generator_loss_as_recomputing():
+def test_views_of_the_negative_step_give_the_same_generator_loss_as_recomputing():
     G, method, encode, pair = _setup(batch=2)
-    method.auxiliary_step(pair)
-    assert method._cached is not None
+    aux = method.auxiliary_step(pair)
+    assert isinstance(aux, AuxiliaryStep) and set(aux.logs) == {"N", "N_div"}
+    views = aux.computed
+    assert len(views) == 2 and all(isinstance(v, PairView) for v in views)  # (x, G(x)) and (y, G(y))
     torch.manual_seed(3)
-    cached = method.generator_losses(pair)
-    assert method._cached is None
+    passed = method.generator_losses(pair, views)
     torch.manual_seed(3)
-    fresh = method.generator_losses(dataclasses.replace(pair))
-    assert cached.keys() == fresh.keys() == {"NCE", "NCE_Y"}
-    for key in cached:
-        assert torch.allclose(cached[key], fresh[key], atol=1e-6)
+    fresh = method.generator_losses(pair)  # nothing passed: encodes the pair itself
+    assert passed.keys() == fresh.keys() == {"NCE", "NCE_Y"}
+    for key in passed:
+        assert torch.allclose(passed[key], fresh[key], atol=1e-6)
+    # The loss comes from the views passed, not from the pair: another pair's views give its loss.
+    swapped = dataclasses.replace(pair, source=pair.target, output=pair.identity, target=pair.source,
+                                  identity=pair.output)
+    torch.manual_seed(3)
+    from_other_views = method.generator_losses(pair, method.encode_views(swapped))
+    torch.manual_seed(3)
+    other = method.generator_losses(swapped)
+    assert torch.allclose(from_other_views["NCE"], other["NCE"], atol=1e-6)
+    assert not torch.allclose(from_other_views["NCE"], fresh["NCE"], atol=1e-4)
+
+
+def test_no_nce_weight_means_no_step_and_no_terms():
+    G, method, encode, pair = _setup(batch=1, lambda_NCE=0.0)
+    N = _snapshot(method.negative_generator)
+    aux = method.auxiliary_step(pair)
+    assert aux.logs == {} and aux.computed is None and _same(method.negative_generator, N)
+    assert method.generator_losses(pair, aux.computed) == {} and not method.uses_identity
 
 
 def test_ema_update_equals_its_formula():

@@ -92,7 +92,7 @@ class PixelL1(Method):
     """Toy external plugin: L1 between the source and the output."""
     Params = Params
 
-    def generator_losses(self, pair):
+    def generator_losses(self, pair, computed=None):
         if self.params.explode:
             raise RuntimeError("boom")
         return {{"L1": self.params.weight * (pair.output - pair.source).abs().mean()}}

@@ -46,6 +46,17 @@ def find_vgg16_weights(weights_dir: Path | None = None) -> Path:
                            "randomly initialised backbone (reports will say so).") from exc
 
 
+def backbone_description(weights: str) -> str:
+    """How reports name a VGG16 backbone with ``weights`` ('imagenet' or 'untrained')."""
+    return "VGG16 (ImageNet)" if weights == "imagenet" else "VGG16 (UNTRAINED: random weights)"
+
+
+def backbone_notes(vgg: FrozenVGG16 | None, weights: str) -> dict[str, str]:
+    """``protocol_notes`` of a method with a VGG16 backbone: the built one's, else what ``weights``
+    will give."""
+    return {"backbone": vgg.description if vgg is not None else backbone_description(weights)}
+
+
 class FrozenVGG16(nn.Module):
     """Images in [-1, 1] -> VGG16 feature maps at ``layers`` (names like 'relu3_1'); no gradients
     reach its weights (they are frozen), while gradients do flow back to the input images."""
@@ -89,7 +100,12 @@ class FrozenVGG16(nn.Module):
 
     @property
     def description(self) -> str:
-        return "VGG16 (ImageNet)" if self.pretrained else "VGG16 (UNTRAINED: random weights)"
+        return backbone_description("imagenet" if self.pretrained else "untrained")
+
+    @torch.no_grad()
+    def channels(self, images: torch.Tensor) -> list[int]:
+        """Channel counts of the feature maps (measured on the first of ``images``)."""
+        return [f.shape[1] for f in self(images[:1])]
 
     def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
         x = ((images + 1) / 2 - self.mean) / self.std

@@ -134,6 +134,18 @@ class StyleTranslator:
         return self.generator(x, self.style_encoder(x_ref, y))
 
 
+@dataclass
+class GeneratorObjective:
+    """One generator loss of a step (``MultiModalTask.g_loss``)."""
+
+    total: torch.Tensor
+    logs: dict[str, float]
+    """adv, sty, ds, cyc and the method's auxiliary-step logs."""
+    terms: dict[str, torch.Tensor]
+    """The method's weighted terms (included in ``total``)."""
+    reconstruction: str
+    """The reconstruction used, 'cycle' or 'same_image' ('auto' resolved)."""
+
 
 
 @register_task("multi_modal")
@@ -242,10 +254,10 @@ class MultiModalTask(Task):
                                identity=None if idt is None else x_ref, output_flipped=False, **common)
 
     def g_loss(self, b: MultiDomainBatch, mode: str, lambda_ds: float, use_method: bool,
-               recon: str | None = None) -> tuple[torch.Tensor, dict[str, float], dict[str, torch.Tensor]]:
-        """``compute_g_loss`` (+ the method's terms): returns the total, logs (with the reconstruction
-        used, ``recon``) and the method's terms. ``recon`` overrides the ``reconstruction`` option
-        (the reference step uses what the latent step resolved 'auto' to)."""
+               recon: str | None = None) -> GeneratorObjective:
+        """``compute_g_loss`` (+ the method's terms). ``recon`` overrides the ``reconstruction``
+        option (the reference step passes the reconstruction the latent step resolved 'auto' to,
+        ``GeneratorObjective.reconstruction``)."""
         o, method = self.options, self.method
         x_real, y_org, y_trg = b.x_src, b.y_src, b.y_ref
         source = x_real
@@ -267,8 +279,9 @@ class MultiModalTask(Task):
             if method.uses_identity:  # the target-domain image, flipped like the source when flipping
                 idt = self.G(torch.flip(b.x_ref, dims=[3]) if flipped else b.x_ref, s_trg)
             pair = self.make_pair(source, x_fake, b.x_ref, idt, flipped)
-            logs.update(method.auxiliary_step(pair))
-            terms = method.generator_losses(pair)
+            aux = method.auxiliary_step(pair)
+            logs.update(aux.logs)
+            terms = method.generator_losses(pair, aux.computed)
         recon = recon or o.reconstruction
         if recon == "auto":
             recon = "same_image" if terms else "cycle"
@@ -278,8 +291,7 @@ class MultiModalTask(Task):
         loss = (loss_adv + o.lambda_sty * loss_sty - lambda_ds * loss_ds + o.lambda_cyc * loss_cyc
                 + sum(terms.values(), x_fake.new_zeros(())))
         logs.update(adv=loss_adv.item(), sty=loss_sty.item(), ds=loss_ds.item(), cyc=loss_cyc.item())
-        self.last_reconstruction = recon
-        return loss, logs, terms
+        return GeneratorObjective(loss, logs, terms, recon)
 
     # -- one step ------------------------------------------------------------------------------
     def train_step(self) -> dict[str, float]:
@@ -298,9 +310,9 @@ class MultiModalTask(Task):
         self.opt_D.step()
 
         set_requires_grad(self.D, False)  # D is not stepped with G: skip its gradients
-        g_lat, g_lat_logs, terms = self.g_loss(b, "latent", lambda_ds, use_method=True)
+        latent = self.g_loss(b, "latent", lambda_ds, use_method=True)
         self._zero_grad()
-        g_lat.backward()
+        latent.total.backward()
         self.opt_G.step()
         self.opt_F.step()
         self.opt_E.step()
@@ -308,10 +320,10 @@ class MultiModalTask(Task):
         if heads is not None:
             heads.step()
         self.method.after_generator_step()
-        g_ref, g_ref_logs, terms_ref = self.g_loss(b, "reference", lambda_ds, use_method=o.patch_steps == "both",
-                                                   recon=self.last_reconstruction)
+        reference = self.g_loss(b, "reference", lambda_ds, use_method=o.patch_steps == "both",
+                                recon=latent.reconstruction)
         self._zero_grad()
-        g_ref.backward()
+        reference.total.backward()
         self.opt_G.step()
 
         moving_average(self.G, self.G_ema, o.ema_beta)
@@ -319,11 +331,11 @@ class MultiModalTask(Task):
         moving_average(self.E, self.E_ema, o.ema_beta)
         self.step += 1
         logs = {"D_latent": d_lat.item(), "D_ref": d_ref.item(), "R1": d_lat_logs["reg"],
-                "G_latent": g_lat.item(), "G_ref": g_ref.item(), "adv": g_lat_logs["adv"],
-                "sty": g_lat_logs["sty"], "ds": g_lat_logs["ds"], "cyc": g_lat_logs["cyc"],
+                "G_latent": latent.total.item(), "G_ref": reference.total.item(), "adv": latent.logs["adv"],
+                "sty": latent.logs["sty"], "ds": latent.logs["ds"], "cyc": latent.logs["cyc"],
                 "lambda_ds": lambda_ds}
-        logs.update({k: v.item() for k, v in terms.items()})
-        logs.update({f"{k}_ref": v.item() for k, v in terms_ref.items()})
+        logs.update({k: v.item() for k, v in latent.terms.items()})
+        logs.update({f"{k}_ref": v.item() for k, v in reference.terms.items()})
         return logs
 
     # -- checkpoints ---------------------------------------------------------------------------

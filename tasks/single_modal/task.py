@@ -132,14 +132,15 @@ class SingleModalTask(Task):
 
         # The method's own step (e.g. a negative generator), then generator and heads.
         pair = self._pair(real_a, fake_b, real_b, idt_b, flipped)
-        logs = dict(self.method.auxiliary_step(pair))
+        aux = self.method.auxiliary_step(pair)
+        logs = dict(aux.logs)
         set_requires_grad(self.netD, False)
         self.opt_G.zero_grad(set_to_none=True)
         heads = self.method.optimizers.get("heads")
         if heads is not None:
             heads.zero_grad(set_to_none=True)
         loss_gan = o.lambda_GAN * self.gan_loss(self.netD(fake_b), True) if o.lambda_GAN > 0 else fake_b.new_zeros(())
-        terms = self.method.generator_losses(pair)
+        terms = self.method.generator_losses(pair, aux.computed)
         loss_g = loss_gan + sum(terms.values(), fake_b.new_zeros(()))
         loss_g.backward()
         self.opt_G.step()
