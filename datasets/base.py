@@ -6,11 +6,12 @@ uses: segmentation labels of label->photo data, object masks (0/1) of object dat
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import ClassVar, Literal
 
 from benchmark.core.images import ImageSet, LabelInfo, TensorImageSet
 
-__all__ = ["DATASET_KINDS", "ImageSet", "LabelInfo", "TensorImageSet", "UnpairedDataset", "Split", "Side"]
+__all__ = ["DATASET_KINDS", "Dataset", "ImageSet", "LabelInfo", "TensorImageSet", "UnpairedDataset", "Split", "Side"]
 
 Split = Literal["train", "test"]
 Side = Literal["A", "B"]
@@ -23,12 +24,13 @@ DATASET_KINDS = {
 """The kinds of data a dataset class declares (``kind``) and a task accepts (``Task.dataset_kinds``)."""
 
 
-class UnpairedDataset:
-    """Base class of registered datasets. Subclasses set ``Options`` (a dataclass of settings)."""
+class Dataset:
+    """Base class of registered datasets of every kind. Subclasses set ``Options`` (a dataclass of
+    settings) and ``kind``."""
 
     Options: ClassVar[type]
     registry_name: ClassVar[str]
-    kind: ClassVar[str] = "unpaired"
+    kind: ClassVar[str]
     """What the data look like (a key of :data:`DATASET_KINDS`); tasks declare the kinds they accept."""
 
     @classmethod
@@ -38,12 +40,18 @@ class UnpairedDataset:
 
     def __init__(self, options, cache_dir):
         self.options = options
-        self.cache_dir = cache_dir
-
-    def split(self, split: Split, side: Side) -> ImageSet:
-        raise NotImplementedError
+        self.cache_dir = Path(cache_dir)
 
     @property
     def identity(self) -> str:
         """A string that changes whenever the data would change (used in metric cache keys)."""
+        raise NotImplementedError
+
+
+class UnpairedDataset(Dataset):
+    """Base class of unpaired two-sided datasets (kind 'unpaired')."""
+
+    kind: ClassVar[str] = "unpaired"
+
+    def split(self, split: Split, side: Side) -> ImageSet:
         raise NotImplementedError

@@ -26,7 +26,7 @@ from typing import ClassVar, Literal
 from benchmark.core.errors import DataError
 from benchmark.core.registry import register_dataset
 
-from .base import ImageSet
+from .base import Dataset, ImageSet
 from .folders import FolderImageSet, dataset_folder, image_files
 
 MultiSplit = Literal["train", "val"]
@@ -34,22 +34,10 @@ SPLITS: tuple[str, ...] = ("train", "val")
 IDENTITY_VERSION = 1
 
 
-class MultiDomainDataset:
-    """Base class of registered multi-domain datasets. Subclasses set ``Options`` (a dataclass)."""
+class MultiDomainDataset(Dataset):
+    """Base class of registered multi-domain datasets (kind 'multi_domain')."""
 
-    Options: ClassVar[type]
-    registry_name: ClassVar[str]
     kind: ClassVar[str] = "multi_domain"
-    """See :data:`datasets.base.DATASET_KINDS`."""
-
-    @classmethod
-    def required_weights(cls, options) -> list[str]:
-        """Keys of :data:`benchmark.core.weights.WEIGHT_FILES` that runs on this dataset need."""
-        return []
-
-    def __init__(self, options, cache_dir):
-        self.options = options
-        self.cache_dir = Path(cache_dir)
 
     @property
     def domains(self) -> list[str]:
@@ -61,10 +49,6 @@ class MultiDomainDataset:
         return len(self.domains)
 
     def split(self, split: MultiSplit, domain: str | int) -> ImageSet:
-        raise NotImplementedError
-
-    @property
-    def identity(self) -> str:
         raise NotImplementedError
 
     @property
