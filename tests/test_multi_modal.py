@@ -412,3 +412,10 @@ def test_folder_per_domain_reader_and_its_errors(tmp_path):
     missing = MultiDomainFolder(MultiDomainFolder.Options(root=str(tmp_path / "nope"), size=16), tmp_path)
     with pytest.raises(DataError, match="nope"):
         missing.domains
+
+
+def test_train_step_reports_the_methods_auxiliary_logs(tmp_path):
+    task, _, _ = build(tmp_path, methods=("negcut",), steps=2)
+    logs = task.train_step()
+    assert {"N", "N_ref"} <= set(logs), sorted(logs)   # NEGCUT's negative-generator loss, both G steps
+    assert all(isinstance(v, float) for v in logs.values())

@@ -148,6 +148,10 @@ class GeneratorObjective:
 
 
 
+_TASK_LOGS = ("adv", "sty", "ds", "cyc")
+"""The G-step values ``g_loss`` logs itself; every other key of its logs is the method's."""
+
+
 @register_task("multi_modal")
 class MultiModalTask(Task):
     """StarGAN v2 (multi-domain, multi-modal translation) with a patch-wise loss hook, as in Hneg-SRC's Table 2."""
@@ -336,6 +340,9 @@ class MultiModalTask(Task):
                 "lambda_ds": lambda_ds}
         logs.update({k: v.item() for k, v in latent.terms.items()})
         logs.update({f"{k}_ref": v.item() for k, v in reference.terms.items()})
+        # The method's own auxiliary-step logs (e.g. NEGCUT's N, N_div), of both G steps.
+        logs.update({k: v for k, v in latent.logs.items() if k not in _TASK_LOGS})
+        logs.update({f"{k}_ref": v for k, v in reference.logs.items() if k not in _TASK_LOGS})
         return logs
 
     # -- checkpoints ---------------------------------------------------------------------------
