@@ -49,6 +49,22 @@ class TranslationPair:
     progress: float = 0.0
     """Fraction of training done, in [0, 1] (drives curricula)."""
     step: int = 0
+    features: tuple[list[torch.Tensor], list[torch.Tensor]] | None = None
+    """Features of the (source, output) side that the task computed itself, in place of
+    ``encode(source)`` and ``encode(output)``: the compression task's teacher activations (the keys'
+    side, detached) and student activations (the queries' side) on the same input image."""
+    identity_features: tuple[list[torch.Tensor], list[torch.Tensor]] | None = None
+    """The same for the (target, identity) side, when the task gives ``features``."""
+
+    def given_features(self, source: torch.Tensor, output: torch.Tensor
+                       ) -> tuple[list[torch.Tensor], list[torch.Tensor]] | None:
+        """The task's own features of exactly these two images (``features`` for (source, output),
+        ``identity_features`` for (target, identity)), or None: then encode them."""
+        if self.features is not None and source is self.source and output is self.output:
+            return self.features
+        if self.identity_features is not None and source is self.target and output is self.identity:
+            return self.identity_features
+        return None
 
 
 @dataclass

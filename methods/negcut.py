@@ -35,7 +35,7 @@ from torch import nn
 from benchmark.core.registry import register_method
 
 from .base import AuxiliaryStep, OptimizerDefaults, TranslationPair
-from .shared.heads import ProjectionHeads, encoder_channels, l2_normalize, xavier_init_
+from .shared.heads import ProjectionHeads, feature_channels, l2_normalize, xavier_init_
 from .shared.nce import info_nce
 from .shared.patch_contrastive import PatchNCEMethod, PatchNCEParams
 from .shared.patches import all_locations, encode_pair, sample_keys_queries
@@ -168,7 +168,7 @@ class NEGCUT(PatchNCEMethod):
     # -- life cycle --------------------------------------------------------------------------------
     def initialize(self, pair: TranslationPair) -> None:
         p = self.params
-        channels = encoder_channels(pair.encode, pair.source)
+        channels = feature_channels(pair)
         self.heads = self.projection_heads(channels)
         # The official netF_ is a second PatchSampleF with its own random init, then averaged.
         self.ema_heads = self.projection_heads(channels).requires_grad_(False)
@@ -201,7 +201,7 @@ class NEGCUT(PatchNCEMethod):
             sides.append((pair.target, pair.identity))
         views = []
         for source, output in sides:
-            source_feats, output_feats = encode_pair(pair.encode, source, output, pair.output_flipped)
+            source_feats, output_feats = encode_pair(pair, source, output)
             if self.params.detach_negatives:
                 with torch.no_grad():
                     instances = self.instance_vectors([f.detach() for f in source_feats])

@@ -40,13 +40,16 @@ class ProjectionHeads(nn.Module):
         return [l2_normalize(mlp(x)) for mlp, x in zip(self.mlps, samples)]
 
 
-def encoder_channels(encode, images: torch.Tensor) -> list[int]:
-    """Channel counts of the features ``encode`` gives (one image, no gradients)."""
+def feature_channels(pair) -> list[int]:
+    """Channel counts of the features a method sees on ``pair`` (a ``TranslationPair``): of the
+    task's own features when it gives them, else of the encoder's on one source image (no gradients)."""
+    if pair.features is not None:
+        return [f.shape[1] for f in pair.features[0]]
     with torch.no_grad():
-        return [f.shape[1] for f in encode(images[:1])]
+        return [f.shape[1] for f in pair.encode(pair.source[:1])]
 
 
-def heads_for_encoder(encode, images: torch.Tensor, dim: int = 256, use_mlp: bool = True) -> ProjectionHeads:
-    """Projection heads sized from the encoder's features of ``images`` (CUT's data-dependent
-    initialisation), on the images' device."""
-    return ProjectionHeads(encoder_channels(encode, images), dim, use_mlp).to(images.device)
+def heads_for_pair(pair, dim: int = 256, use_mlp: bool = True) -> ProjectionHeads:
+    """Projection heads sized from the features of ``pair`` (CUT's data-dependent initialisation),
+    on the pair's device."""
+    return ProjectionHeads(feature_channels(pair), dim, use_mlp).to(pair.source.device)

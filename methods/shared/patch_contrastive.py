@@ -17,7 +17,7 @@ from typing import ClassVar, Sequence
 import torch
 
 from ..base import Method, TranslationPair
-from .heads import ProjectionHeads, heads_for_encoder
+from .heads import ProjectionHeads, heads_for_pair
 from .patches import PatchEmbeddings, encode_pair, sample_keys_queries
 
 
@@ -98,12 +98,12 @@ class PatchNCEMethod(PatchContrastiveMethod):
 
     def initialize(self, pair: TranslationPair) -> None:
         """CUT's data-dependent initialisation: heads sized from the encoder's features."""
-        self.heads = heads_for_encoder(pair.encode, pair.source, self.params.netF_nc, self.params.use_mlp)
+        self.heads = heads_for_pair(pair, self.params.netF_nc, self.params.use_mlp)
 
     def embed_patches(self, pair: TranslationPair, source: torch.Tensor, output: torch.Tensor,
                       ids: Sequence[torch.Tensor] | None = None) -> PatchEmbeddings:
         """Keys z = H(G_enc(source)) and queries z_hat = H(G_enc(output)) at ``num_patches`` random
         locations per layer (or at ``ids``), the output's features flipped back when the generator
         input was flipped."""
-        source_feats, output_feats = encode_pair(pair.encode, source, output, pair.output_flipped)
+        source_feats, output_feats = encode_pair(pair, source, output)
         return sample_keys_queries(self.heads, source_feats, output_feats, self.params.num_patches, ids)

@@ -7,7 +7,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from ..base import flip_back
+from ..base import TranslationPair, flip_back
 
 
 def sample_locations(features: Sequence[torch.Tensor], num_patches: int) -> list[torch.Tensor]:
@@ -44,13 +44,17 @@ def gather_locations(features: Sequence[torch.Tensor], ids: Sequence[torch.Tenso
     return [flat[:, idx.to(flat.device), :] for flat, idx in zip(all_locations(features), ids)]
 
 
-def encode_pair(encode: Callable[[torch.Tensor], list[torch.Tensor]], source: torch.Tensor, output: torch.Tensor,
-                output_flipped: bool = False) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-    """Encoder features ``(source_feats, output_feats)`` of corresponding images, the output's with a
-    horizontal flip of the generator input undone (flip equivariance), so that location s of both
-    is the same place of the scene. The output is encoded first (the order every method used)."""
-    output_feats = flip_back(encode(output), output_flipped)
-    source_feats = encode(source)
+def encode_pair(pair: TranslationPair, source: torch.Tensor, output: torch.Tensor
+                ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Features ``(source_feats, output_feats)`` of corresponding images of ``pair``: the task's own
+    when it computed them (``TranslationPair.given_features``), else the task encoder's, the output's
+    with a horizontal flip of the generator input undone (flip equivariance), so that location s of
+    both is the same place of the scene. The output is encoded first (the order every method used)."""
+    given = pair.given_features(source, output)
+    if given is not None:
+        return given
+    output_feats = flip_back(pair.encode(output), pair.output_flipped)
+    source_feats = pair.encode(source)
     return source_feats, output_feats
 
 
