@@ -69,8 +69,9 @@ class Component:
     """Datasets only: the published dataset the report compares with (``paper_dataset:``; '' =
     none; None = not given, the report then goes by the label). Not part of the run's config."""
     task_overrides: dict = field(default_factory=dict, compare=False)
-    """Methods only: task options for this method's runs (``task:`` of a method entry), applied
-    after the suite's task options; each run's config holds the options it trained with."""
+    """Methods and datasets: task options for their runs (``task:`` of a method entry or a dataset),
+    applied after the suite's task options (a dataset's first, then a method's); each run's config
+    holds the options it trained with."""
 
     def as_dict(self) -> dict:
         d = {"type": self.cls.registry_name, "options": to_dict(self.options)}
@@ -215,32 +216,50 @@ def _resolve_methods(raw: list, where: str) -> list[Component]:
     return out
 
 
-def _check_method_task_keys(methods: list[Component], tasks: list[Component], where: str) -> None:
-    """Each key of a method's ``task:`` must be an option of one of the suite's tasks."""
+def _check_task_override_keys(components: list[Component], tasks: list[Component], where: str) -> None:
+    """Each key of a method's or a dataset's ``task:`` must be an option of one of the suite's tasks."""
     valid = sorted({f for task in tasks for f in task.cls.Options.__dataclass_fields__})
-    for i, method in enumerate(methods):
-        for key in method.task_overrides:
+    for i, component in enumerate(components):
+        for key in component.task_overrides:
             if key not in valid:
-                raise ConfigError(f"{where}[{i}].task: '{key}' is not an option of any task in this suite"
+                at = f"[{i}]" if component.kind == "method" else f".{component.label}"
+                raise ConfigError(f"{where}{at}.task: '{key}' is not an option of any task in this suite"
                                   f"{registry.suggest(key, valid)}")
 
 
-def resolve_task_options(task: Component, method: Component, where: str) -> Any:
-    """The options a run of ``method`` on ``task`` trains with: the task's defaults, then the method's
-    paper settings (``task_defaults``), then the suite's task section, then the method entry's own
-    ``task:`` (each only where the task has that option)."""
+def _merged(*layers: dict) -> dict:
+    """The mappings layered left to right; a nested mapping (an option that is itself a group of
+    options, e.g. the compression task's ``search``) is merged key by key, not replaced."""
+    out: dict = {}
+    for layer in layers:
+        for key, value in layer.items():
+            if isinstance(value, dict) and isinstance(out.get(key), dict):
+                out[key] = _merged(out[key], value)
+            else:
+                out[key] = value
+    return out
+
+
+def resolve_task_options(task: Component, method: Component, where: str,
+                         dataset: Component | None = None) -> Any:
+    """The options a run of ``method`` on ``task`` (and ``dataset``) trains with: the task's
+    defaults, then the method's paper settings (``task_defaults``), then the suite's task section,
+    then the dataset's ``task:``, then the method entry's own ``task:`` (each only where the task has
+    that option)."""
     fields = task.cls.Options.__dataclass_fields__
     defaults = {k: v for k, v in method.cls.task_defaults.items() if k in fields}
+    per_dataset = {k: v for k, v in (dataset.task_overrides if dataset else {}).items() if k in fields}
     own = {k: v for k, v in method.task_overrides.items() if k in fields}
-    here = f"{where}: tasks.{task.label}" + (f" (with methods.{method.label}.task)" if own else "")
-    return build(task.cls.Options, {**defaults, **task.raw, **own}, here)
+    here = (f"{where}: tasks.{task.label}" + (f" (with datasets.{dataset.label}.task)" if per_dataset else "")
+            + (f" (with methods.{method.label}.task)" if own else ""))
+    return build(task.cls.Options, _merged(defaults, task.raw, per_dataset, own), here)
 
 
 def expand_runs(suite: Suite) -> list[Run]:
     """tasks x datasets x methods x seeds, each run's task options resolved once (errors at load)."""
-    options = {(t.label, m.label): resolve_task_options(t, m, suite.source)
-               for t in suite.tasks for m in suite.methods}
-    return [Run(suite, t, d, m, seed, options[(t.label, m.label)])
+    options = {(t.label, d.label, m.label): resolve_task_options(t, m, suite.source, d)
+               for t in suite.tasks for d in suite.datasets for m in suite.methods}
+    return [Run(suite, t, d, m, seed, options[(t.label, d.label, m.label)])
             for t in suite.tasks for d in suite.datasets for m in suite.methods for seed in suite.settings.seeds]
 
 
@@ -268,9 +287,13 @@ def _resolve_mapping(kind: str, reg: registry.Registry, raw: dict, where: str) -
         options = dict(options or {})
         type_name = options.pop("type", label)
         paper = _paper_dataset(options.pop("paper_dataset", None), here) if kind == "dataset" else None
+        task_overrides = options.pop("task", None) or {} if kind == "dataset" else {}
+        if not isinstance(task_overrides, dict):
+            raise ConfigError(f"{here}.task: expected a mapping of task options for the runs on this "
+                              f"dataset (e.g. {{lambda_recon: 10}}), got {task_overrides!r}")
         cls = reg.get(type_name)
         out.append(Component(kind, str(label), cls, _resolve_options(kind, label, cls, options, here),
-                             raw=options, paper_dataset=paper))
+                             raw=options, paper_dataset=paper, task_overrides=dict(task_overrides)))
     return out
 
 
@@ -345,7 +368,8 @@ def suite_from_dict(raw: dict, source: str = "<dict>", base_dir: Path | None = N
     methods = _resolve_methods(settings.methods, f"{where}: methods")
     if not tasks or not datasets or not methods:
         raise ConfigError(f"{where}: tasks, datasets and methods must each name at least one entry")
-    _check_method_task_keys(methods, tasks, f"{where}: methods")
+    _check_task_override_keys(methods, tasks, f"{where}: methods")
+    _check_task_override_keys(datasets, tasks, f"{where}: datasets")
     _check_dataset_kinds(tasks, datasets, where)
     suite = Suite(settings, tasks, datasets, methods, source, base_dir, raw=applied)
     suite.runs = expand_runs(suite)

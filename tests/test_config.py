@@ -116,6 +116,28 @@ def test_a_method_task_option_unknown_or_of_the_wrong_type_is_named(tmp_path):
         load_suite(write(tmp_path, bad_type))
 
 
+def test_a_dataset_sets_task_options_for_its_runs_before_a_method_entry(tmp_path):
+    """Per-dataset settings (e.g. the compression task's per-dataset weights): datasets.<d>.task
+    applies to every run on that dataset, after the suite's task section and before a method's own
+    task:; nested option groups merge key by key."""
+    from benchmark.config import _merged
+    from benchmark.runner import expand
+
+    text = GOOD.replace("  synthetic_objects: {size: 32}",
+                        "  synthetic_objects: {size: 32}\n"
+                        "  scenes: {type: synthetic_scenes, size: 32, task: {n_steps: 7, lr: 1e-3}}")
+    text = text.replace("[cut, fastcut,", "[cut, {name: fastcut, task: {n_steps: 5}},")
+    suite = load_suite(write(tmp_path, text))
+    runs = {(run.dataset.label, run.method.label): run.task_options for run in expand(suite)}
+    assert (runs["synthetic_objects", "cut"].n_steps, runs["synthetic_objects", "cut"].lr) == (2, 2e-4)
+    assert (runs["scenes", "cut"].n_steps, runs["scenes", "cut"].lr) == (7, 1e-3)
+    assert (runs["scenes", "fastcut"].n_steps, runs["scenes", "fastcut"].lr) == (5, 1e-3)
+    assert _merged({"a": 1, "g": {"x": 1, "y": 2}}, {"g": {"y": 3}}) == {"a": 1, "g": {"x": 1, "y": 3}}
+    bad = text.replace("task: {n_steps: 7, lr: 1e-3}", "task: {n_step: 7}")
+    with pytest.raises(ConfigError, match=r"datasets\.scenes\.task.*'n_step'.*n_steps"):
+        load_suite(write(tmp_path, bad))
+
+
 def test_a_task_paired_with_a_dataset_of_another_kind_fails_at_load(tmp_path):
     from benchmark.runner import Runner
 

@@ -75,6 +75,34 @@ class TensorImageSet(ImageSet):
         return self._names[index] if self._names is not None else super().name(index)
 
 
+class SubsetImageSet(ImageSet):
+    """The images ``indices`` of another image set, in that order (e.g. a held-out part of a
+    training split)."""
+
+    def __init__(self, base: ImageSet, indices: Sequence[int]):
+        self.base = base
+        self.indices = [int(i) for i in indices]
+        bad = [i for i in self.indices if not 0 <= i < len(base)]
+        if bad:
+            raise IndexError(f"subset indices {bad[:5]} are outside the {len(base)} images of the set")
+        self.label_info = base.label_info
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def image(self, index: int) -> torch.Tensor:
+        return self.base.image(self.indices[index])
+
+    def images(self, indices: Sequence[int]) -> torch.Tensor:
+        return self.base.images([self.indices[int(i)] for i in indices])
+
+    def label(self, index: int) -> torch.Tensor:
+        return self.base.label(self.indices[index])
+
+    def name(self, index: int) -> str:
+        return self.base.name(self.indices[index])
+
+
 class SplitDataset(Protocol):
     """What evaluation code needs of a dataset: its image sets by split and side, and an identity
     string that changes whenever the data would (for cache keys)."""

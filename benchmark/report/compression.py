@@ -1,0 +1,138 @@
+"""The layout of the compression task, as Hneg-SRC's Table 3: per dataset, the teacher, the student
+baseline (``none``) and the student + each method, with #Params, MACs, FID (and KID, mIoU where
+scored) as mean ± std over seeds, the published numbers in their own columns for the paper's
+datasets, and an image grid (input, teacher, each student)."""
+from __future__ import annotations
+
+import pandas as pd
+import torch
+
+from ..config import Component
+from ..reference import PAPER_TABLES, PaperTable
+from .format import NOT_SCORED, STATUS, markdown_table, mean_std, protocol_footer, status_words, untrained_warning
+from .grids import nearest_factor, read_rgb, save_grid, upscale_nearest
+from .layouts import ReportContext, register_layout
+from .multi_modal import first_seed
+from .paper import dataset_paper_name, paper_methods, paper_note, published_cell
+from .results import IDENTITY, Row
+
+TEACHER = "teacher"
+METRICS = ["params_M", "MACs_G", "FID", "KIDx100", "mIoU", "pixAcc", "clsAcc", "maskIoU"]
+NAMES = {"params_M": "#Params (M)", "MACs_G": "MACs (G)"}
+DIGITS = {"params_M": 3, "MACs_G": 3}
+GRID_TILE = 96
+
+
+def column(metric: str, paper: bool = False) -> str:
+    return ("paper " if paper else "") + NAMES.get(metric, metric)
+
+
+def _values(records: list[dict], metric: str, prefix: str = "") -> pd.Series:
+    return pd.Series([r["metrics"][prefix + metric] for r in records if prefix + metric in r["metrics"]],
+                     dtype=float)
+
+
+def dataset_table(rows: list[Row], method_order: list[str], paper_name: str | None,
+                  table: PaperTable | None, to_paper: dict[str, str | None]) -> pd.DataFrame:
+    """Rows of one dataset: the teacher (its ``teacher_*`` metrics, one per seed, from the runs of
+    the first method that has them), the identity row, then each method's exported student."""
+    finished = [r.record for r in rows if r.finished and r.method != IDENTITY]
+    present = {m for r in finished for m in r["metrics"]}
+    metrics = [m for m in METRICS if m in present or f"teacher_{m}" in present]
+    paper_metrics = list(table.metrics) if table is not None and paper_name else []
+    out, statuses = [], []
+
+    def add(name: str, records: list[dict], prefix: str, seeds, paper_row: str | None, status: str) -> None:
+        row = {"model": name}
+        for metric in metrics:
+            values = _values(records, metric, prefix)
+            row[column(metric)] = NOT_SCORED if values.empty else mean_std(values, DIGITS.get(metric, 2))
+        row["seeds"] = seeds
+        for metric in paper_metrics:
+            value = table.value(paper_name, paper_row, metric) if paper_row else None
+            row[column(metric, paper=True)] = published_cell(value, DIGITS.get(metric, 2))
+        out.append(row)
+        statuses.append(status)
+
+    teacher_source = next((m for m in method_order if any(r["method"] == m for r in finished)), None)
+    teacher_runs = [r for r in finished if r["method"] == teacher_source]
+    if teacher_runs:
+        add(TEACHER, teacher_runs, "teacher_", len({r["seed"] for r in teacher_runs}), TEACHER, "")
+    identity = [r for r in rows if r.method == IDENTITY]
+    if identity:
+        add(IDENTITY, [r.record for r in identity if r.finished], "", "-", None, status_words(identity))
+    for method in method_order:
+        mrows = [r for r in rows if r.method == method]
+        if not mrows:
+            continue
+        runs = [r.record for r in mrows if r.finished]
+        add(f"student + {method}" if method != "none" else "student (none)", runs, "",
+            len({r["seed"] for r in runs}), to_paper.get(method), status_words(mrows))
+    frame = pd.DataFrame(out)
+    if any(statuses):
+        frame[STATUS] = statuses
+    return frame
+
+
+def comparison_grid(rows: list[Row], methods: list[str], out_path) -> list[str]:
+    """Columns: input, teacher, then each method's student (first seed); a row per test sample."""
+    columns, labels = [], []
+    source = next((m for m in methods if first_seed(rows, m, "samples/input_00.png")), None)
+    if source is None:
+        return []
+    count = 0
+    while first_seed(rows, source, f"samples/input_{count:02d}.png"):
+        count += 1
+    for label, method, name in [("input", source, "input"), ("teacher", source, "teacher"),
+                                *[(m, m, "output") for m in methods]]:
+        images = [first_seed(rows, method, f"samples/{name}_{i:02d}.png") for i in range(count)]
+        if any(p is None for p in images):
+            continue
+        columns.append(torch.cat([read_rgb(p) for p in images], dim=1))
+        labels.append(label)
+    if not columns or any(c.shape != columns[0].shape for c in columns):
+        return []
+    gap = torch.full((3, columns[0].shape[1], 4), 255, dtype=torch.uint8)
+    grid = torch.cat([p for c in columns for p in (c, gap)][:-1], dim=2)
+    side = columns[0].shape[-1]
+    save_grid(upscale_nearest(grid[None], nearest_factor(side, GRID_TILE))[0], out_path)
+    return labels
+
+
+@register_layout("compression")
+def table3_section(ctx: ReportContext, task: Component) -> list[str]:
+    rows = ctx.rows_of(task.label)
+    if not rows:
+        return []
+    table = PAPER_TABLES.get(task.cls.registry_name)
+    method_order = [m.label for m in ctx.suite.methods]
+    to_paper = paper_methods(ctx.suite.methods, table)
+    title = f" (layout of {table.title})" if table else ""
+    lines = [f"## {task.label}{title}", ""]
+    lines += untrained_warning([r.record for r in rows if r.finished])
+    paper = {}
+    for d in ctx.suite.datasets:
+        drows = [r for r in rows if r.dataset == d.label]
+        if not drows:
+            continue
+        paper[d.label] = dataset_paper_name(d, table)
+        frame = dataset_table(drows, method_order, paper[d.label], table, to_paper)
+        lines += [f"### {d.label}", "", markdown_table(frame), ""]
+        records = [r.record for r in drows if r.finished and r.method != IDENTITY]
+        lines += [f"Protocol ({d.label}): {protocol_footer(records)}.", ""]
+        grid_path = ctx.grid_dir / f"{task.label}_{d.label}_students.png"
+        labels = comparison_grid(drows, method_order, grid_path)
+        if labels:
+            lines += [f"![{task.label} {d.label}]({ctx.suite.name}/{grid_path.name})", "",
+                      f"*{d.label}:* columns {', '.join(labels)} (first seed; each student is the "
+                      "sub-network its search chose); a row per test image.", ""]
+    lines += ["Rows: the teacher (ResNet-9 generator, its scores from each seed's run), `identity` (the "
+              "test inputs scored as outputs), the once-for-all student with no patch loss (`none`: plain "
+              "Fast GAN Compression) and with each method's loss, each exported at the sub-network its "
+              "evolution search chose under the MACs budget on held-out training images. #Params and "
+              "MACs (torchprofile, at the test resolution) of that sub-network. FID / KID: lower is "
+              "better; mIoU: higher is better.", ""]
+    note = paper_note(table, paper)
+    if note:
+        lines += [note, ""]
+    return lines

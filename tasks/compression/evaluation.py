@@ -1,0 +1,115 @@
+"""The compression task's scores: the test protocols (Fast GAN Compression's and CUT's) and the
+search's score on held-out training images.
+
+* ``gan_compression``: FID against the real statistics its scripts load (``real_stat/<data>_B.npz``
+  for horse2zebra: every B image; ``cityscapes_A.npz`` / ``maps_A.npz`` for the paired sets, trained
+  BtoA: the test photos), computed here from the dataset itself; for Cityscapes folders that ask for
+  it, DRN-D-105 mIoU (``benchmark.core.metrics.drn``, protocol ``gan_compression``).
+* ``cut``: CUT's protocol, as in the single-modal task (test outputs vs test B, CUT's label scores).
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import torch
+
+from benchmark.core.context import Evaluation, RunContext
+from benchmark.core.errors import ConfigError
+from benchmark.core.images import ImageSet
+from benchmark.core.metrics.fid import fid_from_features, inception_features, kid_from_features
+from benchmark.core.metrics.inception import INCEPTION_SHA256
+
+from ..data import seeded_generator
+from ..evaluation import (cityscapes_label_scores, count_images, evaluate_translation, label_scores,
+                          real_features, segmentation_protocol, translate_set)
+
+
+def held_out_indices(n_train: int, count: int) -> list[int]:
+    """The training images held out for the search (Fast GAN Compression's ``train2`` meta files):
+    ``count`` of ``n_train`` (0 = a tenth, at least 2), drawn with a fixed seed so that every run and
+    seed of a suite holds out the same images, as the official fixed meta files do."""
+    count = count or max(2, n_train // 10)
+    if count >= n_train:
+        raise ConfigError(f"search.held_out_images = {count} leaves no training image of the {n_train} "
+                          "for the supernet; hold out fewer")
+    order = torch.randperm(n_train, generator=seeded_generator(20240, n_train)).tolist()
+    return sorted(order[n_train - count:])
+
+
+class CompressionScorer:
+    """Scores translations of a dataset under one protocol, with the real features computed once."""
+
+    def __init__(self, dataset, ctx: RunContext, protocol: str, paired: bool):
+        self.dataset, self.ctx, self.protocol, self.paired = dataset, ctx, protocol, paired
+        self._real: np.ndarray | None = None
+
+    @property
+    def real_description(self) -> str:
+        if self.protocol == "gan_compression" and not self.paired:
+            return "train B + test B (gan-compression's real statistics for unpaired data)"
+        return "test B"
+
+    def real(self) -> np.ndarray:
+        if self._real is None:
+            parts = [real_features(self.dataset, "test", self.ctx, side="B")]
+            if self.protocol == "gan_compression" and not self.paired:
+                parts.insert(0, real_features(self.dataset, "train", self.ctx, side="B"))
+            self._real = np.concatenate(parts)
+        return self._real
+
+    def _fid(self, outputs: torch.Tensor) -> tuple[float, np.ndarray]:
+        ev = self.ctx.evaluation
+        fake = inception_features(outputs, resize=ev.fid_resize, device=self.ctx.device,
+                                  batch_size=ev.batch_size, weights_dir=self.ctx.weights_dir)
+        return fid_from_features(fake, self.real()), fake
+
+    # -- the search's score ----------------------------------------------------------------------
+    def search_criterion(self, asked: str, held_out: ImageSet) -> str:
+        if asked == "auto":
+            return "mIoU" if held_out.has_labels and held_out.label_info.kind == "segmentation" else "fid"
+        if asked == "mIoU" and not held_out.has_labels:
+            raise ConfigError("search.criterion mIoU needs segmentation labels on the training images of "
+                              "side A; this dataset has none: use fid")
+        return asked
+
+    def search_score(self, translate: Callable[[torch.Tensor], torch.Tensor], held_out: ImageSet,
+                     criterion: str) -> float:
+        ev = self.ctx.evaluation
+        outputs = translate_set(translate, held_out, len(held_out), ev.batch_size, self.ctx.device)
+        if criterion == "fid":
+            return self._fid(outputs)[0]
+        scores, _ = label_scores(self.dataset, outputs, held_out, len(held_out), self.ctx)
+        return scores["mIoU"]
+
+    # -- test ------------------------------------------------------------------------------------
+    def score_test(self, translate: Callable[[torch.Tensor], torch.Tensor]) -> Evaluation:
+        if self.protocol == "cut":
+            return evaluate_translation(translate, self.dataset, self.ctx)
+        ev, ctx = self.ctx.evaluation, self.ctx
+        test_a = self.dataset.split("test", "A")
+        count = count_images(test_a, ev.num_test_images)
+        outputs = translate_set(translate, test_a, count, ev.batch_size, ctx.device)
+        fid, fake = self._fid(outputs)
+        real = self.real()
+        kid = kid_from_features(fake, real, num_subsets=ev.kid_subsets, subset_size=ev.kid_subset_size,
+                                seed=ev.kid_seed)
+        metrics = {"FID": fid, "KIDx100": 100.0 * kid}
+        protocol = {}
+        seg = segmentation_protocol(self.dataset)
+        if ev.label_scores and seg:
+            scores, protocol = cityscapes_label_scores(seg, outputs, test_a, count, ctx)
+            metrics.update(scores)
+        elif ev.label_scores and test_a.has_labels:
+            scores, protocol = label_scores(self.dataset, outputs, test_a, count, ctx)
+            metrics.update(scores)
+        shown = min(ev.grid_images, count)
+        return Evaluation(
+            metrics=metrics,
+            protocol={"eval_protocol": "gan_compression",
+                      "fid_network": f"TF-Inception (pytorch-fid weights, sha256 {INCEPTION_SHA256[:12]})",
+                      "fid_resize": ev.fid_resize, "num_outputs": count, "num_real": int(real.shape[0]),
+                      "real_split": self.real_description, "kid_subsets": ev.kid_subsets,
+                      "kid_subset_size": min(ev.kid_subset_size, count, int(real.shape[0])),
+                      "kid_seed": ev.kid_seed, "resolution": list(outputs.shape[-2:]), **protocol},
+            samples={"input": test_a.images(range(shown)), "output": outputs[:shown]})

@@ -1,0 +1,286 @@
+"""The compression task: Fast GAN Compression (mit-han-lab/gan-compression, ``train_supernet.py``
+with ``supernets/resnet_supernet.py``), with any method's patch-wise loss added as Hneg-SRC's
+``Compression/`` code adds its own.
+
+Per step (``ResnetSupernet.optimize_parameters``): one sub-network configuration is sampled; the
+frozen teacher and the student supernet (under that configuration) translate the same real_A; D is
+back-propagated on 0.5 * (L_GAN(D(fake), 0) + L_GAN(D(real), 1)) (conditional on real_A for paired
+data); then the generator objective
+
+    lambda_gan * L_GAN(D(S(x)), 1) + lambda_recon * |S(x) - T(x) or y|_1
+        + lambda_distill * sum_hooks MSE(A_h(S_h(x)), T_h(x)) + the method's losses
+
+with the method's keys on the teacher's hook activations T_h(x) (detached) and its queries on the
+student's S_h(x); D (not yet stepped) scores the fake; D, then G (student, mappings) and the
+method's heads step. After training (``evaluate``): the evolution search on held-out training
+images, the export of the chosen sub-network and its test scores beside the teacher's.
+"""
+from __future__ import annotations
+
+import json
+
+import torch
+import torch.nn.functional as F
+
+from benchmark.core.atomic import write_json
+from benchmark.core.context import Evaluation, RunContext
+from benchmark.core.errors import ConfigError
+from benchmark.core.images import SubsetImageSet
+from benchmark.core.metrics.macs import count_macs, count_parameters
+from benchmark.core.registry import register_task
+from benchmark.core.schedules import linear_decay_factor
+from methods.base import OptimizerDefaults, TranslationPair
+
+from ..base import Task, set_requires_grad
+from ..data import UnpairedBatches, seeded_generator, to_model_range
+from ..single_modal.networks import GANLoss, NLayerDiscriminator, init_weights
+from .evaluation import CompressionScorer, held_out_indices
+from .networks import (CHANNEL_CHOICES, DistillMappings, SuperMobileResnetGenerator, TEACHER_HOOKS,
+                       export_subnet, largest_config, sample_config)
+from .options import CompressionOptions, resolved
+from .search import EvolutionSearch
+from .teacher import obtain_teacher
+
+
+def _padded(features: list[torch.Tensor], width: int) -> list[torch.Tensor]:
+    """Channel-pad each (B, C, H, W) map with zeros to ``width``: a head on the padded map equals a
+    head whose input weights are sliced to C (Hneg-SRC's SuperMLP / SuperLinear)."""
+    return [f if f.shape[1] == width else F.pad(f, (0, 0, 0, 0, 0, width - f.shape[1])) for f in features]
+
+
+class PairedBatches(UnpairedBatches):
+    """Aligned batches: the same indices, crops and flips for A and B (pix2pix's aligned dataset)."""
+
+    def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        ids_a, _ = self.indices(step)
+        both = torch.cat([self.set_a.images(ids_a), self.set_b.images(ids_a)], dim=1)
+        both = self.augment(both, step, 0)
+        return both[:, :3], both[:, 3:]
+
+
+@register_task("compression")
+class CompressionTask(Task):
+    """Teacher -> once-for-all student distillation with evolution search (Fast GAN Compression)."""
+
+    Options = CompressionOptions
+    dataset_kinds = ("unpaired", "paired")
+
+    @classmethod
+    def planned_steps(cls, options: CompressionOptions) -> int:
+        return options.n_steps + options.n_steps_decay
+
+    @property
+    def paired(self) -> bool:
+        return getattr(self.dataset, "kind", "unpaired") == "paired"
+
+    # -- set-up ------------------------------------------------------------------------------------
+    def setup(self) -> None:
+        o, device = self.options, self.ctx.device
+        self.settings = resolved(o, self.paired)
+        self.choices = CHANNEL_CHOICES[self.settings["channel_set"]]
+        self.teacher = obtain_teacher(o.teacher, self.dataset, self.paired, device, self.ctx.seed,
+                                      self.ctx.cache_dir, self.ctx.log)
+        set_requires_grad(self.teacher, False)
+        self.teacher.eval()
+        self.student = init_weights(SuperMobileResnetGenerator(ngf=o.student_ngf, norm=o.norm),
+                                    o.init_type, o.init_gain).to(device)
+        teacher_widths = self.teacher.encoder_channels(TEACHER_HOOKS)
+        self.mappings = init_weights(DistillMappings(self.student.hook_channels(), teacher_widths),
+                                     o.init_type, o.init_gain).to(device)
+        self.feature_width = max(teacher_widths)
+        in_d = 6 if self.paired else 3
+        self.netD = init_weights(NLayerDiscriminator(in_d, self.settings["ndf"], o.n_layers_D, o.norm, antialias=False),
+                                 o.init_type, o.init_gain).to(device)
+        self.gan_loss = GANLoss(self.settings["gan_mode"]).to(device)
+
+        train_a, train_b = self.dataset.split("train", "A"), self.dataset.split("train", "B")
+        held_out = held_out_indices(len(train_a), o.search.held_out_images)
+        keep_a = [i for i in range(len(train_a)) if i not in set(held_out)]
+        if self.paired:
+            train_b = SubsetImageSet(train_b, keep_a)
+        else:
+            keep_b = [i for i in range(len(train_b)) if i not in set(held_out_indices(len(train_b), len(held_out)))]
+            train_b = SubsetImageSet(train_b, keep_b)
+        train_a = SubsetImageSet(train_a, keep_a)
+        crop = self.dataset.split("test", "A").image(0).shape[-1]
+        batches = PairedBatches if self.paired else UnpairedBatches
+        self.batches = batches(train_a, train_b, o.batch_size, crop, o.flip, self.ctx.seed)
+
+        betas = (o.beta1, 0.999)
+        self.opt_G = torch.optim.Adam([*self.student.parameters(), *self.mappings.parameters()], lr=o.lr, betas=betas)
+        self.opt_D = torch.optim.Adam(self.netD.parameters(), lr=o.lr, betas=betas)
+        real_a, real_b = self._batch(0)
+        config = largest_config(self.choices)
+        self.method.to(device)
+        self.method.initialize(self._pair(real_a, real_b, config, self._forward(real_a, config)))
+        self.method.build_optimizers(OptimizerDefaults(o.lr, betas))
+        self.schedulers = [torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda step: linear_decay_factor(step, o.n_steps, o.n_steps_decay))
+            for opt in self._optimizers()]
+
+    def _optimizers(self) -> list[torch.optim.Optimizer]:
+        return [self.opt_G, self.opt_D, *self.method.optimizers.values()]
+
+    def _batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        a, b = self.batches.batch(step)
+        return to_model_range(a, self.ctx.device), to_model_range(b, self.ctx.device)
+
+    def sample_config(self, step: int) -> dict:
+        """The sub-network of ``step``: a pure function of the seed and the step (resumable)."""
+        return sample_config(self.choices, seeded_generator(self.ctx.seed, 11, step))
+
+    # -- the two networks on one input ----------------------------------------------------------------
+    def _forward(self, images: torch.Tensor, config: dict):
+        """(teacher output, teacher hook activations, student output, student hook activations)."""
+        with torch.no_grad():
+            t_out, t_feats = self.teacher(images, TEACHER_HOOKS, return_output=True)
+        s_out, s_feats = self.student(images, config, return_hooks=True)
+        return t_out, [f.detach() for f in t_feats], s_out, s_feats
+
+    def _method_features(self, s_feats, mapped):
+        if self.options.method_features == "mapped":
+            return mapped
+        return _padded(s_feats, self.feature_width)
+
+    def _pair(self, real_a, real_b, config, forward, mapped=None) -> TranslationPair:
+        t_out, t_feats, s_out, s_feats = forward
+        if mapped is None:
+            mapped = self.mappings(s_feats, config)
+        identity = identity_features = None
+        if self.method.uses_identity:
+            _, t_idt, identity, s_idt = self._forward(real_b, config)
+            identity_features = (t_idt, self._method_features(s_idt, self.mappings(s_idt, config)))
+        return TranslationPair(
+            source=real_a, output=s_out, encode=self._no_encoder, target=real_b, identity=identity,
+            features=(t_feats, self._method_features(s_feats, mapped)), identity_features=identity_features,
+            progress=self.step / max(1, self.total_steps), step=self.step)
+
+    @staticmethod
+    def _no_encoder(images):
+        raise ConfigError("the compression task hands a method the teacher's and the student's hook "
+                          "activations (TranslationPair.features); it has no single encoder to apply "
+                          "to other images")
+
+    # -- training ------------------------------------------------------------------------------------
+    def train_step(self) -> dict[str, float]:
+        s = self.settings
+        real_a, real_b = self._batch(self.step)
+        if self.method.flips_input and bool(torch.rand(()) < 0.5):
+            real_a, real_b = real_a.flip(3), real_b.flip(3)   # both networks see the same flip
+        config = self.sample_config(self.step)
+        forward = self._forward(real_a, config)
+        t_out, t_feats, s_out, s_feats = forward
+
+        for opt in self._optimizers():
+            opt.zero_grad(set_to_none=True)
+        # Discriminator (stepped after G's backward, as the official optimize_parameters does).
+        set_requires_grad(self.netD, True)
+        fake_d = torch.cat([real_a, s_out], 1) if self.paired else s_out
+        real_d = torch.cat([real_a, real_b], 1) if self.paired else real_b
+        loss_d_fake = self.gan_loss(self.netD(fake_d.detach()), False)
+        loss_d_real = self.gan_loss(self.netD(real_d), True)
+        loss_d = 0.5 * (loss_d_fake + loss_d_real)
+        loss_d.backward()
+
+        mapped = self.mappings(s_feats, config)
+        pair = self._pair(real_a, real_b, config, forward, mapped)
+        aux = self.method.auxiliary_step(pair)
+        set_requires_grad(self.netD, False)
+        loss_gan = self.options.lambda_gan * self.gan_loss(self.netD(fake_d), True, for_discriminator=False)
+        recon_target = real_b if self.paired else t_out
+        loss_recon = s["lambda_recon"] * F.l1_loss(s_out, recon_target)
+        distill = [F.mse_loss(m, t) for m, t in zip(mapped, t_feats)]
+        loss_distill = s["lambda_distill"] * sum(distill, s_out.new_zeros(()))
+        terms = self.method.generator_losses(pair, aux.computed)
+        loss_g = loss_gan + loss_recon + loss_distill + sum(terms.values(), s_out.new_zeros(()))
+        loss_g.backward()
+        self.opt_D.step()
+        self.opt_G.step()
+        for opt in self.method.optimizers.values():
+            opt.step()
+        self.method.after_generator_step()
+        for scheduler in self.schedulers:
+            scheduler.step()
+        self.step += 1
+        logs = dict(aux.logs)
+        logs.update(D=loss_d.item(), G_GAN=loss_gan.item(), recon=loss_recon.item(),
+                    distill=loss_distill.item(), **{k: v.item() for k, v in terms.items()})
+        return logs
+
+    def state_dict(self) -> dict:
+        return {
+            "step": self.step,
+            "student": self.student.state_dict(),
+            "mappings": self.mappings.state_dict(),
+            "netD": self.netD.state_dict(),
+            "method": self.method.state_dict(),
+            "optimizers": [opt.state_dict() for opt in self._optimizers()],
+            "schedulers": [s.state_dict() for s in self.schedulers],
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.step = state["step"]
+        self.student.load_state_dict(state["student"])
+        self.mappings.load_state_dict(state["mappings"])
+        self.netD.load_state_dict(state["netD"])
+        self.method.load_state_dict(state["method"])
+        for opt, s in zip(self._optimizers(), state["optimizers"], strict=True):
+            opt.load_state_dict(s)
+        for sched, s in zip(self.schedulers, state["schedulers"], strict=True):
+            sched.load_state_dict(s)
+
+    # -- search, export, evaluation ------------------------------------------------------------------
+    def _translate_with(self, config):
+        def translate(images):
+            self.student.eval()
+            try:
+                with torch.no_grad():
+                    return self.student(images, config)
+            finally:
+                self.student.train()
+        return translate
+
+    def evaluate(self) -> Evaluation:
+        o, ctx = self.options, self.ctx
+        scorer = CompressionScorer(self.dataset, ctx, o.protocol, self.paired)
+        size = self.dataset.split("test", "A").image(0).shape[-1]
+        example = torch.zeros(1, 3, size, size, device=ctx.device)
+
+        def macs_of(config: dict) -> int:
+            return count_macs(export_subnet(self.student, config), example)
+
+        train_a = self.dataset.split("train", "A")
+        held_out = SubsetImageSet(train_a, held_out_indices(len(train_a), o.search.held_out_images))
+        criterion = scorer.search_criterion(o.search.criterion, held_out)
+        search = EvolutionSearch(
+            o.search, self.choices, macs_of=macs_of,
+            score=lambda config: scorer.search_score(self._translate_with(config), held_out, criterion),
+            higher_is_better=criterion != "fid", state_path=ctx.run_dir / "search" / "state.pt",
+            seed=ctx.seed, log=ctx.log)
+        best_config, best_score, _ = search.run()
+        subnet = export_subnet(self.student, best_config).eval()
+        torch.save(subnet.state_dict(), ctx.run_dir / "search" / "subnet.pt")
+        write_json(ctx.run_dir / "search" / "subnet.json",
+                   {"config": best_config, f"held_out_{criterion}": best_score})
+
+        student = scorer.score_test(lambda x: subnet(x))
+        teacher = scorer.score_test(lambda x: self.teacher(x))
+        metrics = dict(student.metrics)
+        metrics.update(params_M=count_parameters(subnet) / 1e6, MACs_G=count_macs(subnet, example) / 1e9,
+                       **{f"teacher_{k}": v for k, v in teacher.metrics.items()},
+                       teacher_params_M=count_parameters(self.teacher) / 1e6,
+                       teacher_MACs_G=count_macs(self.teacher, example) / 1e9,
+                       **{f"search_{criterion}": best_score})
+        protocol = {**student.protocol, "eval_protocol": o.protocol, "macs_counter": "torchprofile.profile_macs",
+                    "macs_resolution": f"{size}x{size}", "subnet": json.dumps(best_config["channels"]),
+                    "search": (f"evolution, population {o.search.population_size}, "
+                               f"{o.search.evolution_iters} iterations, budget {o.search.budget_macs:.3g} MACs, "
+                               f"{criterion} on {len(held_out)} held-out training images")}
+        samples = {"input": student.samples["input"], "teacher": teacher.samples["output"],
+                   "output": student.samples["output"]}
+        return Evaluation(metrics=metrics, protocol=protocol, samples=samples)
+
+    @classmethod
+    def evaluate_identity(cls, options, dataset, ctx: RunContext) -> Evaluation:
+        paired = getattr(dataset, "kind", "unpaired") == "paired"
+        return CompressionScorer(dataset, ctx, options.protocol, paired).score_test(lambda x: x)
