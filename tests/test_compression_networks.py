@@ -138,6 +138,12 @@ def test_supernet_layout_and_hook_points(supernet):
     assert all(kinds[i] == "SuperMobileResnetBlock" for i in range(10, 19))
     assert kinds[9] == "ReLU" and supernet.hook_layers == [9, 12, 15, 18] == distill_layer_ids(9)
     assert count_parameters(supernet) == supernet.subnet_parameter_count(largest_config(PIX2PIX))
+    # the official SuperMobileResnetGenerator's state-dict keys
+    expected = {f"model.{i}.{p}" for i in (1, 4, 7, 19, 22, 26) for p in ("weight", "bias")}
+    expected |= {f"model.{i}.conv_block.{j}.conv.{k}.{p}" for i in range(10, 19) for j in (1, 6) for k in (0, 2)
+                 for p in ("weight", "bias")}
+    assert set(supernet.state_dict()) == expected
+    assert set(export_subnet(supernet, smallest_config(PIX2PIX)).state_dict()) == expected
 
 
 # ------------------------------------------------------------------------------------------------
