@@ -132,6 +132,14 @@ def test_resume_is_bit_exact(tmp_path, checkpoint_every_s, fail_after):
         assert not set(calls) & set(resumed_calls)
 
 
+def test_a_finished_search_extends_as_if_run_at_once(tmp_path):
+    at_once = make_search(tmp_path, "once.json", iterations=6).run()
+    make_search(tmp_path, "extended.json", iterations=3).run()
+    assert make_search(tmp_path, "extended.json", iterations=6).run() == at_once
+    with pytest.raises(CheckpointError, match="more than"):
+        make_search(tmp_path, "extended.json", iterations=2).run()
+
+
 def test_other_settings_refuse_the_saved_state(tmp_path):
     make_search(tmp_path, iterations=1).run()
     with pytest.raises(CheckpointError, match="other settings"):

@@ -233,7 +233,10 @@ class EvolutionSearch:
     # State (JSON, written atomically)
     # ---------------------------------------------------------------------------------------------
     def _settings(self) -> dict:
-        return {"options": dataclasses.asdict(self.options), "choices": self.choices, "seed": self.seed,
+        """What a saved state must have been written with. ``iterations`` is left out: no iteration
+        depends on the total, so a finished search can be extended by raising it."""
+        options = {k: v for k, v in dataclasses.asdict(self.options).items() if k != "iterations"}
+        return {"options": options, "choices": self.choices, "seed": self.seed,
                 "higher_is_better": self.higher_is_better, "identity": self.identity}
 
     def _commit(self, iteration: int, population: list[dict], best: dict | None, history: list[dict]) -> None:
@@ -266,6 +269,9 @@ class EvolutionSearch:
         if state["settings"] != settings:
             raise CheckpointError(f"evolution search state '{self.state_path}' was written with other settings "
                                   f"({state['settings']}); expected {settings}. Move it away to restart the search")
+        if (state["iteration"] or 0) > self.options.iterations:
+            raise CheckpointError(f"evolution search state '{self.state_path}' has run {state['iteration']} iterations, "
+                                  f"more than the {self.options.iterations} asked for; raise iterations or move it away")
         version, internal, gauss = state["rng"]
         self.macs_cache = {k: int(v) for k, v in state["macs_cache"].items()}
         self.score_cache = {k: float(v) for k, v in state["score_cache"].items()}
