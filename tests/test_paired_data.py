@@ -209,3 +209,21 @@ def test_synthetic_scenes_unchanged_by_the_shared_renderer(tmp_path):
     for (size, n_train, n_test), digest in expected.items():
         options = SyntheticScenes.Options(size=size, n_train=n_train, n_test=n_test, seed=3)
         assert scenes_digest(SyntheticScenes(options, tmp_path).generate()) == digest
+
+
+def test_single_modal_task_trains_on_paired_data(tmp_path):
+    """CUT's task takes aligned data as unpaired data (as CUT trains Cityscapes)."""
+    from benchmark.runner import Runner, expand
+    from conftest import tiny_suite_dict
+
+    raw = tiny_suite_dict(tmp_path, methods=("none",), steps=2)
+    raw["datasets"] = {"synthetic_aligned_scenes": {"size": 32, "n_train": 4, "n_test": 2}}
+    suite = suite_from_dict(raw, base_dir=tmp_path)
+    (run,) = expand(suite)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny networks: far faster than two threads on a busy 2-core machine
+    try:
+        task = Runner(suite).train(run)
+    finally:
+        torch.set_num_threads(threads)
+    assert task.step == 2 and isinstance(task.dataset, SyntheticAlignedScenes)
