@@ -9,3 +9,8 @@ __all__ = [
     "SCENE_CLASSES", "SCENE_PALETTE",
 ]
 from . import multidomain, synthetic_seasons  # noqa: F401
+from .base import PairedDataset  # noqa: E402 - paired (aligned) data: the compression task's pix2pix teachers
+from .aligned import AlignedFolder  # noqa: E402
+from .synthetic import SyntheticAlignedScenes  # noqa: E402
+
+__all__ += ["PairedDataset", "AlignedFolder", "SyntheticAlignedScenes"]

@@ -1,4 +1,5 @@
-"""The dataset contract: an unpaired dataset has train/test splits of two sides, A and B.
+"""The dataset contract: an unpaired dataset has train/test splits of two sides, A and B; a paired
+dataset has the same splits and sides, with image i of side A and image i of side B corresponding.
 
 Every image is a ``torch.uint8`` tensor of shape (3, H, W). A side may carry per-image label maps
 (``torch.int64`` (H, W), class ids with ``ignore_index`` for unlabelled pixels) that evaluation
@@ -11,7 +12,8 @@ from typing import ClassVar, Literal
 
 from benchmark.core.images import ImageSet, LabelInfo, TensorImageSet
 
-__all__ = ["DATASET_KINDS", "Dataset", "ImageSet", "LabelInfo", "TensorImageSet", "UnpairedDataset", "Split", "Side"]
+__all__ = ["DATASET_KINDS", "Dataset", "ImageSet", "LabelInfo", "TensorImageSet", "UnpairedDataset",
+           "PairedDataset", "Split", "Side"]
 
 Split = Literal["train", "test"]
 Side = Literal["A", "B"]
@@ -19,6 +21,8 @@ Side = Literal["A", "B"]
 
 DATASET_KINDS = {
     "unpaired": "train/test splits of two unaligned sides A and B (UnpairedDataset)",
+    "paired": ("train/test splits of two aligned sides A and B, image i of A corresponding to image i "
+               "of B (PairedDataset)"),
     "multi_domain": "train/val splits of several named domains (datasets.multidomain.MultiDomainDataset)",
 }
 """The kinds of data a dataset class declares (``kind``) and a task accepts (``Task.dataset_kinds``)."""
@@ -55,3 +59,12 @@ class UnpairedDataset(Dataset):
 
     def split(self, split: Split, side: Side) -> ImageSet:
         raise NotImplementedError
+
+
+class PairedDataset(UnpairedDataset):
+    """Base class of paired (aligned) two-sided datasets (kind 'paired'): the :class:`UnpairedDataset`
+    API (``split(split, side)``), with image i of side A and image i of side B of a split showing the
+    same scene (pix2pix's aligned data), so both sides of a split have the same length and, per index,
+    the same image size. Tasks that ignore the alignment can train on it as unpaired data."""
+
+    kind: ClassVar[str] = "paired"

@@ -63,15 +63,24 @@ def image_files(folder: Path, what: str = "dataset folder", max_images: int = 0,
     return paths[:max_images] if max_images else paths
 
 
-def load_image(path: Path, size: int) -> torch.Tensor:
-    """Decode ``path`` as RGB, resize to ``size`` x ``size`` (bicubic): uint8 (3, size, size)."""
+def decode_rgb(path: Path) -> Image.Image:
+    """Decode ``path`` as an RGB PIL image; a DataError naming the file when it cannot be."""
     try:
         with Image.open(path) as img:
             img.load()
-            rgb = img.convert("RGB")
+            return img.convert("RGB")
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         raise DataError(f"image file '{path}' could not be decoded as an image "
                         f"(expected a readable jpg, jpeg, png, bmp or webp file): {exc}") from exc
+
+
+def load_image(path: Path, size: int) -> torch.Tensor:
+    """Decode ``path`` as RGB, resize to ``size`` x ``size`` (bicubic): uint8 (3, size, size)."""
+    return square_tensor(decode_rgb(path), size)
+
+
+def square_tensor(rgb: Image.Image, size: int) -> torch.Tensor:
+    """An RGB PIL image resized to ``size`` x ``size`` (bicubic) as uint8 (3, size, size)."""
     if rgb.size != (size, size):
         rgb = rgb.resize((size, size), Image.BICUBIC)
     return torch.from_numpy(np.asarray(rgb, dtype=np.uint8).copy()).permute(2, 0, 1).contiguous()

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from benchmark.core.errors import ConfigError
 from benchmark.core.registry import register_dataset
 
-from .base import LabelInfo, Side, Split, TensorImageSet, UnpairedDataset
+from .base import LabelInfo, PairedDataset, Side, Split, TensorImageSet, UnpairedDataset
 
 _SPLITS = ("train", "test")
 _SIDES = ("A", "B")
@@ -162,14 +162,18 @@ class _SyntheticDataset(UnpairedDataset):
         torch.set_num_threads(1)  # small cache-sized tensors: threading only adds overhead
         try:
             for start in range(0, n, chunk):
-                params = [self._draw(image_rng(self.options.seed, self.DATASET_TAG, split, side, i),
-                                     side) for i in range(start, min(n, start + chunk))]
+                params = [self._draw(self._image_rng(split, side, i), side)
+                          for i in range(start, min(n, start + chunk))]
                 img, lab = self._render(_stack(params), side)
                 images.append(img)
                 labels.append(lab)
         finally:
             torch.set_num_threads(threads)
         return np.concatenate(images), np.concatenate(labels)
+
+    def _image_rng(self, split: str, side: str, index: int) -> np.random.Generator:
+        """The random stream image ``index`` of ``split``/``side`` is drawn from."""
+        return image_rng(self.options.seed, self.DATASET_TAG, split, side, index)
 
     def _draw(self, rng: np.random.Generator, side: str) -> dict[str, np.ndarray]:
         raise NotImplementedError
@@ -708,3 +712,30 @@ class SyntheticScenes(_SyntheticDataset):
         vignette = 1 - 0.35 * ((X - 0.5) ** 2 + (Y - 0.5) ** 2)
         img = _blur(img * vignette) + 0.015 * pixel
         return _to_uint8(img), labels
+
+
+@register_dataset("synthetic_aligned_scenes")
+class SyntheticAlignedScenes(SyntheticScenes, PairedDataset):
+    """Aligned label->photo pairs like pix2pix's Cityscapes: each photo is rendered from the label map shown on the other side.
+
+    The scenes, classes and renderer of ``synthetic_scenes``, but one street per pair index: image i
+    of side A is the label map in the flat Cityscapes colours of ``SCENE_PALETTE`` and image i of side
+    B the photo-like rendering of *the same* label map (same split, same index). Both sides carry that
+    label map (``segmentation`` with ``SCENE_CLASSES``). Kind 'paired'.
+    """
+
+    GENERATOR_VERSION = 1
+    DATASET_TAG = 4  # 3 is synthetic_seasons' (same key layout)
+    kind = "paired"
+
+    @dataclass
+    class Options(SyntheticOptions):
+        pass
+
+    def _image_rng(self, split: str, side: str, index: int) -> np.random.Generator:
+        """One stream per pair: both sides draw the same street (and side A ignores the photo's
+        lighting and noise draws)."""
+        return image_rng(self.options.seed, self.DATASET_TAG, split, "B", index)
+
+    def _draw(self, rng: np.random.Generator, side: str) -> dict[str, np.ndarray]:
+        return super()._draw(rng, "B")  # the full scene; side A's renderer uses only its label map

@@ -1,4 +1,5 @@
-"""sha256 of weight files, remembered per file state so that an unchanged file is hashed once."""
+"""sha256 of weight files, remembered per file state so that an unchanged file is hashed once; and
+the sha256 of a JSON-able key (``content_hash``), which names content-addressed caches."""
 from __future__ import annotations
 
 import hashlib
@@ -89,3 +90,15 @@ def verify_sha256(path: Path | str, expected: str, cache_dir: Path | str | None 
                            "The file is corrupt or not the expected weights; replace it"
                            + (f" ({hint})." if hint else "."))
     return actual
+
+
+def canonical_json(key) -> str:
+    """``key`` (str / int / float / bool / None / lists / dicts with str keys) as canonical JSON:
+    sorted keys, no whitespace, ASCII, no NaN; a TypeError / ValueError names what is not JSON-able."""
+    return json.dumps(key, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+
+
+def content_hash(key) -> str:
+    """sha256 (hex) of :func:`canonical_json` of ``key``: equal keys, equal hashes, whatever the
+    order of their dict entries."""
+    return hashlib.sha256(canonical_json(key).encode("utf-8")).hexdigest()

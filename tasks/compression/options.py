@@ -9,46 +9,55 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from benchmark.core.errors import ConfigError
+
+from .search import EvolutionOptions
 from .teacher import TeacherOptions
 
 
 @dataclass
 class SearchOptions:
     """``evolution_search.py``: a population of sub-networks under a MACs budget, evolved by
-    mutation and crossover, scored on a held-out part of the training set (never on test)."""
+    mutation and crossover, scored on a held-out part of the training set (never on test). Defaults
+    are the official ones (``options/evolution_options.py``); the per-dataset scripts set
+    ``mutate_prob``, ``budget`` and (horse2zebra) ``weighted_sample``."""
 
     population_size: int = 100
     mutation_ratio: float = 0.5
     parent_ratio: float = 0.25
-    evolution_iters: int = 500
+    iterations: int = 500
+    """``--evolution_iters``."""
     mutate_prob: float = 0.2
     """Per-layer mutation probability (official scripts: horse2zebra 0.4, Cityscapes and map2sat 0.3)."""
-    budget_macs: float = 3e9
+    budget: float = 3e9
     """MACs budget of a sub-network at the evaluation resolution (horse2zebra 3e9, Cityscapes 5.7e9,
     map2sat 4.6e9)."""
+    weighted_sample: float = 1.0
+    """Weight of the channel choices of the first generation (horse2zebra: 2; 1 = uniform)."""
+    weight_strategy: Literal["arithmetic", "geometric"] = "arithmetic"
+    rank_last_generation: bool = True
+    """Rank the last generation's children too (official: False: they are scored, never ranked)."""
     criterion: Literal["auto", "fid", "mIoU"] = "auto"
-    """What the search optimises: FID (lower is better) or the label score mIoU (higher); auto = mIoU
-    when the held-out images carry segmentation labels and the dataset asks for a segmentation
-    protocol, else FID."""
-    weighted_sample: int = 1
-    """Weight of the larger channel choices when sampling a random sub-network (horse2zebra: 2)."""
+    """What the search optimises: FID (lower is better) or mIoU (higher); auto = mIoU when the
+    held-out images carry segmentation labels, else FID (official: mIoU for Cityscapes only)."""
     held_out_images: int = 0
-    """Training images of side A held out from supernet training for the search (train2: horse2zebra
-    120, Cityscapes 200, map2sat 300); 0 = a tenth of the training set (at least 2)."""
+    """Training images held out from supernet training for the search (train2: horse2zebra 120 of
+    each side, Cityscapes 200, map2sat 300); 0 = a tenth of the training set (at least 2)."""
+
+    def evolution_options(self) -> EvolutionOptions:
+        return EvolutionOptions(
+            population_size=self.population_size, mutation_ratio=self.mutation_ratio,
+            parent_ratio=self.parent_ratio, iterations=self.iterations, mutate_prob=self.mutate_prob,
+            budget=self.budget, weighted_sample=self.weighted_sample, weight_strategy=self.weight_strategy,
+            rank_last_generation=self.rank_last_generation)
 
     def validate(self):
-        if self.population_size < 2:
-            return f"search.population_size must be >= 2, got {self.population_size}"
-        for name in ("mutation_ratio", "parent_ratio", "mutate_prob"):
-            value = getattr(self, name)
-            if not 0.0 <= value <= 1.0:
-                return f"search.{name} must be in [0, 1], got {value}"
-        if self.evolution_iters < 0:
-            return f"search.evolution_iters must be >= 0, got {self.evolution_iters}"
-        if self.budget_macs <= 0:
-            return f"search.budget_macs must be positive, got {self.budget_macs}"
         if self.held_out_images < 0:
             return f"search.held_out_images must be >= 0, got {self.held_out_images}"
+        try:
+            self.evolution_options()
+        except ConfigError as exc:
+            return f"search: {exc}"
         return None
 
 
@@ -61,7 +70,10 @@ class CompressionOptions:
     channel_set: Literal["auto", "cyclegan", "pix2pix"] = "auto"
     """The official per-layer channel choices (``channels-64-cycleGAN`` / ``channels-64-pix2pix``);
     auto = cyclegan for unpaired data, pix2pix for paired."""
-    norm: Literal["instance", "batch"] = "instance"
+    channel_choices: list[list[int]] | None = None
+    """Per-layer channel choices of your own (8 lists, each at most ``student_ngf``) in place of
+    ``channel_set``, e.g. a narrower space for small images."""
+    norm: Literal["instance", "none"] = "instance"
     ndf: int = 0
     """Discriminator width; 0 = the official choice for the data (unpaired 64, paired 128)."""
     n_layers_D: int = 3
@@ -102,6 +114,14 @@ class CompressionOptions:
             return "n_steps and n_steps_decay must be >= 0 and their sum >= 1"
         if self.student_ngf < 1:
             return f"student_ngf must be >= 1, got {self.student_ngf}"
+        if self.channel_choices is not None:
+            if len(self.channel_choices) != 8 or any(not c for c in self.channel_choices):
+                return f"channel_choices must be 8 non-empty lists of widths, got {self.channel_choices}"
+            if max(max(c) for c in self.channel_choices) > self.student_ngf or min(min(c) for c in self.channel_choices) < 1:
+                return f"channel_choices must lie in [1, student_ngf = {self.student_ngf}], got {self.channel_choices}"
+        elif self.student_ngf != 64:
+            return ("the official channel sets are for student_ngf 64; with another student_ngf give "
+                    "channel_choices (8 lists of widths at most student_ngf)")
         for name in ("teacher", "search"):
             problem = getattr(self, name).validate()
             if problem:
@@ -112,7 +132,8 @@ class CompressionOptions:
 def resolved(options: CompressionOptions, paired: bool) -> dict:
     """The ``auto`` / 0 / negative options replaced by the official values for paired or unpaired data."""
     return {
-        "channel_set": options.channel_set if options.channel_set != "auto" else ("pix2pix" if paired else "cyclegan"),
+        "channel_set": ("custom" if options.channel_choices is not None else options.channel_set
+                        if options.channel_set != "auto" else ("pix2pix" if paired else "cyclegan")),
         "ndf": options.ndf or (128 if paired else 64),
         "gan_mode": options.gan_mode if options.gan_mode != "auto" else ("hinge" if paired else "lsgan"),
         "lambda_recon": options.lambda_recon or (100.0 if paired else 10.0),

@@ -22,7 +22,7 @@ import json
 import torch
 import torch.nn.functional as F
 
-from benchmark.core.atomic import write_json
+from benchmark.core.atomic import atomic_write
 from benchmark.core.context import Evaluation, RunContext
 from benchmark.core.errors import ConfigError
 from benchmark.core.images import SubsetImageSet
@@ -35,8 +35,10 @@ from ..base import Task, set_requires_grad
 from ..data import UnpairedBatches, seeded_generator, to_model_range
 from ..single_modal.networks import GANLoss, NLayerDiscriminator, init_weights
 from .evaluation import CompressionScorer, held_out_indices
-from .networks import (CHANNEL_CHOICES, DistillMappings, SuperMobileResnetGenerator, TEACHER_HOOKS,
-                       export_subnet, largest_config, sample_config)
+from .data import PairedBatches
+from .networks import (CHANNEL_CHOICES, DistillMappings, SuperMobileResnetGenerator, distillation_loss,
+                       encode_config, export_subnet, largest_config, sample_config, subnet_macs,
+                       teacher_hook_channels, teacher_hook_layers)
 from .options import CompressionOptions, resolved
 from .search import EvolutionSearch
 from .teacher import obtain_teacher
@@ -46,16 +48,6 @@ def _padded(features: list[torch.Tensor], width: int) -> list[torch.Tensor]:
     """Channel-pad each (B, C, H, W) map with zeros to ``width``: a head on the padded map equals a
     head whose input weights are sliced to C (Hneg-SRC's SuperMLP / SuperLinear)."""
     return [f if f.shape[1] == width else F.pad(f, (0, 0, 0, 0, 0, width - f.shape[1])) for f in features]
-
-
-class PairedBatches(UnpairedBatches):
-    """Aligned batches: the same indices, crops and flips for A and B (pix2pix's aligned dataset)."""
-
-    def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
-        ids_a, _ = self.indices(step)
-        both = torch.cat([self.set_a.images(ids_a), self.set_b.images(ids_a)], dim=1)
-        both = self.augment(both, step, 0)
-        return both[:, :3], both[:, 3:]
 
 
 @register_task("compression")
@@ -77,16 +69,21 @@ class CompressionTask(Task):
     def setup(self) -> None:
         o, device = self.options, self.ctx.device
         self.settings = resolved(o, self.paired)
-        self.choices = CHANNEL_CHOICES[self.settings["channel_set"]]
+        self.choices = (o.channel_choices if o.channel_choices is not None
+                        else CHANNEL_CHOICES[self.settings["channel_set"]])
         self.teacher = obtain_teacher(o.teacher, self.dataset, self.paired, device, self.ctx.seed,
                                       self.ctx.cache_dir, self.ctx.log)
         set_requires_grad(self.teacher, False)
         self.teacher.eval()
-        self.student = init_weights(SuperMobileResnetGenerator(ngf=o.student_ngf, norm=o.norm),
+        self.teacher_hooks = teacher_hook_layers(self.teacher)
+        self.student = init_weights(SuperMobileResnetGenerator(ngf=o.student_ngf, n_blocks=self.teacher.n_blocks,
+                                                               norm=o.norm),
                                     o.init_type, o.init_gain).to(device)
-        teacher_widths = self.teacher.encoder_channels(TEACHER_HOOKS)
-        self.mappings = init_weights(DistillMappings(self.student.hook_channels(), teacher_widths),
-                                     o.init_type, o.init_gain).to(device)
+        teacher_widths = teacher_hook_channels(self.teacher)
+        if max(self.student.hook_channels) > max(teacher_widths) and o.method_features == "student":
+            raise ConfigError(f"student_ngf {o.student_ngf} is wider than the teacher (ngf {self.teacher.model[1].out_channels}): "
+                              "the method's heads compare both at the teacher's width; use method_features: mapped")
+        self.mappings = DistillMappings(self.student.hook_channels, teacher_widths, o.init_type, o.init_gain).to(device)
         self.feature_width = max(teacher_widths)
         in_d = 6 if self.paired else 3
         self.netD = init_weights(NLayerDiscriminator(in_d, self.settings["ndf"], o.n_layers_D, o.norm, antialias=False),
@@ -133,8 +130,8 @@ class CompressionTask(Task):
     def _forward(self, images: torch.Tensor, config: dict):
         """(teacher output, teacher hook activations, student output, student hook activations)."""
         with torch.no_grad():
-            t_out, t_feats = self.teacher(images, TEACHER_HOOKS, return_output=True)
-        s_out, s_feats = self.student(images, config, return_hooks=True)
+            t_out, t_feats = self.teacher(images, self.teacher_hooks)
+        s_out, s_feats = self.student(images, config, self.student.hook_layers)
         return t_out, [f.detach() for f in t_feats], s_out, s_feats
 
     def _method_features(self, s_feats, mapped):
@@ -145,11 +142,11 @@ class CompressionTask(Task):
     def _pair(self, real_a, real_b, config, forward, mapped=None) -> TranslationPair:
         t_out, t_feats, s_out, s_feats = forward
         if mapped is None:
-            mapped = self.mappings(s_feats, config)
+            mapped = self.mappings(s_feats)
         identity = identity_features = None
         if self.method.uses_identity:
             _, t_idt, identity, s_idt = self._forward(real_b, config)
-            identity_features = (t_idt, self._method_features(s_idt, self.mappings(s_idt, config)))
+            identity_features = (t_idt, self._method_features(s_idt, self.mappings(s_idt)))
         return TranslationPair(
             source=real_a, output=s_out, encode=self._no_encoder, target=real_b, identity=identity,
             features=(t_feats, self._method_features(s_feats, mapped)), identity_features=identity_features,
@@ -182,15 +179,14 @@ class CompressionTask(Task):
         loss_d = 0.5 * (loss_d_fake + loss_d_real)
         loss_d.backward()
 
-        mapped = self.mappings(s_feats, config)
+        mapped = self.mappings(s_feats)
         pair = self._pair(real_a, real_b, config, forward, mapped)
         aux = self.method.auxiliary_step(pair)
         set_requires_grad(self.netD, False)
         loss_gan = self.options.lambda_gan * self.gan_loss(self.netD(fake_d), True, for_discriminator=False)
         recon_target = real_b if self.paired else t_out
         loss_recon = s["lambda_recon"] * F.l1_loss(s_out, recon_target)
-        distill = [F.mse_loss(m, t) for m, t in zip(mapped, t_feats)]
-        loss_distill = s["lambda_distill"] * sum(distill, s_out.new_zeros(()))
+        loss_distill = s["lambda_distill"] * distillation_loss(mapped, t_feats)[0]
         terms = self.method.generator_losses(pair, aux.computed)
         loss_g = loss_gan + loss_recon + loss_distill + sum(terms.values(), s_out.new_zeros(()))
         loss_g.backward()
@@ -247,21 +243,23 @@ class CompressionTask(Task):
         example = torch.zeros(1, 3, size, size, device=ctx.device)
 
         def macs_of(config: dict) -> int:
-            return count_macs(export_subnet(self.student, config), example)
+            return subnet_macs(self.student, config, size)
 
         train_a = self.dataset.split("train", "A")
         held_out = SubsetImageSet(train_a, held_out_indices(len(train_a), o.search.held_out_images))
         criterion = scorer.search_criterion(o.search.criterion, held_out)
         search = EvolutionSearch(
-            o.search, self.choices, macs_of=macs_of,
+            o.search.evolution_options(), self.choices, macs_of=macs_of,
             score=lambda config: scorer.search_score(self._translate_with(config), held_out, criterion),
-            higher_is_better=criterion != "fid", state_path=ctx.run_dir / "search" / "state.pt",
-            seed=ctx.seed, log=ctx.log)
+            higher_is_better=criterion != "fid", state_path=ctx.run_dir / "search" / "state.json",
+            seed=ctx.seed, log=ctx.log, identity=f"supernet after step {self.step}; {criterion}")
         best_config, best_score, _ = search.run()
         subnet = export_subnet(self.student, best_config).eval()
-        torch.save(subnet.state_dict(), ctx.run_dir / "search" / "subnet.pt")
-        write_json(ctx.run_dir / "search" / "subnet.json",
-                   {"config": best_config, f"held_out_{criterion}": best_score})
+        (ctx.run_dir / "search").mkdir(parents=True, exist_ok=True)
+        with atomic_write(ctx.run_dir / "search" / "subnet.pt", "wb") as f:
+            torch.save(subnet.state_dict(), f)
+        with atomic_write(ctx.run_dir / "search" / "subnet.json", "w", encoding="utf-8") as f:
+            json.dump({"config": encode_config(best_config), f"held_out_{criterion}": best_score}, f, indent=1)
 
         student = scorer.score_test(lambda x: subnet(x))
         teacher = scorer.score_test(lambda x: self.teacher(x))
@@ -272,9 +270,9 @@ class CompressionTask(Task):
                        teacher_MACs_G=count_macs(self.teacher, example) / 1e9,
                        **{f"search_{criterion}": best_score})
         protocol = {**student.protocol, "eval_protocol": o.protocol, "macs_counter": "torchprofile.profile_macs",
-                    "macs_resolution": f"{size}x{size}", "subnet": json.dumps(best_config["channels"]),
+                    "macs_resolution": f"{size}x{size}", "subnet": encode_config(best_config),
                     "search": (f"evolution, population {o.search.population_size}, "
-                               f"{o.search.evolution_iters} iterations, budget {o.search.budget_macs:.3g} MACs, "
+                               f"{o.search.iterations} iterations, budget {o.search.budget:.3g} MACs, "
                                f"{criterion} on {len(held_out)} held-out training images")}
         samples = {"input": student.samples["input"], "teacher": teacher.samples["output"],
                    "output": student.samples["output"]}

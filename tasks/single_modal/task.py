@@ -66,6 +66,8 @@ class SingleModalTask(Task):
     """Single-modal unpaired translation in CUT's framework: ResNet G, PatchGAN D, one-sided GAN."""
 
     Options = SingleModalOptions
+    dataset_kinds = ("unpaired", "paired")
+    """Paired data trains it too, as unpaired data (CUT trains Cityscapes label->photo unpaired)."""
 
     @classmethod
     def planned_steps(cls, options: SingleModalOptions) -> int:
