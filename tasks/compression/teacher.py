@@ -456,7 +456,7 @@ def train_teacher(options: TeacherOptions, dataset: UnpairedDataset, paired: boo
     trainer = make_trainer(options, dataset, paired, device, seed)
     total = trainer.total_steps
     if progress_path.is_file():
-        checkpoint = load_checkpoint(progress_path, run_id, map_location=trainer.device)
+        checkpoint = load_checkpoint(progress_path, run_id, map_location="cpu")  # RNG states must stay on the CPU
         trainer.load_state_dict(checkpoint["task"])
         set_rng_state(checkpoint["rng"])
         log(f"teacher ({trainer.name}): resuming at step {trainer.step}/{total} from {progress_path}")
