@@ -26,7 +26,9 @@ def rng_state() -> dict[str, Any]:
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
+    """Restore the states ``rng_state`` took; the CPU generator's state is moved back to the CPU
+    (a checkpoint loaded with ``map_location='cuda'`` puts it on the GPU)."""
+    torch.set_rng_state(state["torch"].cpu())
     np.random.set_state(state["numpy"])
     random.setstate(state["python"])
     if "cuda" in state and torch.cuda.is_available():
