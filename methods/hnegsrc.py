@@ -69,6 +69,9 @@ class HnegSRCParams(PatchNCEParams):
     """Official ``--step_gamma_epoch 200`` of the default 200 + 200 epochs, as a fraction of training."""
     no_Hneg: bool = False
     """Plain decoupled NCE, no hardness weights (``--no_Hneg``)."""
+    layer_reduction: Literal["mean", "sum"] = "mean"
+    """How the per-layer hDCE and SRC losses combine: their mean (``Single-modal/``, ``Multimodal/``)
+    or their sum (``Compression/``: summed over the four distillation hooks)."""
     hdce_value: Literal["dce", "official"] = "dce"
     """What the logged HDCE numbers are (the gradient is the same): the decoupled loss itself, or the
     official monitoring value (cross entropy with the positive in the denominator)."""
@@ -84,6 +87,8 @@ class HnegSRCParams(PatchNCEParams):
             return f"HDCE_gamma and HDCE_gamma_min must be positive, got {self.HDCE_gamma}, {self.HDCE_gamma_min}"
         if not 0.0 <= self.step_gamma_progress <= 1.0:
             return f"step_gamma_progress must be in [0, 1], got {self.step_gamma_progress}"
+        if self.layer_reduction not in ("mean", "sum"):
+            return f"layer_reduction must be 'mean' or 'sum', got {self.layer_reduction!r}"
         if self.hdce_value not in ("dce", "official"):
             return f"hdce_value must be 'dce' or 'official', got {self.hdce_value!r}"
         return None
@@ -128,6 +133,11 @@ class HnegSRC(PatchNCEMethod):
         # Single-modal/readme.md, horse2zebra command.
         "hnegsrc": {"dce_idt": True, "lambda_HDCE": 0.1, "lambda_SRC": 0.05, "use_curriculum": True,
                     "HDCE_gamma": 50.0, "HDCE_gamma_min": 10.0},
+        # Compression/ (options/supernet_options.py defaults, which its scripts keep): header on the
+        # four hooks, SRC and hDCE summed over them, gamma 50 -> 10 over the epochs, no identity term.
+        "hnegsrc_compression": {"dce_idt": False, "lambda_HDCE": 0.1, "lambda_SRC": 10.0, "nce_T": 0.07,
+                                "use_curriculum": True, "HDCE_gamma": 50.0, "HDCE_gamma_min": 10.0,
+                                "num_patches": 256, "layer_reduction": "sum"},
         # Single-modal/readme.md, cityscapes command (trained there with --direction BtoA).
         "hnegsrc_city": {"dce_idt": True, "lambda_HDCE": 0.1, "lambda_SRC": 0.1, "use_curriculum": True,
                          "HDCE_gamma": 50.0, "HDCE_gamma_min": 10.0, "step_gamma": True,
@@ -143,14 +153,18 @@ class HnegSRC(PatchNCEMethod):
         return queries, keys
 
     def hdce(self, queries, keys, weights) -> torch.Tensor:
-        """lambda_HDCE * mean over layers of the mean per-patch hDCE (``calculate_HDCE_loss``)."""
+        """lambda_HDCE * mean (or sum) over layers of the mean per-patch hDCE (``calculate_HDCE_loss``)."""
         p = self.params
         per_layer = [patch_hdce(q, k, w, p.nce_T, p.hdce_value).mean() for q, k, w in zip(queries, keys, weights)]
-        return p.lambda_HDCE * torch.stack(per_layer).mean()
+        return p.lambda_HDCE * self._over_layers(per_layer)
+
+    def _over_layers(self, per_layer: list[torch.Tensor]) -> torch.Tensor:
+        stacked = torch.stack(per_layer)
+        return stacked.sum() if self.params.layer_reduction == "sum" else stacked.mean()
 
     def relations(self, queries, keys, gamma: float, with_src: bool = True):
-        """Per layer: hardness weights from the key similarity, and lambda_SRC * mean over layers of
-        the per-image SRC, averaged over the images of the batch (``calculate_R_loss``)."""
+        """Per layer: hardness weights from the key similarity, and lambda_SRC * mean (or sum) over
+        layers of the per-image SRC, averaged over the images of the batch (``calculate_R_loss``)."""
         p = self.params
         weights, src = [], []
         for q, k in zip(queries, keys):
@@ -158,7 +172,7 @@ class HnegSRC(PatchNCEMethod):
             weights.append(None if p.no_Hneg else hardness_weights(key_sim, gamma))
             if with_src:
                 src.append(relation_jsd(patch_similarity(q), key_sim).mean())
-        return weights, (p.lambda_SRC * torch.stack(src).mean() if with_src else None)
+        return weights, (p.lambda_SRC * self._over_layers(src) if with_src else None)
 
     def generator_losses(self, pair: TranslationPair, computed: Any = None) -> dict[str, torch.Tensor]:
         p = self.params

@@ -1,0 +1,117 @@
+"""The compression task end to end on tiny data: where gradients go, bit-exact resume, a batch of 2
+against two batches of 1, the search's budget, and the report's Table 3 layout."""
+import copy
+import json
+
+import pytest
+import torch
+
+from benchmark.config import suite_from_dict
+from benchmark.runner import Runner, expand
+
+CHOICES = [[8, 4]] * 8
+
+
+def suite_dict(out, method="hnegsrc_compression", dataset="synthetic_objects", steps=4, **task):
+    options = {
+        "n_steps": steps // 2, "n_steps_decay": steps - steps // 2, "student_ngf": 8,
+        "channel_choices": CHOICES, "batch_size": 2,
+        "teacher": {"ngf": 8, "n_blocks": 3, "n_steps": 2, "n_steps_decay": 1, "batch_size": 2},
+        "search": {"population_size": 4, "iterations": 1, "budget": 3.0e6, "held_out_images": 4, "criterion": "fid"},
+    }
+    options.update(task)
+    return {
+        "suite": "ctest", "seeds": [0], "output_dir": str(out), "checkpoint_every": 2,
+        "tasks": {"compression": options},
+        "datasets": {dataset: {"size": 32, "n_train": 12, "n_test": 4}},
+        "methods": [method],
+        "evaluation": {"num_test_images": 4, "batch_size": 4, "grid_images": 2, "label_scores": False},
+    }
+
+
+def build(tmp_path, name="a", **kwargs):
+    suite = suite_from_dict(suite_dict(tmp_path / name, **kwargs), base_dir=tmp_path)
+    run = expand(suite)[0]
+    return Runner(suite), run
+
+
+def test_one_step_trains_student_mappings_and_heads_never_the_teacher(tmp_path):
+    runner, run = build(tmp_path)
+    task = runner.build_task(run)
+    teacher_before = copy.deepcopy(task.teacher.state_dict())
+    student_before = copy.deepcopy(task.student.state_dict())
+    logs = task.train_step()
+    assert {"D", "G_GAN", "recon", "distill", "HDCE", "SRC"} <= set(logs)
+    assert all(p.grad is None for p in task.teacher.parameters())
+    assert all(torch.equal(v, task.teacher.state_dict()[k]) for k, v in teacher_before.items())
+    # Every mapping layer and the student's first conv got a gradient and moved.
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in task.mappings.parameters())
+    assert task.student.model[1].weight.grad.abs().sum() > 0
+    assert not torch.equal(student_before["model.1.weight"], task.student.state_dict()["model.1.weight"])
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in task.method.parameters())
+
+
+def test_the_method_sees_teacher_keys_and_student_queries(tmp_path):
+    """Keys: the teacher's hook activations (detached); queries: the student's, zero-padded to the
+    teacher's width (Hneg-SRC's SuperMLP on the raw activations) or mapped to it."""
+    for mode in ("student", "mapped"):
+        runner, run = build(tmp_path, name=mode, method_features=mode)
+        task = runner.build_task(run)
+        a, b = task._batch(0)
+        config = {"channels": [4] * 8}
+        forward = task._forward(a, config)
+        pair = task._pair(a, b, config, forward)
+        keys, queries = pair.features
+        assert all(not k.requires_grad for k in keys)
+        assert [k.shape for k in keys] == [q.shape for q in queries]          # (B, 4 ngf_t, h, w)
+        assert all(q.requires_grad for q in queries)
+        if mode == "student":
+            raw = forward[3]
+            assert all(torch.equal(q[:, :r.shape[1]], r) and not q[:, r.shape[1]:].any() for q, r in zip(queries, raw))
+
+
+def test_a_batch_of_two_equals_two_batches_of_one_for_per_image_losses(tmp_path):
+    """Hneg-SRC's compression code is batch 1 only; here each image keeps its own relation matrices,
+    so a batch of 2 gives the mean of the two single-image losses at the same patch locations."""
+    runner, run = build(tmp_path)
+    task = runner.build_task(run)
+    a, b = task._batch(0)
+    config = {"channels": [8, 4, 8, 4, 8, 4, 8, 4]}
+
+    def losses(x, y):
+        pair = task._pair(x, y, config, task._forward(x, config))
+        torch.manual_seed(5)                     # the same patch locations every time
+        return task.method.generator_losses(pair, None)
+
+    both = losses(a, b)
+    one, two = losses(a[:1], b[:1]), losses(a[1:], b[1:])
+    for name in both:
+        assert torch.allclose(both[name], (one[name] + two[name]) / 2, rtol=1e-5, atol=1e-7), name
+
+
+def test_interrupted_then_resumed_equals_uninterrupted(tmp_path):
+    full_runner, full_run = build(tmp_path, "full", steps=6)
+    full = full_runner.train(full_run)
+    split_runner, split_run = build(tmp_path, "split", steps=6)
+    split_runner.train(split_run, stop_at=3)
+    resumed = split_runner.train(split_run)
+    assert full.step == resumed.step == 6
+    for name in ("student", "mappings", "netD", "method"):
+        a, b = getattr(full, name).state_dict(), getattr(resumed, name).state_dict()
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
+
+
+def test_finished_run_reports_a_subnet_within_budget_beside_the_teacher(tmp_path):
+    from benchmark.report import write_report
+
+    runner, run = build(tmp_path, method="none", dataset="synthetic_aligned_scenes")
+    assert runner.run_all() == []
+    record = json.loads(run.metrics_path.read_text())
+    m = record["metrics"]
+    assert m["MACs_G"] * 1e9 <= 3.0e6 and m["params_M"] < m["teacher_params_M"]
+    assert {"FID", "teacher_FID", "search_fid"} <= set(m)
+    chosen = json.loads((run.directory / "search" / "subnet.json").read_text())["config"]
+    assert record["protocol"]["subnet"] == chosen
+    report = write_report(runner.suite)
+    text = report.read_text()
+    assert "Table 3" in text and "| teacher |" in text and "student (none)" in text and "MACs (G)" in text
