@@ -1,10 +1,12 @@
 """The compression task's scores: the test protocols (Fast GAN Compression's and CUT's) and the
 search's score on held-out training images.
 
-* ``gan_compression``: FID against the real statistics its scripts load (``real_stat/<data>_B.npz``
-  for horse2zebra: every B image; ``cityscapes_A.npz`` / ``maps_A.npz`` for the paired sets, trained
-  BtoA: the test photos), computed here from the dataset itself; for Cityscapes folders that ask for
-  it, DRN-D-105 mIoU (``benchmark.core.metrics.drn``, protocol ``gan_compression``).
+* ``gan_compression``: FID against the real images its scripts' statistics stand for, computed here
+  from the dataset itself (the official ``real_stat/<data>_<side>.npz`` are downloaded precomputed;
+  the code does not record their images): unpaired data every B image, train and test (our reading
+  of ``horse2zebra_B.npz``), paired data the test photos (``maps_A`` / ``cityscapes_A``, trained BtoA);
+  label scores as the dataset asks (``segmentation_protocol``) or, on synthetic data, the
+  synthetic segmenter.
 * ``cut``: CUT's protocol, as in the single-modal task (test outputs vs test B, CUT's label scores).
 """
 from __future__ import annotations
