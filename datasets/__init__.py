@@ -9,3 +9,4 @@ __all__ = [
     "SCENE_CLASSES", "SCENE_PALETTE",
 ]
 from . import multidomain, synthetic_seasons  # noqa: F401
+from . import single_image  # noqa: F401

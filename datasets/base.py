@@ -20,6 +20,7 @@ Side = Literal["A", "B"]
 DATASET_KINDS = {
     "unpaired": "train/test splits of two unaligned sides A and B (UnpairedDataset)",
     "multi_domain": "train/val splits of several named domains (datasets.multidomain.MultiDomainDataset)",
+    "single_image": "one image per side, A (source) and B (target) (datasets.single_image.SingleImageDataset)",
 }
 """The kinds of data a dataset class declares (``kind``) and a task accepts (``Task.dataset_kinds``)."""
 

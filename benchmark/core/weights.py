@@ -370,6 +370,7 @@ def required_weights(suite) -> list[str]:
     keys = ["inception"]
     for run in suite.runs:
         keys += _declared(run.task.cls, run.task_options)
+        keys += _declared(run.method.cls, getattr(run, "method_options", None) or run.method.options)
     for comp in list(suite.datasets) + list(suite.methods):
         keys += _declared(comp.cls, comp.options)
     wanted = set(keys)
