@@ -279,3 +279,19 @@ def test_runner_trains_scores_and_reports_the_single_image_suite(tmp_path):
     assert (grids / "single_image_synthetic_painting_zoom.png").is_file()
     full = Image.open(grids / "single_image_synthetic_painting_full.png")
     assert full.size == (4 * 64 + 3 * 6, 64)                            # source, target, two outputs, full size
+
+
+def test_shipped_single_image_suites_use_the_official_settings_where_they_say():
+    from pathlib import Path
+
+    from benchmark.config import load_suite
+    from benchmark.core.settings import field_defaults
+
+    configs = Path(__file__).resolve().parents[1] / "configs"
+    paper = load_suite(configs / "paper_single_image.yaml")
+    defaults = field_defaults(paper.tasks[0].cls.Options)
+    for run in expand(paper):
+        assert all(getattr(run.task_options, k) == v for k, v in defaults.items())
+        assert run.method_options.__dict__.get("num_patches", 1) == 1
+    quick = load_suite(configs / "quick_single_image.yaml")
+    assert {m.label for m in quick.methods} == {"none", "sincut", "hnegsrc_single"} and len(quick.settings.seeds) >= 2
