@@ -126,6 +126,13 @@ class Run:
     method: Component
     seed: int
     task_options: Any
+    method_options: Any = None
+    """The method's options in this run: the method entry's, on top of the task's patch settings
+    (``Task.method_defaults``) where the method has such an option; None = the entry's own."""
+
+    def __post_init__(self):
+        if self.method_options is None:
+            self.method_options = self.method.options
 
     @property
     def run_id(self) -> str:
@@ -160,7 +167,7 @@ class Run:
             "seed": self.seed,
             "task": {"type": self.task.cls.registry_name, "options": to_dict(self.task_options)},
             "dataset": self.dataset.as_dict(),
-            "method": self.method.as_dict(),
+            "method": {**self.method.as_dict(), "options": to_dict(self.method_options)},
             "evaluation": to_dict(self.suite.settings.evaluation),
         }
 
@@ -255,11 +262,30 @@ def resolve_task_options(task: Component, method: Component, where: str,
     return build(task.cls.Options, _merged(defaults, task.raw, per_dataset, own), here)
 
 
+def resolve_method_options(task: Component, method: Component, where: str) -> Any:
+    """The options of ``method`` in runs of ``task``: the task's patch settings
+    (``Task.method_defaults``, e.g. the single-image task's one patch per crop with negatives from the
+    other crops), for the options the method has, then the method entry's preset and ``params``. A
+    method that cannot work with those settings says why here, when the config is loaded."""
+    defaults = getattr(task.cls, "method_defaults", None) or {}
+    fields = method.cls.Params.__dataclass_fields__
+    applied = {k: v for k, v in defaults.items() if k in fields and k not in method.raw}
+    if not applied:
+        return method.options
+    settings = ", ".join(f"{k}: {v}" for k, v in applied.items())
+    here = (f"{where}: methods.{method.label} in task '{task.label}' ({task.cls.registry_name}), whose "
+            f"patch settings are {settings}")
+    return build(method.cls.Params, {**applied, **method.raw}, here)
+
+
 def expand_runs(suite: Suite) -> list[Run]:
-    """tasks x datasets x methods x seeds, each run's task options resolved once (errors at load)."""
+    """tasks x datasets x methods x seeds, each run's task and method options resolved once (errors
+    at load)."""
     options = {(t.label, d.label, m.label): resolve_task_options(t, m, suite.source, d)
                for t in suite.tasks for d in suite.datasets for m in suite.methods}
-    return [Run(suite, t, d, m, seed, options[(t.label, d.label, m.label)])
+    method_options = {(t.label, m.label): resolve_method_options(t, m, suite.source)
+                      for t in suite.tasks for m in suite.methods}
+    return [Run(suite, t, d, m, seed, options[(t.label, d.label, m.label)], method_options[(t.label, m.label)])
             for t in suite.tasks for d in suite.datasets for m in suite.methods for seed in suite.settings.seeds]
 
 

@@ -127,7 +127,7 @@ class Runner:
 
     def build_task(self, run: Run):
         seed_everything(run.seed)
-        method = run.method.cls(run.method.options)
+        method = run.method.cls(run.method_options)
         if self.suite.settings.weights_dir:
             method.weights_dir = Path(self.suite.settings.weights_dir)
         task = run.task.cls(run.task_options, self.dataset(run.dataset), method,

@@ -14,3 +14,4 @@ from .aligned import AlignedFolder  # noqa: E402
 from .synthetic import SyntheticAlignedScenes  # noqa: E402
 
 __all__ += ["PairedDataset", "AlignedFolder", "SyntheticAlignedScenes"]
+from . import single_image  # noqa: F401

@@ -24,6 +24,7 @@ DATASET_KINDS = {
     "paired": ("train/test splits of two aligned sides A and B, image i of A corresponding to image i "
                "of B (PairedDataset)"),
     "multi_domain": "train/val splits of several named domains (datasets.multidomain.MultiDomainDataset)",
+    "single_image": "one image per side, A (source) and B (target) (datasets.single_image.SingleImageDataset)",
 }
 """The kinds of data a dataset class declares (``kind``) and a task accepts (``Task.dataset_kinds``)."""
 

@@ -39,6 +39,9 @@ class CUT(PatchNCEMethod):
     presets = {
         "cut": {},
         "fastcut": {"lambda_NCE": 10.0, "nce_idt": False, "flip_equivariance": True},
+        # models/sincut_model.py: CUT mode with lambda_NCE 4 (its patch settings -- one patch per crop,
+        # negatives from the minibatch -- come from the single-image task).
+        "sincut": {"lambda_NCE": 4.0},
     }
 
     def nce_loss(self, pair: TranslationPair, source: torch.Tensor, output: torch.Tensor) -> torch.Tensor:

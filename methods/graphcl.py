@@ -75,6 +75,12 @@ class GraphCLParams(PatchContrastiveParams):
     def validate(self):
         if problem := super().validate():
             return problem
+        if 0 < self.num_patches < 2:
+            return (f"num_patches must be 0 (every location) or >= 2, got {self.num_patches}: GraphCL contrasts "
+                    "the nodes of each image's own graph, and a graph of one node has no negatives (GraphCL "
+                    "has no mode taking negatives from the other images of the minibatch, which is how "
+                    "the single-image task samples one patch per crop; the official single-image mode "
+                    "does not run either: PatchGCL lacks models/stylegan_networks.py)")
         if self.num_hop < 0:
             return f"num_hop must be >= 0, got {self.num_hop}"
         if self.pooling_num < 0:

@@ -142,6 +142,10 @@ class HnegSRC(PatchNCEMethod):
         "hnegsrc_city": {"dce_idt": True, "lambda_HDCE": 0.1, "lambda_SRC": 0.1, "use_curriculum": True,
                          "HDCE_gamma": 50.0, "HDCE_gamma_min": 10.0, "step_gamma": True,
                          "step_gamma_progress": 0.5},
+        # Single-modal/readme.md, Monet (single-image, --model sincut) command; one patch per crop and
+        # the minibatch's crops as negatives come from the single-image task.
+        "hnegsrc_single": {"dce_idt": True, "lambda_HDCE": 4.0, "lambda_SRC": 10.0, "use_curriculum": True,
+                           "HDCE_gamma": 200.0, "HDCE_gamma_min": 40.0},
     }
 
     def _group(self, z: PatchEmbeddings) -> tuple[list[torch.Tensor], list[torch.Tensor]]:

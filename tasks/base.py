@@ -33,6 +33,11 @@ class Task:
     dataset_kinds: ClassVar[tuple[str, ...]] = ("unpaired",)
     """The dataset kinds (:data:`datasets.base.DATASET_KINDS`) this task can train on; a suite pairing
     it with another kind is refused when the config is loaded."""
+    method_defaults: ClassVar[dict] = {}
+    """The task's patch settings: method options (by name, e.g. ``num_patches``) that runs of this
+    task use unless the method entry sets them, applied to every method that has such an option
+    (the mirror of ``Method.task_defaults``); a method that cannot work with them is refused when
+    the config is loaded, by its own option checks."""
 
     @classmethod
     def required_weights(cls, options) -> list[str]:

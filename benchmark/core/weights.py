@@ -370,6 +370,9 @@ def required_weights(suite) -> list[str]:
     keys = ["inception"]
     for run in suite.runs:
         keys += _declared(run.task.cls, run.task_options)
+        method_options = getattr(run, "method_options", None)  # with the task's patch settings
+        if method_options is not None:
+            keys += _declared(run.method.cls, method_options)
     for comp in list(suite.datasets) + list(suite.methods):
         keys += _declared(comp.cls, comp.options)
     wanted = set(keys)

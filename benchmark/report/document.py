@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..config import Suite
-from . import compression, multi_modal, per_dataset  # noqa: F401 - the built-in layouts register themselves
+from . import compression, multi_modal, per_dataset, single_image  # noqa: F401 - the built-in layouts register themselves
 from .layouts import ReportContext, layout_for
 from .results import csv_table, expected_rows
 

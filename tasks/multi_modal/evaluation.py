@@ -35,6 +35,7 @@ from torchvision.utils import make_grid
 from benchmark.core.errors import BenchmarkError
 from benchmark.core.metrics.fid import fid_from_features, inception_features
 from benchmark.core.metrics.inception import INCEPTION_SHA256
+from benchmark.core.metrics.structure import edge_magnitude, pearson
 from datasets.base import ImageSet
 
 from benchmark.core.context import Evaluation, RunContext
@@ -65,19 +66,6 @@ class EvalSettings:
 
 # -- structure score --------------------------------------------------------------------------
 
-_SOBEL = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]]) / 8.0
-
-
-def edge_magnitude(images: torch.Tensor) -> torch.Tensor:
-    """uint8 (N, 3, H, W) -> Sobel gradient magnitude of the luminance in [0, 1], (N, H, W)."""
-    x = images.float() / 255.0
-    lum = (0.299 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2])[:, None]
-    padded = F.pad(lum, (1, 1, 1, 1), mode="replicate")
-    gx = F.conv2d(padded, _SOBEL[None, None])
-    gy = F.conv2d(padded, _SOBEL.t()[None, None])
-    return (gx.pow(2) + gy.pow(2)).sqrt()[:, 0]
-
-
 def layout_boundaries(labels: torch.Tensor) -> torch.Tensor:
     """int (N, H, W) label maps -> 1.0 where the 3x3 neighbourhood holds more than one class."""
     lab = F.pad(labels[:, None].float(), (1, 1, 1, 1), mode="replicate")
@@ -89,11 +77,7 @@ def layout_boundaries(labels: torch.Tensor) -> torch.Tensor:
 def structure_correlation(images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Per image, Pearson correlation of ``edge_magnitude(images)`` with ``layout_boundaries(labels)``
     (0 where either map is constant); float64 (N,)."""
-    e = edge_magnitude(images).flatten(1).double()
-    b = layout_boundaries(labels).flatten(1).double()
-    e, b = e - e.mean(1, keepdim=True), b - b.mean(1, keepdim=True)
-    denom = e.norm(dim=1) * b.norm(dim=1)
-    return torch.where(denom > 0, (e * b).sum(1) / denom.clamp(min=1e-30), torch.zeros_like(denom))
+    return pearson(edge_magnitude(images), layout_boundaries(labels))
 
 
 # -- helpers ------------------------------------------------------------------------------------

@@ -1,0 +1,257 @@
+"""The single-image task: SinCUT (CUT's ``models/sincut_model.py``, Park et al. ECCV 2020, Fig. 9)
+with any method plugin -- translation learned from one source image and one target image.
+
+Per step, as ``SinCUTModel`` (a ``CUTModel``) does: a batch of ``batch_size`` zoom-and-patch crops of
+each image (:mod:`.sampler`); the generator runs once on cat(crops A, crops B); then
+
+    D:  0.5 (L_GAN(D(G(a)), fake) + L_GAN(D(b), real)) + lambda_R1 * 0.5 * E_b |grad_b D(b)|^2
+    G:  lambda_GAN L_GAN(D(G(a)), real) + (the method's losses) + lambda_identity |G(b) - b|_1
+
+with the non-saturating GAN loss, the StyleGAN2 networks of :mod:`.networks` and Adam (lr 0.002,
+betas (0, 0.99)). The method sees the same :class:`methods.base.TranslationPair` as in the other
+tasks (source crops, their translations, the target crops and their identity translations, the
+encoder at SinCUT's layers '0,2,4'); the task's patch settings -- one patch per crop, negatives
+from the other crops of the batch (``method_defaults``) -- reach every method with such options
+when the config is loaded. Test: the whole source image, once.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+
+from benchmark.core.context import Evaluation, RunContext
+from benchmark.core.errors import ConfigError
+from benchmark.core.registry import register_task
+from benchmark.core.schedules import linear_decay_factor
+from methods.base import OptimizerDefaults, TranslationPair
+
+from ..base import Task, set_requires_grad
+from ..data import to_model_range
+from ..single_modal.networks import GANLoss
+from .evaluation import SingleImageEvalSettings, evaluate_single_image
+from .networks import StyleGAN2Discriminator, StyleGAN2Generator, r1_penalty
+from .sampler import ZoomAndPatch
+
+
+@dataclass
+class SingleImageOptions:
+    # -- networks (sincut_model.py defaults, stylegan_networks.py) ------------------------------
+    ngf: int = 10
+    ndf: int = 8
+    n_downsampling: int = 1
+    """``stylegan2_G_num_downsampling``."""
+    n_blocks: int = 6
+    """ResBlocks of G, half in the encoder and half in the decoder (``StyleGAN2Generator``'s default)."""
+    inject_noise: bool = True
+    feature_layers: list[int] = field(default_factory=lambda: [0, 2, 4])
+    """Encoder layers the methods see (SinCUT's ``nce_layers='0,2,4'``)."""
+    # -- objective ------------------------------------------------------------------------------
+    gan_mode: Literal["nonsaturating", "lsgan", "vanilla", "hinge"] = "nonsaturating"
+    lambda_GAN: float = 1.0
+    lambda_R1: float = 1.0
+    lambda_identity: float = 1.0
+    """Weight of the pixel identity loss |G(b) - b|_1."""
+    # -- optimisation ---------------------------------------------------------------------------
+    lr: float = 0.002
+    beta1: float = 0.0
+    beta2: float = 0.99
+    batch_size: int = 16
+    n_steps: int = 50000
+    """Steps at the initial learning rate: the official 8 epochs of 100,000 crops at batch 16."""
+    n_steps_decay: int = 50000
+    """Steps of linear decay to zero (the official 8 decay epochs)."""
+    # -- data (zoom_and_patch) ------------------------------------------------------------------
+    crop_size: int = 64
+    random_scale_max: float = 3.0
+    flip: bool = True
+    sampler: Literal["intended", "official"] = "intended"
+    """'intended': one zoom per batch and distinct grid cells within a batch (what the official
+    dataset means); 'official': zoom and cell drawn per crop (what its shuffled loader does)."""
+    # -- evaluation -----------------------------------------------------------------------------
+    sifid_channels: Literal[64, 192] = 192
+    """SIFID features: 192 = SinGAN's (Conv2d_4a_3x3), 64 = its block 0 (Conv2d_2b_3x3)."""
+    structure_sigma: float = 2.0
+    """Gaussian blur (pixels) before the edge maps of the structure score."""
+    lpips: bool = True
+    lpips_backbone: Literal["imagenet", "untrained"] = "imagenet"
+    """'untrained' opts into LPIPS with a random AlexNet trunk when the ImageNet weights are absent."""
+
+    def validate(self):
+        if self.batch_size < 1:
+            return f"batch_size must be >= 1, got {self.batch_size}"
+        if self.n_steps < 0 or self.n_steps_decay < 0 or self.n_steps + self.n_steps_decay < 1:
+            return "n_steps and n_steps_decay must be >= 0 and their sum >= 1"
+        if self.crop_size < 16 or self.crop_size & (self.crop_size - 1):
+            return f"crop_size must be a power of two >= 16 (the StyleGAN2 discriminator's input), got {self.crop_size}"
+        if self.random_scale_max < 1:
+            return f"random_scale_max must be >= 1, got {self.random_scale_max}"
+        if min(self.ngf, self.ndf) < 1 or self.n_downsampling < 0 or self.n_blocks < 0:
+            return "ngf and ndf must be >= 1, n_downsampling and n_blocks >= 0"
+        if self.crop_size // 2 ** self.n_downsampling < 4:
+            return f"crop_size {self.crop_size} is too small for {self.n_downsampling} downsamplings"
+        if not self.feature_layers:
+            return "feature_layers must name at least one encoder layer (SinCUT: [0, 2, 4])"
+        if min(self.lambda_R1, self.lambda_identity, self.lambda_GAN) < 0 or self.structure_sigma < 0:
+            return "lambda_GAN, lambda_R1, lambda_identity and structure_sigma must be >= 0"
+        return None
+
+
+@register_task("single_image")
+class SingleImageTask(Task):
+    """Single-image translation in SinCUT's framework: StyleGAN2 G and D on zoom-and-patch crops."""
+
+    Options = SingleImageOptions
+    dataset_kinds = ("single_image",)
+    method_defaults = {"num_patches": 1, "nce_includes_all_negatives_from_minibatch": True}
+
+    @classmethod
+    def required_weights(cls, options: SingleImageOptions) -> list[str]:
+        if not options.lpips:
+            return []
+        return ["lpips_alex_linear"] + ([] if options.lpips_backbone == "untrained" else ["alexnet"])
+
+    @classmethod
+    def planned_steps(cls, options: SingleImageOptions) -> int:
+        return options.n_steps + options.n_steps_decay
+
+    # -- set-up ------------------------------------------------------------------------------------
+    def setup(self) -> None:
+        o, device = self.options, self.ctx.device
+        self.netG = StyleGAN2Generator(o.ngf, o.crop_size, o.n_downsampling, o.n_blocks, o.inject_noise).to(device)
+        self.netD = StyleGAN2Discriminator(o.ndf, o.crop_size).to(device)
+        self.layers = list(o.feature_layers)
+        n = self.netG.num_encoder_layers
+        if any(not 0 <= i < n for i in self.layers) or self.layers != sorted(set(self.layers)):
+            raise ConfigError(f"single_image: feature_layers {self.layers} must be increasing encoder layer "
+                              f"indices in 0..{n - 1} (0 = the input image, 2 = after the downsampling ResBlock)")
+        self.gan_loss = GANLoss(o.gan_mode).to(device)
+        self.samplers = []
+        for side, name in enumerate("AB"):
+            image = self.dataset.image(name)
+            if min(image.shape[-2:]) < o.crop_size:
+                raise ConfigError(f"single_image: image {name} is {tuple(image.shape[-2:])}, smaller than "
+                                  f"crop_size {o.crop_size}")
+            self.samplers.append(ZoomAndPatch(image, o.crop_size, o.batch_size, o.random_scale_max, o.flip,
+                                              self.ctx.seed, side, o.sampler))
+        defaults = OptimizerDefaults(o.lr, (o.beta1, o.beta2))
+        self.opt_G = torch.optim.Adam(self.netG.parameters(), lr=o.lr, betas=defaults.betas)
+        self.opt_D = torch.optim.Adam(self.netD.parameters(), lr=o.lr, betas=defaults.betas)
+        real_a, real_b = self._batch(0)
+        self.method.to(device)
+        self.method.initialize(self._pair(real_a, real_a, real_b, real_b, False))
+        self.method.build_optimizers(defaults)
+        self.schedulers = [torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda step: linear_decay_factor(step, o.n_steps, o.n_steps_decay))
+            for opt in self._optimizers()]
+
+    def _optimizers(self) -> list[torch.optim.Optimizer]:
+        return [self.opt_G, self.opt_D, *(self.method.optimizers[k] for k in sorted(self.method.optimizers))]
+
+    def _batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return tuple(to_model_range(s.batch(step), self.ctx.device) for s in self.samplers)
+
+    def encode(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """The generator encoder's features at ``feature_layers``, with gradients (``pair.encode``)."""
+        return self.netG(images, self.layers, encode_only=True)
+
+    def _pair(self, real_a, fake_b, real_b, idt_b, flipped) -> TranslationPair:
+        return TranslationPair(source=real_a, output=fake_b, encode=self.encode, target=real_b,
+                               identity=idt_b, output_flipped=flipped,
+                               progress=self.step / max(1, self.total_steps), step=self.step)
+
+    # -- one step ----------------------------------------------------------------------------------
+    def discriminator_loss(self, fake_b: torch.Tensor, real_b: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        """0.5 (L_GAN(D(fake), 0) + L_GAN(D(real), 1)) + lambda_R1 * R1 on the real crops."""
+        o = self.options
+        loss_fake = self.gan_loss(self.netD(fake_b.detach()), False)
+        real = real_b.detach().requires_grad_(o.lambda_R1 > 0)
+        pred_real = self.netD(real)
+        loss_real = self.gan_loss(pred_real, True)
+        loss = 0.5 * (loss_fake + loss_real)
+        r1 = o.lambda_R1 * r1_penalty(pred_real, real) if o.lambda_R1 > 0 else loss.new_zeros(())
+        return loss + r1, {"D_fake": loss_fake.item(), "D_real": loss_real.item(), "D_R1": r1.item()}
+
+    def train_step(self) -> dict[str, float]:
+        o, method = self.options, self.method
+        real_a, real_b = self._batch(self.step)
+        n = real_a.shape[0]
+        with_idt = o.lambda_identity > 0 or method.uses_identity
+        real = torch.cat([real_a, real_b]) if with_idt else real_a
+        flipped = method.flips_input and bool(torch.rand(()) < 0.5)
+        if flipped:
+            real = torch.flip(real, dims=[3])
+        fake = self.netG(real)
+        fake_b, idt_b = fake[:n], (fake[n:] if with_idt else None)
+
+        set_requires_grad(self.netD, True)
+        self.opt_D.zero_grad(set_to_none=True)
+        loss_d, logs = self.discriminator_loss(fake_b, real_b)
+        loss_d.backward()
+        self.opt_D.step()
+
+        pair = self._pair(real_a, fake_b, real_b, idt_b, flipped)
+        aux = method.auxiliary_step(pair)
+        logs.update(aux.logs)
+        set_requires_grad(self.netD, False)
+        self.opt_G.zero_grad(set_to_none=True)
+        heads = method.optimizers.get("heads")
+        if heads is not None:
+            heads.zero_grad(set_to_none=True)
+        loss_gan = o.lambda_GAN * self.gan_loss(self.netD(fake_b), True) if o.lambda_GAN > 0 else fake_b.new_zeros(())
+        terms = method.generator_losses(pair, aux.computed)
+        loss_g = loss_gan + sum(terms.values(), fake_b.new_zeros(()))
+        if o.lambda_identity > 0:
+            idt = torch.flip(idt_b, dims=[3]) if flipped else idt_b
+            loss_idt = o.lambda_identity * F.l1_loss(idt, real_b)
+            loss_g = loss_g + loss_idt
+            logs["idt"] = loss_idt.item()
+        loss_g.backward()
+        self.opt_G.step()
+        if heads is not None:
+            heads.step()
+        method.after_generator_step()
+        for scheduler in self.schedulers:
+            scheduler.step()
+        self.step += 1
+        logs.update(D=loss_d.item(), G_GAN=loss_gan.item(), **{k: v.item() for k, v in terms.items()})
+        return logs
+
+    # -- checkpoints -------------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {"step": self.step, "netG": self.netG.state_dict(), "netD": self.netD.state_dict(),
+                "method": self.method.state_dict(),
+                "optimizers": [opt.state_dict() for opt in self._optimizers()],
+                "schedulers": [s.state_dict() for s in self.schedulers]}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.step = state["step"]
+        self.netG.load_state_dict(state["netG"])
+        self.netD.load_state_dict(state["netD"])
+        self.method.load_state_dict(state["method"])
+        for opt, s in zip(self._optimizers(), state["optimizers"], strict=True):
+            opt.load_state_dict(s)
+        for sched, s in zip(self.schedulers, state["schedulers"], strict=True):
+            sched.load_state_dict(s)
+
+    # -- evaluation --------------------------------------------------------------------------------
+    @staticmethod
+    def eval_settings(o: SingleImageOptions) -> SingleImageEvalSettings:
+        return SingleImageEvalSettings(o.sifid_channels, o.structure_sigma, o.lpips, o.lpips_backbone)
+
+    @torch.no_grad()
+    def translate(self, images: torch.Tensor) -> torch.Tensor:
+        self.netG.eval()
+        try:
+            return self.netG(images)
+        finally:
+            self.netG.train()
+
+    def evaluate(self) -> Evaluation:
+        return evaluate_single_image(self.translate, self.dataset, self.eval_settings(self.options), self.ctx)
+
+    @classmethod
+    def evaluate_identity(cls, options, dataset, ctx: RunContext) -> Evaluation:
+        return evaluate_single_image(None, dataset, cls.eval_settings(options), ctx)
