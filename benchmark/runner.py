@@ -190,15 +190,22 @@ class Runner:
             "seed": 0, "steps": 0, "metrics": result.metrics, "protocol": result.protocol})
 
     def jobs(self) -> list[Job]:
-        """The identity rows, then every unfinished run (finished ones are logged as skipped)."""
+        """The identity rows, then every unfinished run (finished ones are logged as skipped), the
+        runs of different datasets alternating: parallel workers then start on different datasets,
+        so that what a dataset's runs share and one of them builds first (the compression task's
+        teacher) is built while another worker trains elsewhere instead of waiting for it."""
         jobs = [Job("identity", task_index=ti, dataset_index=di) for ti in range(len(self.suite.tasks))
                 for di in range(len(self.suite.datasets))]
+        by_dataset: dict[str, list[Job]] = {}
         for i, run in enumerate(self.runs):
             header = f"[run {i + 1}/{len(self.runs)}] {run.run_id}"
             if run.metrics_path.exists():
                 self._log(f"{header}: finished earlier, skipped")
             else:
-                jobs.append(Job("run", run_index=i, header=header))
+                by_dataset.setdefault(run.dataset.label, []).append(Job("run", run_index=i, header=header))
+        queues = list(by_dataset.values())
+        for k in range(max((len(q) for q in queues), default=0)):
+            jobs += [q[k] for q in queues if k < len(q)]
         return jobs
 
     def run_all(self) -> list[tuple[str, str]]:

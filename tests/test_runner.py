@@ -217,3 +217,12 @@ def test_a_failed_identity_row_leaves_its_error_for_the_report(tmp_path, monkeyp
     assert "BenchmarkError: test images unreadable" in log.read_text()
     report = write_report(suite).read_text()
     assert "missing: failed: benchmark.core.errors.BenchmarkError: test images unreadable" in report
+
+
+def test_jobs_alternate_datasets_so_parallel_workers_start_on_different_ones(tmp_path):
+    raw = tiny_suite_dict(tmp_path, methods=("none", "cut"))
+    raw["datasets"]["scenes"] = {"type": "synthetic_scenes", "size": 32, "n_train": 8, "n_test": 4}
+    runner = Runner(suite_from_dict(raw, base_dir=tmp_path))
+    order = [runner.job_name(job) for job in runner.jobs() if job.kind == "run"]
+    assert [name.split("/")[1:3] for name in order] == [
+        ["synthetic_objects", "none"], ["scenes", "none"], ["synthetic_objects", "cut"], ["scenes", "cut"]]
