@@ -13,6 +13,7 @@ from typing import Any, Callable, ClassVar
 import torch
 
 from benchmark.core.context import Evaluation, RunContext
+from benchmark.core.schedules import linear_decay_factor
 from datasets.base import UnpairedDataset
 from methods.base import Method
 
@@ -23,6 +24,33 @@ def set_requires_grad(net: torch.nn.Module, flag: bool) -> None:
     (D during G's step, the multi-modal task's EMA copies), which then gets no gradients at all."""
     for p in net.parameters():
         p.requires_grad_(flag)
+
+
+def linear_decay_schedulers(optimizers: list[torch.optim.Optimizer], n_constant: int,
+                            n_decay: int) -> list[torch.optim.lr_scheduler.LambdaLR]:
+    """CUT's 'linear' policy on every optimiser, stepped once per training step."""
+    return [torch.optim.lr_scheduler.LambdaLR(opt, lambda step: linear_decay_factor(step, n_constant, n_decay))
+            for opt in optimizers]
+
+
+def training_state(step: int, modules: dict[str, torch.nn.Module], optimizers, schedulers, **extra) -> dict:
+    """A task's checkpoint: ``step``, each module's state dict under its name, the optimisers' and
+    schedulers' states (in order) and ``extra`` entries (e.g. an image pool's state)."""
+    return {"step": step, **{name: m.state_dict() for name, m in modules.items()},
+            "optimizers": [opt.state_dict() for opt in optimizers],
+            "schedulers": [s.state_dict() for s in schedulers], **extra}
+
+
+def restore_training_state(state: dict, modules: dict[str, torch.nn.Module], optimizers, schedulers) -> int:
+    """Load what :func:`training_state` saved into ``modules``, ``optimizers`` and ``schedulers``
+    (which must match in number and order); returns the step."""
+    for name, module in modules.items():
+        module.load_state_dict(state[name])
+    for opt, s in zip(optimizers, state["optimizers"], strict=True):
+        opt.load_state_dict(s)
+    for sched, s in zip(schedulers, state["schedulers"], strict=True):
+        sched.load_state_dict(s)
+    return state["step"]
 
 
 class Task:

@@ -28,10 +28,9 @@ from benchmark.core.errors import ConfigError
 from benchmark.core.images import SubsetImageSet
 from benchmark.core.metrics.macs import count_macs, count_parameters
 from benchmark.core.registry import register_task
-from benchmark.core.schedules import linear_decay_factor
 from methods.base import OptimizerDefaults, TranslationPair
 
-from ..base import Task, set_requires_grad
+from ..base import Task, linear_decay_schedulers, restore_training_state, set_requires_grad, training_state
 from ..data import UnpairedBatches, seeded_generator, to_model_range
 from ..single_modal.networks import GANLoss, NLayerDiscriminator, init_weights
 from .evaluation import CompressionScorer, held_out_indices
@@ -111,9 +110,7 @@ class CompressionTask(Task):
         self.method.to(device)
         self.method.initialize(self._pair(real_a, real_b, config, self._forward(real_a, config)))
         self.method.build_optimizers(OptimizerDefaults(o.lr, betas))
-        self.schedulers = [torch.optim.lr_scheduler.LambdaLR(
-            opt, lambda step: linear_decay_factor(step, o.n_steps, o.n_steps_decay))
-            for opt in self._optimizers()]
+        self.schedulers = linear_decay_schedulers(self._optimizers(), o.n_steps, o.n_steps_decay)
 
     def _optimizers(self) -> list[torch.optim.Optimizer]:
         return [self.opt_G, self.opt_D, *self.method.optimizers.values()]
@@ -203,27 +200,14 @@ class CompressionTask(Task):
                     distill=loss_distill.item(), **{k: v.item() for k, v in terms.items()})
         return logs
 
+    def _modules(self) -> dict[str, torch.nn.Module]:
+        return {"student": self.student, "mappings": self.mappings, "netD": self.netD, "method": self.method}
+
     def state_dict(self) -> dict:
-        return {
-            "step": self.step,
-            "student": self.student.state_dict(),
-            "mappings": self.mappings.state_dict(),
-            "netD": self.netD.state_dict(),
-            "method": self.method.state_dict(),
-            "optimizers": [opt.state_dict() for opt in self._optimizers()],
-            "schedulers": [s.state_dict() for s in self.schedulers],
-        }
+        return training_state(self.step, self._modules(), self._optimizers(), self.schedulers)
 
     def load_state_dict(self, state: dict) -> None:
-        self.step = state["step"]
-        self.student.load_state_dict(state["student"])
-        self.mappings.load_state_dict(state["mappings"])
-        self.netD.load_state_dict(state["netD"])
-        self.method.load_state_dict(state["method"])
-        for opt, s in zip(self._optimizers(), state["optimizers"], strict=True):
-            opt.load_state_dict(s)
-        for sched, s in zip(self.schedulers, state["schedulers"], strict=True):
-            sched.load_state_dict(s)
+        self.step = restore_training_state(state, self._modules(), self._optimizers(), self.schedulers)
 
     # -- search, export, evaluation ------------------------------------------------------------------
     def _translate_with(self, config):

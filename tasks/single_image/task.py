@@ -25,10 +25,9 @@ import torch.nn.functional as F
 from benchmark.core.context import Evaluation, RunContext
 from benchmark.core.errors import ConfigError
 from benchmark.core.registry import register_task
-from benchmark.core.schedules import linear_decay_factor
 from methods.base import OptimizerDefaults, TranslationPair
 
-from ..base import Task, set_requires_grad
+from ..base import Task, linear_decay_schedulers, restore_training_state, set_requires_grad, training_state
 from ..data import to_model_range
 from ..single_modal.networks import GANLoss
 from .evaluation import SingleImageEvalSettings, evaluate_single_image
@@ -143,9 +142,7 @@ class SingleImageTask(Task):
         self.method.to(device)
         self.method.initialize(self._pair(real_a, real_a, real_b, real_b, False))
         self.method.build_optimizers(defaults)
-        self.schedulers = [torch.optim.lr_scheduler.LambdaLR(
-            opt, lambda step: linear_decay_factor(step, o.n_steps, o.n_steps_decay))
-            for opt in self._optimizers()]
+        self.schedulers = linear_decay_schedulers(self._optimizers(), o.n_steps, o.n_steps_decay)
 
     def _optimizers(self) -> list[torch.optim.Optimizer]:
         return [self.opt_G, self.opt_D, *(self.method.optimizers[k] for k in sorted(self.method.optimizers))]
@@ -220,21 +217,14 @@ class SingleImageTask(Task):
         return logs
 
     # -- checkpoints -------------------------------------------------------------------------------
+    def _modules(self) -> dict[str, torch.nn.Module]:
+        return {"netG": self.netG, "netD": self.netD, "method": self.method}
+
     def state_dict(self) -> dict:
-        return {"step": self.step, "netG": self.netG.state_dict(), "netD": self.netD.state_dict(),
-                "method": self.method.state_dict(),
-                "optimizers": [opt.state_dict() for opt in self._optimizers()],
-                "schedulers": [s.state_dict() for s in self.schedulers]}
+        return training_state(self.step, self._modules(), self._optimizers(), self.schedulers)
 
     def load_state_dict(self, state: dict) -> None:
-        self.step = state["step"]
-        self.netG.load_state_dict(state["netG"])
-        self.netD.load_state_dict(state["netD"])
-        self.method.load_state_dict(state["method"])
-        for opt, s in zip(self._optimizers(), state["optimizers"], strict=True):
-            opt.load_state_dict(s)
-        for sched, s in zip(self.schedulers, state["schedulers"], strict=True):
-            sched.load_state_dict(s)
+        self.step = restore_training_state(state, self._modules(), self._optimizers(), self.schedulers)
 
     # -- evaluation --------------------------------------------------------------------------------
     @staticmethod
