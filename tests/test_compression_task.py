@@ -114,4 +114,4 @@ def test_finished_run_reports_a_subnet_within_budget_beside_the_teacher(tmp_path
     assert record["protocol"]["subnet"] == chosen
     report = write_report(runner.suite)
     text = report.read_text()
-    assert "Table 3" in text and "| teacher |" in text and "student (none)" in text and "MACs (G)" in text
+    assert "Table 3" in text and "| teacher |" in text and "student (none)" in text and "MACs (M)" in text  # small images: millions

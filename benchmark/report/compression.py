@@ -42,11 +42,17 @@ def dataset_table(rows: list[Row], method_order: list[str], paper_name: str | No
     paper_metrics = list(table.metrics) if table is not None and paper_name else []
     out, statuses = [], []
 
+    macs = _values(finished, "MACs_G", "teacher_")
+    in_mega = not paper_metrics and not macs.empty and macs.max() < 0.1   # small images: MACs in millions
+
     def add(name: str, records: list[dict], prefix: str, seeds, paper_row: str | None, status: str) -> None:
         row = {"model": name}
         for metric in metrics:
             values = _values(records, metric, prefix)
-            row[column(metric)] = NOT_SCORED if values.empty else mean_std(values, DIGITS.get(metric, 2))
+            name_of = column(metric)
+            if metric == "MACs_G" and in_mega:
+                values, name_of = values * 1000, "MACs (M)"
+            row[name_of] = NOT_SCORED if values.empty else mean_std(values, DIGITS.get(metric, 2))
         row["seeds"] = seeds
         for metric in paper_metrics:
             value = table.value(paper_name, paper_row, metric) if paper_row else None
