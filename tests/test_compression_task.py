@@ -109,7 +109,7 @@ def test_finished_run_reports_a_subnet_within_budget_beside_the_teacher(tmp_path
     record = json.loads(run.metrics_path.read_text())
     m = record["metrics"]
     assert m["MACs_G"] * 1e9 <= 3.0e6 and m["params_M"] < m["teacher_params_M"]
-    assert {"FID", "teacher_FID", "search_fid"} <= set(m)
+    assert {"FID", "teacher_FID", "search_fid", "largest_FID"} <= set(m)
     chosen = json.loads((run.directory / "search" / "subnet.json").read_text())["config"]
     assert record["protocol"]["subnet"] == chosen
     report = write_report(runner.suite)

@@ -49,6 +49,10 @@ def _padded(features: list[torch.Tensor], width: int) -> list[torch.Tensor]:
     return [f if f.shape[1] == width else F.pad(f, (0, 0, 0, 0, 0, width - f.shape[1])) for f in features]
 
 
+LARGEST_METRICS = ("FID", "mIoU", "maskIoU")
+"""The largest sub-network's scores kept in the metrics (``largest_<name>``)."""
+
+
 @register_task("compression")
 class CompressionTask(Task):
     """Teacher -> once-for-all student distillation with evolution search (Fast GAN Compression)."""
@@ -247,7 +251,11 @@ class CompressionTask(Task):
 
         student = scorer.score_test(lambda x: subnet(x))
         teacher = scorer.score_test(lambda x: self.teacher(x))
+        # The supernet's largest sub-network, as the official training-time evaluation scores it: a
+        # comparison of the trained supernets that does not depend on the search's choice.
+        largest = scorer.score_test(self._translate_with(largest_config(self.choices)))
         metrics = dict(student.metrics)
+        metrics.update({f"largest_{k}": v for k, v in largest.metrics.items() if k in LARGEST_METRICS})
         metrics.update(params_M=count_parameters(subnet) / 1e6, MACs_G=count_macs(subnet, example) / 1e9,
                        **{f"teacher_{k}": v for k, v in teacher.metrics.items()},
                        teacher_params_M=count_parameters(self.teacher) / 1e6,
