@@ -23,7 +23,7 @@ DEFAULTS = {
                    "ema_decay": 0.9, "lr_N": None, "diversity_negatives": "all", "detach_negatives": False},
     HnegSRCParams: {**PATCH_NCE, "lambda_HDCE": 1.0, "lambda_SRC": 1.0, "dce_idt": False, "use_curriculum": False,
                     "HDCE_gamma": 1.0, "HDCE_gamma_min": 1.0, "step_gamma": False, "step_gamma_progress": 0.5,
-                    "no_Hneg": False, "hdce_value": "dce"},
+                    "no_Hneg": False, "hdce_value": "dce", "layer_reduction": "mean"},
     GraphCLParams: {**SHARED, "lambda_GNN": 0.1, "gnn_idt": True, "num_hop": 2, "nonzero_th": 0.1,
                     "pooling_num": 1, "pooling_ratio": [1.0, 0.5], "down_scale": 4,
                     "vgg_layers": ["relu3_1", "relu4_1", "relu4_3"], "vgg_weights": "imagenet",
