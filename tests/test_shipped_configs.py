@@ -28,9 +28,11 @@ def test_quick_all_runs_every_registered_method_and_its_presets():
                if registry.METHODS.get(name).__module__.startswith("methods.")}
     presets = {p for name in builtin for p in (registry.METHODS.get(name).presets or [name])}
     assert len(builtin) == 6 and {m.cls.registry_name for m in suite.methods} == builtin
-    # every preset but hnegsrc_city (hnegsrc with Cityscapes' lambda and step curriculum: time) and the
-    # single-image task's presets (quick_single_image.yaml runs those)
-    assert sorted(m.label for m in suite.methods) == sorted(presets - {"hnegsrc_city", "sincut", "hnegsrc_single"})
+    # every preset but hnegsrc_city (hnegsrc with Cityscapes' lambda and step curriculum: time), the
+    # single-image task's presets (quick_single_image.yaml runs those) and the compression task's
+    # (quick_compression.yaml)
+    others = {"hnegsrc_city", "sincut", "hnegsrc_single", "hnegsrc_compression"}
+    assert sorted(m.label for m in suite.methods) == sorted(presets - others)
 
 
 @pytest.mark.parametrize("name", ["paper_horse2zebra.yaml", "paper_cityscapes.yaml"])
@@ -51,3 +53,23 @@ def test_paper_suites_use_official_settings_and_map_onto_the_published_table(nam
     assert (dataset.options.size, dataset.options.load_size) == (256, 286)
     steps = {run.method.label: run.planned_steps() for run in expand(suite)}
     assert steps["fastcut"] == steps["fastnegcut"] == steps["cut"] // 2    # 200 of CUT's 400 epochs
+
+
+def test_compression_suites_map_onto_table3_and_keep_the_official_search_settings():
+    from benchmark.reference import PAPER_TABLES
+    from tasks.compression.search import OFFICIAL_SEARCH_OPTIONS
+
+    table = PAPER_TABLES["compression"]
+    paper = load_suite(CONFIGS[0].parent / "paper_compression.yaml")
+    assert {dataset_paper_name(d, table) for d in paper.datasets} == {"horse2zebra", "maps", "cityscapes"}
+    assert {table.paper_method(m.cls.registry_name, m.preset) for m in paper.methods} == {
+        "student_baseline", "student_HnegSRC"}
+    official = {"horse2zebra": "horse2zebra", "maps": "map2sat", "cityscapes": "cityscapes"}
+    for run in expand(paper):
+        search, expected = run.task_options.search, OFFICIAL_SEARCH_OPTIONS[official[run.dataset.label]]
+        assert (search.population_size, search.iterations, search.mutate_prob, search.budget) == (
+            expected.population_size, expected.iterations, expected.mutate_prob, expected.budget)
+        assert run.task_options.student_ngf == 64 and run.task_options.teacher.ngf == 64
+    quick = load_suite(CONFIGS[0].parent / "quick_compression.yaml")
+    assert {m.label for m in quick.methods} == {"none", "cut", "hnegsrc_compression"}
+    assert {d.cls.kind for d in quick.datasets} == {"unpaired", "paired"}
