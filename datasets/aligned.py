@@ -23,10 +23,9 @@ import torch
 
 from benchmark.core.errors import DataError
 from benchmark.core.registry import register_dataset
-from benchmark.core.weights import SEGMENTATION_PROTOCOL_WEIGHTS
 
 from .base import ImageSet, PairedDataset, Side, Split
-from .folders import UnalignedFolder, dataset_folder, decode_rgb, image_files, square_tensor
+from .folders import FolderReader, UnalignedFolder, dataset_folder, decode_rgb, image_files, square_tensor
 
 ALIGNED_SUBFOLDERS = {"train": "train", "test": "val"}
 """Split -> sub-folder of an aligned dataset (the test split is pix2pix's ``val``)."""
@@ -67,7 +66,7 @@ class AlignedHalfImageSet(ImageSet):
 
 
 @register_dataset("aligned_folder")
-class AlignedFolder(PairedDataset):
+class AlignedFolder(FolderReader, PairedDataset):
     """Real aligned dataset folder (train/val of side-by-side A|B pairs) as used by pix2pix and GAN Compression.
 
     Train pairs are resized to ``load_size`` (the training task crops ``size``), test (``val``)
@@ -86,20 +85,6 @@ class AlignedFolder(PairedDataset):
                 return ("root must name the dataset folder (containing "
                         f"{', '.join(ALIGNED_SUBFOLDERS.values())} of side-by-side A|B images)")
             return super().validate()
-
-    @classmethod
-    def required_weights(cls, options) -> list[str]:
-        """The Cityscapes DRN checkpoint of the segmentation protocol, when one is set."""
-        return [SEGMENTATION_PROTOCOL_WEIGHTS[options.segmentation_protocol]] if options.segmentation_protocol else []
-
-    def __init__(self, options, cache_dir):
-        super().__init__(options, Path(cache_dir))
-        self._files: dict[str, list[Path]] = {}
-        self._identity: str | None = None
-
-    @property
-    def root(self) -> Path:
-        return Path(self.options.root).expanduser()
 
     def half(self, side: Side) -> int:
         """The half (0: left, 1: right) holding ``side`` ('A' = source) under ``direction``."""

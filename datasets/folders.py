@@ -103,8 +103,28 @@ class FolderImageSet(ImageSet):
         return self.paths[index].stem
 
 
+class FolderReader:
+    """What the readers of image folders share (mixed in before their dataset base class): the
+    root folder, the caches of file lists and of the identity, and the DRN checkpoint their
+    segmentation protocol needs."""
+
+    @classmethod
+    def required_weights(cls, options) -> list[str]:
+        """The Cityscapes DRN checkpoint of the segmentation protocol, when one is set."""
+        return [SEGMENTATION_PROTOCOL_WEIGHTS[options.segmentation_protocol]] if options.segmentation_protocol else []
+
+    def __init__(self, options, cache_dir):
+        super().__init__(options, Path(cache_dir))
+        self._files: dict[str, list[Path]] = {}
+        self._identity: str | None = None
+
+    @property
+    def root(self) -> Path:
+        return Path(self.options.root).expanduser()
+
+
 @register_dataset("unaligned_folder")
-class UnalignedFolder(UnpairedDataset):
+class UnalignedFolder(FolderReader, UnpairedDataset):
     """Real unaligned dataset folder (trainA/trainB/testA/testB) as used by CUT and CycleGAN.
 
     Train images are resized to ``load_size`` (the training task random-crops ``size``), test
@@ -138,18 +158,6 @@ class UnalignedFolder(UnpairedDataset):
             return None
 
 
-    @classmethod
-    def required_weights(cls, options) -> list[str]:
-        """The Cityscapes DRN checkpoint of the segmentation protocol, when one is set."""
-        return [SEGMENTATION_PROTOCOL_WEIGHTS[options.segmentation_protocol]] if options.segmentation_protocol else []
-    def __init__(self, options, cache_dir):
-        super().__init__(options, Path(cache_dir))
-        self._files: dict[str, list[Path]] = {}
-        self._identity: str | None = None
-
-    @property
-    def root(self) -> Path:
-        return Path(self.options.root).expanduser()
 
     def folder_side(self, side: Side) -> Side:
         """The folder letter holding ``side`` ('A' = source) under ``direction``."""
