@@ -86,8 +86,9 @@ class Task:
 
     @classmethod
     def planned_steps(cls, options) -> int:
-        """Training steps a run with these options takes."""
-        raise NotImplementedError
+        """Training steps a run with these options takes: ``n_steps`` at the full learning rate, then
+        ``n_steps_decay`` (where the options have it) decaying linearly to zero, as in the CUT framework."""
+        return options.n_steps + getattr(options, "n_steps_decay", 0)
 
     @property
     def total_steps(self) -> int:

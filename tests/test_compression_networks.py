@@ -14,7 +14,7 @@ from tasks.compression.networks import (
     SuperMobileResnetBlock, SuperMobileResnetGenerator, SuperSeparableConv2d, _choice_weights, all_configs,
     check_config, config_space_size, decode_config, distill_layer_ids, distillation_loss, encode_config,
     export_subnet, largest_config, sample_config, smallest_config, subnet_macs, teacher_hook_layers)
-from tasks.single_modal.networks import ResnetGenerator, init_weights
+from tasks.networks import ResnetGenerator, init_weights
 
 PIX2PIX = CHANNEL_CHOICES["pix2pix"]
 

@@ -115,3 +115,27 @@ def test_finished_run_reports_a_subnet_within_budget_beside_the_teacher(tmp_path
     report = write_report(runner.suite)
     text = report.read_text()
     assert "Table 3" in text and "| teacher |" in text and "student (none)" in text and "MACs (M)" in text  # small images: millions
+
+
+def test_the_teacher_is_scored_once_for_all_runs_that_share_it(tmp_path, monkeypatch):
+    from tasks.compression import evaluation as compression_eval
+
+    calls = []
+    original = compression_eval.CompressionScorer.score_test
+
+    def counting(self, translate):
+        calls.append(translate)
+        return original(self, translate)
+
+    monkeypatch.setattr(compression_eval.CompressionScorer, "score_test", counting)
+    d = suite_dict(tmp_path / "s", method="none")
+    d["methods"] = ["none", {"name": "none", "label": "none_again"}]
+    suite = suite_from_dict(d, base_dir=tmp_path)
+    runner = Runner(suite)
+    assert runner.run_all() == []
+    # the identity row, then per run the chosen subnet and the largest one; the teacher once.
+    assert len(calls) == 1 + 2 * 2 + 1
+    records = [json.loads(run.metrics_path.read_text())["metrics"] for run in expand(suite)]
+    teacher = [{k: v for k, v in m.items() if k.startswith("teacher_")} for m in records]
+    assert teacher[0] == teacher[1] and "teacher_FID" in teacher[0]
+    assert len(list((tmp_path / "s").rglob("teacher_scores/*.pt"))) == 1

@@ -12,7 +12,7 @@ from benchmark.runner import Runner, expand
 from methods.base import OptimizerDefaults, TranslationPair
 from methods.flsesim import (FLSeSim, FLSeSimParams, PairFeatures, color_jitter, correlation_map, map_nce,
                              structure_loss, window_key_ids)
-from tasks.single_modal.networks import ResnetGenerator
+from tasks.networks import ResnetGenerator
 
 from conftest import tiny_suite_dict
 

@@ -11,7 +11,7 @@ from methods.base import TranslationPair
 from methods.hnegsrc import HnegSRC, HnegSRCParams, curriculum_gamma, patch_similarity, relation_jsd
 from methods.shared.dce import hardness_weights, patch_hdce
 from methods.shared.patches import gather_locations, sample_locations
-from tasks.single_modal.networks import ResnetGenerator, cut_layer_ids
+from tasks.networks import ResnetGenerator, cut_layer_ids
 
 from conftest import tiny_suite_dict
 

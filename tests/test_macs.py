@@ -4,7 +4,7 @@ import torch
 from torch import nn
 
 from benchmark.core.metrics.macs import count_macs, count_parameters
-from tasks.single_modal.networks import ResnetGenerator
+from tasks.networks import ResnetGenerator
 
 
 def test_conv2d_macs_equal_the_hand_count():

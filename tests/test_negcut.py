@@ -13,7 +13,7 @@ from benchmark.progress import SuiteProgress
 from benchmark.runner import Runner, expand
 from methods.base import AuxiliaryStep, OptimizerDefaults, TranslationPair
 from methods.negcut import NEGCUT, NEGCUTParams, PairView, generated_negatives_nce, negatives_diversity
-from tasks.single_modal.networks import ResnetGenerator, cut_layer_ids
+from tasks.networks import ResnetGenerator, cut_layer_ids
 
 from conftest import tiny_suite_dict
 

@@ -1,4 +1,4 @@
-"""Tests of the CUT-framework networks (tasks/single_modal/networks.py) against facts of the official
+"""Tests of the CUT-framework networks (tasks/networks.py) against facts of the official
 CUT code (taesungp/contrastive-unpaired-translation, models/networks.py)."""
 import math
 
@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from benchmark.core.errors import ConfigError
-from tasks.single_modal.networks import (
+from tasks.networks import (
     Downsample, GANLoss, NLayerDiscriminator, ResnetBlock, ResnetGenerator, Upsample, cut_layer_ids,
     get_filter, get_norm_layer, init_weights)
 

@@ -13,7 +13,7 @@ from methods.hnegsrc import HnegSRC, HnegSRCParams
 from methods.negcut import NEGCUT, NEGCUTParams
 from methods.shared.heads import ProjectionHeads
 from methods.shared.patch_contrastive import PatchContrastiveMethod, PatchNCEMethod
-from tasks.single_modal.networks import ResnetGenerator, cut_layer_ids
+from tasks.networks import ResnetGenerator, cut_layer_ids
 
 SHARED = {"nce_T": 0.07, "num_patches": 256, "netF_nc": 256, "flip_equivariance": False}
 PATCH_NCE = {**SHARED, "use_mlp": True, "nce_includes_all_negatives_from_minibatch": False}

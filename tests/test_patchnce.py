@@ -6,7 +6,7 @@ import torch
 from methods.base import TranslationPair
 from methods.cut import CUT, CUTParams
 from methods.shared.nce import patch_nce
-from tasks.single_modal.networks import ResnetGenerator, cut_layer_ids
+from tasks.networks import ResnetGenerator, cut_layer_ids
 
 
 def test_patch_nce_matches_hand_computation():

@@ -82,10 +82,17 @@ def test_set_requires_grad_switches_every_parameter_and_no_buffer():
     assert all(p.grad is not None for p in net.parameters())
 
 
-def test_both_tasks_use_the_shared_set_requires_grad():
-    from tasks.multi_modal import task as mm_task
-    from tasks.single_modal import task as sm_task
-    assert sm_task.set_requires_grad is set_requires_grad and mm_task.set_requires_grad is set_requires_grad
+def test_every_task_module_uses_the_one_shared_set_requires_grad():
+    import importlib
+    import pkgutil
+
+    import tasks
+    users = []
+    for info in pkgutil.walk_packages(tasks.__path__, "tasks."):
+        found = getattr(importlib.import_module(info.name), "set_requires_grad", None)
+        assert found is None or found is set_requires_grad, f"{info.name} defines its own set_requires_grad"
+        users += [info.name] if found is not None else []
+    assert {"tasks.adversarial_steps", "tasks.multi_modal.task", "tasks.compression.task"} <= set(users)
 
 
 # -- the real-feature cache, shared by both tasks ----------------------------------------------------------

@@ -102,3 +102,13 @@ def content_hash(key) -> str:
     """sha256 (hex) of :func:`canonical_json` of ``key``: equal keys, equal hashes, whatever the
     order of their dict entries."""
     return hashlib.sha256(canonical_json(key).encode("utf-8")).hexdigest()
+
+
+def state_dict_hash(module) -> str:
+    """sha256 (hex) of a module's state dict: its keys, dtypes, shapes and values, in key order."""
+    import torch
+    h = hashlib.sha256()
+    for name, value in sorted(module.state_dict().items()):
+        h.update(f"{name}:{value.dtype}:{tuple(value.shape)};".encode("utf-8"))
+        h.update(value.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()

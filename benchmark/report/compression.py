@@ -18,10 +18,11 @@ from .results import IDENTITY, Row
 
 TEACHER = "teacher"
 METRICS = ["params_M", "MACs_G", "FID", "KIDx100", "mIoU", "pixAcc", "clsAcc", "maskIoU",
-           "largest_FID", "largest_mIoU", "largest_maskIoU"]
+           "largest_FID", "largest_mIoU", "largest_maskIoU", "gap_to_teacher_L1", "largest_gap_to_teacher_L1"]
 NAMES = {"params_M": "#Params (M)", "MACs_G": "MACs (G)", "largest_FID": "FID (largest)",
-         "largest_mIoU": "mIoU (largest)", "largest_maskIoU": "maskIoU (largest)"}
-DIGITS = {"params_M": 3, "MACs_G": 3}
+         "largest_mIoU": "mIoU (largest)", "largest_maskIoU": "maskIoU (largest)",
+         "gap_to_teacher_L1": "L1 to teacher", "largest_gap_to_teacher_L1": "L1 to teacher (largest)"}
+DIGITS = {"params_M": 3, "MACs_G": 3, "gap_to_teacher_L1": 4, "largest_gap_to_teacher_L1": 4}
 GRID_TILE = 96
 
 

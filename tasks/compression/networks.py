@@ -22,7 +22,7 @@ A configuration is ``{"channels": [c0, ..., c7]}`` (8 choices, the official ResN
     c7        second transposed conv           c7
 
 Layer indices of the supernet (and of the subnet, and of the CycleGAN / pix2pix ResNet-9 teacher
-without antialiasing, ``tasks.single_modal.networks.ResnetGenerator(antialias=False,
+without antialiasing, ``tasks.networks.ResnetGenerator(antialias=False,
 antialias_up=False)``), ``model[i]`` for ``n_blocks = 9``::
 
     0 pad, 1 conv7x7, 2 norm, 3 ReLU, 4-6 stride-2 conv/norm/ReLU, 7-9 stride-2 conv/norm/ReLU,
@@ -43,7 +43,7 @@ from torch import nn
 
 from benchmark.core.errors import ConfigError
 from benchmark.core.metrics.macs import count_macs
-from ..single_modal.networks import ResnetGenerator, get_norm_layer, init_weights
+from ..networks import ResnetGenerator, get_norm_layer, init_weights
 
 __all__ = [
     "CHANNEL_CHOICES", "N_CHANNEL_CHOICES", "check_choices", "check_config", "encode_config",
@@ -379,7 +379,7 @@ class SuperMobileResnetGenerator(nn.Module):
     full widths ngf, 2ngf, 4ngf (trunk and block inner width), 2ngf, ngf; ``forward(x, config)``
     runs the subnet ``config`` (see the module docstring for what each of the 8 channels sets).
     The input is clamped to [-1, 1] as official. Weights are PyTorch's default until
-    ``tasks.single_modal.networks.init_weights`` is applied (official: normal, gain 0.02)."""
+    ``tasks.networks.init_weights`` is applied (official: normal, gain 0.02)."""
 
     def __init__(self, input_nc: int = 3, output_nc: int = 3, ngf: int = 64, n_blocks: int = 9,
                  norm: str = "instance", dropout: float | bool = 0.0, padding_type: str = "reflect"):

@@ -17,6 +17,7 @@ images, the export of the chosen sub-network and its test scores beside the teac
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import torch
@@ -25,6 +26,7 @@ import torch.nn.functional as F
 from benchmark.core.atomic import atomic_write
 from benchmark.core.context import Evaluation, RunContext
 from benchmark.core.errors import ConfigError
+from benchmark.core.hashing import content_hash, state_dict_hash
 from benchmark.core.images import SubsetImageSet
 from benchmark.core.metrics.macs import count_macs, count_parameters
 from benchmark.core.registry import register_task
@@ -32,7 +34,8 @@ from methods.base import OptimizerDefaults, TranslationPair
 
 from ..base import Task, linear_decay_schedulers, restore_training_state, set_requires_grad, training_state
 from ..data import UnpairedBatches, seeded_generator, to_model_range
-from ..single_modal.networks import GANLoss, NLayerDiscriminator, init_weights
+from ..evaluation import count_images, translate_set
+from ..networks import GANLoss, NLayerDiscriminator, init_weights
 from .evaluation import CompressionScorer, held_out_indices
 from .data import PairedBatches
 from .networks import (CHANNEL_CHOICES, DistillMappings, SuperMobileResnetGenerator, distillation_loss,
@@ -49,6 +52,11 @@ def _padded(features: list[torch.Tensor], width: int) -> list[torch.Tensor]:
     return [f if f.shape[1] == width else F.pad(f, (0, 0, 0, 0, 0, width - f.shape[1])) for f in features]
 
 
+def is_paired(dataset) -> bool:
+    """Whether ``dataset`` pairs each A image with its B image (pix2pix's aligned data)."""
+    return getattr(dataset, "kind", "unpaired") == "paired"
+
+
 LARGEST_METRICS = ("FID", "mIoU", "maskIoU")
 """The largest sub-network's scores kept in the metrics (``largest_<name>``)."""
 
@@ -60,13 +68,9 @@ class CompressionTask(Task):
     Options = CompressionOptions
     dataset_kinds = ("unpaired", "paired")
 
-    @classmethod
-    def planned_steps(cls, options: CompressionOptions) -> int:
-        return options.n_steps + options.n_steps_decay
-
     @property
     def paired(self) -> bool:
-        return getattr(self.dataset, "kind", "unpaired") == "paired"
+        return is_paired(self.dataset)
 
     # -- set-up ------------------------------------------------------------------------------------
     def setup(self) -> None:
@@ -250,12 +254,15 @@ class CompressionTask(Task):
             json.dump({"config": encode_config(best_config), f"held_out_{criterion}": best_score}, f, indent=1)
 
         student = scorer.score_test(lambda x: subnet(x))
-        teacher = scorer.score_test(lambda x: self.teacher(x))
+        teacher = self._teacher_scores(scorer)
         # The supernet's largest sub-network, as the official training-time evaluation scores it: a
         # comparison of the trained supernets that does not depend on the search's choice.
         largest = scorer.score_test(self._translate_with(largest_config(self.choices)))
         metrics = dict(student.metrics)
         metrics.update({f"largest_{k}": v for k, v in largest.metrics.items() if k in LARGEST_METRICS})
+        gaps = self._gaps_to_teacher({"gap_to_teacher_L1": lambda x: subnet(x),
+                                      "largest_gap_to_teacher_L1": self._translate_with(largest_config(self.choices))})
+        metrics.update(gaps)
         metrics.update(params_M=count_parameters(subnet) / 1e6, MACs_G=count_macs(subnet, example) / 1e9,
                        **{f"teacher_{k}": v for k, v in teacher.metrics.items()},
                        teacher_params_M=count_parameters(self.teacher) / 1e6,
@@ -270,7 +277,39 @@ class CompressionTask(Task):
                    "output": student.samples["output"]}
         return Evaluation(metrics=metrics, protocol=protocol, samples=samples)
 
+    def _gaps_to_teacher(self, students: dict) -> dict[str, float]:
+        """How far each student's test outputs are from the teacher's: the mean absolute difference
+        of their 8-bit outputs, in [0, 1] units. Distillation (and a method that pulls the student's
+        features towards the teacher's) lowers it; it tells whether a method that moves FID moved
+        the student towards the teacher or away from it."""
+        ev, ctx = self.ctx.evaluation, self.ctx
+        test_a = self.dataset.split("test", "A")
+        count = count_images(test_a, ev.num_test_images)
+
+        def outputs(translate):
+            return translate_set(translate, test_a, count, ev.batch_size, ctx.device).float()
+
+        teacher = outputs(lambda x: self.teacher(x))
+        return {name: (outputs(translate) - teacher).abs().mean().item() / 255.0
+                for name, translate in students.items()}
+
+    def _teacher_scores(self, scorer: CompressionScorer) -> Evaluation:
+        """The teacher's test scores, computed once per teacher, dataset and protocol and kept in
+        ``<cache_dir>/teacher_scores`` (every method and seed of a suite shares the teacher)."""
+        ctx = self.ctx
+        key = {"teacher": state_dict_hash(self.teacher),
+               "dataset": self.dataset.identity, "protocol": self.options.protocol, "paired": self.paired,
+               "evaluation": dataclasses.asdict(ctx.evaluation), "device": ctx.device.type}
+        path = ctx.cache_dir / "teacher_scores" / f"{content_hash(key)[:24]}.pt"
+        if path.is_file():
+            cached = torch.load(path, map_location="cpu", weights_only=True)
+            return Evaluation(cached["metrics"], cached["protocol"], cached["samples"])
+        scores = scorer.score_test(lambda x: self.teacher(x))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_write(path, "wb") as f:
+            torch.save({"metrics": scores.metrics, "protocol": scores.protocol, "samples": scores.samples}, f)
+        return scores
+
     @classmethod
     def evaluate_identity(cls, options, dataset, ctx: RunContext) -> Evaluation:
-        paired = getattr(dataset, "kind", "unpaired") == "paired"
-        return CompressionScorer(dataset, ctx, options.protocol, paired).score_test(lambda x: x)
+        return CompressionScorer(dataset, ctx, options.protocol, is_paired(dataset)).score_test(lambda x: x)

@@ -50,8 +50,8 @@ from datasets.base import PairedDataset, UnpairedDataset
 
 from ..base import set_requires_grad
 from ..data import UnpairedBatches, to_model_range
-from ..single_modal.image_pool import ImagePool
-from ..single_modal.networks import GANLoss, NLayerDiscriminator, ResnetGenerator, init_weights
+from ..image_pool import ImagePool
+from ..networks import GANLoss, NLayerDiscriminator, ResnetGenerator, init_weights
 from .data import PairedBatches
 
 __all__ = [

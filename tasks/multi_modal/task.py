@@ -166,10 +166,6 @@ class MultiModalTask(Task):
             return []
         return ["lpips_alex_linear"] + ([] if options.lpips_backbone == "untrained" else ["alexnet"])
 
-    @classmethod
-    def planned_steps(cls, options: MultiModalOptions) -> int:
-        return options.n_steps
-
     # -- set-up ------------------------------------------------------------------------------
     def setup(self) -> None:
         o, device = self.options, self.ctx.device

@@ -25,11 +25,12 @@ import torch.nn.functional as F
 from benchmark.core.context import Evaluation, RunContext
 from benchmark.core.errors import ConfigError
 from benchmark.core.registry import register_task
-from methods.base import OptimizerDefaults, TranslationPair
+from methods.base import OptimizerDefaults
 
-from ..base import Task, linear_decay_schedulers, restore_training_state, set_requires_grad, training_state
+from ..adversarial_steps import GeneratorDiscriminatorSteps
+from ..base import Task, linear_decay_schedulers, restore_training_state, training_state
 from ..data import to_model_range
-from ..single_modal.networks import GANLoss
+from ..networks import GANLoss
 from .evaluation import SingleImageEvalSettings, evaluate_single_image
 from .networks import StyleGAN2Discriminator, StyleGAN2Generator, r1_penalty
 from .sampler import ZoomAndPatch
@@ -99,7 +100,7 @@ class SingleImageOptions:
 
 
 @register_task("single_image")
-class SingleImageTask(Task):
+class SingleImageTask(GeneratorDiscriminatorSteps, Task):
     """Single-image translation in SinCUT's framework: StyleGAN2 G and D on zoom-and-patch crops."""
 
     Options = SingleImageOptions
@@ -111,10 +112,6 @@ class SingleImageTask(Task):
         if not options.lpips:
             return []
         return ["lpips_alex_linear"] + ([] if options.lpips_backbone == "untrained" else ["alexnet"])
-
-    @classmethod
-    def planned_steps(cls, options: SingleImageOptions) -> int:
-        return options.n_steps + options.n_steps_decay
 
     # -- set-up ------------------------------------------------------------------------------------
     def setup(self) -> None:
@@ -150,15 +147,6 @@ class SingleImageTask(Task):
     def _batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         return tuple(to_model_range(s.batch(step), self.ctx.device) for s in self.samplers)
 
-    def encode(self, images: torch.Tensor) -> list[torch.Tensor]:
-        """The generator encoder's features at ``feature_layers``, with gradients (``pair.encode``)."""
-        return self.netG(images, self.layers, encode_only=True)
-
-    def _pair(self, real_a, fake_b, real_b, idt_b, flipped) -> TranslationPair:
-        return TranslationPair(source=real_a, output=fake_b, encode=self.encode, target=real_b,
-                               identity=idt_b, output_flipped=flipped,
-                               progress=self.step / max(1, self.total_steps), step=self.step)
-
     # -- one step ----------------------------------------------------------------------------------
     def discriminator_loss(self, fake_b: torch.Tensor, real_b: torch.Tensor) -> tuple[torch.Tensor, dict]:
         """0.5 (L_GAN(D(fake), 0) + L_GAN(D(real), 1)) + lambda_R1 * R1 on the real crops."""
@@ -174,52 +162,24 @@ class SingleImageTask(Task):
     def train_step(self) -> dict[str, float]:
         o, method = self.options, self.method
         real_a, real_b = self._batch(self.step)
-        n = real_a.shape[0]
         with_idt = o.lambda_identity > 0 or method.uses_identity
-        real = torch.cat([real_a, real_b]) if with_idt else real_a
-        flipped = method.flips_input and bool(torch.rand(()) < 0.5)
-        if flipped:
-            real = torch.flip(real, dims=[3])
-        fake = self.netG(real)
-        fake_b, idt_b = fake[:n], (fake[n:] if with_idt else None)
-
-        set_requires_grad(self.netD, True)
-        self.opt_D.zero_grad(set_to_none=True)
-        loss_d, logs = self.discriminator_loss(fake_b, real_b)
-        loss_d.backward()
-        self.opt_D.step()
-
+        fake_b, idt_b, flipped = self._translate_batch(real_a, real_b, with_idt)
+        loss_d, logs = self._update_discriminator(lambda: self.discriminator_loss(fake_b, real_b))
         pair = self._pair(real_a, fake_b, real_b, idt_b, flipped)
         aux = method.auxiliary_step(pair)
         logs.update(aux.logs)
-        set_requires_grad(self.netD, False)
-        self.opt_G.zero_grad(set_to_none=True)
-        heads = method.optimizers.get("heads")
-        if heads is not None:
-            heads.zero_grad(set_to_none=True)
-        loss_gan = o.lambda_GAN * self.gan_loss(self.netD(fake_b), True) if o.lambda_GAN > 0 else fake_b.new_zeros(())
-        terms = method.generator_losses(pair, aux.computed)
-        loss_g = loss_gan + sum(terms.values(), fake_b.new_zeros(()))
-        if o.lambda_identity > 0:
+
+        def identity_loss() -> dict[str, torch.Tensor]:
+            if o.lambda_identity <= 0:
+                return {}
             idt = torch.flip(idt_b, dims=[3]) if flipped else idt_b
-            loss_idt = o.lambda_identity * F.l1_loss(idt, real_b)
-            loss_g = loss_g + loss_idt
-            logs["idt"] = loss_idt.item()
-        loss_g.backward()
-        self.opt_G.step()
-        if heads is not None:
-            heads.step()
-        method.after_generator_step()
-        for scheduler in self.schedulers:
-            scheduler.step()
-        self.step += 1
-        logs.update(D=loss_d.item(), G_GAN=loss_gan.item(), **{k: v.item() for k, v in terms.items()})
+            return {"idt": o.lambda_identity * F.l1_loss(idt, real_b)}
+
+        logs.update(self._update_generator(pair, aux.computed, identity_loss))
+        logs["D"] = loss_d.item()
         return logs
 
     # -- checkpoints -------------------------------------------------------------------------------
-    def _modules(self) -> dict[str, torch.nn.Module]:
-        return {"netG": self.netG, "netD": self.netD, "method": self.method}
-
     def state_dict(self) -> dict:
         return training_state(self.step, self._modules(), self._optimizers(), self.schedulers)
 
@@ -230,14 +190,6 @@ class SingleImageTask(Task):
     @staticmethod
     def eval_settings(o: SingleImageOptions) -> SingleImageEvalSettings:
         return SingleImageEvalSettings(o.sifid_channels, o.structure_sigma, o.lpips, o.lpips_backbone)
-
-    @torch.no_grad()
-    def translate(self, images: torch.Tensor) -> torch.Tensor:
-        self.netG.eval()
-        try:
-            return self.netG(images)
-        finally:
-            self.netG.train()
 
     def evaluate(self) -> Evaluation:
         return evaluate_single_image(self.translate, self.dataset, self.eval_settings(self.options), self.ctx)

@@ -13,13 +13,14 @@ import torch
 
 from benchmark.core.context import Evaluation, RunContext
 from benchmark.core.registry import register_task
-from methods.base import OptimizerDefaults, TranslationPair
+from methods.base import OptimizerDefaults
 
-from ..base import Task, linear_decay_schedulers, restore_training_state, set_requires_grad, training_state
+from ..adversarial_steps import GeneratorDiscriminatorSteps
+from ..base import Task, linear_decay_schedulers, restore_training_state, training_state
 from ..data import UnpairedBatches, to_model_range
 from ..evaluation import evaluate_translation
-from .image_pool import ImagePool
-from .networks import GANLoss, NLayerDiscriminator, ResnetGenerator, cut_layer_ids, init_weights
+from ..image_pool import ImagePool
+from ..networks import GANLoss, NLayerDiscriminator, ResnetGenerator, cut_layer_ids, init_weights
 
 
 @dataclass
@@ -61,16 +62,12 @@ class SingleModalOptions:
 
 
 @register_task("single_modal")
-class SingleModalTask(Task):
+class SingleModalTask(GeneratorDiscriminatorSteps, Task):
     """Single-modal unpaired translation in CUT's framework: ResNet G, PatchGAN D, one-sided GAN."""
 
     Options = SingleModalOptions
     dataset_kinds = ("unpaired", "paired")
     """Paired data trains it too, as unpaired data (CUT trains Cityscapes label->photo unpaired)."""
-
-    @classmethod
-    def planned_steps(cls, options: SingleModalOptions) -> int:
-        return options.n_steps + options.n_steps_decay
 
     def setup(self) -> None:
         o, device = self.options, self.ctx.device
@@ -101,59 +98,21 @@ class SingleModalTask(Task):
         a, b = self.batches.batch(step)
         return to_model_range(a, self.ctx.device), to_model_range(b, self.ctx.device)
 
-    def _encode(self, images: torch.Tensor) -> list[torch.Tensor]:
-        return self.netG(images, self.layers, encode_only=True)
-
-    def _pair(self, real_a, fake_b, real_b, idt_b, flipped) -> TranslationPair:
-        return TranslationPair(source=real_a, output=fake_b, encode=self._encode, target=real_b,
-                               identity=idt_b, output_flipped=flipped,
-                               progress=self.step / max(1, self.total_steps), step=self.step)
-
     def train_step(self) -> dict[str, float]:
-        o = self.options
         real_a, real_b = self._batch(self.step)
-        n = real_a.shape[0]
-        use_idt = self.method.uses_identity
-        real = torch.cat([real_a, real_b]) if use_idt else real_a
-        flipped = self.method.flips_input and bool(torch.rand(()) < 0.5)
-        if flipped:
-            real = torch.flip(real, dims=[3])
-        fake = self.netG(real)
-        fake_b, idt_b = fake[:n], (fake[n:] if use_idt else None)
+        fake_b, idt_b, flipped = self._translate_batch(real_a, real_b, self.method.uses_identity)
 
-        # Discriminator.
-        set_requires_grad(self.netD, True)
-        self.opt_D.zero_grad(set_to_none=True)
-        fake_for_d = self.pool.query(fake_b.detach())
-        loss_d = 0.5 * (self.gan_loss(self.netD(fake_for_d), False) + self.gan_loss(self.netD(real_b), True))
-        loss_d.backward()
-        self.opt_D.step()
+        def d_loss():
+            fake_for_d = self.pool.query(fake_b.detach())
+            return 0.5 * (self.gan_loss(self.netD(fake_for_d), False) + self.gan_loss(self.netD(real_b), True)), {}
 
+        loss_d, _ = self._update_discriminator(d_loss)
         # The method's own step (e.g. a negative generator), then generator and heads.
         pair = self._pair(real_a, fake_b, real_b, idt_b, flipped)
         aux = self.method.auxiliary_step(pair)
         logs = dict(aux.logs)
-        set_requires_grad(self.netD, False)
-        self.opt_G.zero_grad(set_to_none=True)
-        heads = self.method.optimizers.get("heads")
-        if heads is not None:
-            heads.zero_grad(set_to_none=True)
-        loss_gan = o.lambda_GAN * self.gan_loss(self.netD(fake_b), True) if o.lambda_GAN > 0 else fake_b.new_zeros(())
-        terms = self.method.generator_losses(pair, aux.computed)
-        loss_g = loss_gan + sum(terms.values(), fake_b.new_zeros(()))
-        loss_g.backward()
-        self.opt_G.step()
-        if heads is not None:
-            heads.step()
-        self.method.after_generator_step()
-        for scheduler in self.schedulers:
-            scheduler.step()
-        self.step += 1
-        logs.update(D=loss_d.item(), G_GAN=loss_gan.item(), **{k: v.item() for k, v in terms.items()})
+        logs.update(D=loss_d.item(), **self._update_generator(pair, aux.computed))
         return logs
-
-    def _modules(self) -> dict[str, torch.nn.Module]:
-        return {"netG": self.netG, "netD": self.netD, "method": self.method}
 
     def state_dict(self) -> dict:
         return training_state(self.step, self._modules(), self._optimizers(), self.schedulers,
@@ -162,14 +121,6 @@ class SingleModalTask(Task):
     def load_state_dict(self, state: dict) -> None:
         self.step = restore_training_state(state, self._modules(), self._optimizers(), self.schedulers)
         self.pool.load_state_dict(state["pool"])
-
-    @torch.no_grad()
-    def translate(self, images: torch.Tensor) -> torch.Tensor:
-        self.netG.eval()
-        try:
-            return self.netG(images)
-        finally:
-            self.netG.train()
 
     def evaluate(self) -> Evaluation:
         return evaluate_translation(self.translate, self.dataset, self.ctx)

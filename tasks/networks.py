@@ -1,4 +1,5 @@
-"""Networks of the single-modal (CUT framework) task, following the official CUT code
+"""The CUT / CycleGAN framework's networks, shared by the single-modal, single-image and compression
+tasks (the compression teacher is this ResNet). They follow the official CUT code
 (taesungp/contrastive-unpaired-translation, ``models/networks.py``) layer for layer.
 
 Defaults are CUT's: ``netG=resnet_9blocks``, ``normG=normD=instance``, antialiased down- and

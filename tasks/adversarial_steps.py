@@ -1,0 +1,91 @@
+"""The step the CUT-framework tasks share: one generator against one discriminator, plus a method.
+
+CUT's ``optimize_parameters``, which the single-modal and single-image tasks both follow: translate
+the batch once (with the identity half when needed, and the method's random horizontal flip), update
+D, let the method take its own step (e.g. NEGCUT's negative generator), then update G and the
+method's heads with lambda_GAN * L_GAN(D(fake), 1) + the method's losses (+ the task's own terms).
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from methods.base import TranslationPair
+
+from .base import set_requires_grad
+
+
+class GeneratorDiscriminatorSteps:
+    """Mixin for a ``Task`` that sets ``netG`` (taking ``(images, layers, encode_only=True)`` for its
+    features), ``netD``, ``gan_loss``, ``opt_G``, ``opt_D``, ``schedulers`` and ``layers``; its options
+    have ``lambda_GAN``."""
+
+    def encode(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """The generator encoder's features at ``self.layers``, with gradients (``pair.encode``)."""
+        return self.netG(images, self.layers, encode_only=True)
+
+    def _pair(self, real_a, fake_b, real_b, idt_b, flipped) -> TranslationPair:
+        return TranslationPair(source=real_a, output=fake_b, encode=self.encode, target=real_b,
+                               identity=idt_b, output_flipped=flipped,
+                               progress=self.step / max(1, self.total_steps), step=self.step)
+
+    def _translate_batch(self, real_a: torch.Tensor, real_b: torch.Tensor, with_identity: bool):
+        """G on cat(real_A, real_B) (or real_A alone), flipped when the method asks and a coin says so:
+        ``(fake_B, idt_B or None, flipped)``."""
+        n = real_a.shape[0]
+        real = torch.cat([real_a, real_b]) if with_identity else real_a
+        flipped = self.method.flips_input and bool(torch.rand(()) < 0.5)
+        if flipped:
+            real = torch.flip(real, dims=[3])
+        fake = self.netG(real)
+        return fake[:n], (fake[n:] if with_identity else None), flipped
+
+    def _update_discriminator(self, loss_fn: Callable[[], tuple[torch.Tensor, dict]]) -> tuple[torch.Tensor, dict]:
+        """One D step on ``loss_fn()`` (computed with D trainable): ``(loss, its logs)``."""
+        set_requires_grad(self.netD, True)
+        self.opt_D.zero_grad(set_to_none=True)
+        loss_d, logs = loss_fn()
+        loss_d.backward()
+        self.opt_D.step()
+        return loss_d, logs
+
+    def _update_generator(self, pair: TranslationPair, computed: dict,
+                          task_losses: Callable[[], dict[str, torch.Tensor]] | None = None) -> dict[str, float]:
+        """One step of G and the method's heads on lambda_GAN * L_GAN(D(fake), 1) + the method's losses
+        + ``task_losses()`` (the task's own weighted terms, e.g. an identity loss); then the method's
+        after-step hook, the schedulers and the step counter. Returns the logged loss values."""
+        method, fake_b = self.method, pair.output
+        set_requires_grad(self.netD, False)
+        self.opt_G.zero_grad(set_to_none=True)
+        heads = method.optimizers.get("heads")
+        if heads is not None:
+            heads.zero_grad(set_to_none=True)
+        lambda_gan = self.options.lambda_GAN
+        loss_gan = lambda_gan * self.gan_loss(self.netD(fake_b), True) if lambda_gan > 0 else fake_b.new_zeros(())
+        terms = method.generator_losses(pair, computed)
+        loss_g = loss_gan + sum(terms.values(), fake_b.new_zeros(()))
+        extra = task_losses() if task_losses is not None else {}
+        for loss in extra.values():
+            loss_g = loss_g + loss
+        loss_g.backward()
+        self.opt_G.step()
+        if heads is not None:
+            heads.step()
+        method.after_generator_step()
+        for scheduler in self.schedulers:
+            scheduler.step()
+        self.step += 1
+        return {**{k: v.item() for k, v in extra.items()}, "G_GAN": loss_gan.item(),
+                **{k: v.item() for k, v in terms.items()}}
+
+    def _modules(self) -> dict[str, torch.nn.Module]:
+        return {"netG": self.netG, "netD": self.netD, "method": self.method}
+
+    @torch.no_grad()
+    def translate(self, images: torch.Tensor) -> torch.Tensor:
+        self.netG.eval()
+        try:
+            return self.netG(images)
+        finally:
+            self.netG.train()
