@@ -16,12 +16,12 @@ The domains restyle such scenes:
   blossoms or light-green crowns, snow caps on the peaks.
 
 Within a domain, colours, cloud cover and texture vary per image, the ground's colour is drawn
-between two palettes of the season (summer: lush or dry grass; autumn: yellow-brown or red-brown;
-winter: white or bluish snow; spring: fresh or deep green), and every image has its own lighting,
-drawn alike in every domain: a time of day from a cool blue hour to a warm golden hour (colour
-temperature +-22 %), an exposure (0.78 - 1.12) and a haze. These are the "styles" a multi-modal
-translator's style codes can pick (version 1 varied the lighting by +-5 % only: every image of a
-domain had nearly one look). Layouts are drawn independently of the
+between two palettes of the season (summer: green or deep green; autumn: yellow-brown or red-brown;
+winter: white or bluish snow; spring: fresh or yellow green, with more flowers than in version 1),
+and every image has its own lighting, drawn alike in every domain: a time of day from a cool blue
+hour to a warm golden hour (colour temperature +-22 %), an exposure (0.78 - 1.12) and a haze. These
+are the "styles" a multi-modal translator's style codes can pick (version 1 varied the lighting by
++-5 % only: every image of a domain had nearly one look). Layouts are drawn independently of the
 domain and independently per image: the domains are unpaired.
 
 Each image is a pure function of ``(seed, domain, split, index)`` (its own ``numpy`` PCG64 stream),
@@ -63,7 +63,7 @@ _CONIFER, _ROUND = 0, 1
 _STYLE = {
     "summer": dict(sky_top=(0.18, 0.42, 0.85), sky_hor=(0.62, 0.79, 0.95), cloud=(0.0, 0.45),
                    cloud_rgb=(0.97, 0.97, 0.98), rock=(0.43, 0.46, 0.52), foot=(0.22, 0.40, 0.20),
-                   snow_free=(0.85, 1.0), ground=(0.30, 0.56, 0.17), ground_alt=(0.58, 0.60, 0.24),
+                   snow_free=(0.85, 1.0), ground=(0.30, 0.56, 0.17), ground_alt=(0.18, 0.42, 0.12),
                    water=(0.14, 0.36, 0.62),
                    conifer=(0.07, 0.27, 0.10), crowns=((0.14, 0.42, 0.11), (0.20, 0.48, 0.14)),
                    trunk=(0.30, 0.20, 0.12)),
@@ -73,7 +73,7 @@ _STYLE = {
                    water=(0.17, 0.27, 0.37),
                    conifer=(0.10, 0.26, 0.12),
                    crowns=((0.86, 0.44, 0.10), (0.72, 0.16, 0.08), (0.90, 0.72, 0.16)),
-                   trunk=(0.28, 0.19, 0.12), speckle=(0.80, 0.32, 0.08)),
+                   trunk=(0.28, 0.19, 0.12), speckle=(0.80, 0.32, 0.08), speckles=(0.04, 0.14)),
     "winter": dict(sky_top=(0.48, 0.54, 0.64), sky_hor=(0.72, 0.75, 0.80), cloud=(0.35, 0.85),
                    cloud_rgb=(0.84, 0.85, 0.87), rock=(0.34, 0.36, 0.41), foot=(0.66, 0.70, 0.78),
                    snow_free=(0.05, 0.35), ground=(0.90, 0.93, 0.97), ground_alt=(0.74, 0.82, 0.96),
@@ -82,11 +82,11 @@ _STYLE = {
                    trunk=(0.24, 0.19, 0.16)),
     "spring": dict(sky_top=(0.33, 0.60, 0.93), sky_hor=(0.74, 0.88, 0.97), cloud=(0.15, 0.60),
                    cloud_rgb=(1.0, 1.0, 1.0), rock=(0.45, 0.50, 0.58), foot=(0.40, 0.62, 0.30),
-                   snow_free=(0.55, 0.80), ground=(0.50, 0.74, 0.30), ground_alt=(0.30, 0.62, 0.36),
+                   snow_free=(0.55, 0.80), ground=(0.50, 0.74, 0.30), ground_alt=(0.64, 0.80, 0.34),
                    water=(0.24, 0.52, 0.72),
                    conifer=(0.11, 0.35, 0.14),
                    crowns=((0.96, 0.70, 0.80), (0.97, 0.90, 0.92), (0.46, 0.74, 0.26)),
-                   trunk=(0.33, 0.23, 0.15), speckle=(0.97, 0.62, 0.78)),
+                   trunk=(0.33, 0.23, 0.15), speckle=(0.97, 0.62, 0.78), speckles=(0.10, 0.22)),
 }
 
 
@@ -213,7 +213,7 @@ def _render(rng: np.random.Generator, domain: str, s: int) -> tuple[np.ndarray, 
     if domain == "winter":
         ground = ground * (1 - 0.10 * (0.5 + 0.5 * low).clamp(0, 1) * torch.tensor([1.0, 0.6, 0.0])[:, None, None])
     if "speckle" in st:
-        density = rng.uniform(0.04, 0.14)
+        density = rng.uniform(*st["speckles"])
         dots = (fine > 2.2 - 6 * density).float() * (0.4 + 0.6 * depth)
         spk = _jitter(rng, st["speckle"], 0.08)
         if domain == "spring" and rng.random() < 0.5:
