@@ -15,8 +15,13 @@ The domains restyle such scenes:
 * ``spring``: light sky with puffy clouds, fresh green ground with flower speckles, pink / white
   blossoms or light-green crowns, snow caps on the peaks.
 
-Within a domain, colours, brightness, colour temperature, cloud cover and texture vary per image
-(the "styles" a multi-modal translator should reproduce). Layouts are drawn independently of the
+Within a domain, colours, cloud cover and texture vary per image, the ground's colour is drawn
+between two palettes of the season (summer: green or deep green; autumn: yellow-brown or red-brown;
+winter: white or bluish snow; spring: fresh or yellow green, with more flowers than in version 1),
+and every image has its own lighting, drawn alike in every domain: a time of day from a cool blue
+hour to a warm golden hour (colour temperature +-22 %), an exposure (0.78 - 1.12) and a haze. These
+are the "styles" a multi-modal translator's style codes can pick (version 1 varied the lighting by
++-5 % only: every image of a domain had nearly one look). Layouts are drawn independently of the
 domain and independently per image: the domains are unpaired.
 
 Each image is a pure function of ``(seed, domain, split, index)`` (its own ``numpy`` PCG64 stream),
@@ -58,26 +63,30 @@ _CONIFER, _ROUND = 0, 1
 _STYLE = {
     "summer": dict(sky_top=(0.18, 0.42, 0.85), sky_hor=(0.62, 0.79, 0.95), cloud=(0.0, 0.45),
                    cloud_rgb=(0.97, 0.97, 0.98), rock=(0.43, 0.46, 0.52), foot=(0.22, 0.40, 0.20),
-                   snow_free=(0.85, 1.0), ground=(0.30, 0.56, 0.17), water=(0.14, 0.36, 0.62),
+                   snow_free=(0.85, 1.0), ground=(0.30, 0.56, 0.17), ground_alt=(0.18, 0.42, 0.12),
+                   water=(0.14, 0.36, 0.62),
                    conifer=(0.07, 0.27, 0.10), crowns=((0.14, 0.42, 0.11), (0.20, 0.48, 0.14)),
                    trunk=(0.30, 0.20, 0.12)),
     "autumn": dict(sky_top=(0.36, 0.50, 0.72), sky_hor=(0.82, 0.78, 0.70), cloud=(0.25, 0.75),
                    cloud_rgb=(0.86, 0.85, 0.84), rock=(0.46, 0.41, 0.38), foot=(0.55, 0.36, 0.16),
-                   snow_free=(0.80, 0.97), ground=(0.62, 0.48, 0.20), water=(0.17, 0.27, 0.37),
+                   snow_free=(0.80, 0.97), ground=(0.62, 0.48, 0.20), ground_alt=(0.56, 0.26, 0.12),
+                   water=(0.17, 0.27, 0.37),
                    conifer=(0.10, 0.26, 0.12),
                    crowns=((0.86, 0.44, 0.10), (0.72, 0.16, 0.08), (0.90, 0.72, 0.16)),
-                   trunk=(0.28, 0.19, 0.12), speckle=(0.80, 0.32, 0.08)),
+                   trunk=(0.28, 0.19, 0.12), speckle=(0.80, 0.32, 0.08), speckles=(0.04, 0.14)),
     "winter": dict(sky_top=(0.48, 0.54, 0.64), sky_hor=(0.72, 0.75, 0.80), cloud=(0.35, 0.85),
                    cloud_rgb=(0.84, 0.85, 0.87), rock=(0.34, 0.36, 0.41), foot=(0.66, 0.70, 0.78),
-                   snow_free=(0.05, 0.35), ground=(0.90, 0.93, 0.97), water=(0.70, 0.80, 0.88),
+                   snow_free=(0.05, 0.35), ground=(0.90, 0.93, 0.97), ground_alt=(0.74, 0.82, 0.96),
+                   water=(0.70, 0.80, 0.88),
                    conifer=(0.08, 0.20, 0.12), crowns=((0.34, 0.29, 0.26), (0.40, 0.35, 0.31)),
                    trunk=(0.24, 0.19, 0.16)),
     "spring": dict(sky_top=(0.33, 0.60, 0.93), sky_hor=(0.74, 0.88, 0.97), cloud=(0.15, 0.60),
                    cloud_rgb=(1.0, 1.0, 1.0), rock=(0.45, 0.50, 0.58), foot=(0.40, 0.62, 0.30),
-                   snow_free=(0.55, 0.80), ground=(0.50, 0.74, 0.30), water=(0.24, 0.52, 0.72),
+                   snow_free=(0.55, 0.80), ground=(0.50, 0.74, 0.30), ground_alt=(0.64, 0.80, 0.34),
+                   water=(0.24, 0.52, 0.72),
                    conifer=(0.11, 0.35, 0.14),
                    crowns=((0.96, 0.70, 0.80), (0.97, 0.90, 0.92), (0.46, 0.74, 0.26)),
-                   trunk=(0.33, 0.23, 0.15), speckle=(0.97, 0.62, 0.78)),
+                   trunk=(0.33, 0.23, 0.15), speckle=(0.97, 0.62, 0.78), speckles=(0.10, 0.22)),
 }
 
 
@@ -198,11 +207,13 @@ def _render(rng: np.random.Generator, domain: str, s: int) -> tuple[np.ndarray, 
 
     # Ground: texture, perspective shading, seasonal speckles.
     depth = ((Y - yh) / (1 - yh)).clamp(0, 1)
-    ground = _jitter(rng, st["ground"]) * (1 + 0.12 * low + 0.08 * mid + 0.10 * high) * (0.9 + 0.2 * depth)
+    mix = float(rng.uniform(0, 1))          # the domain's palette: one ground colour or the other
+    base = tuple((1 - mix) * a + mix * b for a, b in zip(st["ground"], st["ground_alt"]))
+    ground = _jitter(rng, base) * (1 + 0.12 * low + 0.08 * mid + 0.10 * high) * (0.9 + 0.2 * depth)
     if domain == "winter":
         ground = ground * (1 - 0.10 * (0.5 + 0.5 * low).clamp(0, 1) * torch.tensor([1.0, 0.6, 0.0])[:, None, None])
     if "speckle" in st:
-        density = rng.uniform(0.04, 0.14)
+        density = rng.uniform(*st["speckles"])
         dots = (fine > 2.2 - 6 * density).float() * (0.4 + 0.6 * depth)
         spk = _jitter(rng, st["speckle"], 0.08)
         if domain == "spring" and rng.random() < 0.5:
@@ -242,10 +253,14 @@ def _render(rng: np.random.Generator, domain: str, s: int) -> tuple[np.ndarray, 
         img = torch.where(crown, layer, img)
     img = torch.where(material == _M_TRUNK, trunk_rgb * (1 + 0.08 * fine), img)
 
-    # Lighting, colour temperature, light blur and noise.
-    exposure, warm = rng.uniform(0.88, 1.08), rng.uniform(-1, 1)
-    tint = torch.tensor([1 + 0.05 * warm, 1.0, 1 - 0.05 * warm])[:, None, None]
+    # Lighting, the same distribution in every domain (a style a style code can pick): a time of day
+    # from a cool blue hour through daylight to a warm golden hour, an exposure and a haze; then a
+    # light blur and noise.
+    exposure, warm, haze = rng.uniform(0.78, 1.12), rng.uniform(-1, 1), rng.uniform(0, 0.35) ** 1.5
+    tint = torch.tensor([1 + 0.22 * warm, 1 + 0.03 * warm, 1 - 0.22 * warm])[:, None, None]
     img = img * exposure * tint
+    haze_rgb = torch.tensor([0.80 + 0.08 * warm, 0.80, 0.84 - 0.08 * warm])[:, None, None]
+    img = img * (1 - haze) + haze_rgb * haze
     k = torch.tensor([0.25, 0.5, 0.25])
     kernel = (k[:, None] * k[None, :]).expand(3, 1, 3, 3).contiguous()
     img = F.conv2d(F.pad(img[None], (1, 1, 1, 1), mode="replicate"), kernel, groups=3)[0]
@@ -267,7 +282,7 @@ class SyntheticSeasons(MultiDomainDataset):
     sky, mountain, ground, water, tree).
     """
 
-    GENERATOR_VERSION = 1
+    GENERATOR_VERSION = 2
     LABEL_INFO = SEASON_LABEL_INFO
 
     @dataclass

@@ -268,7 +268,7 @@ def test_evaluation_makes_the_documented_number_of_images_and_lpips_pairs(tmp_pa
     assert result.protocol["images_per_mode"] == per_mode
     assert result.protocol["lpips_pairs_per_mode"] == lpips_per_mode
     assert set(result.metrics) == {"latent_FID", "latent_LPIPS", "reference_FID", "reference_LPIPS",
-                                   "structure_score"}
+                                   "latent_L1_diversity", "reference_L1_diversity", "structure_score"}
     # Reference mode: 10 different reference images (of the target's 12 val images) per source image.
     refs = torch.stack([r for call in translator.refs for r in call])  # (calls * batch, 3, H, W)
     per_source = refs.view(domains * (domains - 1), outs, val_images, -1).transpose(1, 2)
@@ -280,6 +280,54 @@ def test_evaluation_makes_the_documented_number_of_images_and_lpips_pairs(tmp_pa
     ident = mm_eval.evaluate_multimodal(None, dataset, settings, ctx)
     assert ident.metrics["latent_LPIPS"] == 0.0 and ident.metrics["latent_FID"] == ident.metrics["reference_FID"]
     assert torch.equal(ident.samples["input"], ident.samples["output"])
+
+
+def _content_features(images, resize="legacy", device=None, batch_size=50, progress=None, weights_dir=None):
+    """A stand-in for Inception: a deterministic function of each image (quadrant colour means and spreads)."""
+    images = images if isinstance(images, torch.Tensor) else torch.cat(list(images))
+    x = images.double() / 255
+    h, w = x.shape[-2] // 2, x.shape[-1] // 2
+    quads = [x[..., :h, :w], x[..., :h, w:], x[..., h:, :w], x[..., h:, w:]]
+    return torch.cat([q.mean(dim=(2, 3)) for q in quads] + [q.std(dim=(1, 2, 3))[:, None] for q in quads], 1).numpy()
+
+
+def test_identity_row_scores_the_sources_as_outputs_for_every_pair(tmp_path, monkeypatch):
+    from datasets.synthetic_seasons import SyntheticSeasons
+    from benchmark.core.context import EvaluationConfig
+    from benchmark.core.metrics.fid import fid_from_features
+
+    monkeypatch.setattr(mm_eval, "inception_features", _content_features)
+    monkeypatch.setattr(shared_eval, "inception_features", _content_features)
+    domains = ["autumn", "summer", "winter"]
+    dataset = SyntheticSeasons(SyntheticSeasons.Options(size=16, n_train=9, n_val=4, domains=domains), tmp_path / "data")
+    ctx = RunContext(run_dir=tmp_path / "identity", seed=0, device=torch.device("cpu"), cache_dir=tmp_path / "cache",
+                     evaluation=EvaluationConfig(num_test_images=3, batch_size=4, grid_images=3))
+    k = 4
+    settings = mm_eval.EvalSettings(num_outs_per_domain=k, latent_dim=4, grid_styles=1, lpips=False)
+    result = mm_eval.evaluate_multimodal(None, dataset, settings, ctx)
+    per_pair = json.loads((tmp_path / "identity" / "eval_per_pair.json").read_text())
+
+    expected = {}
+    for t, trg in enumerate(domains):
+        real = _content_features(dataset.split("train", trg).images(range(9)))
+        for s, src in enumerate(domains):
+            if s != t:   # the first 3 val images of the source, each as its K outputs, against the target's train images
+                sources = dataset.split("val", src).images(range(3))
+                expected[f"{src}2{trg}"] = fid_from_features(np.repeat(_content_features(sources), k, axis=0), real)
+    assert len(expected) == len(domains) * (len(domains) - 1)
+    assert len(set(round(v, 6) for v in expected.values())) == len(expected)   # the pairs are told apart
+    for mode in ("latent", "reference"):
+        for task_name, fid in expected.items():
+            assert per_pair[f"FID_{mode}/{task_name}"] == pytest.approx(fid, rel=1e-9), (mode, task_name)
+            assert per_pair[f"L1_diversity_{mode}/{task_name}"] == 0.0
+        assert result.metrics[f"{mode}_FID"] == pytest.approx(np.mean(list(expected.values())), rel=1e-9)
+        assert result.metrics[f"{mode}_L1_diversity"] == 0.0
+    assert result.protocol["images_per_mode"] == len(expected) * 3 * k
+    # The structure score of the sources themselves: their own label maps.
+    own = torch.cat([mm_eval.structure_correlation(dataset.split("val", d).images(range(3)),
+                                                   dataset.split("val", d).labels(range(3)))
+                     for d in domains]).mean()
+    assert result.metrics["structure_score"] == pytest.approx(float(own), rel=1e-9)
 
 
 def test_structure_score_prefers_outputs_that_keep_the_layout():
@@ -330,7 +378,7 @@ def test_runner_trains_evaluates_and_writes_samples(tmp_path, monkeypatch):
     def fake_inception(images, resize="legacy", device=None, batch_size=50, progress=None, weights_dir=None):
         images = images if isinstance(images, torch.Tensor) else torch.cat(list(images))
         noise = np.random.default_rng(0).normal(size=(len(images), 8))
-        return images.float().flatten(1)[:, :8].double().numpy() + noise
+        return images.float().flatten(1)[:, :8].double().numpy() / 255 + noise  # noise-dominated: well-conditioned
 
     monkeypatch.setattr(mm_eval, "inception_features", fake_inception)
     monkeypatch.setattr(shared_eval, "inception_features", fake_inception)  # the real images' features
@@ -340,7 +388,7 @@ def test_runner_trains_evaluates_and_writes_samples(tmp_path, monkeypatch):
     run = expand(suite)[0]
     record = json.loads(run.metrics_path.read_text())
     assert set(record["metrics"]) == {"latent_FID", "latent_LPIPS", "reference_FID", "reference_LPIPS",
-                                      "structure_score"}
+                                      "latent_L1_diversity", "reference_L1_diversity", "structure_score"}
     assert "UNTRAINED" in record["protocol"]["lpips"]
     samples = run.directory / "samples"
     ident = run.directory.parent.parent / "identity" / "samples"

@@ -281,3 +281,23 @@ def test_a_complete_table_has_no_status_column(report):
     _, _, text = report
     header, _ = table_rows(text)
     assert "status" not in header and "missing" not in text
+
+
+def test_l1_diversity_columns_beside_lpips_and_undefined_for_identity(tmp_path):
+    suite = suite_from_dict(suite_dict(tmp_path, datasets={"synthetic_seasons": {"size": SIZE, "n_train": 4,
+                                                                                  "n_val": 2}}), base_dir=tmp_path)
+    write_fake_runs(suite, {k: v for k, v in VALUES.items() if k[0] == "synthetic_seasons"})
+    for run in expand(suite):                      # add the pixel-space diversity to every finished record
+        record_ = json.loads(run.metrics_path.read_text())
+        record_["metrics"].update(latent_L1_diversity=0.1 + 0.01 * run.seed, reference_L1_diversity=0.05)
+        write_json(run.metrics_path, record_)
+    ident = identity_dir(suite, suite.tasks[0], suite.datasets[0]) / "metrics.json"
+    record_ = json.loads(ident.read_text())
+    record_["metrics"].update(latent_L1_diversity=0.0, reference_L1_diversity=0.0)
+    write_json(ident, record_)
+    header, rows = table_rows(write_report(suite).read_text())
+    assert header[:9] == ["dataset", "method", "latent FID", "latent LPIPS", "latent L1 diversity", "reference FID",
+                          "reference LPIPS", "reference L1 diversity", "structure score"]
+    assert rows[0]["method"] == "identity" and rows[0]["latent L1 diversity"] == "–"
+    assert rows[1]["latent L1 diversity"] == mean_pm_std(0.10, 0.11, 3)
+    assert rows[1]["reference L1 diversity"] == "0.050 ± 0.000"

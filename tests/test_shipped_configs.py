@@ -73,3 +73,18 @@ def test_compression_suites_map_onto_table3_and_keep_the_official_search_setting
     quick = load_suite(CONFIGS[0].parent / "quick_compression.yaml")
     assert {m.label for m in quick.methods} == {"none", "cut", "hnegsrc_compression"}
     assert {d.cls.kind for d in quick.datasets} == {"unpaired", "paired"}
+
+
+def test_quick_multimodal_has_a_diversity_loss_control_that_differs_only_in_lambda_ds():
+    from dataclasses import asdict
+    from tasks.multi_modal.networks import diversity_weight
+
+    suite = load_suite(CONFIGS[0].parent / "quick_multimodal.yaml")
+    runs = {run.method.label: run for run in expand(suite)}
+    assert {"none", "none_ds0", "cut"} <= set(runs) and any(k.startswith("hnegsrc") for k in runs)
+    none, control = asdict(runs["none"].task_options), asdict(runs["none_ds0"].task_options)
+    assert {k for k in none if none[k] != control[k]} == {"lambda_ds"}
+    assert control["lambda_ds"] == 0 and runs["none_ds0"].method.cls is runs["none"].method.cls
+    # the calibrated setting keeps (nearly) its whole diversity weight to the last step
+    last = diversity_weight(none["lambda_ds"], none["n_steps"] - 1, none["ds_iter"])
+    assert none["lambda_ds"] > 0 and last >= 0.9 * none["lambda_ds"]

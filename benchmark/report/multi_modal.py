@@ -19,7 +19,10 @@ from .layouts import ReportContext, register_layout
 from .paper import dataset_paper_name, paper_methods, paper_note, published_cell
 from .results import IDENTITY, Row
 
-METRICS = ["latent_FID", "latent_LPIPS", "reference_FID", "reference_LPIPS", "structure_score"]
+METRICS = ["latent_FID", "latent_LPIPS", "latent_L1_diversity", "reference_FID", "reference_LPIPS",
+           "reference_L1_diversity", "structure_score"]
+DIVERSITY = ("LPIPS", "L1_diversity")
+"""Metrics that score the spread of the K outputs of one source: undefined for the identity row."""
 GRID_TILE = 96
 """Grid tiles are enlarged (nearest) to at least this many pixels a side."""
 
@@ -52,7 +55,7 @@ def dataset_table(rows: list[Row], datasets: list[str], method_order: list[str],
             row = {"dataset": dataset, "method": method}
             for metric in metrics:
                 values = pd.Series([r["metrics"][metric] for r in runs if metric in r["metrics"]], dtype=float)
-                undefined = method == IDENTITY and metric.endswith("LPIPS")  # K copies of the input
+                undefined = method == IDENTITY and metric.endswith(DIVERSITY)  # K copies of the input
                 row[column(metric)] = NOT_SCORED if values.empty or undefined else mean_std(values, digits(metric))
             row["seeds"] = "-" if method == IDENTITY else len({r["seed"] for r in runs})
             name = to_paper.get(method)
@@ -153,9 +156,11 @@ def table2_section(ctx: ReportContext, task: Component) -> list[str]:
                           paper_methods(ctx.suite.methods, table))
     lines += [markdown_table(frame), ""]
     lines += ["Rows: dataset x method; `identity` scores each dataset's validation images themselves "
-              "(FID of real images, the structure score of real layouts; LPIPS diversity is undefined "
-              f"for copies: {NOT_SCORED}). FID: lower is better; LPIPS (diversity of the outputs of "
-              "one source): higher is more diverse; structure score: higher keeps the source layout."
+              "(FID of real images, the structure score of real layouts; diversity is undefined "
+              f"for copies: {NOT_SCORED}). FID: lower is better; LPIPS and L1 diversity (the diversity "
+              "of the outputs of one source; L1: mean absolute pixel difference of two outputs, "
+              "pixels in [0, 1], no network): higher is more diverse; structure score: higher keeps "
+              "the source layout."
               + (" `status`: why a row has no (or not every) result." if STATUS in frame else ""), ""]
     note = paper_note(table, paper)
     if note:

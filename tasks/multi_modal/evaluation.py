@@ -12,6 +12,10 @@ validation image (the first ``evaluation.num_test_images`` of the domain's val s
 averaged over the D (D - 1) pairs. ``<mode>_LPIPS``: for each source image, the mean LPIPS over the
 45 pairs of its 10 outputs; averaged over the images of a pair, then over pairs.
 
+``<mode>_L1_diversity``: the same pairs as LPIPS, scored by their mean absolute pixel difference
+(``benchmark.core.metrics.diversity.pairwise_l1_diversity``, pixels in [0, 1]): a diversity score
+that needs no backbone (LPIPS on an untrained AlexNet says little), averaged like LPIPS.
+
 ``structure_score`` (datasets whose val images carry segmentation label maps, e.g.
 ``synthetic_seasons``): how well an output keeps the source's layout -- the Pearson correlation
 between the output's edge magnitude (Sobel on luminance) and the boundaries of the source's label
@@ -33,6 +37,7 @@ import torch.nn.functional as F
 from torchvision.utils import make_grid
 
 from benchmark.core.errors import BenchmarkError
+from benchmark.core.metrics.diversity import pairwise_l1_diversity
 from benchmark.core.metrics.fid import fid_from_features, inception_features
 from benchmark.core.metrics.inception import INCEPTION_SHA256
 from benchmark.core.metrics.structure import edge_magnitude, pearson
@@ -181,7 +186,7 @@ def evaluate_multimodal(translator: Translator | None, dataset, settings: EvalSe
     lpips_pairs = {m: 0 for m in MODES}
     structure: list[torch.Tensor] = []
     for mode in MODES:
-        fids, lps = [], []
+        fids, lps, l1s = [], [], []
         for t, trg in enumerate(domains):
             real = real_features(dataset, "train", ctx, domain=trg)
             for s, src in enumerate(domains):
@@ -198,6 +203,10 @@ def evaluate_multimodal(translator: Translator | None, dataset, settings: EvalSe
                     images, per_image, pairs = out.images, out.lpips_per_image, out.lpips_pairs
                     fake = inception_features(images, resize=ev.fid_resize, device=ctx.device,
                                               batch_size=ev.batch_size, weights_dir=ctx.weights_dir)
+                l1 = float(pairwise_l1_diversity(images.view(counts[s], k_outs, *images.shape[1:])).mean()) \
+                    if k_outs > 1 else 0.0
+                l1s.append(l1)
+                per_pair[f"L1_diversity_{mode}/{task}"] = l1
                 generated[mode] += int(images.shape[0])
                 lpips_pairs[mode] += pairs
                 fid = fid_from_features(fake, real)
@@ -212,6 +221,7 @@ def evaluate_multimodal(translator: Translator | None, dataset, settings: EvalSe
         metrics[f"{mode}_FID"] = float(np.mean(fids))
         if settings.lpips:
             metrics[f"{mode}_LPIPS"] = float(np.mean(lps))
+        metrics[f"{mode}_L1_diversity"] = float(np.mean(l1s))
     if labels is not None:
         metrics["structure_score"] = float(torch.cat(structure).mean())
     try:
@@ -226,6 +236,8 @@ def evaluate_multimodal(translator: Translator | None, dataset, settings: EvalSe
         "fid_resize": ev.fid_resize,
         "fid_real": "target domain's train images; FID per (source, target) pair, averaged",
         "lpips": lpips_note,
+        "L1_diversity": "mean absolute pixel difference (pixels in [0, 1]) over the pairs of the outputs "
+                        "of one source, averaged as LPIPS; no backbone",
         "num_domains": n_dom,
         "domains": domains,
         "domain_pairs": n_dom * (n_dom - 1),
