@@ -71,7 +71,7 @@ def test_compression_suites_map_onto_table3_and_keep_the_official_search_setting
             expected.population_size, expected.iterations, expected.mutate_prob, expected.budget)
         assert run.task_options.student_ngf == 64 and run.task_options.teacher.ngf == 64
     quick = load_suite(CONFIGS[0].parent / "quick_compression.yaml")
-    assert {m.label for m in quick.methods} == {"none", "cut", "hnegsrc_compression"}
+    assert {m.label for m in quick.methods} == {"none", "hnegsrc_compression"}
     assert {d.cls.kind for d in quick.datasets} == {"unpaired", "paired"}
 
 
