@@ -257,12 +257,12 @@ class CompressionTask(Task):
         teacher = self._teacher_scores(scorer)
         # The supernet's largest sub-network, as the official training-time evaluation scores it: a
         # comparison of the trained supernets that does not depend on the search's choice.
-        largest = scorer.score_test(self._translate_with(largest_config(self.choices)))
+        translate_largest = self._translate_with(largest_config(self.choices))
+        largest = scorer.score_test(translate_largest)
         metrics = dict(student.metrics)
         metrics.update({f"largest_{k}": v for k, v in largest.metrics.items() if k in LARGEST_METRICS})
-        gaps = self._gaps_to_teacher({"gap_to_teacher_L1": lambda x: subnet(x),
-                                      "largest_gap_to_teacher_L1": self._translate_with(largest_config(self.choices))})
-        metrics.update(gaps)
+        metrics.update(self._gaps_to_teacher({"gap_to_teacher_L1": lambda x: subnet(x),
+                                              "largest_gap_to_teacher_L1": translate_largest}))
         metrics.update(params_M=count_parameters(subnet) / 1e6, MACs_G=count_macs(subnet, example) / 1e9,
                        **{f"teacher_{k}": v for k, v in teacher.metrics.items()},
                        teacher_params_M=count_parameters(self.teacher) / 1e6,
