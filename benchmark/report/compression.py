@@ -8,12 +8,12 @@ import pandas as pd
 import torch
 
 from ..config import Component
-from ..reference import PAPER_TABLES, PaperTable
+from ..reference import PaperTable
 from .format import NOT_SCORED, STATUS, markdown_table, mean_std, protocol_footer, status_words, untrained_warning
 from .grids import nearest_factor, read_rgb, save_grid, upscale_nearest
 from .layouts import ReportContext, register_layout
 from .multi_modal import first_seed
-from .paper import dataset_paper_name, paper_methods, paper_note, published_cell
+from .paper import dataset_paper_name, paper_methods, paper_note, published_cell, suite_table
 from .results import IDENTITY, Row
 
 TEACHER = "teacher"
@@ -113,7 +113,7 @@ def table3_section(ctx: ReportContext, task: Component) -> list[str]:
     rows = ctx.rows_of(task.label)
     if not rows:
         return []
-    table = PAPER_TABLES.get(task.cls.registry_name)
+    table = suite_table(ctx.suite, task)
     method_order = [m.label for m in ctx.suite.methods]
     to_paper = paper_methods(ctx.suite.methods, table)
     title = f" (layout of {table.title})" if table else ""
