@@ -17,7 +17,7 @@ from benchmark.core.errors import ConfigError
 from benchmark.plan import PERF_DIR, measured_step_times, plan_suite
 from benchmark.reference import GRAPHCL_TABLE2, HNEGSRC_TABLE2, HNEGSRC_TABLE4, SINGLE_MODAL_TABLE1
 from benchmark.report import dataset_paper_name, write_report
-from benchmark.runner import write_json
+from benchmark.runner import identity_dir, write_json
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 PAPER_CONFIGS = sorted(CONFIG_DIR.glob("paper_*.yaml"))
@@ -202,6 +202,10 @@ def test_ablation_report_sets_ours_the_paper_and_the_difference_side_by_side(tmp
             "method": run.method.label, "method_type": run.method.cls.registry_name, "preset": run.method.preset,
             "seed": 0, "steps": 4, "metrics": {"FID": ours[run.method.label], "KIDx100": 0.5},
             "protocol": {"num_outputs": 120, "num_real": 140}})
+    write_json(identity_dir(suite, suite.tasks[0], suite.datasets[0]) / "metrics.json", {
+        "run_id": "identity", "suite": suite.name, "task": "single_modal", "dataset": "horse2zebra",
+        "method": "identity", "method_type": "identity", "preset": "", "seed": 0, "steps": 0,
+        "metrics": {"FID": 300.0, "KIDx100": 30.0}, "protocol": {}})
     text = write_report(suite).read_text()
     header, rows = table_rows(text.split("## single_modal / horse2zebra")[1])
     assert header[-4:] == ["Δ FID", "Δ KIDx100", "paper FID", "paper KIDx100"]
