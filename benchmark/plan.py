@@ -211,14 +211,16 @@ def format_plan(plan: SuitePlan) -> str:
     lines.append("")
     lines.append(f"runs: {len(plan.runs)}; training steps: {plan.total_steps:,}"
                  + (f" ({plan.remaining_steps:,} still to do)" if plan.remaining_steps != plan.total_steps else ""))
-    devices = ", ".join(plan.devices) or "no measured device"
     known = [r for r in plan.runs if r.estimate.seconds is not None]
-    lines.append(f"estimated GPU time: {plan.estimated_hours:,.1f} h ({format_seconds(plan.estimated_hours * 3600)}) "
-                 f"of training for the {len(known)} run(s) with a measured step time, from step times measured on "
-                 f"{devices} (docs/perf); evaluation is not included")
+    if known:
+        lines.append(f"estimated GPU time: {plan.estimated_hours:,.1f} h ({format_seconds(plan.estimated_hours * 3600)}) "
+                     f"of training for the {len(known)} run(s) with a measured step time, from step times measured "
+                     f"on {', '.join(plan.devices)} (docs/perf); evaluation is not included")
+    else:
+        lines.append("estimated GPU time: unknown (no run of this suite has a measured step time in docs/perf)")
     if plan.unknown_runs:
-        lines.append(f"unknown: {len(plan.unknown_runs)} run(s) without a measured step time "
-                     f"({plan.unknown_runs[0].estimate.note}); measure with `python -m benchmark perf`")
+        lines.append(f"unknown: {len(plan.unknown_runs)} run(s) without a measured step time, left out of the "
+                     f"estimate ({plan.unknown_runs[0].estimate.note})")
     if plan.datasets_checked:
         lines.append("data: " + "; ".join(f"{label} ok" for label in plan.datasets_checked))
     if plan.problems:
