@@ -261,3 +261,20 @@ def test_hnegsrc_contrastive_option_routes_the_loss_and_defaults_to_dce():
     with pytest.raises(ConfigError, match="contrastive"):
         suite_from_dict({"suite": "x", "tasks": ["single_modal"], "datasets": ["synthetic_objects"],
                          "methods": [{"name": "hnegsrc", "params": {"contrastive": "nce"}}]})
+
+
+def test_multi_modal_report_sets_the_difference_beside_table2_and_flags_the_fid_network(tmp_path):
+    from test_report_multimodal import suite_dict, table_rows, write_fake_runs
+
+    suite = suite_from_dict(suite_dict(tmp_path), base_dir=tmp_path)
+    write_fake_runs(suite)
+    text = write_report(suite).read_text()
+    header, rows = table_rows(text)
+    assert header.index("Δ latent FID") < header.index("paper latent FID")
+    got = {(r["dataset"], r["method"]): r for r in rows}
+    assert got[("seasons", "none")]["Δ latent FID"] == f"{(60.0 + 64.0) / 2 - 63.06:+.2f}"      # 2 seeds' mean
+    assert got[("seasons", "hnegsrc_seasons")]["Δ reference LPIPS"] == f"{(0.36 + 0.38) / 2 - 0.365:+.3f}"
+    assert got[("synthetic_seasons", "none")]["Δ latent FID"] == "–"          # not the paper's data
+    line = next(l for l in text.splitlines() if l.startswith("Protocol against the paper"))
+    assert "test images: paper every val image" in line and "here every val image (same)" in line
+    assert "FID resize: paper StarGAN v2's metrics/fid.py" in line and "(pytorch-fid's) (**differs**)" in line

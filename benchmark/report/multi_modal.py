@@ -171,7 +171,7 @@ def table2_section(ctx: ReportContext, task: Component) -> list[str]:
     note = paper_note(table, paper)
     if note:
         lines += [note, ""]
-    if any(paper.values()) and (flags := protocol_flags(ctx.suite, table)):
+    if any(paper.values()) and (flags := protocol_flags(ctx.suite, table, split="val")):
         lines += [flags, ""]
     for d in datasets:
         drecs = [r.record for r in rows if r.dataset == d.label and r.finished]

@@ -74,13 +74,15 @@ def checkpoint_choice(suite: Suite) -> str:
     return "the last" + (f" (and rows for {', '.join(rules)})" if rules else "")
 
 
-def protocol_flags(suite: Suite, table: PaperTable | None, test_images: dict[str, int] | None = None) -> str:
+def protocol_flags(suite: Suite, table: PaperTable | None, test_images: dict[str, int] | None = None,
+                   split: str = "test") -> str:
     """A line that puts the paper's protocol beside this suite's, item by item, and flags each item
-    that differs (``test_images``: 'translated' / 'reference' -> images, when known)."""
+    that differs (``test_images``: 'translated' / 'reference' -> images, when known; ``split``: what
+    the task scores, e.g. 'val' in the multi-modal task)."""
     if table is None or not table.protocol:
         return ""
     e = suite.settings.evaluation
-    scored = ("every test image" if e.num_test_images == 0 else f"the first {e.num_test_images} test images")
+    scored = (f"every {split} image" if e.num_test_images == 0 else f"the first {e.num_test_images} {split} images")
     if test_images:
         scored += " (" + ", ".join(f"{n} {what}" for what, n in test_images.items()) + ")"
     ours = {"test images": scored,
