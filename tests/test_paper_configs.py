@@ -278,3 +278,27 @@ def test_multi_modal_report_sets_the_difference_beside_table2_and_flags_the_fid_
     line = next(l for l in text.splitlines() if l.startswith("Protocol against the paper"))
     assert "test images: paper every val image" in line and "here every val image (same)" in line
     assert "FID resize: paper StarGAN v2's metrics/fid.py" in line and "(pytorch-fid's) (**differs**)" in line
+
+
+def test_compression_report_sets_the_difference_beside_table3(tmp_path):
+    from test_report_multimodal import table_rows
+
+    suite, _ = paper_suite(CONFIG_DIR / "paper_compression.yaml", tmp_path)
+    fid = {"none": 70.0, "hnegsrc_compression": 66.0}
+    for run in suite.runs:
+        if run.dataset.label != "horse2zebra":
+            continue
+        write_json(run.metrics_path, {
+            "run_id": run.run_id, "suite": suite.name, "task": "compression", "dataset": "horse2zebra",
+            "method": run.method.label, "method_type": run.method.cls.registry_name, "preset": run.method.preset,
+            "seed": 0, "steps": 4, "protocol": {},
+            "metrics": {"FID": fid[run.method.label], "params_M": 0.4, "MACs_G": 2.9,
+                        "teacher_FID": 60.0, "teacher_params_M": 11.38, "teacher_MACs_G": 56.8}})
+    text = write_report(suite).read_text()
+    header, rows = table_rows(text.split("### horse2zebra")[1].split("### ")[0])
+    got = {r["model"]: r for r in rows}
+    delta = next(c for c in header if c.startswith("Δ") and "FID" in c)
+    assert header.index(delta) < header.index(next(c for c in header if c.startswith("paper") and "FID" in c))
+    assert float(got["teacher"][delta]) == pytest.approx(60.0 - 59.46)
+    assert float(got["student (none)"][delta]) == pytest.approx(70.0 - 74.39)
+    assert float(got["student + hnegsrc_compression"][delta]) == pytest.approx(66.0 - 64.64)

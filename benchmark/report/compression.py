@@ -13,7 +13,7 @@ from .format import NOT_SCORED, STATUS, markdown_table, mean_std, protocol_foote
 from .grids import nearest_factor, read_rgb, save_grid, upscale_nearest
 from .layouts import ReportContext, register_layout
 from .multi_modal import first_seed
-from .paper import dataset_paper_name, paper_methods, paper_note, published_cell, suite_table
+from .paper import dataset_paper_name, difference_cell, paper_methods, paper_note, published_cell, suite_table
 from .results import IDENTITY, Row
 
 TEACHER = "teacher"
@@ -57,9 +57,14 @@ def dataset_table(rows: list[Row], method_order: list[str], paper_name: str | No
                 values, name_of = values * 1000, "MACs (M)"
             row[name_of] = NOT_SCORED if values.empty else mean_std(values, DIGITS.get(metric, 2))
         row["seeds"] = seeds
+        published = {metric: table.value(paper_name, paper_row, metric) if paper_row else None
+                     for metric in paper_metrics}
         for metric in paper_metrics:
-            value = table.value(paper_name, paper_row, metric) if paper_row else None
-            row[column(metric, paper=True)] = published_cell(value, DIGITS.get(metric, 2))
+            values = _values(records, metric, prefix)
+            row[f"Δ {column(metric)}"] = difference_cell(None if values.empty else float(values.mean()),
+                                                         published[metric], DIGITS.get(metric, 2))
+        for metric in paper_metrics:
+            row[column(metric, paper=True)] = published_cell(published[metric], DIGITS.get(metric, 2))
         out.append(row)
         statuses.append(status)
 
