@@ -1,4 +1,4 @@
-"""Command line: ``python -m benchmark run | report | list | perf``."""
+"""Command line: ``python -m benchmark run | plan | report | list | perf | weights``."""
 from __future__ import annotations
 
 import argparse
@@ -18,6 +18,8 @@ def cmd_run(args) -> int:
 
     from .core.weights import check_suite
 
+    if args.dry_run:
+        return cmd_plan(args)
     suite = load_suite(args.config, args.overrides)
     check_suite(suite)  # every pretrained file the suite needs, before any training
     progress = SuiteProgress(0)
@@ -36,6 +38,19 @@ def cmd_run(args) -> int:
             progress.log(f"  {run_id}: {message}")
     print(f"report: {report}")
     return 1 if failures else 0
+
+
+def cmd_plan(args) -> int:
+    """Build every run of the suite without training, check its data folders and pretrained files,
+    and print the runs, steps and estimated GPU hours; exit 1 when something the suite needs is missing."""
+    from .config import load_suite
+    from .plan import format_plan, plan_suite
+
+    plan = plan_suite(load_suite(args.config, args.overrides))
+    print(format_plan(plan))
+    if plan.problems:
+        print(f"error: {len(plan.problems)} problem(s) listed above: the suite cannot run yet", file=sys.stderr)
+    return 1 if plan.problems else 0
 
 
 def cmd_report(args) -> int:
@@ -101,7 +116,14 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="train and evaluate every run of a suite, then write its report")
     run.add_argument("config", help="suite YAML, e.g. configs/quick.yaml")
     run.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. seeds=[0,1]")
+    run.add_argument("--dry-run", action="store_true",
+                     help="train nothing: the same as `plan` (runs, steps, GPU hours, data and weight checks)")
     run.set_defaults(func=cmd_run)
+    pln = sub.add_parser("plan", help="build every run of a suite without training, check its data folders "
+                                      "and pretrained files, print runs, steps and estimated GPU hours")
+    pln.add_argument("config")
+    pln.add_argument("overrides", nargs="*")
+    pln.set_defaults(func=cmd_plan)
     rep = sub.add_parser("report", help="(re)write the markdown report of a suite from its finished runs")
     rep.add_argument("config")
     rep.add_argument("overrides", nargs="*")

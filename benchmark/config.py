@@ -41,6 +41,9 @@ class SuiteSettings:
     """Runs trained at the same time, each in its own process (on CPU give each worker its own
     cores: workers x cpu_threads <= cores; on one GPU they share the device)."""
     description: str = ""
+    paper_table: str = ""
+    """The published table the report compares with (a key of ``benchmark.reference.NAMED_TABLES``,
+    e.g. ``graphcl_table2`` for an ablation suite); '' = the task's own (Table 1 for single-modal)."""
 
     def validate(self):
         if not self.suite.replace("-", "").replace("_", "").isalnum():
@@ -384,6 +387,12 @@ def suite_from_dict(raw: dict, source: str = "<dict>", base_dir: Path | None = N
         if isinstance(raw.get(key), list):
             raw[key] = {name: {} for name in raw[key]}
     settings = build(SuiteSettings, raw, where)
+    if settings.paper_table:
+        from .reference import NAMED_TABLES
+        if settings.paper_table not in NAMED_TABLES:
+            raise ConfigError(f"{where}: paper_table '{settings.paper_table}' is not a published table"
+                              f"{registry.suggest(settings.paper_table, sorted(NAMED_TABLES))} "
+                              "(or '' for the task's own)")
     plugins.load_builtins()
     base_dir = base_dir or Path.cwd()
     config_dir = Path(source).parent if source != "<dict>" else base_dir

@@ -6,10 +6,11 @@ the report asks here which published row, if any, stands beside one of its rows.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import pandas as pd
 
@@ -30,6 +31,12 @@ class PaperTable:
     combine: Callable[[list[pd.DataFrame]], pd.DataFrame] | None = None
     """For a table drawn from several CSVs (``csv`` names them, joined by '+'): their frames, in that
     order, into the long form (dataset, method, metrics...)."""
+    method_row: Callable[[str, str, Any], str | None] | None = None
+    """For an ablation table: (method type, preset, the method's options) -> the paper's row, where
+    rows differ in a method's options rather than in the method (``method_rows`` is then unused)."""
+    protocol: dict[str, str] = field(default_factory=dict)
+    """What the paper did, by protocol item (``test images``, ``FID resize``, ``reference images``,
+    ``checkpoint``): the report flags where a suite differs."""
 
     @property
     def paths(self) -> list[Path]:
@@ -48,8 +55,11 @@ class PaperTable:
     def datasets(self) -> list[str]:
         return sorted(self.load()["dataset"].unique())
 
-    def paper_method(self, method_type: str, preset: str) -> str | None:
-        """The paper's row for a run of ``method_type`` with ``preset`` ('' = no preset), or None."""
+    def paper_method(self, method_type: str, preset: str, options: Any = None) -> str | None:
+        """The paper's row for a run of ``method_type`` with ``preset`` ('' = no preset) and
+        ``options`` (the method's, used by ablation tables), or None."""
+        if self.method_row is not None:
+            return self.method_row(method_type, preset, options) if options is not None else None
         return self.method_rows.get((method_type, preset)) or self.method_rows.get((method_type, "*"))
 
     def value(self, dataset: str, paper_method: str, metric: str) -> float | None:
@@ -124,9 +134,117 @@ HNEGSRC_TABLE3 = PaperTable(
 )
 """The compression table; its teacher rows are the method ``teacher`` (the report's teacher row)."""
 
+CUT_PROTOCOL = {
+    "test images": "every test image (horse2zebra: 120 horses translated, 140 zebras as reference; "
+                   "Cityscapes: 500)",
+    "FID resize": "legacy (pytorch-fid on the 256x256 outputs)",
+    "reference images": "the target side's test images (test B)",
+    "checkpoint": "chosen on the test set (Hneg-SRC's README scores `--epoch best`; GraphCL's "
+                  "`--epoch [epoch-for-test]`, unstated)",
+}
+"""The evaluation of the single-modal papers (GraphCL, Hneg-SRC: CUT's test.py, then pytorch_fid)."""
+SINGLE_MODAL_TABLE1 = dataclasses.replace(SINGLE_MODAL_TABLE1, protocol=CUT_PROTOCOL)
+
+
+def _graphcl_row(hops, threshold, pool_layers, downsample) -> str:
+    return f"hops {int(hops)}, threshold {float(threshold):.1f}, pool layers {int(pool_layers)}, downsample {downsample}"
+
+
+def _graphcl_table2_rows(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    t = frames[0]
+    return pd.DataFrame({"dataset": "horse2zebra",
+                         "method": [_graphcl_row(*r) for r in zip(t.hops, t.threshold, t.pool_layers, t.downsample)],
+                         "FID": t.FID_h2z, "KIDx100": t.KIDx100_h2z})
+
+
+GRAPHCL_ABLATION_OPTIONS = ("num_hop", "nonzero_th", "pooling_num", "down_scale", "pooling_ratio")
+"""The GraphCL options its Table 2 varies (``pooling_ratio`` goes with ``pooling_num``)."""
+
+
+def _graphcl_table2_row(method_type: str, preset: str, options: Any) -> str | None:
+    """The Table 2 row of a GraphCL run: its hops, threshold and pooling; None for another method or
+    when an option the table does not vary differs from the README command's."""
+    if method_type != "graphcl":
+        return None
+    from methods.graphcl import README_SETTINGS
+    for key, value in README_SETTINGS.items():
+        if key not in GRAPHCL_ABLATION_OPTIONS and getattr(options, key) != value:
+            return None
+    downsample = "-" if options.pooling_num == 0 else f"1/{options.down_scale}"
+    return _graphcl_row(options.num_hop, options.nonzero_th, options.pooling_num, downsample)
+
+
+GRAPHCL_TABLE2 = PaperTable(
+    csv="graphcl_aaai24_table2_ablation.csv",
+    title="GraphCL, AAAI 2024, Table 2 (ablation on horse2zebra)",
+    metrics=("FID", "KIDx100"),
+    method_row=_graphcl_table2_row,
+    note="GraphCL's README command with one switch changed per row, horse2zebra at 256x256 crops for "
+         "400 epochs, pytorch-fid",
+    combine=_graphcl_table2_rows,
+    protocol=CUT_PROTOCOL,
+)
+
+
+def _hnegsrc_row(contrastive: str, src: str, hard: str) -> str:
+    return f"{contrastive}, SRC {src}, hard negatives {hard}"
+
+
+def _hnegsrc_table4_rows(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    t = frames[0]
+    names = [_hnegsrc_row(*r) for r in zip(t.contrastive, t.SRC, t.hard_negatives)]
+    h2z = pd.DataFrame({"dataset": "horse2zebra", "method": names, "FID": t.h2z_FID})
+    city = pd.DataFrame({"dataset": "cityscapes", "method": names, "FID": t.city_FID, "mIoU": t.city_mAP,
+                         "pixAcc": t.city_pixAcc, "clsAcc": t.city_clsAcc})
+    return pd.concat([h2z, city], ignore_index=True)
+
+
+def _hnegsrc_table4_row(method_type: str, preset: str, options: Any) -> str | None:
+    """The Table 4 row of a run: CUT (its own preset) is InfoNCE alone; a Hneg-SRC run's row is its
+    contrastive loss, whether SRC is on (lambda_SRC > 0) and whether negatives are weighted."""
+    if method_type == "cut" and preset == "cut":
+        return _hnegsrc_row("InfoNCE", "no", "no")
+    if method_type != "hnegsrc" or options.lambda_HDCE <= 0:
+        return None
+    yes = {True: "yes", False: "no"}
+    return _hnegsrc_row("InfoNCE" if options.contrastive == "infonce" else "DCE",
+                        yes[options.lambda_SRC > 0], yes[not options.no_Hneg])
+
+
+HNEGSRC_TABLE4 = PaperTable(
+    csv="hnegsrc_cvpr22_table4_ablation.csv",
+    title="Hneg-SRC, CVPR 2022, Table 4 (ablation)",
+    metrics=("FID", "mIoU", "pixAcc", "clsAcc"),
+    method_row=_hnegsrc_table4_row,
+    note="Hneg-SRC's components switched on one by one (the paper does not give the weights of the "
+         "ablation rows), 256x256 crops, 400 epochs, pytorch-fid; Cityscapes FCN scores with DRN-D-22",
+    combine=_hnegsrc_table4_rows,
+    protocol=CUT_PROTOCOL,
+)
+
+HNEGSRC_TABLE2 = dataclasses.replace(HNEGSRC_TABLE2, protocol={
+    "test images": "every val image of each source domain (10 latent-guided outputs per target domain)",
+    "FID resize": "StarGAN v2's metrics/fid.py (torchvision Inception, 299x299 bilinear)",
+    "reference images": "the val images of each target domain",
+    "checkpoint": "unstated (the fork's eval script loads `--resume_iter`)",
+})
+
 PAPER_TABLES: dict[str, PaperTable] = {"multi_modal": HNEGSRC_TABLE2, "single_modal": SINGLE_MODAL_TABLE1,
                                        "compression": HNEGSRC_TABLE3}
 """Task type -> the published table its report sets beside its rows."""
+
+NAMED_TABLES: dict[str, PaperTable] = {
+    "graphcl_table1": SINGLE_MODAL_TABLE1, "hnegsrc_table1": SINGLE_MODAL_TABLE1,
+    "graphcl_table2": GRAPHCL_TABLE2, "hnegsrc_table2": HNEGSRC_TABLE2,
+    "hnegsrc_table3": HNEGSRC_TABLE3, "hnegsrc_table4": HNEGSRC_TABLE4,
+}
+"""A suite's ``paper_table:`` -> the table its report compares with (default: the task's, above)."""
+
+
+def table_for(task_type: str, named: str = "") -> PaperTable | None:
+    """The published table a task's report sets beside its rows: the suite's ``paper_table:`` when
+    given, else the task's own."""
+    return NAMED_TABLES[named] if named else PAPER_TABLES.get(task_type)
 
 
 def paper_dataset(label: str, dataset_type: str, explicit: str | None, table: PaperTable) -> str | None:
@@ -142,4 +260,4 @@ def paper_dataset(label: str, dataset_type: str, explicit: str | None, table: Pa
 
 
 def all_paper_datasets() -> set[str]:
-    return {d for table in PAPER_TABLES.values() for d in table.datasets()}
+    return {d for table in (*PAPER_TABLES.values(), *NAMED_TABLES.values()) for d in table.datasets()}

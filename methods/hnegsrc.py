@@ -72,6 +72,10 @@ class HnegSRCParams(PatchNCEParams):
     layer_reduction: Literal["mean", "sum"] = "mean"
     """How the per-layer hDCE and SRC losses combine: their mean (``Single-modal/``, ``Multimodal/``)
     or their sum (``Compression/``: summed over the four distillation hooks)."""
+    contrastive: Literal["dce", "infonce"] = "dce"
+    """The contrastive term: the decoupled loss of the paper ('dce'), or InfoNCE with the positive in
+    the denominator ('infonce': the InfoNCE rows of the paper's Table 4 ablation, with SRC and / or
+    the hardness weights on CUT's PatchNCE; the official code has no such switch)."""
     hdce_value: Literal["dce", "official"] = "dce"
     """What the logged HDCE numbers are (the gradient is the same): the decoupled loss itself, or the
     official monitoring value (cross entropy with the positive in the denominator)."""
@@ -89,6 +93,8 @@ class HnegSRCParams(PatchNCEParams):
             return f"step_gamma_progress must be in [0, 1], got {self.step_gamma_progress}"
         if self.layer_reduction not in ("mean", "sum"):
             return f"layer_reduction must be 'mean' or 'sum', got {self.layer_reduction!r}"
+        if self.contrastive not in ("dce", "infonce"):
+            return f"contrastive must be 'dce' or 'infonce', got {self.contrastive!r}"
         if self.hdce_value not in ("dce", "official"):
             return f"hdce_value must be 'dce' or 'official', got {self.hdce_value!r}"
         return None
@@ -159,7 +165,9 @@ class HnegSRC(PatchNCEMethod):
     def hdce(self, queries, keys, weights) -> torch.Tensor:
         """lambda_HDCE * mean (or sum) over layers of the mean per-patch hDCE (``calculate_HDCE_loss``)."""
         p = self.params
-        per_layer = [patch_hdce(q, k, w, p.nce_T, p.hdce_value).mean() for q, k, w in zip(queries, keys, weights)]
+        decoupled = p.contrastive == "dce"
+        per_layer = [patch_hdce(q, k, w, p.nce_T, p.hdce_value, decoupled).mean()
+                     for q, k, w in zip(queries, keys, weights)]
         return p.lambda_HDCE * self._over_layers(per_layer)
 
     def _over_layers(self, per_layer: list[torch.Tensor]) -> torch.Tensor:

@@ -8,12 +8,12 @@ import pandas as pd
 import torch
 
 from ..config import Component
-from ..reference import PAPER_TABLES, PaperTable
+from ..reference import PaperTable
 from .format import NOT_SCORED, STATUS, markdown_table, mean_std, protocol_footer, status_words, untrained_warning
 from .grids import nearest_factor, read_rgb, save_grid, upscale_nearest
 from .layouts import ReportContext, register_layout
 from .multi_modal import first_seed
-from .paper import dataset_paper_name, paper_methods, paper_note, published_cell
+from .paper import dataset_paper_name, difference_cell, paper_methods, paper_note, published_cell, suite_table
 from .results import IDENTITY, Row
 
 TEACHER = "teacher"
@@ -57,9 +57,14 @@ def dataset_table(rows: list[Row], method_order: list[str], paper_name: str | No
                 values, name_of = values * 1000, "MACs (M)"
             row[name_of] = NOT_SCORED if values.empty else mean_std(values, DIGITS.get(metric, 2))
         row["seeds"] = seeds
+        published = {metric: table.value(paper_name, paper_row, metric) if paper_row else None
+                     for metric in paper_metrics}
         for metric in paper_metrics:
-            value = table.value(paper_name, paper_row, metric) if paper_row else None
-            row[column(metric, paper=True)] = published_cell(value, DIGITS.get(metric, 2))
+            values = _values(records, metric, prefix)
+            row[f"Δ {column(metric)}"] = difference_cell(None if values.empty else float(values.mean()),
+                                                         published[metric], DIGITS.get(metric, 2))
+        for metric in paper_metrics:
+            row[column(metric, paper=True)] = published_cell(published[metric], DIGITS.get(metric, 2))
         out.append(row)
         statuses.append(status)
 
@@ -113,7 +118,7 @@ def table3_section(ctx: ReportContext, task: Component) -> list[str]:
     rows = ctx.rows_of(task.label)
     if not rows:
         return []
-    table = PAPER_TABLES.get(task.cls.registry_name)
+    table = suite_table(ctx.suite, task)
     method_order = [m.label for m in ctx.suite.methods]
     to_paper = paper_methods(ctx.suite.methods, table)
     title = f" (layout of {table.title})" if table else ""

@@ -11,12 +11,13 @@ import torch
 
 from ..config import Component
 from ..core.yaml_io import load_yaml
-from ..reference import PAPER_TABLES, PaperTable
+from ..reference import PaperTable
 from .format import (NOT_SCORED, STATUS, markdown_table, mean_std, protocol_footer, status_words,
                      untrained_warning)
 from .grids import nearest_factor, read_rgb, save_grid, upscale_nearest
 from .layouts import ReportContext, register_layout
-from .paper import dataset_paper_name, paper_methods, paper_note, published_cell
+from .paper import (dataset_paper_name, difference_cell, paper_methods, paper_note, protocol_flags, published_cell,
+                    suite_table)
 from .results import IDENTITY, Row
 
 METRICS = ["latent_FID", "latent_LPIPS", "latent_L1_diversity", "reference_FID", "reference_LPIPS",
@@ -59,9 +60,14 @@ def dataset_table(rows: list[Row], datasets: list[str], method_order: list[str],
                 row[column(metric)] = NOT_SCORED if values.empty or undefined else mean_std(values, digits(metric))
             row["seeds"] = "-" if method == IDENTITY else len({r["seed"] for r in runs})
             name = to_paper.get(method)
+            published = {metric: table.value(paper[dataset], name, metric) if paper[dataset] and name else None
+                         for metric in paper_metrics}
             for metric in paper_metrics:
-                value = table.value(paper[dataset], name, metric) if paper[dataset] and name else None
-                row[column(metric, paper=True)] = published_cell(value, digits(metric))
+                ours = [r["metrics"][metric] for r in runs if metric in r["metrics"]]
+                row[f"Δ {column(metric)}"] = difference_cell(sum(ours) / len(ours) if ours else None,
+                                                             published[metric], digits(metric))
+            for metric in paper_metrics:
+                row[column(metric, paper=True)] = published_cell(published[metric], digits(metric))
             out.append(row)
             statuses.append(status_words(mrows))
     frame = pd.DataFrame(out)
@@ -146,7 +152,7 @@ def table2_section(ctx: ReportContext, task: Component) -> list[str]:
         return []
     recs = [r.record for r in rows if r.finished]
     datasets = [d for d in ctx.suite.datasets if any(r.dataset == d.label for r in rows)]
-    table = PAPER_TABLES.get(task.cls.registry_name)
+    table = suite_table(ctx.suite, task)
     paper = {d.label: dataset_paper_name(d, table) for d in datasets}
     method_order = [m.label for m in ctx.suite.methods]
     title = f" (layout of {table.title})" if table else ""
@@ -165,6 +171,8 @@ def table2_section(ctx: ReportContext, task: Component) -> list[str]:
     note = paper_note(table, paper)
     if note:
         lines += [note, ""]
+    if any(paper.values()) and (flags := protocol_flags(ctx.suite, table, split="val")):
+        lines += [flags, ""]
     for d in datasets:
         drecs = [r.record for r in rows if r.dataset == d.label and r.finished]
         lines += [f"Protocol ({d.label}): {protocol_footer(drecs)}.", ""]

@@ -2,9 +2,14 @@
 stand for, published cells as the papers print them, and the note that says where they come from."""
 from __future__ import annotations
 
-from ..config import Component
-from ..reference import PaperTable, paper_dataset
+from ..config import Component, Suite
+from ..reference import PaperTable, paper_dataset, table_for
 from .format import NOT_SCORED
+
+
+def suite_table(suite: Suite, task: Component) -> PaperTable | None:
+    """The published table beside ``task``'s rows: the suite's ``paper_table:``, else the task's own."""
+    return table_for(task.cls.registry_name, suite.settings.paper_table)
 
 
 def paper_methods(methods: list[Component], table: PaperTable | None) -> dict[str, str | None]:
@@ -12,7 +17,7 @@ def paper_methods(methods: list[Component], table: PaperTable | None) -> dict[st
     method of the suite, never is)."""
     if table is None:
         return {m.label: None for m in methods}
-    return {m.label: table.paper_method(m.cls.registry_name, m.preset) for m in methods}
+    return {m.label: table.paper_method(m.cls.registry_name, m.preset, m.options) for m in methods}
 
 
 def dataset_paper_name(dataset: Component, table: PaperTable | None) -> str | None:
@@ -28,6 +33,9 @@ def published_cell(value: float | None, digits: int) -> str:
 
 
 def mapping_words(table: PaperTable) -> str:
+    if table.method_row is not None:
+        return ("by each method's options (the switches the table varies), see "
+                "`benchmark/reference.py`")
     parts = [f"`{kind}`{'' if preset == '*' else f' (preset `{preset}`)'} -> {name}"
              for (kind, preset), name in table.method_rows.items()]
     return ", ".join(parts)
@@ -49,3 +57,47 @@ def paper_note(table: PaperTable | None, paper: dict[str, str | None]) -> str:
     return (f"Paper columns: {table.title} ({where}); published numbers exist only for {known}. "
             f"Datasets: {pairs}. Rows by method: {mapping_words(table)}; {NOT_SCORED} where the paper "
             f"has no such row. {table.note}: compare the rows with each other first.")
+
+
+def difference_cell(ours: float | None, published: float | None, digits: int) -> str:
+    """Ours minus the published value, signed, with the published value's decimals (NOT_SCORED when
+    either is missing)."""
+    if ours is None or published is None:
+        return NOT_SCORED
+    return f"{ours - published:+.{digits}f}"
+
+
+def checkpoint_choice(suite: Suite) -> str:
+    """The checkpoint(s) this suite's rows are scored at."""
+    validation = getattr(suite.settings, "validation", None)
+    rules = [r for r in getattr(validation, "select", []) if r != "last"] if getattr(validation, "enabled", False) else []
+    return "the last" + (f" (and rows for {', '.join(rules)})" if rules else "")
+
+
+def protocol_flags(suite: Suite, table: PaperTable | None, test_images: dict[str, int] | None = None,
+                   split: str = "test") -> str:
+    """A line that puts the paper's protocol beside this suite's, item by item, and flags each item
+    that differs (``test_images``: 'translated' / 'reference' -> images, when known; ``split``: what
+    the task scores, e.g. 'val' in the multi-modal task)."""
+    if table is None or not table.protocol:
+        return ""
+    e = suite.settings.evaluation
+    scored = (f"every {split} image" if e.num_test_images == 0 else f"the first {e.num_test_images} {split} images")
+    if test_images:
+        scored += " (" + ", ".join(f"{n} {what}" for what, n in test_images.items()) + ")"
+    ours = {"test images": scored,
+            "FID resize": f"{e.fid_resize}" + (" (pytorch-fid's)" if e.fid_resize == "legacy" else " (clean-fid's)"),
+            "reference images": "the same",
+            "checkpoint": checkpoint_choice(suite)}
+    differs = {"test images": e.num_test_images != 0,
+               "FID resize": e.fid_resize != "legacy" and table.protocol.get("FID resize", "").startswith("legacy"),
+               "reference images": False,
+               "checkpoint": "test set" in table.protocol.get("checkpoint", "") or "unstated" in
+                             table.protocol.get("checkpoint", "")}
+    if "torchvision" in table.protocol.get("FID resize", ""):
+        differs["FID resize"] = True      # the multi-modal paper scored with another Inception network
+    parts = []
+    for item, paper in table.protocol.items():
+        flag = "**differs**" if differs.get(item) else "same"
+        parts.append(f"{item}: paper {paper}; here {ours.get(item, '?')} ({flag})")
+    return "Protocol against the paper: " + "; ".join(parts) + "."

@@ -11,12 +11,13 @@ import torch
 from torchvision.utils import make_grid
 
 from ..config import Component
-from ..reference import PAPER_TABLES, PaperTable
+from ..reference import PaperTable
 from .format import (NOT_SCORED, STATUS, auto_digits, markdown_table, mean_std, protocol_footer, status_words,
                      untrained_warning, with_status)
 from .grids import nearest_factor, read_rgb, save_grid, upscale_nearest
 from .layouts import ReportContext, register_layout
-from .paper import dataset_paper_name, paper_methods, paper_note, published_cell
+from .paper import (dataset_paper_name, difference_cell, paper_methods, paper_note, protocol_flags, published_cell,
+                    suite_table)
 from .results import IDENTITY, Row, results_table
 
 METRIC_ORDER = ["FID", "KIDx100", "mIoU", "pixAcc", "clsAcc", "maskIoU"]
@@ -40,20 +41,42 @@ def summary_table(table: pd.DataFrame, labels: list[str]) -> pd.DataFrame:
 
 
 def with_paper_columns(summary: pd.DataFrame, methods: list[Component], table: PaperTable,
-                       paper_ds: str) -> pd.DataFrame:
-    """``summary`` (rows: methods) with a ``paper <metric>`` column for each metric the paper reports
-    on ``paper_ds``: the published value of the row's method (as the papers print it: KID x 100 with
-    three decimals, the rest with one), else NOT_SCORED."""
+                       paper_ds: str, means: dict[tuple[str, str], float] | None = None) -> pd.DataFrame:
+    """``summary`` (rows: methods) with, for each metric the paper reports on ``paper_ds``, a
+    ``Δ <metric>`` column (ours minus the paper's, from ``means``: (method, metric) -> our mean over
+    seeds) and a ``paper <metric>`` column: the published value of the row's method (as the papers
+    print it: KID x 100 with three decimals, the rest with one), else NOT_SCORED."""
     published = table.load()
     published = published[published["dataset"] == paper_ds]
     metrics = [m for m in table.metrics if m in published.columns and published[m].notna().any()]
     to_paper = paper_methods(methods, table)
     out = summary.copy()
+    values = {metric: [table.value(paper_ds, to_paper[m], metric) if to_paper.get(m) else None for m in out.index]
+              for metric in metrics}
+    if means is not None:
+        for metric in metrics:
+            out[f"Δ {metric}"] = [difference_cell(means.get((m, metric)), v, 3 if metric == "KIDx100" else 1)
+                                  for m, v in zip(out.index, values[metric])]
     for metric in metrics:
-        out[f"paper {metric}"] = [
-            published_cell(table.value(paper_ds, to_paper[m], metric) if to_paper.get(m) else None,
-                           3 if metric == "KIDx100" else 1)
-            for m in out.index]
+        out[f"paper {metric}"] = [published_cell(v, 3 if metric == "KIDx100" else 1) for v in values[metric]]
+    return out
+
+
+def metric_means(table: pd.DataFrame) -> dict[tuple[str, str], float]:
+    """(method, metric) -> mean over seeds of a results table."""
+    if table.empty:
+        return {}
+    return {k: float(v) for k, v in table.groupby(["method", "metric"])["value"].mean().items()}
+
+
+def test_images_scored(records: list[dict]) -> dict[str, int]:
+    """The images the finished runs translated and compared with (their protocol's ``num_outputs`` and
+    ``num_real``), when every run says the same."""
+    out = {}
+    for key, name in (("num_outputs", "translated"), ("num_real", "reference")):
+        counts = {r.get("protocol", {}).get(key) for r in records if r.get("method") != "identity"}
+        if len(counts) == 1 and isinstance(next(iter(counts)), int):
+            out[name] = next(iter(counts))
     return out
 
 
@@ -80,7 +103,7 @@ def image_grid(ctx: ReportContext, rows: list[Row], labels: list[str], out_path:
 @register_layout("single_modal", default=True)
 def per_dataset_section(ctx: ReportContext, task: Component) -> list[str]:
     """Markdown lines for one task: per dataset a heading, warnings, the table, its footer and grid."""
-    paper_table = PAPER_TABLES.get(task.cls.registry_name)
+    paper_table = suite_table(ctx.suite, task)
     method_labels = [m.label for m in ctx.suite.methods]
     lines = []
     for dataset in ctx.suite.datasets:
@@ -91,10 +114,11 @@ def per_dataset_section(ctx: ReportContext, task: Component) -> list[str]:
         lines += [f"## {task.label} / {dataset.label}", ""]
         lines += untrained_warning(recs)
         labels = [m for m in [IDENTITY, *method_labels] if any(r.method == m for r in rows)]
-        summary = summary_table(results_table(recs), labels)
+        results = results_table(recs)
+        summary = summary_table(results, labels)
         paper_ds = dataset_paper_name(dataset, paper_table)
         if paper_ds:
-            summary = with_paper_columns(summary, ctx.suite.methods, paper_table, paper_ds)
+            summary = with_paper_columns(summary, ctx.suite.methods, paper_table, paper_ds, metric_means(results))
         summary = with_status(summary, [status_words([r for r in rows if r.method == m]) for m in labels])
         lines += [markdown_table(summary.rename_axis("method").reset_index()), ""]
         lines += [f"Protocol: {protocol_footer(recs)}. Rows: methods trained in this suite plus "
@@ -103,6 +127,9 @@ def per_dataset_section(ctx: ReportContext, task: Component) -> list[str]:
                   + ".", ""]
         if paper_ds:
             lines += [paper_note(paper_table, {dataset.label: paper_ds}), ""]
+            flags = protocol_flags(ctx.suite, paper_table, test_images_scored(recs))
+            if flags:
+                lines += [flags, ""]
         grid_path = ctx.grid_dir / f"{task.label}_{dataset.label}.png"
         shown = image_grid(ctx, rows, labels[1:] if labels[:1] == [IDENTITY] else labels, grid_path)
         if shown:

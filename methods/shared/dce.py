@@ -57,15 +57,21 @@ def decoupled_nce(positive: torch.Tensor, negatives: torch.Tensor, tau: float) -
 
 
 def patch_hdce(query: torch.Tensor, key: torch.Tensor, weights: torch.Tensor | None = None,
-               tau: float = 0.07, value: str = "dce") -> torch.Tensor:
+               tau: float = 0.07, value: str = "dce", decoupled: bool = True) -> torch.Tensor:
     """Per-patch hardness-weighted decoupled NCE, shape (B, P) (hDCE's ``PatchHDCELoss``, per image).
 
-    The gradient is always that of ``decoupled_nce``. ``value`` picks what the numbers say:
+    The gradient is that of ``decoupled_nce``. ``value`` picks what the numbers say:
     ``"dce"`` the decoupled loss itself; ``"official"`` the value the official code reports, the
     cross entropy of [positive, weighted negatives] towards the positive (InfoNCE with the
     positive in the denominator), with the decoupled loss's gradient.
+
+    ``decoupled=False``: the InfoNCE rows of Hneg-SRC's Table 4 ablation, the positive kept in the
+    denominator (CUT's PatchNCE on the weighted negatives); value and gradient are then that cross
+    entropy, whatever ``value`` says.
     """
     positive, negatives = weighted_patch_scores(query, key, weights)
+    if not decoupled:
+        return info_nce(positive, negatives, tau)
     loss = decoupled_nce(positive, negatives, tau)
     if value == "dce":
         return loss

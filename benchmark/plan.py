@@ -1,0 +1,230 @@
+"""Planning a suite without training (``python -m benchmark plan CONFIG`` or ``run CONFIG --dry-run``):
+every run built (its method and task constructed, no network set up), every dataset folder listed,
+every pretrained file looked up, and the cost: runs, training steps and the estimated GPU hours from
+the step times measured with ``python -m benchmark perf`` and kept in ``docs/perf/*.json``.
+
+The step-time table is :func:`measured_step_times` (the one reader of those files). A run is matched
+by its method (preset name, else the method's name), the task it was measured in (``perf`` times the
+single-modal task), batch size and crop size; a run at a size that was not measured uses the nearest
+measured size of the same method and batch size and says so, and a run without any measurement of its
+method, batch size and task is "unknown" (counted in no total).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .config import Run, Suite
+from .core import weights
+from .core.errors import BenchmarkError
+
+PERF_DIR = Path(__file__).resolve().parents[1] / "docs" / "perf"
+"""Where the measured step times live (``perf_<device>_<size>px_b<batch>.json``, see docs/perf/README.md)."""
+MEASURED_TASK = "single_modal"
+"""The task ``python -m benchmark perf`` times its steps in."""
+MEASURED_NETWORK = ("ngf", "ndf", "n_blocks")
+"""Task options recorded with each measurement: a run with other values is marked as such."""
+
+
+@dataclass(frozen=True)
+class StepTime:
+    """One measured step: median seconds of a training step of ``method`` at ``size`` and ``batch_size``."""
+    method: str
+    size: int
+    batch_size: int
+    seconds: float
+    device_name: str
+    network: tuple[int, int, int]
+    """(ngf, ndf, n_blocks) of the measured networks."""
+    source: str
+    """The file it was read from (relative to the repository)."""
+
+
+def measured_step_times(perf_dir: Path = PERF_DIR) -> list[StepTime]:
+    """Every measurement in ``perf_dir/*.json`` (none when the folder is absent, e.g. in a wheel)."""
+    out = []
+    for path in sorted(Path(perf_dir).glob("*.json")):
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise BenchmarkError(f"step-time file '{path}' is not readable JSON ({exc}); expected the output of "
+                                 "`python -m benchmark perf`") from exc
+        device = data.get("meta", {}).get("device_name", "unknown device")
+        for r in data.get("results", []):
+            out.append(StepTime(r["method"], int(r["size"]), int(r["batch_size"]), float(r["step_seconds"]),
+                                r.get("device_name", device), (r.get("ngf"), r.get("ndf"), r.get("n_blocks")),
+                                f"{path.parent.name}/{path.name}" if path.parent.name == "perf" else str(path)))
+    return out
+
+
+@dataclass(frozen=True)
+class StepEstimate:
+    seconds: float | None
+    """Seconds per step, None = unknown."""
+    note: str
+    """How it was found: exact, the nearest size, or why it is unknown."""
+    device_name: str = ""
+
+
+def run_size(run: Run) -> int | None:
+    """The crop size a run trains at (its dataset's ``size``), None when the dataset has none."""
+    return getattr(run.dataset.options, "size", None)
+
+
+def run_batch_size(run: Run) -> int:
+    return getattr(run.task_options, "batch_size", 1)
+
+
+def estimate_step(run: Run, table: list[StepTime]) -> StepEstimate:
+    """The measured step time that stands for ``run`` (see the module docstring)."""
+    name = run.method.preset or run.method.cls.registry_name
+    task = run.task.cls.registry_name
+    if task != MEASURED_TASK:
+        return StepEstimate(None, f"unknown: task '{task}' not measured (perf times the {MEASURED_TASK} task)")
+    batch, size = run_batch_size(run), run_size(run)
+    same = [t for t in table if t.method == name and t.batch_size == batch]
+    if not same:
+        return StepEstimate(None, f"unknown: no measurement of '{name}' at batch size {batch}")
+    best = min(same, key=lambda t: (abs(t.size - size) if size else 0, t.size))
+    notes = []
+    if size is not None and best.size != size:
+        notes.append(f"{size}px not measured, nearest {best.size}px used")
+    network = tuple(getattr(run.task_options, k, None) for k in MEASURED_NETWORK)
+    if network != best.network:
+        notes.append("measured with ngf/ndf/n_blocks " + "/".join(map(str, best.network))
+                     + ", run uses " + "/".join(map(str, network)))
+    if run.method.label != name:
+        notes.append(f"'{run.method.label}' timed as '{name}'")
+    return StepEstimate(best.seconds, "; ".join(notes) or "measured", best.device_name)
+
+
+@dataclass
+class RunPlan:
+    run_id: str
+    steps: int
+    estimate: StepEstimate
+    finished: bool
+
+    @property
+    def seconds(self) -> float | None:
+        return None if self.estimate.seconds is None else self.steps * self.estimate.seconds
+
+
+@dataclass
+class SuitePlan:
+    suite: Suite
+    runs: list[RunPlan]
+    data_problems: list[str] = field(default_factory=list)
+    weight_problems: list[str] = field(default_factory=list)
+    datasets_checked: dict[str, str] = field(default_factory=dict)
+    """Dataset label -> what was found (e.g. its identity string)."""
+
+    @property
+    def total_steps(self) -> int:
+        return sum(r.steps for r in self.runs)
+
+    @property
+    def remaining_steps(self) -> int:
+        return sum(r.steps for r in self.runs if not r.finished)
+
+    @property
+    def problems(self) -> list[str]:
+        return self.data_problems + self.weight_problems
+
+    @property
+    def estimated_hours(self) -> float:
+        """GPU hours of the runs with a known step time (not yet finished ones)."""
+        return sum(r.seconds for r in self.runs if r.seconds is not None and not r.finished) / 3600
+
+    @property
+    def unknown_runs(self) -> list[RunPlan]:
+        return [r for r in self.runs if r.estimate.seconds is None]
+
+    @property
+    def devices(self) -> list[str]:
+        return sorted({r.estimate.device_name for r in self.runs if r.estimate.device_name})
+
+
+def check_datasets(suite: Suite) -> tuple[dict[str, str], list[str]]:
+    """List every dataset's files (its ``identity`` walks every split and side) without decoding an
+    image: (label -> identity, problems naming the missing folder and what was expected)."""
+    found, problems = {}, []
+    for component in suite.datasets:
+        try:
+            dataset = component.cls(component.options, suite.cache_dir / "datasets")
+            found[component.label] = dataset.identity
+        except BenchmarkError as exc:
+            problems.append(f"datasets.{component.label}: {exc}")
+    return found, problems
+
+
+def check_weights(suite: Suite) -> list[str]:
+    rows = weights.status(weights.required_weights(suite), suite.settings.weights_dir or None)
+    return [f"{r.filename} [{r.state}]: {r.message}" for r in rows if not r.ok]
+
+
+def build_runs(suite: Suite) -> None:
+    """Construct each run's method and task (no ``setup``: no network is built, nothing is read),
+    so that a run the options cannot make fails here, not hours into a suite."""
+    from .runner import Runner
+
+    runner = Runner(suite)
+    for run in suite.runs:
+        method = run.method.cls(run.method_options)
+        run.task.cls(run.task_options, _NoDataset(), method, runner.context(run.directory, run.seed))
+
+
+class _NoDataset:
+    """Stands in for the dataset when a task is constructed for the plan (constructors only store it)."""
+
+
+def plan_suite(suite: Suite, perf_dir: Path = PERF_DIR, check_data: bool = True,
+               check_weight_files: bool = True) -> SuitePlan:
+    build_runs(suite)
+    table = measured_step_times(perf_dir)
+    runs = [RunPlan(run.run_id, run.planned_steps(), estimate_step(run, table), run.metrics_path.exists())
+            for run in suite.runs]
+    plan = SuitePlan(suite, runs)
+    if check_data:
+        plan.datasets_checked, plan.data_problems = check_datasets(suite)
+    if check_weight_files:
+        plan.weight_problems = check_weights(suite)
+    return plan
+
+
+def format_plan(plan: SuitePlan) -> str:
+    from .progress import format_seconds
+
+    suite = plan.suite
+    s = suite.settings
+    lines = [f"suite '{suite.name}' ({suite.source}): {len(plan.runs)} run(s) = {len(suite.tasks)} task(s) x "
+             f"{len(suite.datasets)} dataset(s) x {len(suite.methods)} method(s) x {len(s.seeds)} seed(s)",
+             ""]
+    width = max(len(r.run_id) for r in plan.runs)
+    lines.append(f"  {'run'.ljust(width)}  {'steps':>9}  {'s/step':>7}  {'hours':>7}  note")
+    for r in plan.runs:
+        per = "?" if r.estimate.seconds is None else f"{r.estimate.seconds:.4f}"
+        hours = "?" if r.seconds is None else f"{r.seconds / 3600:.1f}"
+        done = " (finished)" if r.finished else ""
+        lines.append(f"  {r.run_id.ljust(width)}  {r.steps:>9,}  {per:>7}  {hours:>7}  {r.estimate.note}{done}")
+    lines.append("")
+    lines.append(f"runs: {len(plan.runs)}; training steps: {plan.total_steps:,}"
+                 + (f" ({plan.remaining_steps:,} still to do)" if plan.remaining_steps != plan.total_steps else ""))
+    known = [r for r in plan.runs if r.estimate.seconds is not None]
+    if known:
+        lines.append(f"estimated GPU time: {plan.estimated_hours:,.1f} h ({format_seconds(plan.estimated_hours * 3600)}) "
+                     f"of training for the {len(known)} run(s) with a measured step time, from step times measured "
+                     f"on {', '.join(plan.devices)} (docs/perf); evaluation is not included")
+    else:
+        lines.append("estimated GPU time: unknown (no run of this suite has a measured step time in docs/perf)")
+    if plan.unknown_runs:
+        lines.append(f"unknown: {len(plan.unknown_runs)} run(s) without a measured step time, left out of the "
+                     f"estimate ({plan.unknown_runs[0].estimate.note})")
+    if plan.datasets_checked:
+        lines.append("data: " + "; ".join(f"{label} ok" for label in plan.datasets_checked))
+    if plan.problems:
+        lines.append("")
+        lines.append(f"{len(plan.problems)} problem(s) before this suite can run:")
+        lines += [f"  - {p}" for p in plan.problems]
+    return "\n".join(lines)
