@@ -9,7 +9,7 @@ from PIL import Image
 
 from benchmark.config import suite_from_dict
 from benchmark.core.errors import ConfigError
-from benchmark.progress import LOSSES_CSV, LossLog, read_losses
+from benchmark.progress import LOSSES_CSV, LossLog, read_losses, tensorboard_available
 from benchmark.report import write_report
 from benchmark.report.curves import (EVALS_JSONL, eval_curves, fid_figure, loss_curves, loss_figure,
                                      method_color, smoothing_window)
@@ -20,6 +20,7 @@ from benchmark.runner import Runner, expand
 from conftest import tiny_suite_dict
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+TENSORBOARD = tensorboard_available()
 
 
 class Recorder:
@@ -42,8 +43,8 @@ class Recorder:
 
 
 def _suite(tmp_path, name, **settings):
-    raw = tiny_suite_dict(tmp_path / name, steps=6)
-    raw.update({"log_every": 1, "tensorboard": False, **settings})
+    raw = tiny_suite_dict(tmp_path / name, methods=("none",), steps=4)  # checkpoint_every 2
+    raw.update({"log_every": 1, "tensorboard": TENSORBOARD, **settings})
     return suite_from_dict(raw, base_dir=tmp_path)
 
 
@@ -58,44 +59,55 @@ def _csv_rows(path):
         return list(csv.reader(f))
 
 
-def test_losses_csv_rows_are_the_values_train_step_returned(tmp_path):
+@pytest.fixture(scope="module")
+def full(tmp_path_factory):
+    """An uninterrupted run of 4 steps (the GAN-only control: the cheapest step), every step logged,
+    and the values each step returned."""
     recorder = Recorder()
-    run = _train(_suite(tmp_path, "every1"), recorder)
-    header, *rows = _csv_rows(run.directory / LOSSES_CSV)
-    names = list(recorder.values[1])
-    assert header == ["step", *names] and len(names) >= 3  # D, G_GAN, NCE ... for CUT
-    assert [int(r[0]) for r in rows] == list(range(1, 7))
-    for row in rows:
-        returned = recorder.values[int(row[0])]
-        assert [float(c) for c in row[1:]] == [returned[n] for n in names]  # exactly, not approximately
-
-    recorder = Recorder()
-    run = _train(_suite(tmp_path, "every4", log_every=4), recorder)
-    header, *rows = _csv_rows(run.directory / LOSSES_CSV)
-    assert [int(r[0]) for r in rows] == [4]
-    assert [float(c) for c in rows[0][1:]] == [recorder.values[4][n] for n in header[1:]]
+    return _train(_suite(tmp_path_factory.mktemp("curves"), "full"), recorder), recorder.values
 
 
-def test_a_resumed_run_writes_the_csv_of_an_uninterrupted_run(tmp_path):
-    full = _train(_suite(tmp_path, "full"))
-    expected = (full.directory / LOSSES_CSV).read_bytes()
-
-    suite = _suite(tmp_path, "split")  # checkpoint_every 2: the crash at step 5 resumes from step 4
+@pytest.fixture(scope="module")
+def resumed(tmp_path_factory):
+    """The same run stopped by a crash at step 3 (after its row, so one row beyond the checkpoint of
+    step 2, plus a row torn by the crash), then resumed; and its rows before the resume."""
+    suite = _suite(tmp_path_factory.mktemp("curves"), "split")
     with pytest.raises(RuntimeError, match="simulated crash"):
-        _train(suite, Recorder(crash_at=5))
+        _train(suite, Recorder(crash_at=3))
     path = expand(suite)[0].directory / LOSSES_CSV
-    assert [r[0] for r in _csv_rows(path)[1:]] == ["1", "2", "3", "4", "5"]
+    before = [r[0] for r in _csv_rows(path)[1:]]
     with open(path, "a") as f:
-        f.write("6,0.12")  # and a row torn by the crash
-    resumed = _train(suite)
-    assert (resumed.directory / LOSSES_CSV).read_bytes() == expected
+        f.write("4,0.12")
+    return _train(suite), before
 
-    # A crash before the first checkpoint: the run starts over, and so does its file.
-    suite = _suite(tmp_path, "early")
-    with pytest.raises(RuntimeError):
-        _train(suite, Recorder(crash_at=1))
-    assert (expand(suite)[0].directory / LOSSES_CSV).is_file()
-    assert (_train(suite).directory / LOSSES_CSV).read_bytes() == expected
+
+def test_losses_csv_rows_are_the_values_train_step_returned(full):
+    run, returned = full
+    header, *rows = _csv_rows(run.directory / LOSSES_CSV)
+    names = list(returned[1])
+    assert header == ["step", *names] and len(names) >= 2  # D, G_GAN, ...
+    assert [int(r[0]) for r in rows] == list(range(1, 5))
+    for row in rows:
+        assert [float(c) for c in row[1:]] == [returned[int(row[0])][n] for n in names]  # exactly
+
+
+def test_a_resumed_run_writes_the_csv_of_an_uninterrupted_run(full, resumed):
+    run, before = resumed
+    assert before == ["1", "2", "3"]  # the crash left a row after the checkpoint's step
+    assert (run.directory / LOSSES_CSV).read_bytes() == (full[0].directory / LOSSES_CSV).read_bytes()
+
+
+def test_loss_log_keeps_rows_up_to_the_start_step_and_every_nth_step(tmp_path):
+    log = LossLog(tmp_path, 0, every=2, tensorboard=False)
+    for step in range(1, 6):
+        log.write(step, {"a": step / 4})
+    log.close()
+    assert (tmp_path / LOSSES_CSV).read_text() == "step,a\n2,0.5\n4,1.0\n"
+    assert not list(tmp_path.glob("events.out.tfevents.*"))  # tensorboard off: no event file
+    LossLog(tmp_path, 3, tensorboard=False).close()  # resumed at step 3
+    assert (tmp_path / LOSSES_CSV).read_text() == "step,a\n2,0.5\n"
+    LossLog(tmp_path, 0, tensorboard=False).close()  # started over (no checkpoint yet)
+    assert not (tmp_path / LOSSES_CSV).exists()
 
 
 def test_loss_log_widens_its_header_for_a_loss_first_returned_later(tmp_path):
@@ -116,24 +128,19 @@ def test_log_every_must_be_positive(tmp_path):
         _suite(tmp_path, "bad", log_every=0)
 
 
-def test_tensorboard_scalars_equal_the_csv_after_a_resume(tmp_path):
-    pytest.importorskip("tensorboard")
+@pytest.mark.skipif(not TENSORBOARD, reason="the optional tensorboard package is not installed")
+def test_tensorboard_scalars_equal_the_csv_after_a_resume(resumed):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    suite = _suite(tmp_path, "tb", tensorboard=True)
-    with pytest.raises(RuntimeError):
-        _train(suite, Recorder(crash_at=5))  # steps 5 of the first attempt must be hidden
-    run = _train(suite)
+    run, _ = resumed
     names, rows = read_losses(run.directory / LOSSES_CSV)
+    assert len(list(run.directory.glob("events.out.tfevents.*"))) == 2  # one per attempt
     events = EventAccumulator(str(run.directory))
     events.Reload()
     assert sorted(events.Tags()["scalars"]) == sorted(f"loss/{n}" for n in names)
-    for name in names:
+    for name in names:  # step 3 of the crashed attempt is hidden: each step once, the resumed value
         logged = [(e.step, e.value) for e in events.Scalars(f"loss/{name}")]
         assert logged == [(step, float(np.float32(values[name]))) for step, values in rows]
-
-    off = _train(_suite(tmp_path, "tb_off", tensorboard=False))
-    assert not list(off.directory.glob("events.out.tfevents.*"))
 
 
 # -- the report's plots ------------------------------------------------------------------------
