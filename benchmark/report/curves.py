@@ -98,10 +98,10 @@ def smoothing_window(curves: dict[str, pd.DataFrame]) -> int:
     return max(1, longest // SMOOTHING_FRACTION)
 
 
-def _figure(n_axes: int) -> tuple[Figure, list]:
+def _figure(n_axes: int, extra_width: float = 0.0) -> tuple[Figure, list]:
     cols = min(AXES_PER_ROW, n_axes)
     rows = math.ceil(n_axes / cols)
-    fig = Figure(figsize=(4.2 * cols, 3.0 * rows + 0.6), dpi=100, layout="constrained")
+    fig = Figure(figsize=(4.2 * cols + extra_width, 3.0 * rows + 0.6), dpi=100, layout="constrained")
     FigureCanvasAgg(fig)
     grid = fig.subplots(rows, cols, squeeze=False)
     axes = [ax for row in grid for ax in row]
@@ -110,7 +110,9 @@ def _figure(n_axes: int) -> tuple[Figure, list]:
     return fig, axes[:n_axes]
 
 
-def _legend(fig: Figure, axes: list) -> None:
+def _legend(fig: Figure, axes: list, beside: bool = False) -> None:
+    """One legend for the figure's lines (by label): below the axes, or ``beside`` them, one entry a
+    line."""
     handles, labels = {}, []
     for ax in axes:
         for line in ax.get_lines():
@@ -118,8 +120,9 @@ def _legend(fig: Figure, axes: list) -> None:
                 handles[line.get_label()] = line
                 labels.append(line.get_label())
     if handles:
-        fig.legend([handles[label] for label in labels], labels, loc="outside lower center",
-                   ncols=min(len(labels), 5), fontsize="small")
+        fig.legend([handles[label] for label in labels], labels, fontsize="small",
+                   loc="outside right upper" if beside else "outside lower center",
+                   ncols=1 if beside else min(len(labels), 5))
 
 
 def loss_figure(curves: dict[str, pd.DataFrame], colors: dict[str, str], window: int) -> Figure:
@@ -143,7 +146,7 @@ def loss_figure(curves: dict[str, pd.DataFrame], colors: dict[str, str], window:
 
 def fid_figure(curves: dict[tuple[str, str], pd.Series], colors: dict[str, str], metric: str = "FID") -> Figure:
     """Every method on one axis: a line per (method, split), validation solid, test dashed."""
-    fig, (ax,) = _figure(1)
+    fig, (ax,) = _figure(1, extra_width=2.4)
     for (method, split), values in curves.items():
         ax.plot(values.index, values.to_numpy(), SPLIT_STYLES[split], marker="o", markersize=3,
                 color=colors[method], label=f"{method} ({SPLIT_WORDS[split]})", linewidth=1.2)
@@ -151,7 +154,7 @@ def fid_figure(curves: dict[tuple[str, str], pd.Series], colors: dict[str, str],
     ax.set_ylabel(metric)
     ax.set_title(f"{metric} during training", fontsize="medium")
     ax.grid(alpha=0.3)
-    _legend(fig, [ax])
+    _legend(fig, [ax], beside=True)
     return fig
 
 
