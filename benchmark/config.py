@@ -38,7 +38,7 @@ class SuiteSettings:
     log_every: int = 10
     """Steps between the rows of a run's ``losses.csv`` (and its TensorBoard scalars): the values
     ``train_step`` returned at every ``log_every``-th step (not averaged over the interval). 10 keeps
-    a paper run's file small (533,600 steps: about 7 MB) and its curve fine-grained."""
+    a paper run's file small (533,600 steps, six losses: about 4 MB) and its curve fine-grained."""
     tensorboard: bool = True
     """Also write the losses as TensorBoard event files in each run's folder, when the optional
     ``tensorboard`` package is installed (``pip install i2i-bench[tensorboard]``); without it, the
