@@ -1,8 +1,17 @@
-"""Progress lines with rates and ETAs for long jobs (plain text, fit for logs and terminals)."""
+"""Progress lines with rates and ETAs for long jobs (plain text, fit for logs and terminals), and the
+curves a run writes as it trains, to be watched live: ``losses.csv`` (always) and TensorBoard event
+files (when the optional ``tensorboard`` package is installed)."""
 from __future__ import annotations
 
+import csv
+import io
+import math
+import os
 import sys
 import time
+from pathlib import Path
+
+from .core.atomic import atomic_write
 
 
 def format_seconds(seconds: float) -> str:
@@ -65,3 +74,156 @@ class SuiteProgress:
         if not self.run_eta_only:
             eta += f" suite {format_seconds(suite_eta)}"
         self.log(f"  {label} step {step}/{total} ({100 * step / total:.0f}%) {rate:.3f}s/step {eta} | {shown}")
+
+
+# -- the curves of a run ---------------------------------------------------------------------------
+
+LOSSES_CSV = "losses.csv"
+"""A run's losses as it trains: a header ``step,<loss>,...`` and a row per logged step with the
+values ``train_step`` returned (Python's shortest exact repr; an empty cell where a step returned no
+such value)."""
+TENSORBOARD_TAG = "loss/{}"
+"""The TensorBoard tag of a loss (its event files lie in the run folder itself, so that
+``tensorboard --logdir <runs>/<suite>`` names each run by its task/dataset/method/seed path)."""
+
+
+def read_losses(path: Path, upto: int | None = None) -> tuple[list[str], list[tuple[int, dict[str, float]]]]:
+    """The loss names and the rows ``(step, {name: value})`` of a ``losses.csv`` (only the steps up to
+    ``upto`` when given). Reading stops at the first row that is not whole (a line without its
+    newline, a wrong number of cells, a step that does not increase): what a process killed while
+    writing leaves behind. A missing file has no rows."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return [], []
+    lines = text.split("\n")[:-1]  # the last piece has no newline: empty, or a torn line
+    if not lines:
+        return [], []
+    header = next(csv.reader([lines[0]]))
+    if not header or header[0] != "step":
+        return [], []
+    names, rows, last = header[1:], [], 0
+    for cells in csv.reader(lines[1:]):
+        if len(cells) != len(header):
+            break
+        try:
+            step = int(cells[0])
+            values = {n: float(c) for n, c in zip(names, cells[1:]) if c != ""}
+        except ValueError:
+            break
+        if step <= last or (upto is not None and step > upto):
+            break
+        rows.append((step, values))
+        last = step
+    return names, rows
+
+
+def _csv_line(cells: list[str]) -> str:
+    out = io.StringIO()
+    csv.writer(out, lineterminator="\n").writerow(cells)
+    return out.getvalue()
+
+
+def _value(v) -> str:
+    v = float(v)
+    return repr(v) if math.isfinite(v) else str(v)  # 'nan', 'inf', '-inf': what float() reads back
+
+
+class LossLog:
+    """Writes the values of each ``train_step`` of a run to ``<run_dir>/losses.csv`` (every
+    ``every`` steps) and, with ``tensorboard`` and the package installed, to TensorBoard event files
+    in ``run_dir``. Opened at ``start_step`` (the step the run resumes from, 0 when it starts), it
+    first drops what a previous attempt logged after that step, so that a resumed run's file is the
+    file an uninterrupted run writes. :meth:`sync` (called before each checkpoint) puts the rows on
+    disk, so that every row up to a checkpoint's step survives a crash."""
+
+    def __init__(self, run_dir: Path, start_step: int = 0, every: int = 1, tensorboard: bool = True):
+        self.path = Path(run_dir) / LOSSES_CSV
+        self.every = every
+        names, rows = read_losses(self.path, upto=start_step)
+        self.names = [n for n in names if any(n in values for _, values in rows)]
+        self._rewrite(rows)
+        self._file = open(self.path, "a", encoding="utf-8", newline="") if rows else None
+        self.tensorboard = _tensorboard_writer(Path(run_dir), start_step + 1) if tensorboard else None
+
+    def _rewrite(self, rows: list[tuple[int, dict[str, float]]]) -> None:
+        """Replace the file with ``rows`` under the current names, all at once (no rows: no file)."""
+        if not rows:
+            self.path.unlink(missing_ok=True)
+            return
+        with atomic_write(self.path, "w", encoding="utf-8") as f:
+            f.write(_csv_line(["step", *self.names]))
+            for step, values in rows:
+                f.write(_csv_line([str(step), *(_value(values[n]) if n in values else "" for n in self.names)]))
+
+    def write(self, step: int, values: dict[str, float]) -> None:
+        """Log the values ``train_step`` returned for ``step`` (the step count after it)."""
+        if step % self.every:
+            return
+        new = [n for n in values if n not in self.names]
+        if new or self._file is None:  # a loss not seen before: rewrite the file under the wider header
+            rows = read_losses(self.path)[1] if self._file is not None else []
+            self.close_csv()
+            self.names += new
+            self._rewrite(rows + [(step, dict(values))])
+            self._file = open(self.path, "a", encoding="utf-8", newline="")
+        else:
+            self._file.write(_csv_line([str(step), *(_value(values[n]) if n in values else "" for n in self.names)]))
+            self._file.flush()
+        if self.tensorboard is not None:
+            for name, value in values.items():
+                self.tensorboard.add_scalar(TENSORBOARD_TAG.format(name), float(value), step)
+
+    def sync(self) -> None:
+        """Put every row written so far on disk (before a checkpoint)."""
+        if self._file is not None:
+            self._file.flush()
+            os.fsync(self._file.fileno())
+        if self.tensorboard is not None:
+            self.tensorboard.flush()
+
+    def close_csv(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def close(self) -> None:
+        self.close_csv()
+        if self.tensorboard is not None:
+            self.tensorboard.close()
+            self.tensorboard = None
+
+
+def tensorboard_available() -> bool:
+    try:
+        from torch.utils.tensorboard import SummaryWriter  # noqa: F401 - needs the tensorboard package
+    except ImportError:
+        return False
+    return True
+
+
+def _tensorboard_writer(run_dir: Path, purge_step: int):
+    """A SummaryWriter on ``run_dir`` that hides what an earlier attempt logged at ``purge_step`` or
+    later (TensorBoard's own mechanism for a resumed run), or None without the tensorboard package."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return None
+    _after_existing_event_files(run_dir)
+    return SummaryWriter(log_dir=str(run_dir), purge_step=purge_step, flush_secs=10)
+
+
+def _after_existing_event_files(run_dir: Path) -> None:
+    """TensorBoard reads a folder's event files in the order of their names, which begin with the
+    second they were created: wait, if need be, until a new file's name sorts after every existing
+    one (only a resume within a second of the previous attempt's start waits)."""
+    stamps = []
+    for path in run_dir.glob("events.out.tfevents.*"):
+        try:
+            stamps.append(int(path.name.split(".")[3]))
+        except (IndexError, ValueError):
+            continue
+    if stamps:
+        wait = max(stamps) + 1 - time.time()
+        if wait > 0:
+            time.sleep(wait)

@@ -20,7 +20,7 @@ from .core.checkpoint import load_checkpoint, save_checkpoint, seed_everything, 
 from .config import Component, Run, Suite
 from .core.errors import BenchmarkError, ConfigError
 from .core.image_io import write_png
-from .progress import SuiteProgress, format_seconds
+from .progress import LossLog, SuiteProgress, format_seconds, tensorboard_available
 from .core.settings import NO_DEFAULT
 from .core.yaml_io import load_yaml
 
@@ -113,6 +113,7 @@ class Runner:
         self._datasets = {}
         self.progress = progress
         self.runs = expand(suite)
+        self._tensorboard_checked = False
 
     def dataset(self, component: Component):
         if component.label not in self._datasets:
@@ -147,16 +148,33 @@ class Runner:
             self._log(f"  resumed {run.run_id} at step {task.step}")
             if self.progress:
                 self.progress.resumed(run.run_id, task.step)
-        every = self.suite.settings.checkpoint_every
+        settings = self.suite.settings
+        every = settings.checkpoint_every
         end = task.total_steps if stop_at is None else min(stop_at, task.total_steps)
-        while task.step < end:
-            started = time.perf_counter()
-            values = task.train_step()
-            if self.progress:
-                self.progress.step(run.run_id, task.step, task.total_steps, time.perf_counter() - started, values)
-            if task.step % every == 0 or task.step == end:
-                save_checkpoint(run.checkpoint_path, run.run_id, task.step, task.state_dict())
+        losses = self.loss_log(run, task.step)
+        try:
+            while task.step < end:
+                started = time.perf_counter()
+                values = task.train_step()
+                losses.write(task.step, values)
+                if self.progress:
+                    self.progress.step(run.run_id, task.step, task.total_steps, time.perf_counter() - started, values)
+                if task.step % every == 0 or task.step == end:
+                    losses.sync()  # every row up to the checkpoint's step is on disk before it
+                    save_checkpoint(run.checkpoint_path, run.run_id, task.step, task.state_dict())
+        finally:
+            losses.close()
         return task
+
+    def loss_log(self, run: Run, start_step: int) -> LossLog:
+        """The run's ``losses.csv`` (and TensorBoard events), cut back to ``start_step``."""
+        settings = self.suite.settings
+        if settings.tensorboard and not self._tensorboard_checked:
+            self._tensorboard_checked = True
+            if not tensorboard_available():
+                self._log("  tensorboard is not installed: losses go to each run's losses.csv only "
+                          "(pip install 'i2i-bench[tensorboard]' for event files)")
+        return LossLog(run.directory, start_step, every=settings.log_every, tensorboard=settings.tensorboard)
 
     def _log(self, message: str) -> None:
         (self.progress.log if self.progress else print)(message)

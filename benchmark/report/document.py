@@ -1,11 +1,13 @@
 """The report of a suite: ``<output_dir>/reports/<suite>.md`` (a section per task, in the layout
-registered for the task), ``<suite>_results.csv`` and the image grids in ``reports/<suite>/``."""
+registered for the task, followed by its training curves), ``<suite>_results.csv`` and the image
+grids and curve plots in ``reports/<suite>/``."""
 from __future__ import annotations
 
 from pathlib import Path
 
 from ..config import Suite
 from . import compression, multi_modal, per_dataset, single_image  # noqa: F401 - the built-in layouts register themselves
+from .curves import curves_section
 from .layouts import ReportContext, layout_for
 from .results import csv_table, expected_rows
 
@@ -37,6 +39,7 @@ def write_report(suite: Suite) -> Path:
         lines.append("No finished runs yet: run `python -m benchmark run` with this config first.")
     for task in suite.tasks:
         lines += layout_for(task.cls.registry_name)(ctx, task)
+        lines += curves_section(ctx, task)
     failed = [r for r in ctx.rows if r.failed]
     if failed:
         lines += ["## Unfinished runs", ""] + [f"- `{r.directory}`: see `{r.directory / 'error.log'}`"
