@@ -27,11 +27,13 @@ def test_quick_all_runs_every_registered_method_and_its_presets():
     builtin = {name for name in registry.METHODS.names()
                if registry.METHODS.get(name).__module__.startswith("methods.")}
     presets = {p for name in builtin for p in (registry.METHODS.get(name).presets or [name])}
-    assert len(builtin) == 6 and {m.cls.registry_name for m in suite.methods} == builtin
+    # every patch-wise method: not the CycleGAN baseline (two generators and two discriminators per
+    # step; whether the quick suites can afford it is measured separately)
+    assert len(builtin) == 7 and {m.cls.registry_name for m in suite.methods} == builtin - {"cyclegan"}
     # every preset but hnegsrc_city (hnegsrc with Cityscapes' lambda and step curriculum: time), the
     # single-image task's presets (quick_single_image.yaml runs those) and the compression task's
     # (quick_compression.yaml)
-    others = {"hnegsrc_city", "sincut", "hnegsrc_single", "hnegsrc_compression"}
+    others = {"hnegsrc_city", "sincut", "hnegsrc_single", "hnegsrc_compression", "cyclegan"}
     assert sorted(m.label for m in suite.methods) == sorted(presets - others)
 
 
