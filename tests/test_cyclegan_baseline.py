@@ -238,3 +238,14 @@ def test_a_suite_with_cyclegan_and_cut_reports_both_rows(tmp_path):
     for method in ("cyclegan", "cut", "identity"):
         (row,) = [r for r in rows if r.split("|")[1].strip() == method]
         assert "–" not in row, row  # a finished run: numbers in every cell
+
+
+def test_the_row_maps_onto_the_papers_cyclegan_row():
+    """GraphCL Table 1 and Hneg-SRC Table 1 print CycleGAN first; the report sets those numbers beside
+    the row of every ``cyclegan`` entry, whatever its label or parameters."""
+    from benchmark.reference import SINGLE_MODAL_TABLE1
+
+    assert SINGLE_MODAL_TABLE1.paper_method("cyclegan", "cyclegan") == "CycleGAN"
+    assert SINGLE_MODAL_TABLE1.paper_method("cyclegan", "") == "CycleGAN"
+    assert SINGLE_MODAL_TABLE1.value("horse2zebra", "CycleGAN", "FID") == 77.2
+    assert SINGLE_MODAL_TABLE1.value("cityscapes", "CycleGAN", "mIoU") == 20.4  # its "mAP"
