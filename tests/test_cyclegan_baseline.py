@@ -249,3 +249,20 @@ def test_the_row_maps_onto_the_papers_cyclegan_row():
     assert SINGLE_MODAL_TABLE1.paper_method("cyclegan", "") == "CycleGAN"
     assert SINGLE_MODAL_TABLE1.value("horse2zebra", "CycleGAN", "FID") == 77.2
     assert SINGLE_MODAL_TABLE1.value("cityscapes", "CycleGAN", "mIoU") == 20.4  # its "mAP"
+
+
+def test_a_method_asking_for_cycle_consistency_adds_its_losses_to_the_generators(tmp_path, monkeypatch):
+    """A patch-wise method that asks for the CycleGAN framework (here CUT, patched to ask) gets
+    CycleGAN's terms plus its own on (A, G_A(A)) and the identity pair (B, G_A(B)); its heads train."""
+    from methods.cut import CUT
+
+    monkeypatch.setattr(CUT, "cycle_consistency", lambda self: CycleConsistency())
+    task, _, _ = train(tmp_path, "cut_cycle", methods=("cut",), steps=2, stop_at=1)
+    assert task.cycle is not None
+    heads = {k: v.clone() for k, v in task.method.state_dict().items()}
+    logs = task.train_step()
+    assert {"G_A", "G_B", "cycle_A", "cycle_B", "idt_A", "idt_B", "D_A", "D_B", "NCE", "NCE_Y"} == set(logs)
+    assert any(not torch.equal(v, task.method.state_dict()[k]) for k, v in heads.items())
+    monkeypatch.setattr(CUT, "flips_input", property(lambda self: True))
+    with pytest.raises(ConfigError, match="flip"):
+        train(tmp_path, "flipping", methods=("cut",), steps=2, stop_at=1)
