@@ -113,7 +113,8 @@ SINGLE_MODAL_TABLE1 = PaperTable(
     title="GraphCL, AAAI 2024, Table 1 (FID, KIDx100) and Hneg-SRC, CVPR 2022, Table 1 (Cityscapes "
           "mIoU / pixAcc / clsAcc)",
     metrics=("FID", "KIDx100", "mIoU", "pixAcc", "clsAcc"),
-    method_rows={("cut", "cut"): "CUT",
+    method_rows={("cyclegan", "*"): "CycleGAN",
+                 ("cut", "cut"): "CUT",
                  ("negcut", "negcut"): "NEGCUT",
                  ("flsesim", "lsesim"): "LSeSim",
                  ("hnegsrc", "*"): "HnegSRC",

@@ -79,6 +79,22 @@ class AuxiliaryStep:
 
 
 @dataclass(frozen=True)
+class CycleConsistency:
+    """CycleGAN's loss weights (junyanz/pytorch-CycleGAN-and-pix2pix ``cycle_gan_model.py``): the cycle
+    terms lambda_A |G_B(G_A(a)) - a| and lambda_B |G_A(G_B(b)) - b|, and the identity terms
+    lambda_identity * lambda_B |G_A(b) - b| and lambda_identity * lambda_A |G_B(a) - a|."""
+
+    lambda_A: float = 10.0
+    lambda_B: float = 10.0
+    lambda_identity: float = 0.5
+
+
+CYCLE_CONSISTENCY = "cycle_consistency"
+"""A task capability: it can train CycleGAN's two-sided framework (a second generator B -> A and a
+discriminator on domain A, cycle and identity losses, see ``Method.cycle_consistency``)."""
+
+
+@dataclass(frozen=True)
 class OptimizerDefaults:
     """The task's optimiser settings, which a method's own optimisers follow unless it says otherwise."""
 
@@ -96,6 +112,10 @@ class Method(nn.Module):
     presets: ClassVar[dict[str, dict]] = {}
     task_defaults: ClassVar[dict] = {}
     registry_name: ClassVar[str]
+    required_capabilities: ClassVar[frozenset[str]] = frozenset()
+    """What a task must be able to do to run this method (e.g. :data:`CYCLE_CONSISTENCY`), matched
+    against ``Task.capabilities`` when the config is loaded: a suite pairing the method with a task
+    that lacks one is refused then, naming it."""
     weights_dir: Path | None = None
     """The configured folder of pretrained weights (set by the runner before ``initialize``)."""
 
@@ -120,6 +140,13 @@ class Method(nn.Module):
     def flips_input(self) -> bool:
         """Whether the task should randomly flip the generator's input (flip equivariance)."""
         return False
+
+    def cycle_consistency(self) -> CycleConsistency | None:
+        """CycleGAN's loss weights when the method asks the task for CycleGAN's two-sided framework
+        (a task with the :data:`CYCLE_CONSISTENCY` capability then trains G_A: A -> B, G_B: B -> A and
+        a discriminator per domain, and adds the method's ``generator_losses`` on (source, G_A(source))
+        to both generators' objective); None (the default) = the task's own one-sided framework."""
+        return None
 
     # -- life cycle --------------------------------------------------------------------------------
     def initialize(self, pair: TranslationPair) -> None:

@@ -61,6 +61,10 @@ class Task:
     dataset_kinds: ClassVar[tuple[str, ...]] = ("unpaired",)
     """The dataset kinds (:data:`datasets.base.DATASET_KINDS`) this task can train on; a suite pairing
     it with another kind is refused when the config is loaded."""
+    capabilities: ClassVar[frozenset[str]] = frozenset()
+    """What the task can do for a method beyond asking it for losses (e.g.
+    :data:`methods.base.CYCLE_CONSISTENCY`); a method whose ``required_capabilities`` it lacks is
+    refused when the config is loaded."""
     method_defaults: ClassVar[dict] = {}
     """The task's patch settings: method options (by name, e.g. ``num_patches``) that runs of this
     task use unless the method entry sets them, applied to every method that has such an option

@@ -27,11 +27,13 @@ def test_quick_all_runs_every_registered_method_and_its_presets():
     builtin = {name for name in registry.METHODS.names()
                if registry.METHODS.get(name).__module__.startswith("methods.")}
     presets = {p for name in builtin for p in (registry.METHODS.get(name).presets or [name])}
-    assert len(builtin) == 6 and {m.cls.registry_name for m in suite.methods} == builtin
+    # every patch-wise method: not the CycleGAN baseline (two generators and two discriminators per
+    # step; whether the quick suites can afford it is measured separately)
+    assert len(builtin) == 7 and {m.cls.registry_name for m in suite.methods} == builtin - {"cyclegan"}
     # every preset but hnegsrc_city (hnegsrc with Cityscapes' lambda and step curriculum: time), the
     # single-image task's presets (quick_single_image.yaml runs those) and the compression task's
     # (quick_compression.yaml)
-    others = {"hnegsrc_city", "sincut", "hnegsrc_single", "hnegsrc_compression"}
+    others = {"hnegsrc_city", "sincut", "hnegsrc_single", "hnegsrc_compression", "cyclegan"}
     assert sorted(m.label for m in suite.methods) == sorted(presets - others)
 
 
@@ -41,7 +43,8 @@ def test_paper_suites_use_official_settings_and_map_onto_the_published_table(nam
     (dataset,) = suite.datasets
     assert dataset_paper_name(dataset, SINGLE_MODAL_TABLE1) is not None
     mapped = {SINGLE_MODAL_TABLE1.paper_method(m.cls.registry_name, m.preset) for m in suite.methods}
-    assert set(SINGLE_MODAL_TABLE1.method_rows.values()) <= mapped      # every published method runs
+    # every published method runs (the CycleGAN row comes with the paper-table configs of issue 15)
+    assert set(SINGLE_MODAL_TABLE1.method_rows.values()) - {"CycleGAN"} <= mapped
     defaults = field_defaults(suite.tasks[0].cls.Options)
     for run in expand(suite):
         options = run.task_options

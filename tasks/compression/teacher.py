@@ -4,8 +4,8 @@ loaded from a checkpoint or trained here once and cached.
 Training follows mit-han-lab/gan-compression's ``train.py`` with its teacher scripts
 (``scripts/cycle_gan/horse2zebra/train_full.sh``, ``scripts/pix2pix/{cityscapes,map2sat}/train_full.sh``):
 
-* unpaired data -> CycleGAN (``models/cycle_gan_model.py``): two generators G_A: A->B (the teacher)
-  and G_B: B->A, two PatchGAN discriminators, per step first both G with
+* unpaired data -> CycleGAN (``models/cycle_gan_model.py``; the shared ``tasks/cyclegan.py``): two
+  generators G_A: A->B (the teacher) and G_B: B->A, two PatchGAN discriminators, per step first both G with
   ``GAN(D_A(G_A(A))) + GAN(D_B(G_B(B))) + lambda_A |G_B(G_A(A)) - A| + lambda_B |G_A(G_B(B)) - B|
   + lambda_identity (lambda_B |G_A(B) - B| + lambda_A |G_B(A) - A|)``, then both D with
   ``0.5 (GAN(D(real), 1) + GAN(D(pool(fake)), 0))`` (image pools of 50);
@@ -48,7 +48,10 @@ from benchmark.core.hashing import content_hash
 from benchmark.core.schedules import linear_decay_factor
 from datasets.base import PairedDataset, UnpairedDataset
 
+from methods.base import CycleConsistency
+
 from ..base import set_requires_grad
+from ..cyclegan import CycleGAN, CycleOutputs
 from ..data import UnpairedBatches, to_model_range
 from ..image_pool import ImagePool
 from ..networks import GANLoss, NLayerDiscriminator, ResnetGenerator, init_weights
@@ -307,68 +310,34 @@ class _TeacherTrainer:
 
 
 class CycleGANTeacher(_TeacherTrainer):
-    """CycleGAN as GAN Compression's ``models/cycle_gan_model.py`` trains it (G step, then D step)."""
+    """CycleGAN as GAN Compression's ``models/cycle_gan_model.py`` trains it (G step, then D step):
+    the shared ``tasks/cyclegan.py``, which also trains the single-modal task's CycleGAN baseline."""
 
     name = "cyclegan"
 
     def build(self) -> None:
         o = self.options
         # Construction order as the official model: G_A, G_B, D_A, D_B.
-        self.nets = {"G_A": self.generator_net(), "G_B": self.generator_net(),
-                     "D_A": self.discriminator_net(3), "D_B": self.discriminator_net(3)}
-        self.optimizers = [self.adam(self.nets["G_A"], self.nets["G_B"]),
-                           self.adam(self.nets["D_A"], self.nets["D_B"])]
-        self.fake_a_pool, self.fake_b_pool = ImagePool(o.pool_size), ImagePool(o.pool_size)
+        self.cycle = CycleGAN.build(self.generator_net, lambda: self.discriminator_net(3), self.device,
+                                    gan_loss=self.gan_loss, weights=CycleConsistency(o.lambda_A, o.lambda_B, o.lambda_identity),
+                                    pool_size=o.pool_size, lr=o.lr, betas=(o.beta1, o.beta2))
+        self.nets = self.cycle.nets
+        self.optimizers = self.cycle.optimizers
 
     def make_batches(self, train_a, train_b, crop: int) -> UnpairedBatches:
         return UnpairedBatches(train_a, train_b, self.options.batch_size, crop, self.options.flip, self.seed)
 
     def pools(self) -> list[ImagePool]:
-        return [self.fake_a_pool, self.fake_b_pool]
+        return self.cycle.pools
 
     def generator_losses(self, real_a: torch.Tensor, real_b: torch.Tensor
-                         ) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
+                         ) -> tuple[dict[str, torch.Tensor], CycleOutputs]:
         """The weighted terms of both generators' objective (each a mean over the batch's pixels),
-        and the fakes (fake_A, fake_B) the discriminators then see."""
-        o, n = self.options, self.nets
-        g_a, g_b, d_a, d_b = n["G_A"], n["G_B"], n["D_A"], n["D_B"]
-        fake_b = g_a(real_a)
-        rec_a = g_b(fake_b)
-        fake_a = g_b(real_b)
-        rec_b = g_a(fake_a)
-        losses = {"G_A": self.gan_loss(d_a(fake_b), True, for_discriminator=False),
-                  "G_B": self.gan_loss(d_b(fake_a), True, for_discriminator=False),
-                  "cycle_A": F.l1_loss(rec_a, real_a) * o.lambda_A,
-                  "cycle_B": F.l1_loss(rec_b, real_b) * o.lambda_B}
-        if o.lambda_identity > 0:
-            losses["idt_A"] = F.l1_loss(g_a(real_b), real_b) * o.lambda_B * o.lambda_identity  # G_A keeps B
-            losses["idt_B"] = F.l1_loss(g_b(real_a), real_a) * o.lambda_A * o.lambda_identity
-        return losses, fake_a, fake_b
+        and the step's images (the fakes the discriminators then see)."""
+        return self.cycle.generator_losses(real_a, real_b)
 
     def update(self, real_a: torch.Tensor, real_b: torch.Tensor) -> dict[str, float]:
-        d_a, d_b = self.nets["D_A"], self.nets["D_B"]
-        opt_g, opt_d = self.optimizers
-        # Generators (discriminators frozen).
-        set_requires_grad(d_a, False)
-        set_requires_grad(d_b, False)
-        opt_g.zero_grad(set_to_none=True)
-        losses, fake_a, fake_b = self.generator_losses(real_a, real_b)
-        sum(losses.values()).backward()
-        opt_g.step()
-
-        # Discriminators, on pooled fakes.
-        set_requires_grad(d_a, True)
-        set_requires_grad(d_b, True)
-        opt_d.zero_grad(set_to_none=True)
-        loss_d_a = self.discriminator_loss(d_a, real_b, self.fake_b_pool.query(fake_b.detach()))
-        loss_d_a.backward()
-        loss_d_b = self.discriminator_loss(d_b, real_a, self.fake_a_pool.query(fake_a.detach()))
-        loss_d_b.backward()
-        opt_d.step()
-        return {"D_A": loss_d_a.item(), "D_B": loss_d_b.item(), **{k: v.item() for k, v in losses.items()}}
-
-    def discriminator_loss(self, net: nn.Module, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
-        return 0.5 * (self.gan_loss(net(real), True) + self.gan_loss(net(fake.detach()), False))
+        return self.cycle.update(real_a, real_b)
 
 
 class Pix2PixTeacher(_TeacherTrainer):

@@ -3,6 +3,12 @@
 Per step (CUT's ``optimize_parameters``): the generator runs once on cat(real_A, real_B) when the
 method uses an identity pair; D is updated with 0.5 * (L_GAN(D(fake), 0) + L_GAN(D(real_B), 1));
 then G and the method's heads with lambda_GAN * L_GAN(D(fake), 1) + the method's losses.
+
+A method that asks for cycle consistency (``Method.cycle_consistency()``, the CycleGAN baseline)
+gets CycleGAN's two-sided framework instead (``tasks/cyclegan.py``, the code that also trains the
+compression task's teacher): G_A (``netG``, the generator that is evaluated) and G_B, D_A (``netD``)
+and D_B, built from the same options, one step = both generators, then both discriminators; the
+method's own losses on (real_A, G_A(real_A)) join the generators' objective.
 """
 from __future__ import annotations
 
@@ -12,11 +18,13 @@ from typing import Literal
 import torch
 
 from benchmark.core.context import Evaluation, RunContext
+from benchmark.core.errors import ConfigError
 from benchmark.core.registry import register_task
-from methods.base import OptimizerDefaults
+from methods.base import CYCLE_CONSISTENCY, Method, OptimizerDefaults
 
 from ..adversarial_steps import GeneratorDiscriminatorSteps
 from ..base import Task, linear_decay_schedulers, restore_training_state, training_state
+from ..cyclegan import CycleGAN, CycleOutputs
 from ..data import UnpairedBatches, to_model_range
 from ..evaluation import evaluate_translation
 from ..image_pool import ImagePool
@@ -68,28 +76,60 @@ class SingleModalTask(GeneratorDiscriminatorSteps, Task):
     Options = SingleModalOptions
     dataset_kinds = ("unpaired", "paired")
     """Paired data trains it too, as unpaired data (CUT trains Cityscapes label->photo unpaired)."""
+    capabilities = frozenset({CYCLE_CONSISTENCY})
+
+    def _generator(self) -> ResnetGenerator:
+        o = self.options
+        return init_weights(ResnetGenerator(3, 3, o.ngf, o.n_blocks, o.normG, o.antialias, o.antialias_up),
+                            o.init_type, o.init_gain)
+
+    def _discriminator(self) -> NLayerDiscriminator:
+        o = self.options
+        return init_weights(NLayerDiscriminator(3, o.ndf, o.n_layers_D, o.normD, o.antialias), o.init_type, o.init_gain)
 
     def setup(self) -> None:
         o, device = self.options, self.ctx.device
-        self.netG = init_weights(ResnetGenerator(3, 3, o.ngf, o.n_blocks, o.normG, o.antialias, o.antialias_up),
-                                 o.init_type, o.init_gain).to(device)
-        self.netD = init_weights(NLayerDiscriminator(3, o.ndf, o.n_layers_D, o.normD, o.antialias),
-                                 o.init_type, o.init_gain).to(device)
-        self.layers = list(o.feature_layers) if o.feature_layers is not None else cut_layer_ids(o.n_blocks, o.antialias)
         self.gan_loss = GANLoss(o.gan_mode).to(device)
-        self.pool = ImagePool(o.pool_size)
+        cycle = self.method.cycle_consistency()
+        self.cycle: CycleGAN | None = None
+        if cycle is None:
+            self.netG = self._generator().to(device)
+            self.netD = self._discriminator().to(device)
+        else:
+            self._check_cycle_method()
+            self.cycle = CycleGAN.build(self._generator, self._discriminator, device, gan_loss=self.gan_loss,
+                                        weights=cycle, pool_size=o.pool_size, lr=o.lr, betas=(o.beta1, o.beta2),
+                                        lambda_gan=o.lambda_GAN)
+            self.netG, self.netD = self.cycle.nets["G_A"], self.cycle.nets["D_A"]
+        self.layers = list(o.feature_layers) if o.feature_layers is not None else cut_layer_ids(o.n_blocks, o.antialias)
+        self.pool = ImagePool(o.pool_size)  # the one-sided framework's (CycleGAN's two are in self.cycle)
         train_a, train_b = self.dataset.split("train", "A"), self.dataset.split("train", "B")
         crop = self.dataset.split("test", "A").image(0).shape[-1]
         self.batches = UnpairedBatches(train_a, train_b, o.batch_size, crop, o.flip, self.ctx.seed)
         defaults = OptimizerDefaults(o.lr, (o.beta1, o.beta2))
-        self.opt_G = torch.optim.Adam(self.netG.parameters(), lr=o.lr, betas=defaults.betas)
-        self.opt_D = torch.optim.Adam(self.netD.parameters(), lr=o.lr, betas=defaults.betas)
+        if self.cycle is None:
+            self.opt_G = torch.optim.Adam(self.netG.parameters(), lr=o.lr, betas=defaults.betas)
+            self.opt_D = torch.optim.Adam(self.netD.parameters(), lr=o.lr, betas=defaults.betas)
+        else:  # one Adam over both generators, one over both discriminators
+            self.opt_G, self.opt_D = self.cycle.optimizers
         # Data-dependent initialisation of the method's heads on the first batch.
         real_a, real_b = self._batch(0)
         self.method.to(device)
         self.method.initialize(self._pair(real_a, real_a, real_b, real_b, False))
         self.method.build_optimizers(defaults)
         self.schedulers = linear_decay_schedulers(self._optimizers(), o.n_steps, o.n_steps_decay)
+
+    def _check_cycle_method(self) -> None:
+        """The CycleGAN framework adds the method's ``generator_losses``; it neither flips the inputs
+        nor runs a method's own auxiliary step, so a method that needs either is refused."""
+        method, name = self.method, self.method.registry_name
+        if method.flips_input:
+            raise ConfigError(f"method '{name}' asks for both cycle consistency and flip equivariance; the "
+                              "single-modal task's CycleGAN framework does not flip its inputs: turn "
+                              "flip_equivariance off")
+        if type(method).auxiliary_step is not Method.auxiliary_step:
+            raise ConfigError(f"method '{name}' asks for cycle consistency and has an auxiliary step of its own; "
+                              "the single-modal task's CycleGAN framework runs no auxiliary step")
 
     def _optimizers(self) -> list[torch.optim.Optimizer]:
         return [self.opt_G, self.opt_D, *self.method.optimizers.values()]
@@ -99,6 +139,8 @@ class SingleModalTask(GeneratorDiscriminatorSteps, Task):
         return to_model_range(a, self.ctx.device), to_model_range(b, self.ctx.device)
 
     def train_step(self) -> dict[str, float]:
+        if self.cycle is not None:
+            return self._cycle_step()
         real_a, real_b = self._batch(self.step)
         fake_b, idt_b, flipped = self._translate_batch(real_a, real_b, self.method.uses_identity)
 
@@ -114,13 +156,47 @@ class SingleModalTask(GeneratorDiscriminatorSteps, Task):
         logs.update(D=loss_d.item(), **self._update_generator(pair, aux.computed))
         return logs
 
+    def _cycle_step(self) -> dict[str, float]:
+        """CycleGAN's step (generators, then discriminators) with the method's losses on
+        (real_A, G_A(real_A)) and, when it uses one, the identity pair (real_B, G_A(real_B))."""
+        real_a, real_b = self._batch(self.step)
+        method = self.method
+        heads = method.optimizers.get("heads")
+        if heads is not None:
+            heads.zero_grad(set_to_none=True)
+
+        def method_losses(out: CycleOutputs) -> dict[str, torch.Tensor]:
+            identity = None
+            if method.uses_identity:
+                identity = out.idt_a if out.idt_a is not None else self.netG(out.real_b)
+            return method.generator_losses(self._pair(out.real_a, out.fake_b, out.real_b, identity, False))
+
+        losses, outputs = self.cycle.update_generators(real_a, real_b, method_losses)
+        if heads is not None:
+            heads.step()
+        method.after_generator_step()
+        d_losses = self.cycle.update_discriminators(outputs)
+        for scheduler in self.schedulers:
+            scheduler.step()
+        self.step += 1
+        return {**{k: v.item() for k, v in d_losses.items()}, **{k: v.item() for k, v in losses.items()}}
+
+    def _modules(self) -> dict[str, torch.nn.Module]:
+        if self.cycle is None:
+            return super()._modules()
+        n = self.cycle.nets
+        return {"netG": n["G_A"], "netG_B": n["G_B"], "netD": n["D_A"], "netD_B": n["D_B"], "method": self.method}
+
     def state_dict(self) -> dict:
-        return training_state(self.step, self._modules(), self._optimizers(), self.schedulers,
-                              pool=self.pool.state_dict())
+        pools = {"pool": self.pool.state_dict()} if self.cycle is None else {"pools": self.cycle.pools_state()}
+        return training_state(self.step, self._modules(), self._optimizers(), self.schedulers, **pools)
 
     def load_state_dict(self, state: dict) -> None:
         self.step = restore_training_state(state, self._modules(), self._optimizers(), self.schedulers)
-        self.pool.load_state_dict(state["pool"])
+        if self.cycle is None:
+            self.pool.load_state_dict(state["pool"])
+        else:
+            self.cycle.load_pools_state(state["pools"])
 
     def evaluate(self) -> Evaluation:
         return evaluate_translation(self.translate, self.dataset, self.ctx)
