@@ -20,10 +20,17 @@ def cmd_run(args) -> int:
 
     if args.dry_run:
         return cmd_plan(args)
+
+    from .core.distributed import from_environment
+
     suite = load_suite(args.config, args.overrides)
     check_suite(suite)  # every pretrained file the suite needs, before any training
+    place = from_environment()  # under torchrun: every rank trains each run; rank 0 logs and reports
     progress = SuiteProgress(0)
-    runner = Runner(suite, progress)
+    runner = Runner(suite, progress if place.is_main else None, place)
+    if not place.is_main:
+        failures = runner.run_all()
+        return 1 if failures else 0
     progress.total_steps = max(1, runner.planned_steps())
     started = time.monotonic()
     progress.log(f"suite '{suite.name}': {len(suite.tasks)} task(s) x {len(suite.datasets)} dataset(s) x "

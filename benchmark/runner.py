@@ -16,6 +16,7 @@ import yaml
 
 from .core.atomic import atomic_write
 from .core.context import RunContext
+from .core.distributed import Distributed, from_environment, init_distributed
 from .core.checkpoint import load_checkpoint, save_checkpoint, seed_everything, set_rng_state
 from .config import Component, Run, Suite
 from .core.errors import BenchmarkError, ConfigError
@@ -54,9 +55,13 @@ class Job:
     header: str = ""
 
 
-def resolve_device(name: str) -> torch.device:
+def resolve_device(name: str, local_rank: int | None = None) -> torch.device:
+    """The configured device; under torchrun (``local_rank`` given) 'auto' and 'cuda' mean this
+    process's GPU, ``cuda:<LOCAL_RANK>``."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and local_rank is not None:
+        return torch.device("cuda", local_rank)
     return torch.device(name)
 
 
@@ -72,8 +77,9 @@ def save_samples(directory: Path, samples: dict[str, torch.Tensor]) -> None:
             write_png(image, directory / f"{name}_{i:02d}.png")
 
 
-def check_config(run: Run) -> None:
-    """A run directory belongs to one resolved config: never mix results of two configs."""
+def check_config(run: Run, write: bool = True) -> None:
+    """A run directory belongs to one resolved config: never mix results of two configs. With
+    ``write`` off (the ranks other than 0 under torchrun) a new run's config is not written."""
     path = run.directory / "config.yaml"
     resolved = run.resolved_config()
     if path.exists():
@@ -85,8 +91,11 @@ def check_config(run: Run) -> None:
                 f"(changed: {', '.join(diffs[:5])}). Its results are kept: use another suite name "
                 f"or output_dir, or move that folder away to rerun it")
         return
+    if not write:
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(resolved, sort_keys=False))
+    with atomic_write(path, "w", encoding="utf-8") as f:
+        f.write(yaml.safe_dump(resolved, sort_keys=False))
 
 
 def _diff(stored, resolved, defaults=None, prefix="") -> list[str]:
@@ -105,9 +114,23 @@ def _diff(stored, resolved, defaults=None, prefix="") -> list[str]:
 
 
 class Runner:
-    def __init__(self, suite: Suite, progress: SuiteProgress | None = None):
+    def __init__(self, suite: Suite, progress: SuiteProgress | None = None,
+                 distributed: Distributed | None = None):
         self.suite = suite
-        self.device = resolve_device(suite.settings.device)
+        # -- torchrun (benchmark/core/distributed.py): every rank walks the same runs together --
+        self.distributed = from_environment() if distributed is None else distributed
+        if self.distributed.enabled:
+            if suite.settings.workers > 1:
+                raise ConfigError(f"workers: {suite.settings.workers} under torchrun: the "
+                                  f"{self.distributed.world_size} processes train one run at a time "
+                                  f"together; set workers: 1")
+            self.device = resolve_device(suite.settings.device, self.distributed.local_rank)
+            init_distributed(self.distributed, self.device)
+            if not self.distributed.is_main:
+                progress = None  # rank 0 logs
+        else:
+            self.device = resolve_device(suite.settings.device)
+        # -- end torchrun --
         if suite.settings.cpu_threads and self.device.type == "cpu":
             torch.set_num_threads(suite.settings.cpu_threads)
         self._datasets = {}
@@ -124,9 +147,12 @@ class Runner:
         weights = Path(self.suite.settings.weights_dir) if self.suite.settings.weights_dir else None
         return RunContext(run_dir=run_dir, seed=seed, device=self.device,
                           evaluation=self.suite.settings.evaluation, cache_dir=cache_dir(self.suite),
-                          weights_dir=weights, log=self.progress.log if self.progress else print)
+                          weights_dir=weights, log=self._log, distributed=self.distributed)
 
     def build_task(self, run: Run):
+        if self.distributed.enabled and not run.task.cls.trains_distributed:
+            raise ConfigError(f"task '{run.task.label}' does not train under torchrun yet; "
+                              f"run it in one process")
         seed_everything(run.seed)
         method = run.method.cls(run.method_options)
         if self.suite.settings.weights_dir:
@@ -139,9 +165,10 @@ class Runner:
     def train(self, run: Run, stop_at: int | None = None):
         """Train ``run`` to the end (or to ``stop_at`` steps, for tests), resuming from its
         checkpoint; returns the task."""
-        check_config(run)
+        dist_ = self.distributed
+        check_config(run, write=dist_.is_main)
         task = self.build_task(run)
-        if run.checkpoint_path.exists():
+        if dist_.broadcast(run.checkpoint_path.exists()):  # every rank resumes, or none
             ckpt = load_checkpoint(run.checkpoint_path, run.run_id, map_location=self.device)
             task.load_state_dict(ckpt["task"])
             set_rng_state(ckpt["rng"])
@@ -151,19 +178,21 @@ class Runner:
         settings = self.suite.settings
         every = settings.checkpoint_every
         end = task.total_steps if stop_at is None else min(stop_at, task.total_steps)
-        losses = self.loss_log(run, task.step)
+        losses = self.loss_log(run, task.step) if dist_.is_main else None  # rank 0 writes (torchrun)
         try:
             while task.step < end:
                 started = time.perf_counter()
                 values = task.train_step()
-                losses.write(task.step, values)
+                if losses is not None:
+                    losses.write(task.step, values)
                 if self.progress:
                     self.progress.step(run.run_id, task.step, task.total_steps, time.perf_counter() - started, values)
-                if task.step % every == 0 or task.step == end:
+                if (task.step % every == 0 or task.step == end) and dist_.is_main:
                     losses.sync()  # every row up to the checkpoint's step is on disk before it
                     save_checkpoint(run.checkpoint_path, run.run_id, task.step, task.state_dict())
         finally:
-            losses.close()
+            if losses is not None:
+                losses.close()
         return task
 
     def loss_log(self, run: Run, start_step: int) -> LossLog:
@@ -177,12 +206,14 @@ class Runner:
         return LossLog(run.directory, start_step, every=settings.log_every, tensorboard=settings.tensorboard)
 
     def _log(self, message: str) -> None:
-        (self.progress.log if self.progress else print)(message)
+        if self.distributed.is_main:
+            (self.progress.log if self.progress else print)(message)
 
     def finish(self, run: Run, task, train_seconds: float) -> dict:
         started = time.perf_counter()
-        result = task.evaluate()
-        save_samples(run.directory / "samples", result.samples)
+        result = task.evaluate()  # every rank: sharded under torchrun
+        if self.distributed.is_main:
+            save_samples(run.directory / "samples", result.samples)
         record = {
             "run_id": run.run_id, "suite": self.suite.name, "task": run.task.label, "dataset": run.dataset.label,
             "method": run.method.label, "method_type": run.method.cls.registry_name,
@@ -192,20 +223,28 @@ class Runner:
             "train_seconds": round(train_seconds, 1), "eval_seconds": round(time.perf_counter() - started, 1),
             "device": str(self.device), "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
         }
-        write_json(run.metrics_path, record)
+        if self.distributed.enabled:
+            record["processes"] = self.distributed.world_size
+        if self.distributed.is_main:
+            write_json(run.metrics_path, record)
+        self.distributed.barrier()
         return record
 
     def identity(self, task: Component, dataset: Component) -> None:
         directory = identity_dir(self.suite, task, dataset)
-        if (directory / "metrics.json").exists():
+        if self.distributed.broadcast((directory / "metrics.json").exists()):
             return
         ctx = self.context(directory, 0)
         result = task.cls.evaluate_identity(task.options, self.dataset(dataset), ctx)
+        if not self.distributed.is_main:
+            self.distributed.barrier()
+            return
         save_samples(directory / "samples", result.samples)
         write_json(directory / "metrics.json", {
             "run_id": f"{task.label}/{dataset.label}/identity", "suite": self.suite.name, "task": task.label,
             "dataset": dataset.label, "method": "identity", "method_type": "identity", "preset": "",
             "seed": 0, "steps": 0, "metrics": result.metrics, "protocol": result.protocol})
+        self.distributed.barrier()
 
     def jobs(self) -> list[Job]:
         """The identity rows, then every unfinished run (finished ones are logged as skipped), the
@@ -215,9 +254,10 @@ class Runner:
         jobs = [Job("identity", task_index=ti, dataset_index=di) for ti in range(len(self.suite.tasks))
                 for di in range(len(self.suite.datasets))]
         by_dataset: dict[str, list[Job]] = {}
+        finished = self.distributed.broadcast([run.metrics_path.exists() for run in self.runs])
         for i, run in enumerate(self.runs):
             header = f"[run {i + 1}/{len(self.runs)}] {run.run_id}"
-            if run.metrics_path.exists():
+            if finished[i]:
                 self._log(f"{header}: finished earlier, skipped")
             else:
                 by_dataset.setdefault(run.dataset.label, []).append(Job("run", run_index=i, header=header))
@@ -253,6 +293,8 @@ class Runner:
         try:
             self.identity(task, dataset)
         except BenchmarkError as exc:
+            if self.distributed.enabled:
+                raise  # under torchrun a failure stops every rank (see execute)
             directory = identity_dir(self.suite, task, dataset)
             directory.mkdir(parents=True, exist_ok=True)
             (directory / "error.log").write_text(traceback.format_exc())  # the report names the reason
@@ -272,7 +314,11 @@ class Runner:
             raise
         except Exception as exc:  # noqa: BLE001 - one broken run must not stop the suite
             run.directory.mkdir(parents=True, exist_ok=True)
-            (run.directory / "error.log").write_text(traceback.format_exc())
+            (run.directory / f"error{self._rank_suffix()}.log").write_text(traceback.format_exc())
+            if self.distributed.enabled:
+                # Under torchrun the ranks would go on out of step (a collective waiting forever):
+                # stop this process, and torchrun stops the others; rerunning resumes.
+                raise
             message = str(exc) if isinstance(exc, BenchmarkError) else f"{type(exc).__name__}: {exc}"
             if self.progress:
                 self.progress.abandon(run.run_id, _planned_or_zero(run))
@@ -281,6 +327,10 @@ class Runner:
         shown = ", ".join(f"{k} {v:.2f}" for k, v in record["metrics"].items())
         self._log(f"{header}: done in {format_seconds(time.perf_counter() - started)}: {shown}")
         return None
+
+    def _rank_suffix(self) -> str:
+        """'' in one process, '.rank<r>' for the ranks other than 0 under torchrun."""
+        return "" if self.distributed.is_main else f".rank{self.distributed.rank}"
 
     def _execute_in_workers(self, jobs: list[Job], workers: int):
         """Jobs spread over ``workers`` processes, each rebuilding the suite from its config;

@@ -148,6 +148,13 @@ class Method(nn.Module):
         to both generators' objective); None (the default) = the task's own one-sided framework."""
         return None
 
+    def batch_coupling(self) -> str | None:
+        """Why this method's loss for one image depends on the other images of its batch, or on
+        random values drawn per image from the global RNG (None: neither). Such a method cannot
+        train with its batch shared by several processes (torchrun): each would see its share only,
+        or draw its own random values; the task refuses it there with this reason."""
+        return None
+
     # -- life cycle --------------------------------------------------------------------------------
     def initialize(self, pair: TranslationPair) -> None:
         """Data-dependent initialisation on the first batch (build heads sized from features)."""

@@ -252,6 +252,11 @@ class FLSeSim(Method):
     def uses_identity(self) -> bool:
         return self.params.lambda_spatial_idt > 0 or self.params.lambda_identity > 0
 
+    def batch_coupling(self) -> str | None:
+        if self.params.learned_attn and self.params.augment:
+            return "augment draws each image's colour jitter from the global RNG"
+        return None
+
     def initialize(self, pair: TranslationPair) -> None:
         p = self.params
         device = pair.source.device

@@ -184,6 +184,9 @@ class NEGCUT(PatchNCEMethod):
             self.negative_generator.parameters(), lr=lr_n, betas=defaults.betas,
             weight_decay=defaults.weight_decay)
 
+    def batch_coupling(self) -> str | None:
+        return super().batch_coupling() or "the negative generator's noise is drawn per image from the global RNG"
+
     # -- pieces ------------------------------------------------------------------------------------
     def draw_noise(self, batch: int, count: int, device: torch.device) -> torch.Tensor:
         """(batch, count, z_dim) standard normal noise from the global (CPU) torch RNG, as the

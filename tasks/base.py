@@ -13,6 +13,7 @@ from typing import Any, Callable, ClassVar
 import torch
 
 from benchmark.core.context import Evaluation, RunContext
+from benchmark.core.errors import ConfigError
 from benchmark.core.schedules import linear_decay_factor
 from datasets.base import UnpairedDataset
 from methods.base import Method
@@ -53,6 +54,23 @@ def restore_training_state(state: dict, modules: dict[str, torch.nn.Module], opt
     return state["step"]
 
 
+def distribute(ctx: RunContext, method: Method, modules: dict[str, torch.nn.Module],
+               optimizers: list[torch.optim.Optimizer]) -> None:
+    """Under torchrun (``ctx.distributed``): refuse what cannot share a batch among processes (a
+    method whose loss couples the images of a batch, a batch-normalised network), then average
+    the gradients of ``optimizers`` over the ranks before each of their steps. A no-op in one process.
+    Called at the end of ``setup()``, with every network and optimiser of the run."""
+    d = ctx.distributed
+    if not d.enabled:
+        return
+    reason = method.batch_coupling()
+    if reason:
+        raise ConfigError(f"method '{method.registry_name}' cannot share a batch among {d.world_size} "
+                          f"processes: {reason}. Train it in one process")
+    d.check_per_sample({**modules, "method": method})
+    d.synchronize(optimizers)
+
+
 class Task:
     """Base class of registered tasks. Subclasses set ``Options`` (a dataclass)."""
 
@@ -65,6 +83,9 @@ class Task:
     """What the task can do for a method beyond asking it for losses (e.g.
     :data:`methods.base.CYCLE_CONSISTENCY`); a method whose ``required_capabilities`` it lacks is
     refused when the config is loaded."""
+    trains_distributed: ClassVar[bool] = False
+    """Whether the task trains and evaluates under torchrun with several processes (each its share
+    of the batch, see :func:`distribute`); the runner refuses the others there."""
     method_defaults: ClassVar[dict] = {}
     """The task's patch settings: method options (by name, e.g. ``num_patches``) that runs of this
     task use unless the method entry sets them, applied to every method that has such an option

@@ -25,8 +25,9 @@ def seeded_generator(*key: int) -> torch.Generator:
 
 
 def to_model_range(images: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """uint8 (B, 3, H, W) -> float in [-1, 1] on ``device``."""
-    return images.to(device=device, dtype=torch.float32).div(127.5).sub(1.0)
+    """uint8 (B, 3, H, W) -> float in [-1, 1] on ``device`` (torch's default float dtype: float32
+    unless a test sets float64)."""
+    return images.to(device=device, dtype=torch.get_default_dtype()).div(127.5).sub(1.0)
 
 
 def to_uint8_truncated(images: torch.Tensor) -> torch.Tensor:

@@ -26,15 +26,51 @@ def count_images(image_set: ImageSet, limit: int) -> int:
     return len(image_set) if limit <= 0 else min(limit, len(image_set))
 
 
-def translate_set(translate: Callable[[torch.Tensor], torch.Tensor], image_set: ImageSet, count: int,
+def translate_set(translate: Callable[[torch.Tensor], torch.Tensor], image_set: ImageSet, count: int | range,
                   batch_size: int, device: torch.device) -> torch.Tensor:
-    """uint8 outputs of ``translate`` on the first ``count`` images of ``image_set``."""
+    """uint8 outputs of ``translate`` on the first ``count`` images of ``image_set`` (or on the images
+    of the range ``count``, in batches of ``batch_size`` from its start)."""
+    indices = range(count) if isinstance(count, int) else count
     outputs = []
-    for start in range(0, count, batch_size):
-        batch = image_set.images(range(start, min(count, start + batch_size)))
+    for start in range(indices.start, indices.stop, batch_size):
+        batch = image_set.images(range(start, min(indices.stop, start + batch_size)))
         with torch.no_grad():
             outputs.append(to_uint8_truncated(translate(to_model_range(batch, device))))
+    if not outputs:  # an empty shard of a sharded evaluation
+        size = image_set.image(0).shape
+        return torch.zeros((0, *size), dtype=torch.uint8)
     return torch.cat(outputs)
+
+
+def sharded_inception_features(images: torch.Tensor, ctx: RunContext) -> np.ndarray:
+    """Inception features of ``images`` (uint8, every rank holding all of them): under torchrun each
+    rank scores its shard of whole evaluation batches and the features are gathered in order (the
+    numbers one process gets); simply ``inception_features`` with one process."""
+    ev, d = ctx.evaluation, ctx.distributed
+    shard = d.shard(images.shape[0], ev.batch_size)
+    features = inception_features(images[shard.start:shard.stop] if d.enabled else images,
+                                  resize=ev.fid_resize, device=ctx.device, batch_size=ev.batch_size,
+                                  weights_dir=ctx.weights_dir)
+    if not d.enabled:
+        return features
+    return d.gather_shards(torch.from_numpy(features), images.shape[0], ev.batch_size).numpy()
+
+
+def sharded_outputs_and_features(translate: Callable[[torch.Tensor], torch.Tensor], image_set: ImageSet,
+                                 count: int, ctx: RunContext) -> tuple[torch.Tensor, np.ndarray]:
+    """uint8 outputs of ``translate`` on the first ``count`` images of ``image_set`` and their
+    Inception features. Under torchrun each rank translates and scores its shard of whole evaluation
+    batches (``Distributed.shard``) and the shards are gathered in order: every rank gets all
+    ``count`` outputs and features, each image done once, in the batches one process would use."""
+    ev, d = ctx.evaluation, ctx.distributed
+    shard = d.shard(count, ev.batch_size)
+    outputs = translate_set(translate, image_set, shard, ev.batch_size, ctx.device)
+    features = inception_features(outputs, resize=ev.fid_resize, device=ctx.device, batch_size=ev.batch_size,
+                                  weights_dir=ctx.weights_dir)
+    if not d.enabled:
+        return outputs, features
+    return (d.gather_shards(outputs, count, ev.batch_size),
+            d.gather_shards(torch.from_numpy(features), count, ev.batch_size).numpy())
 
 
 def _split_part(side: str | None, domain: str | None) -> str:
@@ -63,16 +99,32 @@ def real_features(dataset, split: str, ctx: RunContext, *, side: str | None = No
     ``dataset.split(split, domain)`` (a multi-domain dataset) -- exactly one of the two -- computed in
     ``ctx.evaluation.batch_size`` batches and cached in ``<cache_dir>/fid_stats`` under
     :func:`real_features_key`, so every run of a suite scoring against them computes them once."""
-    ev = ctx.evaluation
+    ev, d = ctx.evaluation, ctx.distributed
     part = _split_part(side, domain)
     image_set = dataset.split(split, part)
     key = real_features_key(dataset, split, image_set, ev.fid_resize, side=side, domain=domain)
     cache = FeatureCache(ctx.cache_dir / "fid_stats")
-    return cache.get_or_compute(key, lambda: inception_features(
-        (image_set.images(range(s, min(len(image_set), s + ev.batch_size)))
-         for s in range(0, len(image_set), ev.batch_size)),
-        resize=ev.fid_resize, device=ctx.device, batch_size=ev.batch_size,
-        weights_dir=ctx.weights_dir))
+
+    def compute(indices: range) -> np.ndarray:
+        return inception_features(
+            (image_set.images(range(s, min(indices.stop, s + ev.batch_size)))
+             for s in range(indices.start, indices.stop, ev.batch_size)),
+            resize=ev.fid_resize, device=ctx.device, batch_size=ev.batch_size,
+            weights_dir=ctx.weights_dir)
+
+    if not d.enabled:
+        return cache.get_or_compute(key, lambda: compute(range(len(image_set))))
+    # Under torchrun: rank 0 reads the cache and hands the features to every rank; on a miss every
+    # rank scores its shard, and rank 0 stores the gathered features.
+    cached = d.broadcast(cache.load(key) if d.is_main else None)
+    if cached is not None:
+        return cached
+    n = len(image_set)
+    local = compute(d.shard(n, ev.batch_size))
+    features = d.gather_shards(torch.from_numpy(local), n, ev.batch_size).numpy()
+    if d.is_main:
+        cache.save(key, features)
+    return features
 
 
 def segmentation_protocol(dataset: UnpairedDataset) -> str:
@@ -114,14 +166,21 @@ def label_scores(dataset: UnpairedDataset, outputs: torch.Tensor, test_a: ImageS
              "segmenter_ceiling": ", ".join(f"{k} {v}" for k, v in ceiling.items())})
 
 
+def on_main_rank(compute: Callable[[], object], ctx: RunContext):
+    """``compute()`` (e.g. label scores, which train or load a cached segmenter), run by rank 0 alone
+    under torchrun and its result handed to every rank; simply ``compute()`` with one process."""
+    d = ctx.distributed
+    if not d.enabled:
+        return compute()
+    return d.broadcast(compute() if d.is_main else None)
+
+
 def evaluate_translation(translate: Callable[[torch.Tensor], torch.Tensor], dataset: UnpairedDataset,
                          ctx: RunContext) -> Evaluation:
     ev = ctx.evaluation
     test_a = dataset.split("test", "A")
     count = count_images(test_a, ev.num_test_images)
-    outputs = translate_set(translate, test_a, count, ev.batch_size, ctx.device)
-    fake = inception_features(outputs, resize=ev.fid_resize, device=ctx.device, batch_size=ev.batch_size,
-                              weights_dir=ctx.weights_dir)
+    outputs, fake = sharded_outputs_and_features(translate, test_a, count, ctx)
     real = real_features(dataset, "test", ctx, side="B")
     kid = kid_from_features(fake, real, num_subsets=ev.kid_subsets,
                             subset_size=ev.kid_subset_size, seed=ev.kid_seed)
@@ -129,11 +188,13 @@ def evaluate_translation(translate: Callable[[torch.Tensor], torch.Tensor], data
     metrics = {"FID": fid_from_features(fake, real), "KIDx100": 100.0 * kid}
     protocol = {}
     published_protocol = segmentation_protocol(dataset)
+    scores = None
     if ev.label_scores and published_protocol:
-        metrics_labels, protocol = cityscapes_label_scores(published_protocol, outputs, test_a, count, ctx)
-        metrics.update(metrics_labels)
+        scores = lambda: cityscapes_label_scores(published_protocol, outputs, test_a, count, ctx)  # noqa: E731
     elif ev.label_scores and test_a.has_labels:
-        metrics_labels, protocol = label_scores(dataset, outputs, test_a, count, ctx)
+        scores = lambda: label_scores(dataset, outputs, test_a, count, ctx)  # noqa: E731
+    if scores is not None:
+        metrics_labels, protocol = on_main_rank(scores, ctx)
         metrics.update(metrics_labels)
     return Evaluation(
         metrics=metrics,

@@ -53,7 +53,7 @@ def get_filter(filt_size: int = 3) -> torch.Tensor:
     """
     if not 1 <= filt_size <= 7:
         raise ValueError(f"filt_size must be in 1..7, got {filt_size}")
-    a = torch.tensor([math.comb(filt_size - 1, k) for k in range(filt_size)], dtype=torch.float32)
+    a = torch.tensor([math.comb(filt_size - 1, k) for k in range(filt_size)], dtype=torch.get_default_dtype())
     filt = a[:, None] * a[None, :]
     return filt / filt.sum()
 

@@ -248,8 +248,7 @@ def test_evaluation_makes_the_documented_number_of_images_and_lpips_pairs(tmp_pa
         pairs.append(a.shape[0])
         return (a - b).abs().mean(dim=(1, 2, 3))
 
-    monkeypatch.setattr(mm_eval, "inception_features", fake_inception)
-    monkeypatch.setattr(shared_eval, "inception_features", fake_inception)  # the real images' features
+    monkeypatch.setattr(shared_eval, "inception_features", fake_inception)  # outputs and real images
     dataset = SyntheticSeasons(SyntheticSeasons.Options(size=16, n_train=5, n_val=12,
                                                         domains=["autumn", "summer", "winter"]), tmp_path / "data")
     ctx = RunContext(run_dir=tmp_path / "run", seed=0, device=torch.device("cpu"), cache_dir=tmp_path / "cache",
@@ -296,7 +295,6 @@ def test_identity_row_scores_the_sources_as_outputs_for_every_pair(tmp_path, mon
     from benchmark.core.context import EvaluationConfig
     from benchmark.core.metrics.fid import fid_from_features
 
-    monkeypatch.setattr(mm_eval, "inception_features", _content_features)
     monkeypatch.setattr(shared_eval, "inception_features", _content_features)
     domains = ["autumn", "summer", "winter"]
     dataset = SyntheticSeasons(SyntheticSeasons.Options(size=16, n_train=9, n_val=4, domains=domains), tmp_path / "data")
@@ -380,8 +378,7 @@ def test_runner_trains_evaluates_and_writes_samples(tmp_path, monkeypatch):
         noise = np.random.default_rng(0).normal(size=(len(images), 8))
         return images.float().flatten(1)[:, :8].double().numpy() / 255 + noise  # noise-dominated: well-conditioned
 
-    monkeypatch.setattr(mm_eval, "inception_features", fake_inception)
-    monkeypatch.setattr(shared_eval, "inception_features", fake_inception)  # the real images' features
+    monkeypatch.setattr(shared_eval, "inception_features", fake_inception)  # outputs and real images
     raw = mm_suite_dict(tmp_path, methods=("none",), steps=2, size=32)
     suite = suite_from_dict(raw, base_dir=tmp_path)
     assert Runner(suite).run_all() == []

@@ -124,7 +124,8 @@ def test_real_features_of_both_tasks_are_computed_once_then_read_from_the_shared
 
     real, fake = Counting(), Counting()
     monkeypatch.setattr(shared_eval, "inception_features", real)     # the shared module: fake outputs too
-    monkeypatch.setattr(mm_eval, "inception_features", fake)         # the multi-modal outputs
+    monkeypatch.setattr(mm_eval, "sharded_inception_features",       # the multi-modal outputs
+                        lambda images, ctx: fake(images, batch_size=ctx.evaluation.batch_size))
     called = []
     original = shared_eval.real_features
 

@@ -8,6 +8,8 @@ from typing import Any, Callable, Literal
 
 import torch
 
+from .distributed import SINGLE_PROCESS, Distributed
+
 
 @dataclass
 class EvaluationConfig:
@@ -43,6 +45,9 @@ class RunContext:
     cache_dir: Path
     weights_dir: Path | None = None
     log: Callable[[str], None] = print
+    distributed: Distributed = SINGLE_PROCESS
+    """This process's rank among the processes training the run (``torchrun``; one by default):
+    tasks train on its share of each batch and shard their evaluation (benchmark/core/distributed.py)."""
 
 
 @dataclass

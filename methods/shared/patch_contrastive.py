@@ -92,6 +92,11 @@ class PatchNCEMethod(PatchContrastiveMethod):
         super().__init__(params)
         self.heads: ProjectionHeads | None = None
 
+    def batch_coupling(self) -> str | None:
+        if self.params.nce_includes_all_negatives_from_minibatch:
+            return "nce_includes_all_negatives_from_minibatch takes negatives from the other images of the batch"
+        return None
+
     def projection_heads(self, channels: Sequence[int]) -> ProjectionHeads:
         """New (randomly initialised, CPU) heads for encoder features of ``channels``."""
         return ProjectionHeads(channels, self.params.netF_nc, self.params.use_mlp)

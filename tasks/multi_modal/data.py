@@ -93,7 +93,7 @@ class MultiDomainBatches:
         """uint8 (B, 3, H, W) -> float in [-1, 1], (B, 3, img_size, img_size)."""
         out = []
         for img in images:
-            x = img.float().div(127.5).sub(1.0)[None]
+            x = img.to(torch.get_default_dtype()).div(127.5).sub(1.0)[None]
             h, w = x.shape[-2:]
             if self.randcrop_prob > 0 and float(torch.rand((), generator=g)) < self.randcrop_prob:
                 top, left, ch, cw = random_resized_crop_params(h, w, g)

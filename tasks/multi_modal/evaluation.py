@@ -38,14 +38,14 @@ from torchvision.utils import make_grid
 
 from benchmark.core.errors import BenchmarkError
 from benchmark.core.metrics.diversity import pairwise_l1_diversity
-from benchmark.core.metrics.fid import fid_from_features, inception_features
+from benchmark.core.metrics.fid import fid_from_features
 from benchmark.core.metrics.inception import INCEPTION_SHA256
 from benchmark.core.metrics.structure import edge_magnitude, pearson
 from datasets.base import ImageSet
 
 from benchmark.core.context import Evaluation, RunContext
 from ..data import seeded_generator, to_model_range, to_uint8_rounded
-from ..evaluation import count_images, real_features
+from ..evaluation import count_images, real_features, sharded_inception_features
 
 MODES = ("latent", "reference")
 
@@ -120,7 +120,8 @@ def translate_pair(translator: Translator, mode: str, sources: torch.Tensor, trg
     ref_all = [reference_ids(len(refs), k_outs, ctx.seed, trg, src, i) for i in range(n)] if refs is not None else None
     first, second = np.triu_indices(k_outs, 1)
     outputs, per_image, pairs = [], [], 0
-    for start in range(0, n, bs):
+    shard = ctx.distributed.shard(n, bs)  # under torchrun: this rank's whole batches of the n sources
+    for start in range(shard.start, shard.stop, bs):
         stop = min(n, start + bs)
         x = to_model_range(sources[start:stop], device)
         y = torch.full((stop - start,), trg, dtype=torch.long, device=device)
@@ -141,7 +142,17 @@ def translate_pair(translator: Translator, mode: str, sources: torch.Tensor, trg
             pairs += int(d.numel())
             per_image += d.mean(1).tolist()
         outputs.append(to_uint8_rounded(stack.flatten(0, 1)))
-    return PairOutputs(torch.cat(outputs), per_image, pairs)
+    d = ctx.distributed
+    if not d.enabled:
+        return PairOutputs(torch.cat(outputs), per_image, pairs)
+    # Gather the ranks' shards in order: the K outputs of each source image and its mean LPIPS.
+    size = sources.shape[-2:]
+    local = (torch.cat(outputs) if outputs else torch.zeros((0, 3, *size), dtype=torch.uint8))
+    images = d.gather_shards(local.view(-1, k_outs, 3, *size), n, bs).flatten(0, 1)
+    if distance is None or k_outs < 2:
+        return PairOutputs(images, [], 0)
+    gathered = d.gather_shards(torch.tensor(per_image, dtype=torch.float64), n, bs).tolist()
+    return PairOutputs(images, gathered, n * len(first))
 
 
 # -- the evaluation -----------------------------------------------------------------------------
@@ -176,9 +187,7 @@ def evaluate_multimodal(translator: Translator | None, dataset, settings: EvalSe
     elif settings.lpips:
         lpips_note = "identity: the K outputs are copies of the input, so every LPIPS is 0"
     if translator is None:
-        identity_feats = [inception_features(s, resize=ev.fid_resize, device=ctx.device,
-                                             batch_size=ev.batch_size, weights_dir=ctx.weights_dir)
-                          for s in sources]
+        identity_feats = [sharded_inception_features(s, ctx) for s in sources]
 
     metrics: dict[str, float] = {}
     per_pair: dict[str, dict[str, float]] = {}
@@ -201,8 +210,7 @@ def evaluate_multimodal(translator: Translator | None, dataset, settings: EvalSe
                     refs = val_sets[t] if mode == "reference" else None
                     out = translate_pair(translator, mode, sources[s], t, s, refs, settings, ctx, distance)
                     images, per_image, pairs = out.images, out.lpips_per_image, out.lpips_pairs
-                    fake = inception_features(images, resize=ev.fid_resize, device=ctx.device,
-                                              batch_size=ev.batch_size, weights_dir=ctx.weights_dir)
+                    fake = sharded_inception_features(images, ctx)
                 l1 = float(pairwise_l1_diversity(images.view(counts[s], k_outs, *images.shape[1:])).mean()) \
                     if k_outs > 1 else 0.0
                 l1s.append(l1)
@@ -225,8 +233,9 @@ def evaluate_multimodal(translator: Translator | None, dataset, settings: EvalSe
     if labels is not None:
         metrics["structure_score"] = float(torch.cat(structure).mean())
     try:
-        ctx.run_dir.mkdir(parents=True, exist_ok=True)
-        (ctx.run_dir / "eval_per_pair.json").write_text(json.dumps(per_pair, indent=2, sort_keys=True))
+        if ctx.distributed.is_main:
+            ctx.run_dir.mkdir(parents=True, exist_ok=True)
+            (ctx.run_dir / "eval_per_pair.json").write_text(json.dumps(per_pair, indent=2, sort_keys=True))
     except OSError:
         pass
 

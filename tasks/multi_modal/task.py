@@ -27,7 +27,7 @@ from benchmark.core.context import Evaluation, RunContext
 from benchmark.core.registry import register_task
 from methods.base import OptimizerDefaults, TranslationPair
 
-from ..base import Task, set_requires_grad
+from ..base import Task, distribute, set_requires_grad
 from .data import MultiDomainBatch, MultiDomainBatches
 from .evaluation import EvalSettings, evaluate_multimodal
 from .networks import (Discriminator, Generator, HnegGenerator, MappingNetwork, StyleEncoder, adv_loss,
@@ -157,6 +157,7 @@ class MultiModalTask(Task):
     """StarGAN v2 (multi-domain, multi-modal translation) with a patch-wise loss hook, as in Hneg-SRC's Table 2."""
 
     Options = MultiModalOptions
+    trains_distributed = True
     dataset_kinds = ("multi_domain",)
 
     @classmethod
@@ -209,11 +210,20 @@ class MultiModalTask(Task):
         self.batches = MultiDomainBatches(train_sets, o.batch_size, o.latent_dim, self.img_size,
                                           o.randcrop_prob, o.flip, self.ctx.seed)
         # Data-dependent initialisation of the method (heads sized from the features it will see).
-        first = self.batches.batch(0).to(device)
+        first = self._batch(0)
         self.method.to(device)
         self.method.initialize(TranslationPair(source=first.x_src, output=first.x_src, encode=self.encode,
                                                target=first.x_ref, identity=first.x_ref, step=0))
         self.method.build_optimizers(OptimizerDefaults(o.lr, betas, o.weight_decay))
+        # torchrun: each rank its share of every batch, gradients averaged before every step.
+        distribute(self.ctx, self.method, {"G": self.G, "F": self.F, "E": self.E, "D": self.D},
+                   self._optimizers())
+
+    def _batch(self, step: int) -> MultiDomainBatch:
+        """Batch ``step`` on the device (this rank's share of it under torchrun)."""
+        b = self.batches.batch(step)
+        local = self.ctx.distributed.local
+        return MultiDomainBatch(**{k: local(v) for k, v in vars(b).items()}).to(self.ctx.device)
 
     def encode(self, images: torch.Tensor) -> list[torch.Tensor]:
         """The generator encoder's features at ``self.layers``, with gradients (``pair.encode``)."""
@@ -296,7 +306,7 @@ class MultiModalTask(Task):
     # -- one step ------------------------------------------------------------------------------
     def train_step(self) -> dict[str, float]:
         o = self.options
-        b = self.batches.batch(self.step).to(self.ctx.device)
+        b = self._batch(self.step)
         lambda_ds = diversity_weight(o.lambda_ds, self.step, o.ds_iter)
 
         set_requires_grad(self.D, True)

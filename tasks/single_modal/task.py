@@ -23,7 +23,7 @@ from benchmark.core.registry import register_task
 from methods.base import CYCLE_CONSISTENCY, Method, OptimizerDefaults
 
 from ..adversarial_steps import GeneratorDiscriminatorSteps
-from ..base import Task, linear_decay_schedulers, restore_training_state, training_state
+from ..base import Task, distribute, linear_decay_schedulers, restore_training_state, training_state
 from ..cyclegan import CycleGAN, CycleOutputs
 from ..data import UnpairedBatches, to_model_range
 from ..evaluation import evaluate_translation
@@ -74,6 +74,7 @@ class SingleModalTask(GeneratorDiscriminatorSteps, Task):
     """Single-modal unpaired translation in CUT's framework: ResNet G, PatchGAN D, one-sided GAN."""
 
     Options = SingleModalOptions
+    trains_distributed = True
     dataset_kinds = ("unpaired", "paired")
     """Paired data trains it too, as unpaired data (CUT trains Cityscapes label->photo unpaired)."""
     capabilities = frozenset({CYCLE_CONSISTENCY})
@@ -97,6 +98,10 @@ class SingleModalTask(GeneratorDiscriminatorSteps, Task):
             self.netD = self._discriminator().to(device)
         else:
             self._check_cycle_method()
+            if self.ctx.distributed.enabled:
+                raise ConfigError(f"method '{self.method.registry_name}' trains CycleGAN's two-sided framework, whose "
+                                  "image pools draw per image and are not shared among processes: train it in "
+                                  "one process (without torchrun)")
             self.cycle = CycleGAN.build(self._generator, self._discriminator, device, gan_loss=self.gan_loss,
                                         weights=cycle, pool_size=o.pool_size, lr=o.lr, betas=(o.beta1, o.beta2),
                                         lambda_gan=o.lambda_GAN)
@@ -118,6 +123,8 @@ class SingleModalTask(GeneratorDiscriminatorSteps, Task):
         self.method.initialize(self._pair(real_a, real_a, real_b, real_b, False))
         self.method.build_optimizers(defaults)
         self.schedulers = linear_decay_schedulers(self._optimizers(), o.n_steps, o.n_steps_decay)
+        # torchrun: each rank its share of every batch, gradients averaged before every step.
+        distribute(self.ctx, self.method, self._modules(), self._optimizers())
 
     def _check_cycle_method(self) -> None:
         """The CycleGAN framework adds the method's ``generator_losses``; it neither flips the inputs
@@ -135,8 +142,18 @@ class SingleModalTask(GeneratorDiscriminatorSteps, Task):
         return [self.opt_G, self.opt_D, *self.method.optimizers.values()]
 
     def _batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Batch ``step`` (this rank's share of it under torchrun) on the device, in [-1, 1]."""
         a, b = self.batches.batch(step)
-        return to_model_range(a, self.ctx.device), to_model_range(b, self.ctx.device)
+        local = self.ctx.distributed.local
+        return to_model_range(local(a), self.ctx.device), to_model_range(local(b), self.ctx.device)
+
+    def _pool_query(self, fake: torch.Tensor) -> torch.Tensor:
+        """The image pool's answer for this rank's fakes: under torchrun the pool sees the global
+        batch on every rank (the same draws, the same stored images) and each rank keeps its rows."""
+        d = self.ctx.distributed
+        if self.pool.size == 0 or not d.enabled:
+            return self.pool.query(fake)
+        return d.local(self.pool.query(d.gather_rows(fake)))
 
     def train_step(self) -> dict[str, float]:
         if self.cycle is not None:
@@ -145,7 +162,7 @@ class SingleModalTask(GeneratorDiscriminatorSteps, Task):
         fake_b, idt_b, flipped = self._translate_batch(real_a, real_b, self.method.uses_identity)
 
         def d_loss():
-            fake_for_d = self.pool.query(fake_b.detach())
+            fake_for_d = self._pool_query(fake_b.detach())
             return 0.5 * (self.gan_loss(self.netD(fake_for_d), False) + self.gan_loss(self.netD(real_b), True)), {}
 
         loss_d, _ = self._update_discriminator(d_loss)
