@@ -3,6 +3,9 @@
 * :func:`real_features`: the one place where the Inception features of real images (a dataset
   split's side or domain) are computed and cached, under the key :func:`real_features_key` builds.
   Every task scores FID / KID against real images through it.
+* :func:`fid_kid_scores`: FID and KID of test outputs against real features with their small-sample
+  statistics (bootstrap intervals, KID's spread over subsets, FID-infinity on small test sets), the
+  one place every task's FID / KID test evaluation goes through.
 * CUT's translation protocol (the single-modal task): translate test images, score them with FID /
   KID against the target domain's test images (test outputs vs testB), and optional label scores.
 """
@@ -13,11 +16,14 @@ from typing import Callable
 import numpy as np
 import torch
 
-from benchmark.core.metrics.fid import FeatureCache, fid_from_features, inception_features, kid_from_features
+from benchmark.core.metrics.fid import FeatureCache, fid_from_features, inception_features
 from benchmark.core.metrics.inception import INCEPTION_SHA256
+from benchmark.core.metrics.small_sample import (bootstrap_fid, bootstrap_interval, bootstrap_kid, fid_infinity,
+                                                 fid_infinity_sizes, kid_subsets)
 from datasets.base import ImageSet, UnpairedDataset
 
-from benchmark.core.context import Evaluation, RunContext
+from benchmark.core.context import Evaluation, EvaluationConfig, RunContext
+from benchmark.core.errors import BenchmarkError
 from .data import to_model_range, to_uint8_truncated
 
 
@@ -127,6 +133,110 @@ def real_features(dataset, split: str, ctx: RunContext, *, side: str | None = No
     return features
 
 
+def fid_kid_scores(fake: np.ndarray, real: np.ndarray, ev: EvaluationConfig, real_is_test: bool,
+                   real_name: str) -> tuple[dict[str, float], dict]:
+    """FID and KID x 100 of the output features ``fake`` against ``real`` with their small-sample
+    statistics, and the protocol words that say how they were computed.
+
+    * ``KIDx100_std``: the standard deviation (ddof 0, as torchmetrics / torch-fidelity) of KID x 100
+      over clean-fid's ``kid_subsets`` subsets (0 when every subset is the whole of both sets).
+    * ``FID_ci_low`` / ``FID_ci_high``, ``KIDx100_ci_low`` / ``KIDx100_ci_high`` (when
+      ``bootstrap_resamples`` > 0): bootstrap intervals over the test images
+      (:mod:`benchmark.core.metrics.small_sample`): the outputs are resampled with replacement and,
+      when ``real_is_test`` (the real images are themselves the test split, a sample as small and as
+      arbitrary as the outputs), the real images too, independently; a fixed reference set of real
+      images (training images) is kept as it is, as a reference statistic would be.
+      ``FID_bootstrap_shift``: the bias estimate the FID interval was shifted by.
+    * ``FID_inf`` (fewer outputs than ``fid_infinity_below``): FID extrapolated to infinitely many
+      samples, the real side subsampled at the same fraction.
+    """
+    n_fake, n_real = int(fake.shape[0]), int(real.shape[0])
+    fid = fid_from_features(fake, real)
+    kid, kid_values = kid_subsets(fake, real, num_subsets=ev.kid_subsets, subset_size=ev.kid_subset_size,
+                                  seed=ev.kid_seed)
+    metrics = {"FID": fid, "KIDx100": 100.0 * kid, "KIDx100_std": float(100.0 * kid_values.std())}
+    protocol = {"kid_std": f"std (ddof 0) of KID x 100 over the {ev.kid_subsets} subsets"}
+    too_many = n_fake + n_real > ev.bootstrap_max_images
+    if ev.bootstrap_resamples and too_many:
+        protocol["bootstrap"] = (f"not computed: {n_fake} outputs + {n_real} real images > "
+                                 f"bootstrap_max_images {ev.bootstrap_max_images}")
+    elif ev.bootstrap_resamples:
+        fids = bootstrap_fid(fake, real, ev.bootstrap_resamples, ev.bootstrap_seed, resample_f2=real_is_test)
+        kids = bootstrap_kid(fake, real, ev.bootstrap_resamples, ev.bootstrap_seed, resample_f2=real_is_test)
+        fid_ci = bootstrap_interval(fid, fids, ev.bootstrap_confidence)
+        kid_ci = bootstrap_interval(100.0 * kid, 100.0 * kids, ev.bootstrap_confidence)
+        metrics.update({"FID_ci_low": fid_ci.low, "FID_ci_high": fid_ci.high,
+                        "FID_bootstrap_shift": fid_ci.shift,
+                        "KIDx100_ci_low": kid_ci.low, "KIDx100_ci_high": kid_ci.high})
+        resampled = (f"the {n_fake} outputs and, independently, the {n_real} real images ({real_name}, "
+                     "a test split)" if real_is_test else
+                     f"the {n_fake} outputs (the {n_real} real images, {real_name}, kept fixed as a reference)")
+        protocol["bootstrap"] = (
+            f"{round(100 * ev.bootstrap_confidence)}% intervals from {ev.bootstrap_resamples} resamples "
+            f"(seed {ev.bootstrap_seed}) of {resampled} with replacement: the percentile interval shifted "
+            "by the resamples' mean minus the estimate (repeated images alone raise FID and KID); KID's "
+            "resamples use all pairs")
+    if ev.fid_infinity_below and n_fake < ev.fid_infinity_below:
+        try:
+            sizes = fid_infinity_sizes(n_fake, ev.fid_infinity_points, ev.fid_infinity_min_fraction)
+        except BenchmarkError as exc:
+            protocol["fid_infinity"] = f"not computed ({exc})"
+        else:
+            inf = fid_infinity(fake, real, ev.fid_infinity_points, ev.fid_infinity_min_fraction,
+                               ev.fid_infinity_seed, subsample_f2=True)
+            metrics["FID_inf"] = inf.value
+            protocol["fid_infinity"] = (
+                f"FID_inf (Chong & Forsyth 2020): least-squares line of FID_N in 1/N at 1/N = 0, N = "
+                f"{sizes[0]}..{sizes[-1]} outputs ({len(sizes)} sizes), each a random subset (seed "
+                f"{ev.fid_infinity_seed}) with the real images subsampled at the same fraction; reported "
+                f"below {ev.fid_infinity_below} outputs")
+    return metrics, protocol
+
+
+def mean_fid_statistics(pairs: list[tuple[np.ndarray, np.ndarray]], mean_fid: float, ev: EvaluationConfig,
+                        cluster_size: int, prefix: str) -> tuple[dict[str, float], dict]:
+    """Small-sample statistics of a FID averaged over pairs of (output features, real features), as
+    the multi-modal task's mean over (source, target) domain pairs: ``<prefix>FID_ci_low`` /
+    ``_ci_high`` / ``_bootstrap_shift`` (each pair's outputs resampled by source image -- blocks of
+    ``cluster_size`` consecutive rows -- independently per pair, from ``default_rng([bootstrap_seed,
+    pair])``; the real images, a training split, kept fixed; the interval of the mean over pairs) and
+    ``<prefix>FID_inf`` (the mean of the pairs' FID-infinity, which is the extrapolation of the mean:
+    the line is linear). ``mean_fid``: the point estimate, the mean of the pairs' FIDs."""
+    metrics: dict[str, float] = {}
+    protocol: dict = {}
+    n_fake = max(int(f.shape[0]) for f, _ in pairs)
+    n_real = max(int(r.shape[0]) for _, r in pairs)
+    if ev.bootstrap_resamples and n_fake + n_real > ev.bootstrap_max_images:
+        protocol["bootstrap"] = (f"not computed: {n_fake} outputs + {n_real} real images > "
+                                 f"bootstrap_max_images {ev.bootstrap_max_images}")
+    elif ev.bootstrap_resamples:
+        values = np.mean([bootstrap_fid(f, r, ev.bootstrap_resamples, [ev.bootstrap_seed, i], resample_f2=False,
+                                        cluster_size=cluster_size) for i, (f, r) in enumerate(pairs)], axis=0)
+        ci = bootstrap_interval(mean_fid, values, ev.bootstrap_confidence)
+        metrics.update({f"{prefix}FID_ci_low": ci.low, f"{prefix}FID_ci_high": ci.high,
+                        f"{prefix}FID_bootstrap_shift": ci.shift})
+        protocol["bootstrap"] = (
+            f"{round(100 * ev.bootstrap_confidence)}% intervals of the FID averaged over pairs from "
+            f"{ev.bootstrap_resamples} resamples (seed {ev.bootstrap_seed}) of each pair's source images "
+            f"with their {cluster_size} outputs, with replacement, the real (training) images kept fixed: "
+            "the percentile interval shifted by the resamples' mean minus the estimate")
+    if ev.fid_infinity_below and n_fake < ev.fid_infinity_below:
+        try:
+            sizes = fid_infinity_sizes(n_fake, ev.fid_infinity_points, ev.fid_infinity_min_fraction)
+        except BenchmarkError as exc:
+            protocol["fid_infinity"] = f"not computed ({exc})"
+        else:
+            metrics[f"{prefix}FID_inf"] = float(np.mean([
+                fid_infinity(f, r, ev.fid_infinity_points, ev.fid_infinity_min_fraction, ev.fid_infinity_seed,
+                             subsample_f2=True).value for f, r in pairs]))
+            protocol["fid_infinity"] = (
+                f"FID_inf (Chong & Forsyth 2020) per pair, averaged: line of FID_N in 1/N at 1/N = 0, N = "
+                f"{sizes[0]}..{sizes[-1]} outputs ({len(sizes)} sizes), random subsets (seed "
+                f"{ev.fid_infinity_seed}), real images subsampled at the same fraction; reported below "
+                f"{ev.fid_infinity_below} outputs")
+    return metrics, protocol
+
+
 def segmentation_protocol(dataset: UnpairedDataset) -> str:
     """The published segmentation protocol a dataset's options ask for ('' = none): the name of a
     :data:`benchmark.core.metrics.drn.PROTOCOLS` entry, for real Cityscapes label->photo folders."""
@@ -182,10 +292,8 @@ def evaluate_translation(translate: Callable[[torch.Tensor], torch.Tensor], data
     count = count_images(test_a, ev.num_test_images)
     outputs, fake = sharded_outputs_and_features(translate, test_a, count, ctx)
     real = real_features(dataset, "test", ctx, side="B")
-    kid = kid_from_features(fake, real, num_subsets=ev.kid_subsets,
-                            subset_size=ev.kid_subset_size, seed=ev.kid_seed)
     shown = min(ev.grid_images, count)
-    metrics = {"FID": fid_from_features(fake, real), "KIDx100": 100.0 * kid}
+    metrics, stats_protocol = fid_kid_scores(fake, real, ev, real_is_test=True, real_name="test B")
     protocol = {}
     published_protocol = segmentation_protocol(dataset)
     scores = None
@@ -202,6 +310,7 @@ def evaluate_translation(translate: Callable[[torch.Tensor], torch.Tensor], data
                   "fid_resize": ev.fid_resize, "num_outputs": count, "num_real": int(real.shape[0]),
                   "real_split": "test B", "kid_subsets": ev.kid_subsets,
                   "kid_subset_size": min(ev.kid_subset_size, count, int(real.shape[0])),
-                  "kid_seed": ev.kid_seed, "resolution": list(outputs.shape[-2:]), **protocol},
+                  "kid_seed": ev.kid_seed, "resolution": list(outputs.shape[-2:]), **stats_protocol,
+                  **protocol},
         samples={"input": test_a.images(range(shown)), "output": outputs[:shown]},
     )

@@ -30,6 +30,10 @@ def one_thread():
 
 TINY_NETS = {"dim_in": 4, "max_conv_dim": 8, "hidden_dim": 16, "style_dim": 8, "latent_dim": 4}
 
+#: the small-sample statistics of each mode's FID (issue 15): bootstrap interval, its shift, FID-infinity
+SMALL_SAMPLE = {f"{mode}_FID_{part}" for mode in ("latent", "reference")
+                for part in ("ci_low", "ci_high", "bootstrap_shift", "inf")}
+
 
 def mm_suite_dict(tmp_path, methods=("none",), steps=4, size=16, domains=("autumn", "summer", "winter"),
                   evaluation=None, **task):
@@ -267,7 +271,7 @@ def test_evaluation_makes_the_documented_number_of_images_and_lpips_pairs(tmp_pa
     assert result.protocol["images_per_mode"] == per_mode
     assert result.protocol["lpips_pairs_per_mode"] == lpips_per_mode
     assert set(result.metrics) == {"latent_FID", "latent_LPIPS", "reference_FID", "reference_LPIPS",
-                                   "latent_L1_diversity", "reference_L1_diversity", "structure_score"}
+                                   "latent_L1_diversity", "reference_L1_diversity", "structure_score"} | SMALL_SAMPLE
     # Reference mode: 10 different reference images (of the target's 12 val images) per source image.
     refs = torch.stack([r for call in translator.refs for r in call])  # (calls * batch, 3, H, W)
     per_source = refs.view(domains * (domains - 1), outs, val_images, -1).transpose(1, 2)
@@ -385,7 +389,7 @@ def test_runner_trains_evaluates_and_writes_samples(tmp_path, monkeypatch):
     run = expand(suite)[0]
     record = json.loads(run.metrics_path.read_text())
     assert set(record["metrics"]) == {"latent_FID", "latent_LPIPS", "reference_FID", "reference_LPIPS",
-                                      "latent_L1_diversity", "reference_L1_diversity", "structure_score"}
+                                      "latent_L1_diversity", "reference_L1_diversity", "structure_score"} | SMALL_SAMPLE
     assert "UNTRAINED" in record["protocol"]["lpips"]
     samples = run.directory / "samples"
     ident = run.directory.parent.parent / "identity" / "samples"

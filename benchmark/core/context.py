@@ -25,12 +25,43 @@ class EvaluationConfig:
     """Test inputs shown in the report's image grid."""
     label_scores: bool = True
     """Score outputs with a segmenter when the source side has labels (mIoU / pixAcc / clsAcc)."""
+    bootstrap_resamples: int = 200
+    """Bootstrap resamples of the test images for FID's and KID's confidence intervals (0 = none)."""
+    bootstrap_confidence: float = 0.95
+    """Confidence level of those intervals."""
+    bootstrap_seed: int = 0
+    """Seed of the resampling (numpy ``default_rng``); the same seed gives the same intervals."""
+    bootstrap_max_images: int = 4096
+    """No intervals when the outputs and real images of one FID number are more than this many together
+    (each resample costs an SVD of about (0.63 n) x (0.63 m): seconds on a CPU at this size)."""
+    fid_infinity_below: int = 2048
+    """Report FID-infinity (Chong & Forsyth 2020) when fewer test outputs than this are scored (a
+    "small" test set: by default fewer images than Inception feature dimensions); 0 = never."""
+    fid_infinity_points: int = 15
+    """Sample sizes N of the FID_N line (the official code's 15)."""
+    fid_infinity_min_fraction: float = 0.1
+    """Smallest N as a fraction of the outputs (the official 5,000 of 50,000)."""
+    fid_infinity_seed: int = 0
+    """Seed of the FID_N subsets (numpy ``default_rng``)."""
 
     def validate(self):
         if self.num_test_images < 0:
             return f"num_test_images must be >= 0, got {self.num_test_images}"
         if self.kid_subsets < 1 or self.kid_subset_size < 2:
             return "kid_subsets must be >= 1 and kid_subset_size >= 2"
+        if self.bootstrap_resamples != 0 and self.bootstrap_resamples < 10:
+            return f"bootstrap_resamples must be 0 (no intervals) or >= 10, got {self.bootstrap_resamples}"
+        if self.bootstrap_max_images < 4:
+            return f"bootstrap_max_images must be >= 4, got {self.bootstrap_max_images}"
+        if not 0.0 < self.bootstrap_confidence < 1.0:
+            return f"bootstrap_confidence must be in (0, 1), e.g. 0.95, got {self.bootstrap_confidence}"
+        if self.fid_infinity_below < 0:
+            return f"fid_infinity_below must be >= 0 (0 = never), got {self.fid_infinity_below}"
+        if self.fid_infinity_points < 2:
+            return f"fid_infinity_points must be >= 2 (a line needs two), got {self.fid_infinity_points}"
+        if not 0.0 < self.fid_infinity_min_fraction < 1.0:
+            return ("fid_infinity_min_fraction must be in (0, 1), e.g. 0.1, got "
+                    f"{self.fid_infinity_min_fraction}")
         return None
 
 

@@ -9,7 +9,8 @@ import torch
 
 from ..config import Component
 from ..reference import PaperTable
-from .format import NOT_SCORED, STATUS, markdown_table, mean_std, protocol_footer, status_words, untrained_warning
+from .format import (INTERVAL_BOUNDS, NOT_SCORED, STATUS, interval_words, markdown_table, mean_std, protocol_footer,
+                     status_words, untrained_warning)
 from .grids import nearest_factor, read_rgb, save_grid, upscale_nearest
 from .layouts import ReportContext, register_layout
 from .multi_modal import first_seed
@@ -17,7 +18,7 @@ from .paper import dataset_paper_name, difference_cell, paper_methods, paper_not
 from .results import IDENTITY, Row
 
 TEACHER = "teacher"
-METRICS = ["params_M", "MACs_G", "FID", "KIDx100", "mIoU", "pixAcc", "clsAcc", "maskIoU",
+METRICS = ["params_M", "MACs_G", "FID", "FID_inf", "KIDx100", "KIDx100_std", "mIoU", "pixAcc", "clsAcc", "maskIoU",
            "largest_FID", "largest_mIoU", "largest_maskIoU", "gap_to_teacher_L1", "largest_gap_to_teacher_L1"]
 NAMES = {"params_M": "#Params (M)", "MACs_G": "MACs (G)", "largest_FID": "FID (largest)",
          "largest_mIoU": "mIoU (largest)", "largest_maskIoU": "maskIoU (largest)",
@@ -55,7 +56,9 @@ def dataset_table(rows: list[Row], method_order: list[str], paper_name: str | No
             name_of = column(metric)
             if metric == "MACs_G" and in_mega:
                 values, name_of = values * 1000, "MACs (M)"
-            row[name_of] = NOT_SCORED if values.empty else mean_std(values, DIGITS.get(metric, 2))
+            row[name_of] = NOT_SCORED if values.empty else mean_std(values, DIGITS.get(metric, 2)) + \
+                interval_words(*(_values(records, metric + b, prefix) for b in INTERVAL_BOUNDS),
+                               DIGITS.get(metric, 2))
         row["seeds"] = seeds
         published = {metric: table.value(paper_name, paper_row, metric) if paper_row else None
                      for metric in paper_metrics}

@@ -12,6 +12,12 @@ from .layouts import ReportContext, layout_for
 from .results import csv_table, expected_rows
 
 METRIC_NOTES = {"FID": "lower is better", "KIDx100": "KID x 100, lower is better",
+                "FID_ci_low / KIDx100_ci_low": "[low, high] after FID and KID: a bootstrap confidence "
+                "interval over the test images (resamples, level, seed and which images were resampled in "
+                "each table's protocol line; with several seeds the bounds are averaged over seeds)",
+                "KIDx100_std": "the standard deviation of KID x 100 over its random subsets",
+                "FID_inf": "FID extrapolated to infinitely many images (Chong & Forsyth, CVPR 2020), "
+                "reported for small test sets",
                 "mIoU / pixAcc / clsAcc / maskIoU": "segmentation of the outputs against the input's "
                 "labels, in percent, higher is better (the footer names the segmenter and, for a "
                 "segmenter trained here, its ceiling on real target images)"}

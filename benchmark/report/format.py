@@ -20,6 +20,40 @@ def mean_std(values: pd.Series, digits: int) -> str:
     return f"{values.mean():.{digits}f} ± {values.std(ddof=1):.{digits}f}"
 
 
+INTERVAL_BOUNDS = ("_ci_low", "_ci_high")
+"""Suffixes of the metrics that hold a bootstrap interval's bounds (e.g. ``FID_ci_low``)."""
+NOT_TABULATED = ("FID_bootstrap_shift", "latent_FID_bootstrap_shift", "reference_FID_bootstrap_shift")
+"""Metrics kept in metrics.json and the CSV but given no column of their own."""
+
+
+def interval_words(lows: pd.Series, highs: pd.Series, digits: int) -> str:
+    """' [low, high]': a bootstrap interval (the bounds averaged over seeds when there are several),
+    to follow a metric's cell; '' when there is none."""
+    if lows.empty or highs.empty:
+        return ""
+    return f" [{lows.mean():.{digits}f}, {highs.mean():.{digits}f}]"
+
+
+def with_intervals(cells: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
+    """``cells`` (rows: methods, columns: metrics, 'mean ± std' strings from the long ``table`` of
+    method / metric / value) with each metric's bootstrap interval appended to its cell, as
+    '45.30 [41.20, 49.80]', and no column of its own for the bounds (nor for NOT_TABULATED)."""
+    out = cells.copy()
+    for metric in cells.columns:
+        low, high = (metric + suffix for suffix in INTERVAL_BOUNDS)
+        if low not in cells.columns or high not in cells.columns:
+            continue
+        for method in out.index:
+            of = table[table["method"] == method]
+            values = of.loc[of["metric"] == metric, "value"]
+            words = interval_words(of.loc[of["metric"] == low, "value"], of.loc[of["metric"] == high, "value"],
+                                   auto_digits(values) if not values.empty else 2)
+            if words and isinstance(out.loc[method, metric], str):
+                out.loc[method, metric] += words
+    hidden = [c for c in out.columns if c.endswith(INTERVAL_BOUNDS) or c in NOT_TABULATED]
+    return out.drop(columns=hidden)
+
+
 def auto_digits(values: pd.Series) -> int:
     """Three decimals for scores below 1 (LPIPS-like), else two."""
     return 3 if values.abs().max() < 1 else 2

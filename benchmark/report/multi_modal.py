@@ -12,8 +12,8 @@ import torch
 from ..config import Component
 from ..core.yaml_io import load_yaml
 from ..reference import PaperTable
-from .format import (NOT_SCORED, STATUS, markdown_table, mean_std, protocol_footer, status_words,
-                     untrained_warning)
+from .format import (INTERVAL_BOUNDS, NOT_SCORED, NOT_TABULATED, STATUS, interval_words, markdown_table, mean_std,
+                     protocol_footer, status_words, untrained_warning)
 from .grids import nearest_factor, read_rgb, save_grid, upscale_nearest
 from .layouts import ReportContext, register_layout
 from .paper import (dataset_paper_name, difference_cell, paper_methods, paper_note, protocol_flags, published_cell,
@@ -33,7 +33,7 @@ def column(metric: str, paper: bool = False) -> str:
 
 
 def digits(metric: str) -> int:
-    return 2 if metric.endswith("FID") else 3
+    return 2 if "FID" in metric else 3
 
 
 def dataset_table(rows: list[Row], datasets: list[str], method_order: list[str],
@@ -45,7 +45,8 @@ def dataset_table(rows: list[Row], datasets: list[str], method_order: list[str],
     -> the paper's dataset name or None; ``to_paper``: method label -> the paper's method name."""
     records = [r.record for r in rows if r.finished]
     present = {m for r in records for m in r["metrics"]}
-    metrics = [m for m in METRICS if m in present] + sorted(present - set(METRICS))
+    metrics = [m for m in METRICS if m in present] + sorted(
+        m for m in present - set(METRICS) if not m.endswith(INTERVAL_BOUNDS) and m not in NOT_TABULATED)
     paper_metrics = list(table.metrics) if table is not None and any(paper.values()) else []
     out, statuses = [], []
     for dataset in datasets:
@@ -57,7 +58,10 @@ def dataset_table(rows: list[Row], datasets: list[str], method_order: list[str],
             for metric in metrics:
                 values = pd.Series([r["metrics"][metric] for r in runs if metric in r["metrics"]], dtype=float)
                 undefined = method == IDENTITY and metric.endswith(DIVERSITY)  # K copies of the input
-                row[column(metric)] = NOT_SCORED if values.empty or undefined else mean_std(values, digits(metric))
+                bounds = [pd.Series([r["metrics"][metric + b] for r in runs if metric + b in r["metrics"]],
+                                    dtype=float) for b in INTERVAL_BOUNDS]
+                row[column(metric)] = NOT_SCORED if values.empty or undefined else \
+                    mean_std(values, digits(metric)) + interval_words(*bounds, digits(metric))
             row["seeds"] = "-" if method == IDENTITY else len({r["seed"] for r in runs})
             name = to_paper.get(method)
             published = {metric: table.value(paper[dataset], name, metric) if paper[dataset] and name else None

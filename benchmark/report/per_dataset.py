@@ -13,14 +13,14 @@ from torchvision.utils import make_grid
 from ..config import Component
 from ..reference import PaperTable
 from .format import (NOT_SCORED, STATUS, auto_digits, markdown_table, mean_std, protocol_footer, status_words,
-                     untrained_warning, with_status)
+                     untrained_warning, with_intervals, with_status)
 from .grids import nearest_factor, read_rgb, save_grid, upscale_nearest
 from .layouts import ReportContext, register_layout
 from .paper import (dataset_paper_name, difference_cell, paper_methods, paper_note, protocol_flags, published_cell,
                     suite_table)
 from .results import IDENTITY, Row, results_table
 
-METRIC_ORDER = ["FID", "KIDx100", "mIoU", "pixAcc", "clsAcc", "maskIoU"]
+METRIC_ORDER = ["FID", "FID_inf", "KIDx100", "KIDx100_std", "mIoU", "pixAcc", "clsAcc", "maskIoU"]
 
 
 def summary_table(table: pd.DataFrame, labels: list[str]) -> pd.DataFrame:
@@ -33,6 +33,7 @@ def summary_table(table: pd.DataFrame, labels: list[str]) -> pd.DataFrame:
         cells = table.groupby(["method", "metric"])["value"].apply(
             lambda v: mean_std(v, auto_digits(v))).unstack("metric")
         seeds = table.groupby("method")["seed"].nunique()
+        cells = with_intervals(cells, table)
     metrics = [m for m in METRIC_ORDER if m in cells.columns] + \
         sorted(c for c in cells.columns if c not in METRIC_ORDER)
     out = cells.reindex(index=labels, columns=metrics).fillna(NOT_SCORED)

@@ -19,12 +19,12 @@ import torch
 from benchmark.core.context import Evaluation, RunContext
 from benchmark.core.errors import ConfigError
 from benchmark.core.images import ImageSet
-from benchmark.core.metrics.fid import fid_from_features, inception_features, kid_from_features
+from benchmark.core.metrics.fid import fid_from_features, inception_features
 from benchmark.core.metrics.inception import INCEPTION_SHA256
 
 from ..data import seeded_generator
-from ..evaluation import (cityscapes_label_scores, count_images, evaluate_translation, label_scores,
-                          real_features, segmentation_protocol, translate_set)
+from ..evaluation import (cityscapes_label_scores, count_images, evaluate_translation, fid_kid_scores,
+                          label_scores, real_features, segmentation_protocol, translate_set)
 
 
 def held_out_indices(n_train: int, count: int) -> list[int]:
@@ -60,10 +60,13 @@ class CompressionScorer:
             self._real = np.concatenate(parts)
         return self._real
 
-    def _fid(self, outputs: torch.Tensor) -> tuple[float, np.ndarray]:
+    def _features(self, outputs: torch.Tensor) -> np.ndarray:
         ev = self.ctx.evaluation
-        fake = inception_features(outputs, resize=ev.fid_resize, device=self.ctx.device,
+        return inception_features(outputs, resize=ev.fid_resize, device=self.ctx.device,
                                   batch_size=ev.batch_size, weights_dir=self.ctx.weights_dir)
+
+    def _fid(self, outputs: torch.Tensor) -> tuple[float, np.ndarray]:
+        fake = self._features(outputs)
         return fid_from_features(fake, self.real()), fake
 
     # -- the search's score ----------------------------------------------------------------------
@@ -92,11 +95,11 @@ class CompressionScorer:
         test_a = self.dataset.split("test", "A")
         count = count_images(test_a, ev.num_test_images)
         outputs = translate_set(translate, test_a, count, ev.batch_size, ctx.device)
-        fid, fake = self._fid(outputs)
+        fake = self._features(outputs)
         real = self.real()
-        kid = kid_from_features(fake, real, num_subsets=ev.kid_subsets, subset_size=ev.kid_subset_size,
-                                seed=ev.kid_seed)
-        metrics = {"FID": fid, "KIDx100": 100.0 * kid}
+        # the real side is the test split itself for paired data; train B + test B (a reference set) for unpaired
+        metrics, stats_protocol = fid_kid_scores(fake, real, ev, real_is_test=self.paired,
+                                                 real_name=self.real_description)
         protocol = {}
         seg = segmentation_protocol(self.dataset)
         if ev.label_scores and seg:
@@ -113,5 +116,6 @@ class CompressionScorer:
                       "fid_resize": ev.fid_resize, "num_outputs": count, "num_real": int(real.shape[0]),
                       "real_split": self.real_description, "kid_subsets": ev.kid_subsets,
                       "kid_subset_size": min(ev.kid_subset_size, count, int(real.shape[0])),
-                      "kid_seed": ev.kid_seed, "resolution": list(outputs.shape[-2:]), **protocol},
+                      "kid_seed": ev.kid_seed, "resolution": list(outputs.shape[-2:]), **stats_protocol,
+                      **protocol},
             samples={"input": test_a.images(range(shown)), "output": outputs[:shown]})

@@ -45,7 +45,7 @@ from datasets.base import ImageSet
 
 from benchmark.core.context import Evaluation, RunContext
 from ..data import seeded_generator, to_model_range, to_uint8_rounded
-from ..evaluation import count_images, real_features, sharded_inception_features
+from ..evaluation import count_images, mean_fid_statistics, real_features, sharded_inception_features
 
 MODES = ("latent", "reference")
 
@@ -194,8 +194,9 @@ def evaluate_multimodal(translator: Translator | None, dataset, settings: EvalSe
     generated = {m: 0 for m in MODES}
     lpips_pairs = {m: 0 for m in MODES}
     structure: list[torch.Tensor] = []
+    stats_protocol: dict = {}
     for mode in MODES:
-        fids, lps, l1s = [], [], []
+        fids, lps, l1s, pair_features = [], [], [], []
         for t, trg in enumerate(domains):
             real = real_features(dataset, "train", ctx, domain=trg)
             for s, src in enumerate(domains):
@@ -219,6 +220,7 @@ def evaluate_multimodal(translator: Translator | None, dataset, settings: EvalSe
                 lpips_pairs[mode] += pairs
                 fid = fid_from_features(fake, real)
                 fids.append(fid)
+                pair_features.append((fake, real))
                 per_pair[f"FID_{mode}/{task}"] = fid
                 if settings.lpips:
                     lp = float(np.mean(per_image)) if per_image else 0.0
@@ -227,6 +229,9 @@ def evaluate_multimodal(translator: Translator | None, dataset, settings: EvalSe
                 if labels is not None:
                     structure.append(structure_correlation(images, labels[s].repeat_interleave(k_outs, dim=0)))
         metrics[f"{mode}_FID"] = float(np.mean(fids))
+        mode_stats, stats_protocol = mean_fid_statistics(pair_features, metrics[f"{mode}_FID"], ev,
+                                                         cluster_size=k_outs, prefix=f"{mode}_")
+        metrics.update(mode_stats)
         if settings.lpips:
             metrics[f"{mode}_LPIPS"] = float(np.mean(lps))
         metrics[f"{mode}_L1_diversity"] = float(np.mean(l1s))
@@ -255,6 +260,7 @@ def evaluate_multimodal(translator: Translator | None, dataset, settings: EvalSe
         "images_per_mode": generated["latent"],
         "lpips_pairs_per_mode": lpips_pairs["latent"],
         "resolution": list(sources[0].shape[-2:]),
+        **stats_protocol,
     }
     if labels is not None:
         protocol["structure_score"] = ("Pearson correlation of output Sobel edge magnitude with the "
