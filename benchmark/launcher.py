@@ -60,6 +60,10 @@ def make_executor(suite: Suite):
     submitit = import_submitit(settings.type)
     folder = suite.launcher_dir / "%j"
     if settings.type == "slurm":
+        if submitit.SlurmExecutor.affinity() <= 0:
+            raise ConfigError("launcher 'slurm': SLURM's commands (srun, sbatch) are not found on this "
+                              "machine; run on a login node of the cluster, or try the config here with "
+                              "launcher.type=submitit_local")
         executor = submitit.AutoExecutor(folder=folder, cluster="slurm",
                                          slurm_max_num_timeout=settings.max_requeues)
         params: dict[str, Any] = {
