@@ -253,13 +253,18 @@ def test_submitit_jobs_killed_or_preempted_resume_bit_exactly(tmp_path):
                   "the jobs")
         job = {e.name: e.submitted for e in launcher.tracked}
         _wait_for(killed.checkpoint_path.exists, 240, "the first checkpoint of the run to kill")
-        pids = _children(int(job[killed.run_id].job_id))  # the job's process under its controller
+        pids = _children(int(job[killed.run_id].job_id))  # the job's process, under its controller
         assert pids
         for pid in pids:
             os.kill(pid, signal.SIGKILL)
         killed_at = _checkpoint_step(killed)
         _wait_for(preempted.checkpoint_path.exists, 240, "the first checkpoint of the run to pre-empt")
-        job[preempted.run_id]._interrupt()  # pre-emption as submitit's LocalExecutor signals it
+        # Pre-emption as SLURM signals it (sbatch --signal): submitit's signal to the job's process.
+        from submitit.local.local import LocalJobEnvironment
+        pids = _children(int(job[preempted.run_id].job_id))
+        assert pids
+        for pid in pids:
+            os.kill(pid, LocalJobEnvironment._usr_sig())
         preempted_at = _checkpoint_step(preempted)
     finally:
         thread.join(timeout=400)
