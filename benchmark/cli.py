@@ -55,8 +55,10 @@ def cmd_report(args) -> int:
     suite = load_suite(args.config, args.overrides)
     if suite.settings.launcher.type != "local":
         from .launcher import job_states
-        for line in job_states(suite):  # the jobs of the last `run` (e.g. after --no-wait)
-            print(f"job of {line}")
+        states = job_states(suite)  # the jobs of the last `run` (e.g. after --no-wait)
+        if states:
+            print(f"jobs of the last run ({suite.launcher_dir / 'jobs.json'}):")
+            print("\n".join(f"  {line}" for line in states))
     print(f"report: {write_report(suite)}")
     return 0
 

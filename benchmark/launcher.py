@@ -247,11 +247,13 @@ def job_states(suite: Suite) -> list[str]:
     data = json.loads(path.read_text())
     lines = []
     for name, info in data.get("jobs", {}).items():
-        state = "(a local job: see its log " + info.get("stderr", "") + ")"
-        if data.get("launcher") == "slurm":
-            try:
-                state = submitit.SlurmJob(suite.launcher_dir / "%j", info["job_id"]).state
-            except Exception as exc:  # noqa: BLE001 - sacct missing or the job forgotten
-                state = f"unknown ({type(exc).__name__})"
-        lines.append(f"{name}: job {info['job_id']} {state}")
+        folder = suite.launcher_dir / "%j"
+        try:
+            if data.get("launcher") == "slurm":
+                state = submitit.SlurmJob(folder, info["job_id"]).state
+            else:  # a job of an earlier process: FINISHED once its result is written
+                state = submitit.local.local.LocalJob(folder, info["job_id"]).state
+        except Exception as exc:  # noqa: BLE001 - sacct missing or the job forgotten
+            state = f"UNKNOWN ({type(exc).__name__})"
+        lines.append(f"{name}: job {info['job_id']} {state} (log: {info.get('stderr', '?')})")
     return lines

@@ -280,6 +280,9 @@ def test_submitit_jobs_killed_or_preempted_resume_bit_exactly(tmp_path):
         job_log = Path(jobs[run.run_id]["stderr"]).read_text()
         assert f"resumed {run.run_id} at step" in job_log, job_log
     assert "preempted" in Path(jobs[preempted.run_id]["stderr"]).read_text()
+    from benchmark.launcher import job_states  # what `report` prints after `run --no-wait`
+    states = job_states(suite)
+    assert len(states) == 3 and all(" FINISHED (log: " in line for line in states), states
 
     reference = suite_from_dict({**raw, "output_dir": str(tmp_path / "reference"), "launcher": "local"},
                                 base_dir=tmp_path)
