@@ -6,7 +6,7 @@ import sys
 
 from . import plugins
 from .core import registry
-from .core.errors import BenchmarkError
+from .core.errors import BenchmarkError, ConfigError
 
 
 def cmd_run(args) -> int:
@@ -24,6 +24,10 @@ def cmd_run(args) -> int:
     from .core.distributed import from_environment
 
     suite = load_suite(args.config, args.overrides)
+    launcher = suite.settings.launcher.type
+    if args.no_wait and launcher == "local":
+        raise ConfigError("--no-wait needs a job launcher (launcher: slurm or submitit_local); "
+                          "with launcher: local the runs train in this command")
     check_suite(suite)  # every pretrained file the suite needs, before any training
     place = from_environment()  # under torchrun: every rank trains each run; rank 0 logs and reports
     progress = SuiteProgress(0)
@@ -33,10 +37,17 @@ def cmd_run(args) -> int:
         return 1 if failures else 0
     progress.total_steps = max(1, runner.planned_steps())
     started = time.monotonic()
+    where = runner.device if launcher == "local" else f"{launcher} jobs"
     progress.log(f"suite '{suite.name}': {len(suite.tasks)} task(s) x {len(suite.datasets)} dataset(s) x "
-                 f"{len(suite.methods)} method(s) x {len(suite.settings.seeds)} seed(s) on {runner.device}; "
+                 f"{len(suite.methods)} method(s) x {len(suite.settings.seeds)} seed(s) on {where}; "
                  f"outputs in {suite.output_dir}")
-    failures = runner.run_all()
+    if launcher == "local":
+        failures = runner.run_all()
+    else:
+        from .launcher import launch
+        failures = launch(suite, progress, wait=not args.no_wait)
+        if args.no_wait:
+            return 0
     report = write_report(suite)
     progress.log(f"suite '{suite.name}' took {format_seconds(time.monotonic() - started)}")
     if failures:
@@ -63,7 +74,14 @@ def cmd_plan(args) -> int:
 def cmd_report(args) -> int:
     from .config import load_suite
     from .report import write_report
-    print(f"report: {write_report(load_suite(args.config, args.overrides))}")
+    suite = load_suite(args.config, args.overrides)
+    if suite.settings.launcher.type != "local":
+        from .launcher import job_states
+        states = job_states(suite)  # the jobs of the last `run` (e.g. after --no-wait)
+        if states:
+            print(f"jobs of the last run ({suite.launcher_dir / 'jobs.json'}):")
+            print("\n".join(f"  {line}" for line in states))
+    print(f"report: {write_report(suite)}")
     return 0
 
 
@@ -125,6 +143,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. seeds=[0,1]")
     run.add_argument("--dry-run", action="store_true",
                      help="train nothing: the same as `plan` (runs, steps, GPU hours, data and weight checks)")
+    run.add_argument("--no-wait", action="store_true",
+                     help="with a job launcher (launcher: slurm): submit the jobs and return; "
+                          "`report CONFIG` writes the report once they have ended")
     run.set_defaults(func=cmd_run)
     pln = sub.add_parser("plan", help="build every run of a suite without training, check its data folders "
                                       "and pretrained files, print runs, steps and estimated GPU hours")

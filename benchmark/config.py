@@ -23,6 +23,56 @@ from datasets.base import DATASET_KINDS
 
 
 @dataclass
+class LauncherSettings:
+    """Where the runs of a suite train (``launcher:``). ``local``: in this process and its
+    ``workers``; ``slurm``: each run (and each identity row) in its own SLURM job through submitit,
+    requeued after pre-emption or timeout and resumed from its checkpoint; ``submitit_local``: the
+    same jobs as processes of this machine (submitit's LocalExecutor: a test bed for ``slurm``)."""
+    type: Literal["local", "submitit_local", "slurm"] = "local"
+    folder: str = ""
+    """submitit's job files and logs ('' = <output_dir>/launcher/<suite>; relative to the config's
+    working directory). Must be on a file system the jobs see."""
+    partition: str = ""
+    """SLURM partition ('' = the cluster's default)."""
+    gpus_per_node: int = 1
+    cpus_per_task: int = 4
+    mem_gb: int = 0
+    """Memory per job (0 = the partition's default)."""
+    timeout_min: int = 1440
+    """Time limit of one job; a run that needs longer is requeued at the limit and resumes."""
+    account: str = ""
+    qos: str = ""
+    constraint: str = ""
+    slurm_additional_parameters: dict[str, Any] = field(default_factory=dict)
+    """Passed to sbatch as they are, e.g. {reservation: name, exclude: node12}."""
+    max_parallel: int = 0
+    """Jobs running at once (slurm: the job array's parallelism); 0 = no limit."""
+    max_requeues: int = 3
+    """Requeues after a timeout (pre-emptions are always requeued): submitit's max_num_timeout."""
+    max_resubmissions: int = 2
+    """A job that ended without a result (killed, node failure) is submitted again this many
+    times while the command waits; the run resumes from its last checkpoint."""
+    poll_s: float = 10.0
+    """Seconds between two looks at the jobs' states while the command waits."""
+    job_name: str = ""
+    """The jobs' name ('' = i2i-<suite>)."""
+
+    def validate(self):
+        for name in ("gpus_per_node", "max_parallel", "max_requeues", "max_resubmissions"):
+            if getattr(self, name) < 0:
+                return f"{name} must be >= 0, got {getattr(self, name)}"
+        if self.cpus_per_task < 1:
+            return f"cpus_per_task must be >= 1, got {self.cpus_per_task}"
+        if self.timeout_min < 1:
+            return f"timeout_min must be >= 1 (minutes per job), got {self.timeout_min}"
+        if self.mem_gb < 0:
+            return f"mem_gb must be >= 0 (0 = the partition's default), got {self.mem_gb}"
+        if self.poll_s <= 0:
+            return f"poll_s must be > 0 seconds, got {self.poll_s}"
+        return None
+
+
+@dataclass
 class SuiteSettings:
     suite: str
     tasks: dict[str, Any]
@@ -48,6 +98,9 @@ class SuiteSettings:
     workers: int = 1
     """Runs trained at the same time, each in its own process (on CPU give each worker its own
     cores: workers x cpu_threads <= cores; on one GPU they share the device)."""
+    launcher: LauncherSettings = field(default_factory=LauncherSettings)
+    """Where the runs train: this machine (``local``, default) or a job each (``slurm``,
+    ``submitit_local``); see README, "Running on a cluster"."""
     description: str = ""
     paper_table: str = ""
     """The published table the report compares with (a key of ``benchmark.reference.NAMED_TABLES``,
@@ -122,6 +175,14 @@ class Suite:
     @property
     def cache_dir(self) -> Path:
         return self.output_dir / "cache"
+
+    @property
+    def launcher_dir(self) -> Path:
+        """Where a job launcher keeps its job files and logs (``launcher.folder``)."""
+        folder = self.settings.launcher.folder
+        if not folder:
+            return self.output_dir / "launcher" / self.name
+        return Path(folder) if Path(folder).is_absolute() else self.base_dir / folder
 
     def identity_dir(self, task: Component, dataset: Component) -> Path:
         """Folder of the ``identity`` row (the inputs scored as outputs) of a task and dataset."""
@@ -412,6 +473,8 @@ def suite_from_dict(raw: dict, source: str = "<dict>", base_dir: Path | None = N
     for key in ("tasks", "datasets"):
         if isinstance(raw.get(key), list):
             raw[key] = {name: {} for name in raw[key]}
+    if isinstance(raw.get("launcher"), str):  # ``launcher: slurm`` = ``launcher: {type: slurm}``
+        raw["launcher"] = {"type": raw["launcher"]}
     settings = build(SuiteSettings, raw, where)
     if settings.paper_table:
         from .reference import NAMED_TABLES

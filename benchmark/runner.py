@@ -13,6 +13,7 @@ from typing import Literal
 
 import torch
 import yaml
+from filelock import FileLock, Timeout
 
 from .core.atomic import atomic_write
 from .core.context import RunContext
@@ -53,6 +54,39 @@ class Job:
     dataset_index: int = 0
     run_index: int = 0
     header: str = ""
+
+
+@dataclass(frozen=True)
+class Busy:
+    """Outcome of a run whose lock another process holds (another ``run`` command, worker or job
+    is training it): :meth:`Runner.run_all` comes back to it after its other jobs."""
+    run_id: str
+
+
+def run_lock(run: Run) -> FileLock:
+    """The lock on ``run``'s folder: held while a process trains and evaluates the run, so that
+    two ``run`` commands, workers or jobs never train it at once. It is an OS-level lock
+    (``flock``): the OS releases it when its process dies, so a killed process leaves no lock
+    that blocks."""
+    run.directory.mkdir(parents=True, exist_ok=True)
+    return FileLock(str(run.directory / RUN_LOCK))
+
+
+RUN_LOCK = "run.lock"
+
+
+def held_by_a_process(directory: Path) -> bool:
+    """Whether a process holds the lock of the run in ``directory`` (it is training it now)."""
+    path = directory / RUN_LOCK
+    if not path.is_file():
+        return False
+    lock = FileLock(str(path))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        return True
+    lock.release()
+    return False
 
 
 def resolve_device(name: str, local_rank: int | None = None) -> torch.device:
@@ -268,25 +302,35 @@ class Runner:
 
     def run_all(self) -> list[tuple[str, str]]:
         """Score the identity rows, then run every unfinished run (``workers`` jobs at a time);
-        returns (run_id, error) for the jobs that failed."""
+        returns (run_id, error) for the jobs that failed. A run that another process is training
+        (its folder is locked) is skipped at first; after the other jobs this process waits for
+        that lock, then takes the run's results, or trains the run itself (resuming it) when the
+        other process stopped before finishing it."""
         jobs = self.jobs()
         workers = min(self.suite.settings.workers, len(jobs))
         if workers <= 1:
             outcomes = (self.do(job) for job in jobs)
         else:
             outcomes = self._execute_in_workers(jobs, workers)
-        return [failure for failure in outcomes if failure is not None]
+        outcomes = list(outcomes)
+        busy = {o.run_id for o in outcomes if isinstance(o, Busy)}
+        if busy:
+            self._log(f"{len(busy)} run(s) held by another process: waiting for them")
+            outcomes += [self.do(job, wait=True) for job in jobs
+                         if job.kind == "run" and self.runs[job.run_index].run_id in busy]
+        return [o for o in outcomes if o is not None and not isinstance(o, Busy)]
 
     def job_name(self, job: Job) -> str:
         if job.kind == "run":
             return self.runs[job.run_index].run_id
         return _identity_name(self.suite.tasks[job.task_index], self.suite.datasets[job.dataset_index])
 
-    def do(self, job: Job) -> tuple[str, str] | None:
-        """One job of ``run_all``; returns (name, error) when it failed."""
+    def do(self, job: Job, wait: bool = False) -> tuple[str, str] | Busy | None:
+        """One job of ``run_all``; returns (name, error) when it failed, :class:`Busy` when another
+        process holds the run (``wait``: wait for it instead)."""
         if job.kind == "identity":
             return self.score_identity(self.suite.tasks[job.task_index], self.suite.datasets[job.dataset_index])
-        return self.execute(self.runs[job.run_index], job.header)
+        return self.execute(self.runs[job.run_index], job.header, wait)
 
     def score_identity(self, task: Component, dataset: Component) -> tuple[str, str] | None:
         self._log(f"[identity] {task.label}/{dataset.label}: scoring the inputs as outputs")
@@ -302,9 +346,36 @@ class Runner:
             return _identity_name(task, dataset), str(exc)
         return None
 
-    def execute(self, run: Run, header: str) -> tuple[str, str] | None:
-        """Train (or resume) and evaluate one run; a failure is logged with its traceback in the
-        run folder and returned as (run_id, message) instead of stopping the suite."""
+    def execute(self, run: Run, header: str, wait: bool = False) -> tuple[str, str] | Busy | None:
+        """Train (or resume) and evaluate one run, holding its lock; a failure is logged with its
+        traceback in the run folder and returned as (run_id, message) instead of stopping the
+        suite. When another process holds the run's lock: :class:`Busy`, or with ``wait`` wait for
+        that process and take its results (or go on from its checkpoint if it stopped early).
+        Under torchrun rank 0 holds the lock for every rank and never skips (the ranks must train
+        the same runs): it waits, and the ranks follow its decision."""
+        d = self.distributed
+        if d.enabled and not d.is_main:
+            finished = d.broadcast(None)
+            return None if finished else self._execute_locked(run, header)
+        lock = run_lock(run)
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            if not wait and not d.enabled:
+                self._log(f"{header}: another process is training it (lock {lock.lock_file}); "
+                          "skipped for now")
+                return Busy(run.run_id)
+            self._log(f"{header}: another process is training it (lock {lock.lock_file}); waiting")
+            lock.acquire()
+        try:
+            if d.broadcast(run.metrics_path.exists()):
+                self._log(f"{header}: finished by another process, skipped")
+                return None
+            return self._execute_locked(run, header)
+        finally:
+            lock.release()
+
+    def _execute_locked(self, run: Run, header: str) -> tuple[str, str] | None:
         self._log(f"{header}: training on {self.device}")
         started = time.perf_counter()
         try:

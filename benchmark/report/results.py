@@ -11,7 +11,7 @@ import pandas as pd
 import torch
 
 from ..config import Suite
-from ..runner import expand, identity_dir
+from ..runner import expand, held_by_a_process, identity_dir
 
 IDENTITY = "identity"
 ERROR_LOG = "error.log"
@@ -70,11 +70,15 @@ def _row(task: str, dataset: str, method: str, seed: int | None, directory: Path
 def missing_reason(directory: Path) -> str:
     """Why the run in ``directory`` has no metrics.json: 'not run yet' (no folder: never started, or
     removed), 'failed: <the error>' (an error.log newer than any checkpoint), 'interrupted at step N'
-    (a readable checkpoint), else 'not finished'."""
+    (a readable checkpoint), else 'not finished'; 'running' first when a process holds the run's
+    lock (e.g. a job of ``run --no-wait``)."""
     if not directory.is_dir():
         return "not run yet"
     error_log = directory / ERROR_LOG
     checkpoint = latest_checkpoint(directory)
+    if held_by_a_process(directory):
+        step = checkpoint_step(checkpoint) if checkpoint is not None else None
+        return "running" + (f" (checkpoint at step {step})" if step is not None else "")
     if error_log.is_file() and (checkpoint is None or error_log.stat().st_mtime >= checkpoint.stat().st_mtime):
         return f"failed: {error_message(error_log)}"
     step = checkpoint_step(checkpoint) if checkpoint is not None else None
