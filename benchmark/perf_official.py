@@ -84,8 +84,15 @@ class OfficialStep:
                  device: torch.device, seed: int = 0):
         gpu_ids = str(device.index or 0) if device.type == "cuda" else "-1"
         cmd = official_command_line(mode, size, ngf, ndf, gpu_ids)
+        argv = sys.argv
+        # CUT's option setter parses sys.argv itself (parse_known_args()): give it the same line.
+        sys.argv = ["train.py", *cmd.split()]
+        try:
+            with contextlib.redirect_stdout(io.StringIO()):
+                opt = train_options.TrainOptions(cmd_line=cmd).gather_options()
+        finally:
+            sys.argv = argv
         with contextlib.redirect_stdout(io.StringIO()):  # it prints its networks
-            opt = train_options.TrainOptions(cmd_line=cmd).gather_options()
             opt.isTrain = True
             opt.gpu_ids = [int(i) for i in gpu_ids.split(",") if int(i) >= 0]
             self.opt = opt
