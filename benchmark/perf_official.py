@@ -167,8 +167,11 @@ def run_official_comparison(args) -> list[dict]:
         for method in methods:
             print(f"[perf --official] {method} at {size}x{size}, {args.steps} interleaved steps per side",
                   file=sys.stderr, flush=True)
-            results.append(compare_one(models, train_options, method, size, args.steps, args.ngf, args.ndf,
-                                       args.device, str(out_dir / "work"), args.threads))
+            r = compare_one(models, train_options, method, size, args.steps, args.ngf, args.ndf,
+                            args.device, str(out_dir / "work"), args.threads)
+            print(f"[perf --official] {method} {size}x{size}: ours {r['ours_s']:.4f} s, official "
+                  f"{r['official_s']:.4f} s, ratio {r['ratio']:.3f}", file=sys.stderr, flush=True)
+            results.append(r)
     device = results[0]["device"]
     device_name = torch.cuda.get_device_name(device) if device.startswith("cuda") else cpu_name()
     meta = {"torch": torch.__version__, "python": platform.python_version(), "device_name": device_name,
