@@ -104,6 +104,10 @@ def cmd_list(args) -> int:
 
 
 def cmd_perf(args) -> int:
+    if args.official is not None:
+        from .perf_official import run_official_comparison
+        run_official_comparison(args)
+        return 0
     from .perf import run_perf
     run_perf(args)
     return 0
@@ -172,6 +176,11 @@ def build_parser() -> argparse.ArgumentParser:
     perf.add_argument("--task-option", nargs="*", default=[], metavar="KEY=VALUE",
                       help="more single-modal task options, e.g. n_layers_D=1 antialias=false")
     perf.add_argument("--out", default="results/perf", help="folder for perf_<device>_<size>.json / .md")
+    perf.add_argument("--official", metavar="PATH", default=None,
+                      help="a local checkout of taesungp/contrastive-unpaired-translation: time its CUT and "
+                           "FastCUT steps against ours at the same settings, interleaved in one process")
+    perf.add_argument("--official-sizes", nargs="+", type=int, default=[64, 128], metavar="SIZE",
+                      help="image sides compared with --official")
     perf.set_defaults(func=cmd_perf)
     wts = sub.add_parser("weights", help="pretrained files: every known one, or those CONFIG needs, "
                                          "with their state and where to put missing ones")

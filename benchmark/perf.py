@@ -43,10 +43,11 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine() or "cpu"
 
 
-def measure_one(method: str, size: int, batch_size: int, steps: int, ngf: int, ndf: int, n_blocks: int,
-                device: str, cache_root: str, threads: int = 0, task_options: dict | None = None) -> dict:
-    """Time ``steps`` training steps after two warm-up steps; peak memory of this process.
-    Frozen ImageNet backbones (VGG16) are built untrained: the same compute, no weight file needed."""
+def build_perf_task(method: str, size: int, batch_size: int, n_steps: int, ngf: int, ndf: int, n_blocks: int,
+                    device: str, cache_root: str, threads: int = 0, task_options: dict | None = None):
+    """A single-modal task of ``method`` on synthetic images of side ``size``, built as a run of a
+    one-run suite would build it (seed 0): ``(task, device)``. Frozen ImageNet backbones (VGG16) are
+    built untrained: the same compute, no weight file needed."""
     from dataclasses import fields
 
     from .runner import Runner, expand
@@ -56,13 +57,21 @@ def measure_one(method: str, size: int, batch_size: int, steps: int, ngf: int, n
     suite = suite_from_dict({
         "suite": "perf", "seeds": [0], "device": device, "output_dir": cache_root, "cpu_threads": threads,
         "tasks": {"single_modal": {**(task_options or {}), "ngf": ngf, "ndf": ndf, "n_blocks": n_blocks,
-                                    "batch_size": batch_size, "n_steps": steps + 2, "n_steps_decay": 0}},
+                                    "batch_size": batch_size, "n_steps": n_steps, "n_steps_decay": 0}},
         "datasets": {"synthetic_objects": {"size": size, "n_train": 8, "n_test": 2}},
         "methods": [{"name": method, "params": params}]})
     runner = Runner(suite)
-    run = expand(suite)[0]
-    task = runner.build_task(run)
-    on_cuda = runner.device.type == "cuda"
+    return runner.build_task(expand(suite)[0]), runner.device
+
+
+def measure_one(method: str, size: int, batch_size: int, steps: int, ngf: int, ndf: int, n_blocks: int,
+                device: str, cache_root: str, threads: int = 0, task_options: dict | None = None) -> dict:
+    """Time ``steps`` training steps after two warm-up steps; peak memory of this process.
+    Frozen ImageNet backbones (VGG16) are built untrained: the same compute, no weight file needed."""
+    cls, _ = find_method(method)
+    task, device_used = build_perf_task(method, size, batch_size, steps + 2, ngf, ndf, n_blocks, device,
+                                        cache_root, threads, task_options)
+    on_cuda = device_used.type == "cuda"
     for _ in range(2):
         task.train_step()
     if on_cuda:
@@ -79,8 +88,8 @@ def measure_one(method: str, size: int, batch_size: int, steps: int, ngf: int, n
     peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {
         "method": method, "method_type": cls.registry_name, "size": size, "batch_size": batch_size,
-        "ngf": ngf, "ndf": ndf, "n_blocks": n_blocks, "device": str(runner.device),
-        "device_name": torch.cuda.get_device_name(runner.device) if on_cuda else cpu_name(),
+        "ngf": ngf, "ndf": ndf, "n_blocks": n_blocks, "device": str(device_used),
+        "device_name": torch.cuda.get_device_name(device_used) if on_cuda else cpu_name(),
         "steps_timed": steps,
         "step_seconds": round(seconds, 4), "step_seconds_mean": round(statistics.fmean(times), 4),
         "step_seconds_min": round(min(times), 4), "step_seconds_max": round(max(times), 4),

@@ -55,6 +55,18 @@ class TranslationPair:
     side, detached) and student activations (the queries' side) on the same input image."""
     identity_features: tuple[list[torch.Tensor], list[torch.Tensor]] | None = None
     """The same for the (target, identity) side, when the task gives ``features``."""
+    encoded: tuple[tuple[torch.Tensor, list[torch.Tensor]], ...] = ()
+    """``(image, encode(image))`` pairs that the task's own forward pass already computed (the same
+    values, with their gradients), e.g. the source's encoder activations from the generator's
+    translation of it; ``features_of`` returns them instead of encoding the image again."""
+
+    def features_of(self, image: torch.Tensor) -> list[torch.Tensor]:
+        """``encode(image)``: the task's already computed features of exactly this tensor
+        (``encoded``) when it has them, else a fresh encoding."""
+        for known, features in self.encoded:
+            if known is image:
+                return list(features)
+        return self.encode(image)
 
     def given_features(self, source: torch.Tensor, output: torch.Tensor
                        ) -> tuple[list[torch.Tensor], list[torch.Tensor]] | None:

@@ -204,7 +204,10 @@ class NEGCUT(PatchNCEMethod):
             sides.append((pair.target, pair.identity))
         views = []
         for source, output in sides:
-            source_feats, output_feats = encode_pair(pair, source, output)
+            # Unless detached, the instance vectors send gradients into the source's features: encode
+            # it afresh rather than reuse the task's forward activations (bit-identical gradients).
+            source_feats, output_feats = encode_pair(pair, source, output,
+                                                     reuse_source=self.params.detach_negatives)
             if self.params.detach_negatives:
                 with torch.no_grad():
                     instances = self.instance_vectors([f.detach() for f in source_feats])

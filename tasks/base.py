@@ -27,6 +27,22 @@ def set_requires_grad(net: torch.nn.Module, flag: bool) -> None:
         p.requires_grad_(flag)
 
 
+def samplewise(net: torch.nn.Module) -> bool:
+    """Whether ``net``, in its current mode, computes each image of a batch on its own and
+    deterministically, so that a slice of its activations on a batch equals its activations on that
+    slice alone: no module uses or updates batch statistics (BatchNorm in training, or any norm
+    that tracks running statistics in training) and no dropout is active."""
+    for m in net.modules():
+        if not m.training:
+            continue
+        if isinstance(m, torch.nn.modules.batchnorm._NormBase) and (
+                m.track_running_stats or isinstance(m, torch.nn.modules.batchnorm._BatchNorm)):
+            return False
+        if isinstance(m, torch.nn.modules.dropout._DropoutNd) and m.p > 0:
+            return False
+    return True
+
+
 def linear_decay_schedulers(optimizers: list[torch.optim.Optimizer], n_constant: int,
                             n_decay: int) -> list[torch.optim.lr_scheduler.LambdaLR]:
     """CUT's 'linear' policy on every optimiser, stepped once per training step."""

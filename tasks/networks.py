@@ -233,6 +233,18 @@ class ResnetGenerator(nn.Module):
                 return feats
         return feat, feats
 
+    def features_survive_forward(self, layers: Sequence[int]) -> bool:
+        """Whether the activations at ``layers`` that a full pass (``encode_only=False``) returns are
+        those ``encode_only=True`` returns: no in-place ReLU overwrites them later in the pass (the
+        layer's output flows, through Identity layers, into an in-place ReLU; see the class doc)."""
+        for i in layers:
+            j = i + 1
+            while j < len(self.model) and isinstance(self.model[j], nn.Identity):
+                j += 1
+            if j < len(self.model) and isinstance(self.model[j], nn.ReLU) and self.model[j].inplace:
+                return False
+        return True
+
     @torch.no_grad()
     def encoder_shapes(self, layers: Sequence[int], image_size: int = 64) -> list[tuple[int, int, int]]:
         """(C, H, W) of the features at ``layers`` for an ``image_size``-square input (dummy forward

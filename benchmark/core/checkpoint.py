@@ -1,8 +1,15 @@
-"""Atomic checkpoints and the random-number state needed to resume bit-exactly."""
+"""Atomic checkpoints and the random-number state needed to resume bit-exactly.
+
+Checkpoints are read with ``torch.load(weights_only=True)``: tensors, containers and plain Python
+values only, plus the few non-tensor types a run's checkpoint holds, allowed by name
+(``CHECKPOINT_GLOBALS``: the NumPy array of NumPy's random state). Anything else pickled into a file
+(code to run on loading, an unexpected object) is refused with a ``CheckpointError``, whether the
+file is the run's own or came from another machine."""
 from __future__ import annotations
 
 from benchmark.core.atomic import atomic_write
 import random
+import re
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +19,43 @@ import torch
 from .errors import CheckpointError
 
 FORMAT_VERSION = 1
+
+
+def _numpy_array_globals() -> list:
+    """What pickle needs to rebuild NumPy's random state (a uint32 array): its reconstructor, the
+    array and dtype classes, and the uint32 dtype class (NumPy >= 1.25 pickles dtypes by class)."""
+    try:
+        from numpy._core.multiarray import _reconstruct  # NumPy 2
+    except ImportError:  # NumPy 1
+        from numpy.core.multiarray import _reconstruct
+    allowed = [_reconstruct, np.ndarray, np.dtype]
+    dtypes = getattr(np, "dtypes", None)
+    if dtypes is not None:
+        allowed.append(dtypes.UInt32DType)
+    return allowed
+
+
+CHECKPOINT_GLOBALS = _numpy_array_globals()
+"""The non-tensor types a run's checkpoint may hold besides torch's own (``weights_only`` allows
+tensors, dicts, lists, tuples, strings, numbers and None)."""
+
+
+def load_weights_only(path: Path, map_location: str | torch.device = "cpu", mmap: bool = False) -> Any:
+    """``torch.load(path, weights_only=True)`` with ``CHECKPOINT_GLOBALS`` allowed. An unreadable
+    file, or one holding any other pickled object, raises ``CheckpointError`` naming the file and
+    what was refused."""
+    try:
+        with torch.serialization.safe_globals(CHECKPOINT_GLOBALS):
+            return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
+    except Exception as exc:  # noqa: BLE001 - any unpickling failure: refused or corrupt
+        lines = [re.sub(r"\x1b\[[0-9;]*m", "", line).strip() for line in str(exc).splitlines()]
+        lines = [line for line in lines if line]
+        refused = [line for line in lines if "Unsupported global" in line or "WeightsUnpickler" in line]
+        first_line = (refused or lines or [""])[0]
+        raise CheckpointError(
+            f"checkpoint '{path}' cannot be read with torch.load(weights_only=True) "
+            f"({type(exc).__name__}: {first_line}); expected a file written by i2i-bench, holding "
+            "tensors and plain values only. Move it away to restart that run") from exc
 
 
 def rng_state() -> dict[str, Any]:
@@ -55,11 +99,7 @@ def save_checkpoint(path: Path, run_id: str, step: int, task_state: dict) -> Non
 
 def load_checkpoint(path: Path, run_id: str, map_location: str | torch.device = "cpu") -> dict:
     path = Path(path)
-    try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=False)
-    except Exception as exc:  # noqa: BLE001 - any unpickling failure means a corrupt file
-        raise CheckpointError(f"checkpoint '{path}' cannot be read ({type(exc).__name__}: {exc}); "
-                              "expected a file written by i2i-bench. Move it away to restart that run") from exc
+    ckpt = load_weights_only(path, map_location)
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT_VERSION:
         raise CheckpointError(f"checkpoint '{path}' is not an i2i-bench checkpoint of format {FORMAT_VERSION}")
     if ckpt.get("run_id") != run_id:

@@ -8,9 +8,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
-import torch
 
 from ..config import Suite
+from ..core.checkpoint import load_weights_only
+from ..core.errors import CheckpointError
 from ..runner import expand, held_by_a_process, identity_dir
 
 IDENTITY = "identity"
@@ -109,8 +110,8 @@ def checkpoint_step(path: Path) -> int | None:
     """The training step a checkpoint holds, read without loading its tensors (memory-mapped);
     None when it cannot be read."""
     try:
-        ckpt = torch.load(path, map_location="cpu", mmap=True, weights_only=False)
-    except Exception:  # noqa: BLE001 - an unreadable checkpoint only loses the step in the words
+        ckpt = load_weights_only(path, "cpu", mmap=True)
+    except CheckpointError:  # an unreadable or refused checkpoint only loses the step in the words
         return None
     step = ckpt.get("step") if isinstance(ckpt, dict) else None
     return step if isinstance(step, int) else None

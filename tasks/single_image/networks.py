@@ -296,6 +296,11 @@ class StyleGAN2Generator(nn.Module):
     def num_encoder_layers(self) -> int:
         return len(self.encoder.convs)
 
+    def features_survive_forward(self, layers: Sequence[int]) -> bool:
+        """The encoder's activations a full pass returns are those ``encode_only=True`` returns: no
+        layer of this generator works in place."""
+        return True
+
     def forward(self, x: torch.Tensor, layers: Sequence[int] = (), encode_only: bool = False):
         """Without ``layers``: the translated image. With ``layers`` (strictly increasing indices
         into ``encoder.convs``): ``encode_only=True`` returns their outputs (the encoder stops after

@@ -163,9 +163,9 @@ class SingleImageTask(GeneratorDiscriminatorSteps, Task):
         o, method = self.options, self.method
         real_a, real_b = self._batch(self.step)
         with_idt = o.lambda_identity > 0 or method.uses_identity
-        fake_b, idt_b, flipped = self._translate_batch(real_a, real_b, with_idt)
+        fake_b, idt_b, flipped, encoded = self._translate_batch(real_a, real_b, with_idt)
         loss_d, logs = self._update_discriminator(lambda: self.discriminator_loss(fake_b, real_b))
-        pair = self._pair(real_a, fake_b, real_b, idt_b, flipped)
+        pair = self._pair(real_a, fake_b, real_b, idt_b, flipped, encoded)
         aux = method.auxiliary_step(pair)
         logs.update(aux.logs)
 

@@ -159,7 +159,7 @@ class SingleModalTask(GeneratorDiscriminatorSteps, Task):
         if self.cycle is not None:
             return self._cycle_step()
         real_a, real_b = self._batch(self.step)
-        fake_b, idt_b, flipped = self._translate_batch(real_a, real_b, self.method.uses_identity)
+        fake_b, idt_b, flipped, encoded = self._translate_batch(real_a, real_b, self.method.uses_identity)
 
         def d_loss():
             fake_for_d = self._pool_query(fake_b.detach())
@@ -167,7 +167,7 @@ class SingleModalTask(GeneratorDiscriminatorSteps, Task):
 
         loss_d, _ = self._update_discriminator(d_loss)
         # The method's own step (e.g. a negative generator), then generator and heads.
-        pair = self._pair(real_a, fake_b, real_b, idt_b, flipped)
+        pair = self._pair(real_a, fake_b, real_b, idt_b, flipped, encoded)
         aux = self.method.auxiliary_step(pair)
         logs = dict(aux.logs)
         logs.update(D=loss_d.item(), **self._update_generator(pair, aux.computed))
