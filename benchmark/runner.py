@@ -2,6 +2,7 @@
 their last checkpoint, and keeps going when one run fails."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import multiprocessing
 import time
@@ -21,6 +22,7 @@ from .config import Component, Run, Suite
 from .core.errors import BenchmarkError, ConfigError
 from .core.image_io import write_png
 from .progress import SuiteProgress, format_seconds
+from .selection import RULE_SPLIT, RULES, SCORE, Selection
 from .core.settings import NO_DEFAULT
 from .core.yaml_io import load_yaml
 
@@ -123,7 +125,14 @@ class Runner:
         weights = Path(self.suite.settings.weights_dir) if self.suite.settings.weights_dir else None
         return RunContext(run_dir=run_dir, seed=seed, device=self.device,
                           evaluation=self.suite.settings.evaluation, cache_dir=cache_dir(self.suite),
-                          weights_dir=weights, log=self.progress.log if self.progress else print)
+                          weights_dir=weights, log=self.progress.log if self.progress else print,
+                          validation=self.suite.settings.validation)
+
+    def selection(self, run: Run) -> Selection | None:
+        """The run's evaluation points and kept checkpoints; None when validation is off."""
+        if not self.suite.settings.validation.enabled:
+            return None
+        return Selection(self.suite.settings.validation, run.directory, run.run_id, self._log)
 
     def build_task(self, run: Run):
         seed_everything(run.seed)
@@ -147,6 +156,9 @@ class Runner:
             self._log(f"  resumed {run.run_id} at step {task.step}")
             if self.progress:
                 self.progress.resumed(run.run_id, task.step)
+        selection = self.selection(run)
+        if selection:
+            selection.start(task)
         every = self.suite.settings.checkpoint_every
         end = task.total_steps if stop_at is None else min(stop_at, task.total_steps)
         while task.step < end:
@@ -154,8 +166,13 @@ class Runner:
             values = task.train_step()
             if self.progress:
                 self.progress.step(run.run_id, task.step, task.total_steps, time.perf_counter() - started, values)
-            if task.step % every == 0 or task.step == end:
+            point = selection is not None and selection.is_point(task.step, task.total_steps)
+            if point:
+                selection.evaluate(task)
+            if point or task.step % every == 0 or task.step == end:
                 save_checkpoint(run.checkpoint_path, run.run_id, task.step, task.state_dict())
+            if point:
+                selection.keep_best(task)
         return task
 
     def _log(self, message: str) -> None:
@@ -174,8 +191,40 @@ class Runner:
             "train_seconds": round(train_seconds, 1), "eval_seconds": round(time.perf_counter() - started, 1),
             "device": str(self.device), "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
         }
+        selection = self.selection(run)
+        if selection:
+            record["selection"] = self.selected_checkpoints(run, task, selection, result.metrics)
+            record["validation"] = {**dataclasses.asdict(self.suite.settings.validation),
+                                    "points": len({r["step"] for r in selection.records()}),
+                                    "records": selection.evals_path.name}
+            record["eval_seconds"] = round(time.perf_counter() - started, 1)
         write_json(run.metrics_path, record)
+        if selection:
+            selection.discard()
         return record
+
+    def selected_checkpoints(self, run: Run, task, selection: Selection, last_metrics: dict) -> dict:
+        """metrics.json's ``selection``: each rule's checkpoint (its step, the FID that chose it) and
+        its test scores under the task's full test protocol (``Task.evaluate``), computed in
+        ``selection/<rule>/`` of the run folder; a rule choosing the last step reuses the last
+        checkpoint's scores. Leaves ``task`` holding the weights evaluated last."""
+        out = {"last": {"step": task.step, "metrics": last_metrics, "rule": RULES["last"], "optimistic": False}}
+        scored = {task.step: last_metrics}
+        ctx = task.ctx
+        for rule, (step, score) in selection.chosen().items():
+            if step not in scored:
+                task.load_state_dict(selection.load_best(rule, self.device))
+                task.ctx = dataclasses.replace(ctx, run_dir=run.directory / "selection" / rule)
+                try:
+                    result = task.evaluate()
+                finally:
+                    task.ctx = ctx
+                save_samples(run.directory / "selection" / rule / "samples", result.samples)
+                scored[step] = result.metrics
+            out[rule] = {"step": step, "metrics": scored[step], "rule": RULES[rule],
+                         "chosen_by": f"{RULE_SPLIT[rule]} {SCORE} {score:.4f}",
+                         "optimistic": rule == "best_test"}
+        return out
 
     def identity(self, task: Component, dataset: Component) -> None:
         directory = identity_dir(self.suite, task, dataset)

@@ -8,6 +8,7 @@ from ..config import Suite
 from . import compression, multi_modal, per_dataset, single_image  # noqa: F401 - the built-in layouts register themselves
 from .layouts import ReportContext, layout_for
 from .results import csv_table, expected_rows
+from .selection import selection_section
 
 METRIC_NOTES = {"FID": "lower is better", "KIDx100": "KID x 100, lower is better",
                 "mIoU / pixAcc / clsAcc / maskIoU": "segmentation of the outputs against the input's "
@@ -37,6 +38,7 @@ def write_report(suite: Suite) -> Path:
         lines.append("No finished runs yet: run `python -m benchmark run` with this config first.")
     for task in suite.tasks:
         lines += layout_for(task.cls.registry_name)(ctx, task)
+        lines += selection_section(ctx, task)
     failed = [r for r in ctx.rows if r.failed]
     if failed:
         lines += ["## Unfinished runs", ""] + [f"- `{r.directory}`: see `{r.directory / 'error.log'}`"

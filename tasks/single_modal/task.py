@@ -19,6 +19,7 @@ from ..adversarial_steps import GeneratorDiscriminatorSteps
 from ..base import Task, linear_decay_schedulers, restore_training_state, training_state
 from ..data import UnpairedBatches, to_model_range
 from ..evaluation import evaluate_translation
+from ..validation import TranslationValidation, hold_out_sides
 from ..image_pool import ImagePool
 from ..networks import GANLoss, NLayerDiscriminator, ResnetGenerator, cut_layer_ids, init_weights
 
@@ -79,6 +80,9 @@ class SingleModalTask(GeneratorDiscriminatorSteps, Task):
         self.gan_loss = GANLoss(o.gan_mode).to(device)
         self.pool = ImagePool(o.pool_size)
         train_a, train_b = self.dataset.split("train", "A"), self.dataset.split("train", "B")
+        train_a, train_b, val = hold_out_sides(train_a, train_b, self.ctx.validation,
+                                               paired=self.dataset.kind == "paired")
+        self.validation = TranslationValidation(val, self.dataset, self.ctx) if val is not None else None
         crop = self.dataset.split("test", "A").image(0).shape[-1]
         self.batches = UnpairedBatches(train_a, train_b, o.batch_size, crop, o.flip, self.ctx.seed)
         defaults = OptimizerDefaults(o.lr, (o.beta1, o.beta2))
@@ -124,6 +128,17 @@ class SingleModalTask(GeneratorDiscriminatorSteps, Task):
 
     def evaluate(self) -> Evaluation:
         return evaluate_translation(self.translate, self.dataset, self.ctx)
+
+    @classmethod
+    def validation_refusal(cls, options) -> str | None:
+        return None
+
+    def evaluate_point(self, split: str) -> dict[str, float]:
+        """'val': the held-out A images' translations against the held-out B images; 'test': the
+        test protocol of :meth:`evaluate`."""
+        if split == "val":
+            return self.validation.score(self.translate)
+        return self.evaluate().metrics
 
     @classmethod
     def evaluate_identity(cls, options, dataset, ctx: RunContext) -> Evaluation:
