@@ -7,7 +7,7 @@ and, for the ``best_test`` rule, on the test set. What a run's folder gets:
 
 * ``evals.jsonl``: a JSON object per line, per evaluation point and split:
   ``{"step": int, "split": "val" | "test", "metrics": {name: float}}`` (FID under ``"FID"``);
-* ``checkpoints/best_<rule>.pt``: the checkpoint the rule has chosen so far, at most one per rule
+* ``checkpoints/<rule>.pt`` (``best_val.pt``, ``best_test.pt``): the checkpoint the rule has chosen so far, at most one per rule
   (replaced when a better one appears, deleted once the run's metrics.json holds its test scores
   unless ``keep_checkpoints``), written atomically.
 
@@ -17,7 +17,7 @@ optimistic). Ties go to the earliest step.
 
 Order at an evaluation point ``s``, so that a crash anywhere resumes bit-exactly: evaluate (the
 random-number state is restored afterwards, so training does not depend on whether it evaluates),
-append the records, save ``latest.pt`` at ``s``, then replace the best files ``s`` wins. A resumed run
+append the records, save ``latest.pt`` at ``s``, then replace the kept files ``s`` wins. A resumed run
 at step ``c`` cuts ``evals.jsonl`` to the steps ``<= c`` (no duplicated line) and checks each best
 file against the records: one left behind by a crash between ``latest.pt`` and the best file (the
 records' best is ``c`` itself) is rewritten from the loaded state; any other disagreement is an error.
@@ -107,7 +107,7 @@ class Selection:
         return self.run_dir / EVALS_FILE
 
     def best_path(self, rule: str) -> Path:
-        return self.run_dir / "checkpoints" / f"best_{rule}.pt"
+        return self.run_dir / "checkpoints" / f"{rule}.pt"  # best_val.pt, best_test.pt
 
     @property
     def splits(self) -> list[str]:
@@ -186,7 +186,7 @@ class Selection:
 
     # -- after training ---------------------------------------------------------------------------
     def load_best(self, rule: str, device) -> dict[str, Any]:
-        """The task state ``best_<rule>.pt`` holds."""
+        """The task state ``<rule>.pt`` holds."""
         return load_checkpoint(self.best_path(rule), self.run_id, map_location=device)["task"]
 
     def discard(self) -> None:

@@ -183,16 +183,16 @@ def test_best_test_is_the_lowest_test_fid_and_each_rule_is_scored_by_the_full_te
 # -- disk and resume ----------------------------------------------------------------------------------
 
 def test_disk_use_stays_bounded_whatever_the_number_of_evaluations(tmp_path):
-    suite = _suite(tmp_path, "s", {"eval_every": 1, "images": 2}, steps=8)
+    suite = _suite(tmp_path, "s", {"eval_every": 1, "images": 2}, steps=5)
     runner, run = Runner(suite), expand(suite)[0]
     seen = set()
-    for stop in range(1, 9):
+    for stop in range(1, 6):
         runner.train(run, stop_at=stop)
         files = sorted(p.name for p in (run.directory / "checkpoints").iterdir())
         seen |= set(files)
         assert len(files) <= 3 and not [f for f in files if f.endswith(".tmp")]
     assert seen == {"latest.pt", "best_val.pt", "best_test.pt"}
-    assert len(read_evals(run.directory / EVALS_FILE)) == 16
+    assert len(read_evals(run.directory / EVALS_FILE)) == 10
 
 
 def _evals(run):
@@ -288,7 +288,7 @@ def test_validation_is_off_by_default_and_older_run_folders_stay_valid(tmp_path)
     del stored["validation"]  # a run folder written before the setting existed
     path.write_text(yaml.safe_dump(stored))
     check_config(run)  # the same config
-    with pytest.raises(ConfigError, match=r"changed: validation\.eval_every"):
+    with pytest.raises(ConfigError, match=r"changed: validation\b"):
         check_config(expand(_suite(tmp_path, "x", {"eval_every": 2}))[0])
 
 

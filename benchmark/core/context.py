@@ -55,7 +55,7 @@ class ValidationConfig:
     """The checkpoint choices reported; ``last`` is always one (metrics.json's ``metrics``).
     ``best_test`` evaluates the test set at every evaluation point too."""
     keep_checkpoints: bool = False
-    """Keep ``checkpoints/best_<rule>.pt`` after the run finished (they are deleted by default once
+    """Keep ``checkpoints/<rule>.pt`` after the run finished (they are deleted by default once
     their test scores are in metrics.json)."""
 
     @property
