@@ -15,7 +15,7 @@ import yaml
 
 from . import plugins
 from .core import registry
-from .core.context import EvaluationConfig
+from .core.context import EvaluationConfig, ValidationConfig
 from .core.errors import ConfigError
 from .core.settings import build, field_defaults, to_dict
 from .core.yaml_io import load_yaml
@@ -81,6 +81,9 @@ class SuiteSettings:
     seeds: list[int] = field(default_factory=lambda: [0])
     plugins: list[str] = field(default_factory=list)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+    validation: ValidationConfig = field(default_factory=ValidationConfig)
+    """Evaluation during training on a held-out validation split and the checkpoint choices
+    reported (off by default)."""
     device: str = "auto"
     output_dir: str = "results"
     weights_dir: str = ""
@@ -233,7 +236,8 @@ class Run:
         return {"task": {"options": field_defaults(self.task.cls.Options)},
                 "dataset": {"options": field_defaults(self.dataset.cls.Options)},
                 "method": {"options": field_defaults(self.method.cls.Params)},
-                "evaluation": field_defaults(type(self.suite.settings.evaluation))}
+                "evaluation": field_defaults(type(self.suite.settings.evaluation)),
+                "validation": field_defaults(type(self.suite.settings.validation))}
 
     def resolved_config(self) -> dict:
         return {
@@ -243,6 +247,7 @@ class Run:
             "dataset": self.dataset.as_dict(),
             "method": {**self.method.as_dict(), "options": to_dict(self.method_options)},
             "evaluation": to_dict(self.suite.settings.evaluation),
+            "validation": to_dict(self.suite.settings.validation),
         }
 
 
@@ -498,4 +503,18 @@ def suite_from_dict(raw: dict, source: str = "<dict>", base_dir: Path | None = N
     _check_capabilities(tasks, methods, where)
     suite = Suite(settings, tasks, datasets, methods, source, base_dir, raw=applied)
     suite.runs = expand_runs(suite)
+    _check_validation(suite, where)
     return suite
+
+
+def _check_validation(suite: Suite, where: str) -> None:
+    """With ``validation`` on, every run's task must be able to evaluate on a held-out split."""
+    if not suite.settings.validation.enabled:
+        return
+    for run in suite.runs:
+        reason = run.task.cls.validation_refusal(run.task_options)
+        if reason:
+            raise ConfigError(
+                f"{where}: validation (eval_every {suite.settings.validation.eval_every}): task "
+                f"'{run.task.label}' ({run.task.cls.registry_name}) cannot evaluate on a held-out "
+                f"validation split: {reason}. Put it in a suite without a validation section")

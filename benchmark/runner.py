@@ -2,6 +2,7 @@
 their last checkpoint, and keeps going when one run fails."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import multiprocessing
 import time
@@ -23,6 +24,7 @@ from .config import Component, Run, Suite
 from .core.errors import BenchmarkError, ConfigError
 from .core.image_io import write_png
 from .progress import LossLog, SuiteProgress, format_seconds, tensorboard_available
+from .selection import RULE_SPLIT, RULES, SCORE, Selection
 from .core.settings import NO_DEFAULT
 from .core.yaml_io import load_yaml
 
@@ -181,12 +183,22 @@ class Runner:
         weights = Path(self.suite.settings.weights_dir) if self.suite.settings.weights_dir else None
         return RunContext(run_dir=run_dir, seed=seed, device=self.device,
                           evaluation=self.suite.settings.evaluation, cache_dir=cache_dir(self.suite),
-                          weights_dir=weights, log=self._log, distributed=self.distributed)
+                          weights_dir=weights, log=self._log, distributed=self.distributed,
+                          validation=self.suite.settings.validation)
+
+    def selection(self, run: Run) -> Selection | None:
+        """The run's evaluation points and kept checkpoints; None when validation is off."""
+        if not self.suite.settings.validation.enabled:
+            return None
+        return Selection(self.suite.settings.validation, run.directory, run.run_id, self._log)
 
     def build_task(self, run: Run):
         if self.distributed.enabled and not run.task.cls.trains_distributed:
             raise ConfigError(f"task '{run.task.label}' does not train under torchrun yet; "
                               f"run it in one process")
+        if self.distributed.enabled and self.suite.settings.validation.enabled:
+            raise ConfigError("validation: evaluation during training does not run under torchrun yet; "
+                              "run the suite in one process, or set validation.eval_every: 0")
         seed_everything(run.seed)
         method = run.method.cls(run.method_options)
         if self.suite.settings.weights_dir:
@@ -209,6 +221,9 @@ class Runner:
             self._log(f"  resumed {run.run_id} at step {task.step}")
             if self.progress:
                 self.progress.resumed(run.run_id, task.step)
+        selection = self.selection(run)
+        if selection:
+            selection.start(task)
         settings = self.suite.settings
         every = settings.checkpoint_every
         end = task.total_steps if stop_at is None else min(stop_at, task.total_steps)
@@ -221,9 +236,14 @@ class Runner:
                     losses.write(task.step, values)
                 if self.progress:
                     self.progress.step(run.run_id, task.step, task.total_steps, time.perf_counter() - started, values)
-                if (task.step % every == 0 or task.step == end) and dist_.is_main:
+                point = selection is not None and selection.is_point(task.step, task.total_steps)
+                if point:
+                    selection.evaluate(task)
+                if (point or task.step % every == 0 or task.step == end) and dist_.is_main:
                     losses.sync()  # every row up to the checkpoint's step is on disk before it
                     save_checkpoint(run.checkpoint_path, run.run_id, task.step, task.state_dict())
+                if point:
+                    selection.keep_best(task)
         finally:
             if losses is not None:
                 losses.close()
@@ -259,10 +279,42 @@ class Runner:
         }
         if self.distributed.enabled:
             record["processes"] = self.distributed.world_size
+        selection = self.selection(run)
+        if selection:
+            record["selection"] = self.selected_checkpoints(run, task, selection, result.metrics)
+            record["validation"] = {**dataclasses.asdict(self.suite.settings.validation),
+                                    "points": len({r["step"] for r in selection.records()}),
+                                    "records": selection.evals_path.name}
+            record["eval_seconds"] = round(time.perf_counter() - started, 1)
         if self.distributed.is_main:
             write_json(run.metrics_path, record)
+        if selection:
+            selection.discard()
         self.distributed.barrier()
         return record
+
+    def selected_checkpoints(self, run: Run, task, selection: Selection, last_metrics: dict) -> dict:
+        """metrics.json's ``selection``: each rule's checkpoint (its step, the FID that chose it) and
+        its test scores under the task's full test protocol (``Task.evaluate``), computed in
+        ``selection/<rule>/`` of the run folder; a rule choosing the last step reuses the last
+        checkpoint's scores. Leaves ``task`` holding the weights evaluated last."""
+        out = {"last": {"step": task.step, "metrics": last_metrics, "rule": RULES["last"], "optimistic": False}}
+        scored = {task.step: last_metrics}
+        ctx = task.ctx
+        for rule, (step, score) in selection.chosen().items():
+            if step not in scored:
+                task.load_state_dict(selection.load_best(rule, self.device))
+                task.ctx = dataclasses.replace(ctx, run_dir=run.directory / "selection" / rule)
+                try:
+                    result = task.evaluate()
+                finally:
+                    task.ctx = ctx
+                save_samples(run.directory / "selection" / rule / "samples", result.samples)
+                scored[step] = result.metrics
+            out[rule] = {"step": step, "metrics": scored[step], "rule": RULES[rule],
+                         "chosen_by": f"{RULE_SPLIT[rule]} {SCORE} {score:.4f}",
+                         "optimistic": rule == "best_test"}
+        return out
 
     def identity(self, task: Component, dataset: Component) -> None:
         directory = identity_dir(self.suite, task, dataset)

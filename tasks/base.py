@@ -3,12 +3,15 @@
 A task owns its networks, optimisers, data order and evaluation protocol; it asks the method for
 losses through ``methods.base.TranslationPair`` and knows no method by name. The runner drives it:
 ``setup()``, then ``train_step()`` until ``step == total_steps`` (checkpointing ``state_dict()`` on
-the way), then ``evaluate()``.
+the way), then ``evaluate()``. With the suite's ``validation`` section on (``ctx.validation``), a
+task holds a validation split out of the training images its steps draw and the runner calls
+``evaluate_point('val')`` (and ``evaluate_point('test')`` for the ``best_test`` rule) every
+``eval_every`` steps; a task that cannot says why in ``validation_refusal``.
 """
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable, ClassVar
+from typing import Any, Callable, ClassVar, Literal
 
 import torch
 
@@ -150,6 +153,20 @@ class Task:
         raise NotImplementedError
 
     def evaluate(self) -> Evaluation:
+        raise NotImplementedError
+
+    @classmethod
+    def validation_refusal(cls, options) -> str | None:
+        """Why runs with these options cannot evaluate on a held-out validation split during training
+        (the suite's ``validation`` section is then refused when the config is loaded); None = they can."""
+        return (f"task '{getattr(cls, 'registry_name', cls.__name__)}' implements no evaluation on a "
+                "held-out validation split (Task.evaluate_point)")
+
+    def evaluate_point(self, split: Literal["val", "test"]) -> dict[str, float]:
+        """The current weights' scores at an evaluation point during training: on the validation split
+        held out of the training images (``'val'``; never a test image) or on the test set
+        (``'test'``). The score the selection rules compare is ``'FID'`` (lower is better). Must not
+        change the training state (the runner restores the random-number state around it)."""
         raise NotImplementedError
 
     @classmethod

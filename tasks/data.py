@@ -6,7 +6,9 @@
 * :func:`to_model_range` and the two ways back to uint8, each faithful to the official code of the
   task that uses it: :func:`to_uint8_truncated` (CUT's ``tensor2im``) and :func:`to_uint8_rounded`
   (StarGAN v2's ``save_image``);
-* :class:`UnpairedBatches`: CUT's stateless, seeded data order and augmentation.
+* :class:`UnpairedBatches`: CUT's stateless, seeded data order and augmentation;
+* :func:`held_out_split`: the one draw of held-out training images (the compression task's search
+  images, the validation split of every task).
 """
 from __future__ import annotations
 
@@ -22,6 +24,17 @@ def seeded_generator(*key: int) -> torch.Generator:
     for k in key:
         seed = (seed * 1_000_003 + int(k)) % (2**63 - 1)
     return torch.Generator().manual_seed(seed)
+
+
+def held_out_split(n: int, count: int, *key: int) -> tuple[list[int], list[int]]:
+    """(held out, kept): ``count`` of the indices ``0 .. n-1`` held out -- the last ``count`` of a
+    permutation drawn with :func:`seeded_generator` ``(*key, n)`` -- and the others, each sorted. The
+    draw depends on the key and ``n`` only, so every run and seed of a suite holds out the same
+    images of a set. Raises ValueError unless ``0 <= count < n``."""
+    if not 0 <= count < n:
+        raise ValueError(f"cannot hold out {count} of {n} images: at least one must be left")
+    order = torch.randperm(n, generator=seeded_generator(*key, n)).tolist()
+    return sorted(order[n - count:]), sorted(order[:n - count])
 
 
 def to_model_range(images: torch.Tensor, device: torch.device) -> torch.Tensor:

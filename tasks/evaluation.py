@@ -286,14 +286,22 @@ def on_main_rank(compute: Callable[[], object], ctx: RunContext):
 
 
 def evaluate_translation(translate: Callable[[torch.Tensor], torch.Tensor], dataset: UnpairedDataset,
-                         ctx: RunContext) -> Evaluation:
+                         ctx: RunContext, sources: ImageSet | None = None, real: np.ndarray | None = None,
+                         real_split: str = "test B") -> Evaluation:
+    """CUT's protocol: the first ``evaluation.num_test_images`` test A images translated, scored
+    against test B. ``sources`` and ``real`` (both or neither; the validation split): every image of
+    ``sources`` translated and scored against the features ``real`` of the images ``real_split``
+    names."""
     ev = ctx.evaluation
-    test_a = dataset.split("test", "A")
-    count = count_images(test_a, ev.num_test_images)
+    if (sources is None) != (real is None):
+        raise TypeError("evaluate_translation: give both sources and real, or neither")
+    test_a = dataset.split("test", "A") if sources is None else sources
+    count = count_images(test_a, ev.num_test_images) if sources is None else len(sources)
     outputs, fake = sharded_outputs_and_features(translate, test_a, count, ctx)
-    real = real_features(dataset, "test", ctx, side="B")
+    if real is None:
+        real = real_features(dataset, "test", ctx, side="B")
     shown = min(ev.grid_images, count)
-    metrics, stats_protocol = fid_kid_scores(fake, real, ev, real_is_test=True, real_name="test B")
+    metrics, stats_protocol = fid_kid_scores(fake, real, ev, real_is_test=True, real_name=real_split)
     protocol = {}
     published_protocol = segmentation_protocol(dataset)
     scores = None
@@ -308,7 +316,7 @@ def evaluate_translation(translate: Callable[[torch.Tensor], torch.Tensor], data
         metrics=metrics,
         protocol={"fid_network": f"TF-Inception (pytorch-fid weights, sha256 {INCEPTION_SHA256[:12]})",
                   "fid_resize": ev.fid_resize, "num_outputs": count, "num_real": int(real.shape[0]),
-                  "real_split": "test B", "kid_subsets": ev.kid_subsets,
+                  "real_split": real_split, "kid_subsets": ev.kid_subsets,
                   "kid_subset_size": min(ev.kid_subset_size, count, int(real.shape[0])),
                   "kid_seed": ev.kid_seed, "resolution": list(outputs.shape[-2:]), **stats_protocol,
                   **protocol},

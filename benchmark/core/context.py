@@ -2,7 +2,7 @@
 suite's evaluation settings (``EvaluationConfig``) and what an evaluation returns (``Evaluation``)."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Literal
 
@@ -65,6 +65,54 @@ class EvaluationConfig:
         return None
 
 
+SELECTION_RULES = ("last", "best_val", "best_test")
+"""Checkpoint choices a suite can report (``validation.select``): ``last`` (the checkpoint at the
+end of training), ``best_val`` (lowest FID on the held-out validation split) and ``best_test``
+(lowest FID on the test set: the papers' practice, optimistic)."""
+
+
+@dataclass
+class ValidationConfig:
+    """Evaluation during training on a validation split held out of the training images, and the
+    checkpoint choices (``select``) the run reports. Off by default (``eval_every: 0``): no image is
+    held out and runs train and score exactly as without this section."""
+    eval_every: int = 0
+    """Evaluate every ``eval_every`` training steps and at the last step; 0 = off."""
+    images: int = 0
+    """Training images held out per side (per domain in the multi-modal task, a pair per image on
+    paired data); 0 = a tenth of the training images, at least 2."""
+    seed: int = 0
+    """Seed of the draw of the held-out images: every run and seed of a suite holds out the same."""
+    select: list[Literal["last", "best_val", "best_test"]] = field(
+        default_factory=lambda: list(SELECTION_RULES))
+    """The checkpoint choices reported; ``last`` is always one (metrics.json's ``metrics``).
+    ``best_test`` evaluates the test set at every evaluation point too."""
+    keep_checkpoints: bool = False
+    """Keep ``checkpoints/<rule>.pt`` after the run finished (they are deleted by default once
+    their test scores are in metrics.json)."""
+
+    @property
+    def enabled(self) -> bool:
+        return self.eval_every > 0
+
+    @property
+    def rules(self) -> list[str]:
+        """The selection rules other than ``last`` (each keeps one extra checkpoint)."""
+        return [r for r in SELECTION_RULES if r in self.select and r != "last"]
+
+    def validate(self):
+        if self.eval_every < 0:
+            return f"eval_every must be >= 0 (0 = no evaluation during training), got {self.eval_every}"
+        if self.images < 0 or self.images == 1:
+            return (f"images must be 0 (a tenth of the training images) or >= 2 (FID needs two), "
+                    f"got {self.images}")
+        if "last" not in self.select:
+            return (f"select must include 'last' (metrics.json's 'metrics' are the last checkpoint's), "
+                    f"got {self.select}")
+        if len(set(self.select)) != len(self.select):
+            return f"select names a rule twice: {self.select}"
+        return None
+
 
 @dataclass
 class RunContext:
@@ -79,6 +127,9 @@ class RunContext:
     distributed: Distributed = SINGLE_PROCESS
     """This process's rank among the processes training the run (``torchrun``; one by default):
     tasks train on its share of each batch and shard their evaluation (benchmark/core/distributed.py)."""
+    validation: ValidationConfig = field(default_factory=ValidationConfig)
+    """The suite's ``validation`` section: tasks hold out its images from the training steps when
+    it is on (``validation.enabled``)."""
 
 
 @dataclass

@@ -10,6 +10,7 @@ from . import compression, multi_modal, per_dataset, single_image  # noqa: F401 
 from .curves import curves_section
 from .layouts import ReportContext, layout_for
 from .results import csv_table, expected_rows
+from .selection import selection_section
 
 METRIC_NOTES = {"FID": "lower is better", "KIDx100": "KID x 100, lower is better",
                 "FID_ci_low / KIDx100_ci_low": "[low, high] after FID and KID: a bootstrap confidence "
@@ -46,6 +47,7 @@ def write_report(suite: Suite) -> Path:
     for task in suite.tasks:
         lines += layout_for(task.cls.registry_name)(ctx, task)
         lines += curves_section(ctx, task)
+        lines += selection_section(ctx, task)
     failed = [r for r in ctx.rows if r.failed]
     if failed:
         lines += ["## Unfinished runs", ""] + [f"- `{r.directory}`: see `{r.directory / 'error.log'}`"

@@ -22,9 +22,13 @@ from benchmark.core.images import ImageSet
 from benchmark.core.metrics.fid import fid_from_features, inception_features
 from benchmark.core.metrics.inception import INCEPTION_SHA256
 
-from ..data import seeded_generator
+from ..data import held_out_split, seeded_generator
 from ..evaluation import (cityscapes_label_scores, count_images, evaluate_translation, fid_kid_scores,
                           label_scores, real_features, segmentation_protocol, translate_set)
+
+
+SEARCH_SPLIT_KEY = 20240
+"""The key of the search's draw of held-out images (:func:`tasks.data.held_out_split`)."""
 
 
 def held_out_indices(n_train: int, count: int) -> list[int]:
@@ -35,8 +39,7 @@ def held_out_indices(n_train: int, count: int) -> list[int]:
     if count >= n_train:
         raise ConfigError(f"search.held_out_images = {count} leaves no training image of the {n_train} "
                           "for the supernet; hold out fewer")
-    order = torch.randperm(n_train, generator=seeded_generator(20240, n_train)).tolist()
-    return sorted(order[n_train - count:])
+    return held_out_split(n_train, count, SEARCH_SPLIT_KEY)[0]
 
 
 class CompressionScorer:

@@ -36,6 +36,7 @@ from ..base import Task, linear_decay_schedulers, restore_training_state, set_re
 from ..data import UnpairedBatches, seeded_generator, to_model_range
 from ..evaluation import count_images, translate_set
 from ..networks import GANLoss, NLayerDiscriminator, init_weights
+from ..validation import TranslationValidation, hold_out_sides
 from .evaluation import CompressionScorer, held_out_indices
 from .data import PairedBatches
 from .networks import (CHANNEL_CHOICES, DistillMappings, SuperMobileResnetGenerator, distillation_loss,
@@ -106,6 +107,9 @@ class CompressionTask(Task):
             keep_b = [i for i in range(len(train_b)) if i not in set(held_out_indices(len(train_b), len(held_out)))]
             train_b = SubsetImageSet(train_b, keep_b)
         train_a = SubsetImageSet(train_a, keep_a)
+        # The validation split (when the suite asks for one) comes out of what the search left.
+        train_a, train_b, val = hold_out_sides(train_a, train_b, self.ctx.validation, self.paired)
+        self.validation = TranslationValidation(val, self.dataset, self.ctx) if val is not None else None
         crop = self.dataset.split("test", "A").image(0).shape[-1]
         batches = PairedBatches if self.paired else UnpairedBatches
         self.batches = batches(train_a, train_b, o.batch_size, crop, o.flip, self.ctx.seed)
@@ -309,6 +313,21 @@ class CompressionTask(Task):
         with atomic_write(path, "wb") as f:
             torch.save({"metrics": scores.metrics, "protocol": scores.protocol, "samples": scores.samples}, f)
         return scores
+
+    @classmethod
+    def validation_refusal(cls, options) -> str | None:
+        return None
+
+    def evaluate_point(self, split: str) -> dict[str, float]:
+        """The supernet's largest sub-network (as the official training-time evaluation scores it;
+        the search runs once, after training): 'val' its translations of the held-out A images
+        against the held-out B images, 'test' the task's test protocol."""
+        translate = self._translate_with(largest_config(self.choices))
+        if split == "val":
+            return self.validation.score(translate)
+        if getattr(self, "_point_scorer", None) is None:
+            self._point_scorer = CompressionScorer(self.dataset, self.ctx, self.options.protocol, self.paired)
+        return self._point_scorer.score_test(translate).metrics
 
     @classmethod
     def evaluate_identity(cls, options, dataset, ctx: RunContext) -> Evaluation:

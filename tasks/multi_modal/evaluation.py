@@ -158,16 +158,25 @@ def translate_pair(translator: Translator, mode: str, sources: torch.Tensor, trg
 # -- the evaluation -----------------------------------------------------------------------------
 
 def evaluate_multimodal(translator: Translator | None, dataset, settings: EvalSettings,
-                        ctx: RunContext, lpips_distance: Callable | None = None) -> Evaluation:
+                        ctx: RunContext, lpips_distance: Callable | None = None,
+                        source_sets: list[ImageSet] | None = None,
+                        per_pair_file: str | None = "eval_per_pair.json") -> Evaluation:
     """StarGAN v2's latent- and reference-guided FID / LPIPS; ``translator=None`` scores the
-    inputs themselves as outputs (K identical copies each: LPIPS 0)."""
+    inputs themselves as outputs (K identical copies each: LPIPS 0). ``source_sets`` (one per
+    domain; the validation split held out of the training images) replace the val split as sources
+    and references, every image of them used; ``per_pair_file`` (None = not written) names the file
+    in the run folder that gets the per-pair scores."""
     ev = ctx.evaluation
     domains = list(dataset.domains)
     n_dom, k_outs = len(domains), settings.num_outs_per_domain
     if n_dom < 2:
         raise BenchmarkError(f"multi-modal evaluation needs at least two domains, got {domains}")
-    val_sets = [dataset.split("val", d) for d in domains]
-    counts = [count_images(s, ev.num_test_images) for s in val_sets]
+    if source_sets is None:
+        val_sets = [dataset.split("val", d) for d in domains]
+        counts = [count_images(s, ev.num_test_images) for s in val_sets]
+    else:
+        val_sets = list(source_sets)
+        counts = [len(s) for s in val_sets]
     sources = [s.images(range(c)) for s, c in zip(val_sets, counts)]
     with_labels = settings.structure_score and all(
         s.has_labels and s.label_info.kind == "segmentation" for s in val_sets)
@@ -237,12 +246,12 @@ def evaluate_multimodal(translator: Translator | None, dataset, settings: EvalSe
         metrics[f"{mode}_L1_diversity"] = float(np.mean(l1s))
     if labels is not None:
         metrics["structure_score"] = float(torch.cat(structure).mean())
-    try:
-        if ctx.distributed.is_main:
+    if per_pair_file and ctx.distributed.is_main:
+        try:
             ctx.run_dir.mkdir(parents=True, exist_ok=True)
-            (ctx.run_dir / "eval_per_pair.json").write_text(json.dumps(per_pair, indent=2, sort_keys=True))
-    except OSError:
-        pass
+            (ctx.run_dir / per_pair_file).write_text(json.dumps(per_pair, indent=2, sort_keys=True))
+        except OSError:
+            pass
 
     protocol = {
         "fid_network": f"TF-Inception (pytorch-fid weights, sha256 {INCEPTION_SHA256[:12]}); the official "

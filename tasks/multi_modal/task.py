@@ -28,6 +28,7 @@ from benchmark.core.registry import register_task
 from methods.base import OptimizerDefaults, TranslationPair
 
 from ..base import Task, distribute, set_requires_grad
+from ..validation import hold_out
 from .data import MultiDomainBatch, MultiDomainBatches
 from .evaluation import EvalSettings, evaluate_multimodal
 from .networks import (Discriminator, Generator, HnegGenerator, MappingNetwork, StyleEncoder, adv_loss,
@@ -173,6 +174,12 @@ class MultiModalTask(Task):
         self.domains = list(self.dataset.domains)
         n_dom = len(self.domains)
         train_sets = [self.dataset.split("train", d) for d in self.domains]
+        self.validation_sets = None
+        if self.ctx.validation.enabled:  # the validation split: held out of each domain's training images
+            held = [hold_out(s, self.ctx.validation, 2 + i, f"domain '{d}'")
+                    for i, (s, d) in enumerate(zip(train_sets, self.domains))]
+            self.validation_sets = [h for h, _ in held]
+            train_sets = [k for _, k in held]
         self.img_size = int(self.dataset.split("val", self.domains[0]).image(0).shape[-1])
         if self.img_size & (self.img_size - 1) or self.img_size < 16:
             raise ConfigError(f"multi_modal: image size must be a power of two >= 16, got {self.img_size}")
@@ -387,6 +394,22 @@ class MultiModalTask(Task):
         result.protocol["eval_networks"] = ("EMA of G, F, E (beta %g)" % self.options.ema_beta
                                             if self.options.eval_nets == "ema" else "raw G, F, E (not the EMA)")
         return result
+
+    @classmethod
+    def validation_refusal(cls, options) -> str | None:
+        return None
+
+    def evaluate_point(self, split: str) -> dict[str, float]:
+        """StarGAN v2's evaluation of the evaluation networks with the validation images held out of
+        each domain's training images as sources and references ('val'), or the val split, this
+        task's test set ('test'); FID against each target domain's training images in both, as the
+        official protocol. ``FID``, the score the selection rules compare, is the mean of the
+        latent- and reference-guided FIDs."""
+        sources = self.validation_sets if split == "val" else None
+        metrics = dict(evaluate_multimodal(self.translator(), self.dataset, self.eval_settings(self.options),
+                                           self.ctx, source_sets=sources, per_pair_file=None).metrics)
+        metrics["FID"] = 0.5 * (metrics["latent_FID"] + metrics["reference_FID"])
+        return metrics
 
     @classmethod
     def evaluate_identity(cls, options, dataset, ctx: RunContext) -> Evaluation:

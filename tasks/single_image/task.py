@@ -195,5 +195,11 @@ class SingleImageTask(GeneratorDiscriminatorSteps, Task):
         return evaluate_single_image(self.translate, self.dataset, self.eval_settings(self.options), self.ctx)
 
     @classmethod
+    def validation_refusal(cls, options) -> str | None:
+        return ("it trains on one source and one target image: no image can be held out for a "
+                "validation split, and its test input is the training image itself, so any choice "
+                "among its checkpoints is a choice on the test image (report the last checkpoint)")
+
+    @classmethod
     def evaluate_identity(cls, options, dataset, ctx: RunContext) -> Evaluation:
         return evaluate_single_image(None, dataset, cls.eval_settings(options), ctx)

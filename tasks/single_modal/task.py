@@ -27,6 +27,7 @@ from ..base import Task, distribute, linear_decay_schedulers, restore_training_s
 from ..cyclegan import CycleGAN, CycleOutputs
 from ..data import UnpairedBatches, to_model_range
 from ..evaluation import evaluate_translation
+from ..validation import TranslationValidation, hold_out_sides
 from ..image_pool import ImagePool
 from ..networks import GANLoss, NLayerDiscriminator, ResnetGenerator, cut_layer_ids, init_weights
 
@@ -109,6 +110,9 @@ class SingleModalTask(GeneratorDiscriminatorSteps, Task):
         self.layers = list(o.feature_layers) if o.feature_layers is not None else cut_layer_ids(o.n_blocks, o.antialias)
         self.pool = ImagePool(o.pool_size)  # the one-sided framework's (CycleGAN's two are in self.cycle)
         train_a, train_b = self.dataset.split("train", "A"), self.dataset.split("train", "B")
+        train_a, train_b, val = hold_out_sides(train_a, train_b, self.ctx.validation,
+                                               paired=self.dataset.kind == "paired")
+        self.validation = TranslationValidation(val, self.dataset, self.ctx) if val is not None else None
         crop = self.dataset.split("test", "A").image(0).shape[-1]
         self.batches = UnpairedBatches(train_a, train_b, o.batch_size, crop, o.flip, self.ctx.seed)
         defaults = OptimizerDefaults(o.lr, (o.beta1, o.beta2))
@@ -217,6 +221,17 @@ class SingleModalTask(GeneratorDiscriminatorSteps, Task):
 
     def evaluate(self) -> Evaluation:
         return evaluate_translation(self.translate, self.dataset, self.ctx)
+
+    @classmethod
+    def validation_refusal(cls, options) -> str | None:
+        return None
+
+    def evaluate_point(self, split: str) -> dict[str, float]:
+        """'val': the held-out A images' translations against the held-out B images; 'test': the
+        test protocol of :meth:`evaluate`."""
+        if split == "val":
+            return self.validation.score(self.translate)
+        return self.evaluate().metrics
 
     @classmethod
     def evaluate_identity(cls, options, dataset, ctx: RunContext) -> Evaluation:
