@@ -176,21 +176,32 @@ def fid_kid_scores(fake: np.ndarray, real: np.ndarray, ev: EvaluationConfig, rea
             f"(seed {ev.bootstrap_seed}) of {resampled} with replacement: the percentile interval shifted "
             "by the resamples' mean minus the estimate (repeated images alone raise FID and KID); KID's "
             "resamples use all pairs")
-    if ev.fid_infinity_below and n_fake < ev.fid_infinity_below:
-        try:
-            sizes = fid_infinity_sizes(n_fake, ev.fid_infinity_points, ev.fid_infinity_min_fraction)
-        except BenchmarkError as exc:
-            protocol["fid_infinity"] = f"not computed ({exc})"
-        else:
-            inf = fid_infinity(fake, real, ev.fid_infinity_points, ev.fid_infinity_min_fraction,
-                               ev.fid_infinity_seed, subsample_f2=True)
-            metrics["FID_inf"] = inf.value
-            protocol["fid_infinity"] = (
-                f"FID_inf (Chong & Forsyth 2020): least-squares line of FID_N in 1/N at 1/N = 0, N = "
-                f"{sizes[0]}..{sizes[-1]} outputs ({len(sizes)} sizes), each a random subset (seed "
-                f"{ev.fid_infinity_seed}) with the real images subsampled at the same fraction; reported "
-                f"below {ev.fid_infinity_below} outputs")
+    inf, protocol["fid_infinity"] = fid_infinity_scores(
+        [(fake, real)], ev, "FID_inf (Chong & Forsyth 2020): least-squares line of FID_N in 1/N at 1/N = 0")
+    if inf is not None:
+        metrics["FID_inf"] = inf
+    if protocol["fid_infinity"] is None:
+        del protocol["fid_infinity"]
     return metrics, protocol
+
+
+def fid_infinity_scores(pairs: list[tuple[np.ndarray, np.ndarray]], ev: EvaluationConfig,
+                        what: str) -> tuple[float | None, str | None]:
+    """FID-infinity averaged over ``pairs`` of (output features, real features) and its protocol line
+    (``what`` first), when fewer outputs than ``fid_infinity_below`` are scored; (None, None) when
+    not asked for, (None, why) when the outputs are too few to extrapolate."""
+    n_fake = max(int(f.shape[0]) for f, _ in pairs)
+    if not (ev.fid_infinity_below and n_fake < ev.fid_infinity_below):
+        return None, None
+    try:
+        sizes = fid_infinity_sizes(n_fake, ev.fid_infinity_points, ev.fid_infinity_min_fraction)
+    except BenchmarkError as exc:
+        return None, f"not computed ({exc})"
+    value = float(np.mean([fid_infinity(f, r, ev.fid_infinity_points, ev.fid_infinity_min_fraction,
+                                        ev.fid_infinity_seed, subsample_f2=True).value for f, r in pairs]))
+    return value, (f"{what}, N = {sizes[0]}..{sizes[-1]} outputs ({len(sizes)} sizes), each a random subset "
+                   f"(seed {ev.fid_infinity_seed}) with the real images subsampled at the same fraction; "
+                   f"reported below {ev.fid_infinity_below} outputs")
 
 
 def mean_fid_statistics(pairs: list[tuple[np.ndarray, np.ndarray]], mean_fid: float, ev: EvaluationConfig,
@@ -220,20 +231,12 @@ def mean_fid_statistics(pairs: list[tuple[np.ndarray, np.ndarray]], mean_fid: fl
             f"{ev.bootstrap_resamples} resamples (seed {ev.bootstrap_seed}) of each pair's source images "
             f"with their {cluster_size} outputs, with replacement, the real (training) images kept fixed: "
             "the percentile interval shifted by the resamples' mean minus the estimate")
-    if ev.fid_infinity_below and n_fake < ev.fid_infinity_below:
-        try:
-            sizes = fid_infinity_sizes(n_fake, ev.fid_infinity_points, ev.fid_infinity_min_fraction)
-        except BenchmarkError as exc:
-            protocol["fid_infinity"] = f"not computed ({exc})"
-        else:
-            metrics[f"{prefix}FID_inf"] = float(np.mean([
-                fid_infinity(f, r, ev.fid_infinity_points, ev.fid_infinity_min_fraction, ev.fid_infinity_seed,
-                             subsample_f2=True).value for f, r in pairs]))
-            protocol["fid_infinity"] = (
-                f"FID_inf (Chong & Forsyth 2020) per pair, averaged: line of FID_N in 1/N at 1/N = 0, N = "
-                f"{sizes[0]}..{sizes[-1]} outputs ({len(sizes)} sizes), random subsets (seed "
-                f"{ev.fid_infinity_seed}), real images subsampled at the same fraction; reported below "
-                f"{ev.fid_infinity_below} outputs")
+    inf, protocol["fid_infinity"] = fid_infinity_scores(
+        pairs, ev, "FID_inf (Chong & Forsyth 2020) per pair, averaged: line of FID_N in 1/N at 1/N = 0")
+    if inf is not None:
+        metrics[f"{prefix}FID_inf"] = inf
+    if protocol["fid_infinity"] is None:
+        del protocol["fid_infinity"]
     return metrics, protocol
 
 

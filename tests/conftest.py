@@ -32,3 +32,18 @@ def tiny_suite(tmp_path):
     def make(**kwargs):
         return suite_from_dict(tiny_suite_dict(tmp_path, **kwargs), base_dir=tmp_path)
     return make
+
+
+def flatten_state(state, prefix="", tensors_only=True) -> dict:
+    """Every tensor of a nested checkpoint (dicts, lists) under a dotted key, to compare two states
+    entry by entry; with ``tensors_only=False`` the other leaves (steps, RNG states) too."""
+    out = {}
+    if isinstance(state, dict):
+        for k, v in state.items():
+            out.update(flatten_state(v, f"{prefix}.{k}", tensors_only))
+    elif isinstance(state, (list, tuple)):
+        for i, v in enumerate(state):
+            out.update(flatten_state(v, f"{prefix}.{i}", tensors_only))
+    elif isinstance(state, torch.Tensor) or not tensors_only:
+        out[prefix] = state
+    return out

@@ -21,7 +21,7 @@ from benchmark.progress import SuiteProgress
 from benchmark.report.results import missing_reason
 from benchmark.runner import Runner, expand, run_lock
 
-from conftest import tiny_suite_dict
+from conftest import flatten_state, tiny_suite_dict
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -203,19 +203,8 @@ def test_two_concurrent_run_commands_train_each_run_once(tmp_path):
 
 # -- submitit jobs: killed and pre-empted, resumed bit-exactly ------------------------------------
 
-def _flatten(state, prefix=""):
-    out = {}
-    if isinstance(state, dict):
-        for k, v in state.items():
-            out.update(_flatten(v, f"{prefix}.{k}"))
-    elif isinstance(state, (list, tuple)):
-        for i, v in enumerate(state):
-            out.update(_flatten(v, f"{prefix}.{i}"))
-    elif isinstance(state, torch.Tensor):
-        out[prefix] = state
-    else:
-        out[prefix] = state
-    return out
+def _flatten(state):
+    return flatten_state(state, tensors_only=False)
 
 
 def _children(pid: int) -> list[int]:

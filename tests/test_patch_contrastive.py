@@ -23,13 +23,15 @@ DEFAULTS = {
                    "ema_decay": 0.9, "lr_N": None, "diversity_negatives": "all", "detach_negatives": False},
     HnegSRCParams: {**PATCH_NCE, "lambda_HDCE": 1.0, "lambda_SRC": 1.0, "dce_idt": False, "use_curriculum": False,
                     "HDCE_gamma": 1.0, "HDCE_gamma_min": 1.0, "step_gamma": False, "step_gamma_progress": 0.5,
-                    "no_Hneg": False, "hdce_value": "dce", "layer_reduction": "mean"},
+                    "no_Hneg": False, "hdce_value": "dce", "layer_reduction": "mean",
+                    "contrastive": "dce"},  # added later (Table 4's InfoNCE rows), default = the old behaviour
     GraphCLParams: {**SHARED, "lambda_GNN": 0.1, "gnn_idt": True, "num_hop": 2, "nonzero_th": 0.1,
                     "pooling_num": 1, "pooling_ratio": [1.0, 0.5], "down_scale": 4,
                     "vgg_layers": ["relu3_1", "relu4_1", "relu4_3"], "vgg_weights": "imagenet",
                     "official_double_self_loop": True, "init_gain": 0.02},
 }
-"""The options and defaults of each method before the shared base existed."""
+"""The options and defaults of each method before the shared base existed (and options added since,
+at defaults that keep the earlier behaviour)."""
 
 METHODS = [(CUT, "lambda_NCE", "nce_idt"), (NEGCUT, "lambda_NCE", "nce_idt"),
            (HnegSRC, "lambda_HDCE", "dce_idt"), (GraphCL, "lambda_GNN", "gnn_idt")]

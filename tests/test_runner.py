@@ -8,7 +8,7 @@ from benchmark.config import suite_from_dict
 from benchmark.core.errors import ConfigError
 from benchmark.runner import Runner, expand
 
-from conftest import tiny_suite_dict
+from conftest import flatten_state, tiny_suite_dict
 
 
 def _weights(task):
@@ -173,17 +173,8 @@ def test_parallel_workers_match_sequential_and_isolate_a_crash(tmp_path):
             __import__("json").loads(seq.metrics_path.read_text())["metrics"]
 
 
-def _flatten(state, prefix=""):
-    out = {}
-    if isinstance(state, dict):
-        for k, v in state.items():
-            out.update(_flatten(v, f"{prefix}.{k}"))
-    elif isinstance(state, (list, tuple)):
-        for i, v in enumerate(state):
-            out.update(_flatten(v, f"{prefix}.{i}"))
-    elif isinstance(state, torch.Tensor):
-        out[prefix] = state
-    return out
+def _flatten(state):
+    return flatten_state(state)
 
 
 def test_cli_run_trains_reports_and_prints_the_report_path(tmp_path, capsys):
