@@ -334,3 +334,7 @@ def test_report_shows_last_best_val_and_best_test_side_by_side_with_the_gain(tmp
     columns = [c.strip() for c in header.strip("|").split("|")]
     assert float(cells[columns.index("FID gain best_test − last")]) == pytest.approx(gain, abs=0.006)
     assert gain <= 0  # the test set's own choice is never worse than the last checkpoint on test
+    for rule, column in (("last", "FID last"), ("best_test", "FID best_test (optimistic)")):
+        chosen = record["selection"][rule]["metrics"]  # each rule's cell carries its own bootstrap interval
+        assert cells[columns.index(column)] == (f"{chosen['FID']:.2f} [{chosen['FID_ci_low']:.2f}, "
+                                                f"{chosen['FID_ci_high']:.2f}]")

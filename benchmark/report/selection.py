@@ -7,7 +7,7 @@ from __future__ import annotations
 import pandas as pd
 
 from ..config import Component
-from .format import NOT_SCORED, markdown_table, mean_std
+from .format import INTERVAL_BOUNDS, NOT_SCORED, interval_words, markdown_table, mean_std
 from .layouts import ReportContext
 from .results import IDENTITY
 
@@ -32,9 +32,13 @@ def selection_table(records: list[dict], datasets: list[str], methods: list[str]
             row = {"dataset": dataset, "method": method}
             for metric in scores:
                 for rule in rules:
-                    values = pd.Series([r["selection"][rule]["metrics"][metric] for r in runs
-                                        if metric in r["selection"].get(rule, {}).get("metrics", {})], dtype=float)
-                    row[f"{metric} {RULE_LABELS[rule]}"] = NOT_SCORED if values.empty else mean_std(values, 2)
+                    chosen = [r["selection"][rule]["metrics"] for r in runs
+                              if metric in r["selection"].get(rule, {}).get("metrics", {})]
+                    values = pd.Series([m[metric] for m in chosen], dtype=float)
+                    bounds = [pd.Series([m[metric + b] for m in chosen if metric + b in m], dtype=float)
+                              for b in INTERVAL_BOUNDS]
+                    row[f"{metric} {RULE_LABELS[rule]}"] = NOT_SCORED if values.empty else \
+                        mean_std(values, 2) + interval_words(*bounds, 2)
                 for rule in rules[1:]:
                     gains = pd.Series([r["selection"][rule]["metrics"][metric] - r["selection"]["last"]["metrics"][metric]
                                        for r in runs if metric in r["selection"].get(rule, {}).get("metrics", {})],
@@ -66,5 +70,6 @@ def selection_section(ctx: ReportContext, task: Component) -> list[str]:
             f"Evaluation every {validation['eval_every']} steps and at the last step. `gain R − last`: "
             "rule R's score minus last's, per seed (negative = lower FID than the last checkpoint); "
             "the best_test gain is how much of a best-epoch number is checkpoint selection on the test set. "
-            "`steps chosen`: each rule's step, per seed. Multi-modal runs choose on the mean of the "
+            "`steps chosen`: each rule's step, per seed. [low, high]: the bootstrap interval over the test "
+            "images of that checkpoint's score (as in the tables above). Multi-modal runs choose on the mean of the "
             "latent- and reference-guided FIDs.", ""]
