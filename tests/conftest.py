@@ -47,3 +47,13 @@ def flatten_state(state, prefix="", tensors_only=True) -> dict:
     elif isinstance(state, torch.Tensor) or not tensors_only:
         out[prefix] = state
     return out
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny networks run many times faster on one intra-op thread than on two on a busy 2-core
+    machine; a module opts in with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

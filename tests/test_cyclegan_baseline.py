@@ -21,12 +21,7 @@ from tasks.networks import GANLoss, NLayerDiscriminator, ResnetGenerator, init_w
 from tasks.single_modal.task import SingleModalOptions
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny networks: one thread (conftest)
 
 
 def affine_1x1(scale: float, shift: float, out_channels: int = 3) -> nn.Conv2d:

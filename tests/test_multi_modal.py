@@ -19,13 +19,7 @@ from tasks.multi_modal import evaluation as mm_eval
 from tasks.multi_modal.networks import (Discriminator, Generator, HnegGenerator, MappingNetwork, StyleEncoder,
                                         diversity_weight, he_init, moving_average, r1_reg)
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny networks run fastest on one thread (and do not stall on a loaded machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny networks: one thread (conftest)
 
 
 TINY_NETS = {"dim_in": 4, "max_conv_dim": 8, "hidden_dim": 16, "style_dim": 8, "latent_dim": 4}

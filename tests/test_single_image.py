@@ -21,12 +21,7 @@ from tasks.single_image.networks import (StyleGAN2Discriminator, StyleGAN2Genera
 from tasks.single_image.sampler import ZoomAndPatch
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny networks: one thread (conftest)
 
 
 # -- networks: the official SinCUT configuration ------------------------------------------------------

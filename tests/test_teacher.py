@@ -23,13 +23,7 @@ from tasks.compression.teacher import (TEACHER_PRESETS, CycleGANTeacher, Pix2Pix
 TINY = dict(ngf=4, n_blocks=2, ndf=4, n_layers_D=2, n_steps=3, n_steps_decay=3, checkpoint_every=2, log_every=2)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny networks: one intra-op thread is many times faster than two on a busy 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny networks: one thread (conftest)
 
 
 @pytest.fixture(scope="module")
