@@ -179,6 +179,8 @@ def build_parser() -> argparse.ArgumentParser:
     perf.add_argument("--official", metavar="PATH", default=None,
                       help="a local checkout of taesungp/contrastive-unpaired-translation: time its CUT and "
                            "FastCUT steps against ours at the same settings, interleaved in one process")
+    perf.add_argument("--warmup", type=int, default=2,
+                      help="untimed steps before the timed ones (--official; compiled steps need more)")
     perf.add_argument("--official-sizes", nargs="+", type=int, default=[64, 128], metavar="SIZE",
                       help="image sides compared with --official")
     perf.set_defaults(func=cmd_perf)

@@ -52,6 +52,8 @@ def measured_step_times(perf_dir: Path = PERF_DIR) -> list[StepTime]:
                                  "`python -m benchmark perf`") from exc
         device = data.get("meta", {}).get("device_name", "unknown device")
         for r in data.get("results", []):
+            if "step_seconds" not in r:  # another kind of measurement (perf --official's ratios)
+                continue
             out.append(StepTime(r["method"], int(r["size"]), int(r["batch_size"]), float(r["step_seconds"]),
                                 r.get("device_name", device), (r.get("ngf"), r.get("ndf"), r.get("n_blocks")),
                                 f"{path.parent.name}/{path.name}" if path.parent.name == "perf" else str(path)))

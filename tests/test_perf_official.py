@@ -88,7 +88,7 @@ def fake_checkout(tmp_path, monkeypatch):
 
 def _args(root, tmp_path, **kwargs):
     values = dict(official=str(root), methods=None, official_sizes=[16], steps=3, ngf=4, ndf=4,
-                  device="cpu", threads=0, out=str(tmp_path / "out"))
+                  device="cpu", threads=0, out=str(tmp_path / "out"), batch_size=1, task_option=[], warmup=2)
     values.update(kwargs)
     return argparse.Namespace(**values)
 
@@ -138,6 +138,29 @@ def test_both_sides_run_interleaved_at_the_same_settings_and_the_ratio_is_of_the
     for r in results:
         assert r["ratio"] == pytest.approx(r["ours_s"] / r["official_s"], rel=0.1)
         assert r["ours_min_max"][0] <= r["ours_s"] <= r["ours_min_max"][1]
-    saved = json.loads((tmp_path / "out" / "perf_official_cpu.json").read_text())
+    saved = json.loads((tmp_path / "out" / "perf_official_cpu_b1.json").read_text())
     assert [r["size"] for r in saved["results"]] == [16, 24]
-    assert "ours / official" in (tmp_path / "out" / "perf_official_cpu.md").read_text()
+    assert "ours / official" in (tmp_path / "out" / "perf_official_cpu_b1.md").read_text()
+
+
+def test_batch_size_and_our_options_reach_both_sides(fake_checkout, tmp_path, monkeypatch):
+    """``--batch-size 2 --task-option channels_last=true``: the official run gets --batch_size 2 and
+    a batch of two images; ours gets batch 2 and the option; the files are named after both."""
+    import benchmark.perf
+
+    built = []
+    monkeypatch.setattr(benchmark.perf, "build_perf_task",
+                        lambda *a, **k: built.append((a, k)) or (FakeTask(), __import__("torch").device("cpu")))
+    EVENTS.clear()
+    run_official_comparison(_args(fake_checkout, tmp_path, methods=["cut"], batch_size=2,
+                                  task_option=["channels_last=true"], warmup=3))
+    o = next(e[1] for e in EVENTS if isinstance(e, tuple) and e[0] == "official_options")
+    assert o.batch_size == 2
+    assert next(e[1] for e in EVENTS if isinstance(e, tuple) and e[0] == "official_init")[0] == 2
+    assert [a[2] for a, _ in built] == [2] and built[0][0][10] == {"channels_last": True}
+    steps = [e for e in EVENTS if e in ("ours", "official")]
+    assert steps[:6] == ["ours", "official"] * 3  # three warm-up steps each
+    stem = "perf_official_cpu_b2_channelslast-True"
+    saved = json.loads((tmp_path / "out" / f"{stem}.json").read_text())
+    assert saved["meta"]["batch_size"] == 2 and saved["results"][0]["ours_options"] == {"channels_last": True}
+    assert "with channels_last=True" in (tmp_path / "out" / f"{stem}.md").read_text()

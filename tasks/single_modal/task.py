@@ -22,6 +22,7 @@ from benchmark.core.errors import ConfigError
 from benchmark.core.registry import register_task
 from methods.base import CYCLE_CONSISTENCY, Method, OptimizerDefaults
 
+from ..acceleration import Acceleration, AccelerationOptions
 from ..adversarial_steps import GeneratorDiscriminatorSteps
 from ..base import Task, distribute, linear_decay_schedulers, restore_training_state, training_state
 from ..cyclegan import CycleGAN, CycleOutputs
@@ -33,7 +34,9 @@ from ..networks import GANLoss, NLayerDiscriminator, ResnetGenerator, cut_layer_
 
 
 @dataclass
-class SingleModalOptions:
+class SingleModalOptions(AccelerationOptions):
+    """The CUT framework's options, and the training step's acceleration (``compile``,
+    ``autocast``, ``channels_last``: tasks/acceleration.py; all off by default)."""
     ngf: int = 64
     ndf: int = 64
     n_blocks: int = 9
@@ -67,7 +70,7 @@ class SingleModalOptions:
             return "n_steps and n_steps_decay must be >= 0 and their sum >= 1"
         if self.n_blocks < 1:
             return f"n_blocks must be >= 1, got {self.n_blocks}"
-        return None
+        return self.acceleration_refusal()
 
 
 @register_task("single_modal")
@@ -107,6 +110,8 @@ class SingleModalTask(GeneratorDiscriminatorSteps, Task):
                                         weights=cycle, pool_size=o.pool_size, lr=o.lr, betas=(o.beta1, o.beta2),
                                         lambda_gan=o.lambda_GAN)
             self.netG, self.netD = self.cycle.nets["G_A"], self.cycle.nets["D_A"]
+        self.acceleration = Acceleration(o, device)
+        self.acceleration.prepare(self._nets())
         self.layers = list(o.feature_layers) if o.feature_layers is not None else cut_layer_ids(o.n_blocks, o.antialias)
         self.pool = ImagePool(o.pool_size)  # the one-sided framework's (CycleGAN's two are in self.cycle)
         train_a, train_b = self.dataset.split("train", "A"), self.dataset.split("train", "B")
@@ -124,6 +129,7 @@ class SingleModalTask(GeneratorDiscriminatorSteps, Task):
         # Data-dependent initialisation of the method's heads on the first batch.
         real_a, real_b = self._batch(0)
         self.method.to(device)
+        self.acceleration.prepare([], layout_only=[self.method])
         self.method.initialize(self._pair(real_a, real_a, real_b, real_b, False))
         self.method.build_optimizers(defaults)
         self.schedulers = linear_decay_schedulers(self._optimizers(), o.n_steps, o.n_steps_decay)
@@ -148,8 +154,15 @@ class SingleModalTask(GeneratorDiscriminatorSteps, Task):
     def _batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Batch ``step`` (this rank's share of it under torchrun) on the device, in [-1, 1]."""
         a, b = self.batches.batch(step)
-        local = self.ctx.distributed.local
-        return to_model_range(local(a), self.ctx.device), to_model_range(local(b), self.ctx.device)
+        local, inputs = self.ctx.distributed.local, self.acceleration.inputs
+        return (inputs(to_model_range(local(a), self.ctx.device)),
+                inputs(to_model_range(local(b), self.ctx.device)))
+
+    def _nets(self) -> list[torch.nn.Module]:
+        """The generators and discriminators (one of each, two of each in CycleGAN's framework)."""
+        if self.cycle is None:
+            return [self.netG, self.netD]
+        return list(self.cycle.nets.values())
 
     def _pool_query(self, fake: torch.Tensor) -> torch.Tensor:
         """The image pool's answer for this rank's fakes: under torchrun the pool sees the global
@@ -160,8 +173,12 @@ class SingleModalTask(GeneratorDiscriminatorSteps, Task):
         return d.local(self.pool.query(d.gather_rows(fake)))
 
     def train_step(self) -> dict[str, float]:
-        if self.cycle is not None:
-            return self._cycle_step()
+        with self.acceleration.step():
+            if self.cycle is not None:
+                return self._cycle_step()
+            return self._one_sided_step()
+
+    def _one_sided_step(self) -> dict[str, float]:
         real_a, real_b = self._batch(self.step)
         fake_b, idt_b, flipped, encoded = self._translate_batch(real_a, real_b, self.method.uses_identity)
 
