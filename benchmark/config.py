@@ -35,6 +35,12 @@ class LauncherSettings:
     partition: str = ""
     """SLURM partition ('' = the cluster's default)."""
     gpus_per_node: int = 1
+    tasks_per_node: int = 1
+    """Processes per node of each job. More than one trains each run data-parallel over them, as
+    under torchrun (one process per GPU: set it to ``gpus_per_node``); the job's processes find each
+    other through submitit (``TorchDistributedEnvironment``)."""
+    nodes: int = 1
+    """Nodes per job (slurm); with ``tasks_per_node`` the job's processes are nodes x tasks_per_node."""
     cpus_per_task: int = 4
     mem_gb: int = 0
     """Memory per job (0 = the partition's default)."""
@@ -61,6 +67,11 @@ class LauncherSettings:
         for name in ("gpus_per_node", "max_parallel", "max_requeues", "max_resubmissions"):
             if getattr(self, name) < 0:
                 return f"{name} must be >= 0, got {getattr(self, name)}"
+        for name in ("tasks_per_node", "nodes"):
+            if getattr(self, name) < 1:
+                return f"{name} must be >= 1, got {getattr(self, name)}"
+        if self.nodes > 1 and self.type != "slurm":
+            return f"nodes: {self.nodes} needs type slurm (submitit_local runs on this machine: nodes 1)"
         if self.cpus_per_task < 1:
             return f"cpus_per_task must be >= 1, got {self.cpus_per_task}"
         if self.timeout_min < 1:
@@ -122,6 +133,10 @@ class SuiteSettings:
             return f"cpu_threads must be >= 0 (0 = torch's default), got {self.cpu_threads}"
         if self.workers < 1:
             return f"workers must be >= 1 (runs trained at the same time), got {self.workers}"
+        processes = self.launcher.tasks_per_node * self.launcher.nodes
+        if self.launcher.type != "local" and processes > 1 and self.workers > 1:
+            return (f"workers: {self.workers} with a launcher job of {processes} processes: a job trains its "
+                    "run data-parallel over its processes, one run at a time; set workers: 1")
         return None
 
 

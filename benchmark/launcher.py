@@ -46,12 +46,27 @@ class SuiteJob:
     def __call__(self):
         from .config import suite_from_dict
         suite = suite_from_dict(self.raw, self.source, Path(self.base_dir))
+        export_distributed_environment()
         runner = Runner(suite, SuiteProgress(0, run_eta_only=True))
         return runner.do(self.job, wait=True)
 
     def checkpoint(self, *args: Any, **kwargs: Any):
         import submitit
         return submitit.helpers.DelayedSubmission(SuiteJob(self.raw, self.source, self.base_dir, self.job))
+
+
+def export_distributed_environment() -> None:
+    """In a job of several processes (``tasks_per_node`` x ``nodes`` > 1), the variables torchrun
+    would set (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT), from submitit's job
+    environment: the runner then trains the job's run data-parallel over its processes. Each process
+    keeps every GPU visible and takes ``cuda:LOCAL_RANK``, as under torchrun."""
+    import submitit
+    try:
+        env = submitit.JobEnvironment()
+    except RuntimeError:  # not inside a submitit job
+        return
+    if env.num_tasks > 1:
+        submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False, overwrite=True)
 
 
 def make_executor(suite: Suite):
@@ -68,7 +83,8 @@ def make_executor(suite: Suite):
                                          slurm_max_num_timeout=settings.max_requeues)
         params: dict[str, Any] = {
             "timeout_min": settings.timeout_min, "gpus_per_node": settings.gpus_per_node,
-            "cpus_per_task": settings.cpus_per_task, "nodes": 1, "tasks_per_node": 1,
+            "cpus_per_task": settings.cpus_per_task, "nodes": settings.nodes,
+            "tasks_per_node": settings.tasks_per_node,
             "name": settings.job_name or f"i2i-{suite.name}"}
         if settings.mem_gb:
             params["mem_gb"] = settings.mem_gb
@@ -82,7 +98,7 @@ def make_executor(suite: Suite):
         executor.update_parameters(**params)
         return executor
     executor = submitit.LocalExecutor(folder=folder, max_num_timeout=settings.max_requeues)
-    executor.update_parameters(timeout_min=settings.timeout_min)
+    executor.update_parameters(timeout_min=settings.timeout_min, tasks_per_node=settings.tasks_per_node)
     return executor
 
 
@@ -184,7 +200,7 @@ class Launcher:
         without a result (killed, node failure): then it is submitted again, up to
         ``max_resubmissions`` times."""
         try:
-            result = entry.submitted.result()
+            result = entry.submitted.results()[0]  # rank 0's, for a job of several processes
         except Exception as exc:  # noqa: BLE001 - the job's process died or raised outside the run
             reason = f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1] if str(exc).strip() else ''}"
             if self._finished(entry):

@@ -93,8 +93,8 @@ def test_slurm_executor_gets_the_sections_settings(tmp_path, monkeypatch):
     (tmp_path / "bin" / "srun").chmod(0o755)
     raw["launcher"] = {"type": "slurm", "partition": "gpu", "gpus_per_node": 2, "cpus_per_task": 8,
                        "mem_gb": 64, "timeout_min": 120, "account": "lab", "qos": "high",
-                       "constraint": "a100", "max_parallel": 5, "max_requeues": 7,
-                       "slurm_additional_parameters": {"reservation": "paper"}}
+                       "constraint": "a100", "max_parallel": 5, "max_requeues": 7, "tasks_per_node": 2,
+                       "nodes": 3, "slurm_additional_parameters": {"reservation": "paper"}}
     executor = make_executor(suite_from_dict(raw, base_dir=tmp_path))
     slurm = executor._executor
     assert slurm.max_num_timeout == 7
@@ -103,6 +103,7 @@ def test_slurm_executor_gets_the_sections_settings(tmp_path, monkeypatch):
         ("gpu", 2, 8, "64GB", 120)
     assert (p["account"], p["qos"], p["constraint"], p["array_parallelism"]) == ("lab", "high", "a100", 5)
     assert p["additional_parameters"] == {"reservation": "paper"}
+    assert (p["ntasks_per_node"], p["nodes"]) == (2, 3)  # one run over 6 processes
     assert p["job_name"] == "i2i-tiny"
 
 
@@ -284,3 +285,35 @@ def test_submitit_jobs_killed_or_preempted_resume_bit_exactly(tmp_path):
         for k in a:
             assert torch.equal(a[k], b[k]) if isinstance(a[k], torch.Tensor) else np.array_equal(a[k], b[k]), k
         assert _metrics(run) == _metrics(ref)
+
+
+def test_a_job_of_two_processes_trains_its_run_data_parallel(tmp_path):
+    """``tasks_per_node: 2``: each job's two processes find each other through submitit's job
+    environment and train the run together (gloo on CPU), as under torchrun: one set of results,
+    written by rank 0, which records the two processes."""
+    pytest.importorskip("submitit")
+    from benchmark.launcher import Launcher
+
+    raw = tiny_suite_dict(tmp_path, steps=4, batch_size=2)
+    raw.update(cpu_threads=1, launcher={"type": "submitit_local", "poll_s": 0.2, "timeout_min": 20,
+                                        "tasks_per_node": 2})
+    suite = suite_from_dict(raw, base_dir=tmp_path)
+    (run,) = expand(suite)
+    log = io.StringIO()
+    failures = Launcher(suite, SuiteProgress(0, stream=log)).launch()
+    assert failures == [], log.getvalue()
+    metrics = json.loads(run.metrics_path.read_text())
+    assert metrics["processes"] == 2
+    assert np.isfinite(metrics["metrics"]["FID"])
+    jobs = json.loads((suite.launcher_dir / "jobs.json").read_text())["jobs"]
+    assert f"resumed {run.run_id}" not in Path(jobs[run.run_id]["stderr"]).read_text()
+
+
+def test_a_multi_process_job_with_workers_is_refused(tmp_path):
+    raw = tiny_suite_dict(tmp_path)
+    raw.update(workers=2, launcher={"type": "slurm", "tasks_per_node": 4})
+    with pytest.raises(ConfigError, match="workers: 2 with a launcher job of 4 processes"):
+        suite_from_dict(raw, base_dir=tmp_path)
+    raw.update(workers=1, launcher={"type": "submitit_local", "nodes": 2})
+    with pytest.raises(ConfigError, match="nodes: 2 needs type slurm"):
+        suite_from_dict(raw, base_dir=tmp_path)
