@@ -23,6 +23,10 @@ from .progress import SuiteProgress, format_seconds
 from .runner import Job, Runner
 
 
+LIVE_SLURM_STATES = ("PENDING", "RUNNING", "REQUEUE", "CONFIGURING", "RESIZING", "SUSPENDED", "COMPLETING")
+"""SLURM job states (prefixes) of a job that has not ended."""
+
+
 def import_submitit(launcher: str):
     """The submitit module, or an error saying how to install it."""
     try:
@@ -138,15 +142,43 @@ class Launcher:
         if not self.tracked:
             self.log("[launcher] nothing to do: every run has finished")
             return []
+        self._adopt_live_jobs()
         if local_limit:
             self._submit(self.tracked[:local_limit])
         else:
-            self._submit(self.tracked)
+            self._submit([e for e in self.tracked if e.submitted is None])
         if not wait:
             self.log(f"[launcher] {len(self.tracked)} job(s) submitted ({self.jobs_file}); "
                      "`python -m benchmark report CONFIG` writes the report once they have ended")
             return []
         return self._follow(local_limit)
+
+    def _adopt_live_jobs(self) -> None:
+        """On SLURM, a job that an earlier command submitted for a run and that is still queued or
+        running (jobs.json, then SLURM's state) is followed instead of submitting a second one, which
+        would only wait for the run's lock and hold an allocation meanwhile."""
+        if self.settings.type != "slurm" or not self.jobs_file.is_file():
+            return
+        import submitit
+        try:
+            data = json.loads(self.jobs_file.read_text())
+        except (OSError, json.JSONDecodeError):
+            return
+        earlier = data.get("jobs", {}) if data.get("launcher") == "slurm" else {}
+        for entry in self.tracked:
+            info = earlier.get(entry.name)
+            if not info:
+                continue
+            job = submitit.SlurmJob(self.suite.launcher_dir / "%j", info["job_id"])
+            try:
+                state = str(job.state).upper()
+            except Exception:  # noqa: BLE001 - sacct/squeue unavailable: submit as usual
+                continue
+            if state.startswith(LIVE_SLURM_STATES):
+                entry.submitted, entry.tries = job, 1
+                entry.history = [*info.get("earlier_jobs", []), info["job_id"]]
+                self.log(f"[launcher] {entry.name}: job {info['job_id']} of an earlier command is {state}; "
+                         "following it instead of submitting another")
 
     def _callable(self, job: Job) -> SuiteJob:
         return SuiteJob(self.suite.raw, self.suite.source, str(self.suite.base_dir), job)

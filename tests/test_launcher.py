@@ -317,3 +317,55 @@ def test_a_multi_process_job_with_workers_is_refused(tmp_path):
     raw.update(workers=1, launcher={"type": "submitit_local", "nodes": 2})
     with pytest.raises(ConfigError, match="nodes: 2 needs type slurm"):
         suite_from_dict(raw, base_dir=tmp_path)
+
+
+def test_a_second_run_command_follows_live_slurm_jobs_instead_of_submitting_again(tmp_path, monkeypatch):
+    """jobs.json names the jobs an earlier `run --no-wait` submitted: those SLURM still has queued or
+    running are followed; a run whose job ended without a result is submitted again."""
+    submitit = pytest.importorskip("submitit")
+    from types import SimpleNamespace
+    from contextlib import nullcontext
+    from benchmark.launcher import Launcher
+
+    def fake_job(job_id):
+        return SimpleNamespace(job_id=job_id, paths=SimpleNamespace(stdout=f"{job_id}.out", stderr=f"{job_id}.err"))
+
+    class FakeExecutor:
+        def __init__(self):
+            self.submitted = []
+
+        def batch(self):
+            return nullcontext()
+
+        def submit(self, fn):
+            self.submitted.append(fn.job)
+            return fake_job(f"new{len(self.submitted)}")
+
+    states = {"101": "RUNNING", "102": "FAILED"}
+
+    class FakeSlurmJob:
+        def __init__(self, folder, job_id):
+            self.job_id, self.paths = job_id, fake_job(job_id).paths
+
+        @property
+        def state(self):
+            return states[self.job_id]
+
+    monkeypatch.setattr(submitit, "SlurmJob", FakeSlurmJob)
+    raw = tiny_suite_dict(tmp_path, seeds=(0, 1))
+    raw["launcher"] = {"type": "slurm"}
+    suite = suite_from_dict(raw, base_dir=tmp_path)
+    first, second = expand(suite)
+    suite.launcher_dir.mkdir(parents=True)
+    (suite.launcher_dir / "jobs.json").write_text(json.dumps({"suite": "tiny", "launcher": "slurm", "jobs": {
+        first.run_id: {"job_id": "101", "earlier_jobs": ["90"]}, second.run_id: {"job_id": "102"}}}))
+    log = io.StringIO()
+    executor = FakeExecutor()
+    launcher = Launcher(suite, SuiteProgress(0, stream=log), executor=executor)
+    assert launcher.launch(wait=False) == []
+    submitted = [launcher.runner.job_name(job) for job in executor.submitted]
+    assert first.run_id not in submitted and second.run_id in submitted
+    assert f"{first.run_id}: job 101 of an earlier command is RUNNING; following it" in log.getvalue()
+    jobs = json.loads((suite.launcher_dir / "jobs.json").read_text())["jobs"]
+    assert jobs[first.run_id]["job_id"] == "101" and jobs[first.run_id]["earlier_jobs"] == ["90"]
+    assert jobs[second.run_id]["job_id"].startswith("new")
