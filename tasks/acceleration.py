@@ -8,14 +8,16 @@ replays them, ``compile: default`` fuses their element-wise kernels (instance no
 ``autocast: bf16`` runs the generator's and discriminator's forward passes under bf16 autocast
 (convolutions in bfloat16; no loss scaling: bf16 has fp32's range) and hands their outputs on in
 fp32, so that the methods' heads, similarities and losses compute in fp32 (Hneg-SRC's SRC term is
-a difference of similarity matrices that bf16 would cancel away); ``channels_last`` stores images, activations and convolution weights NHWC, the
-layout tensor cores read without a transpose.
+a difference of similarity matrices that bf16 would cancel away); ``channels_last`` stores images,
+activations and convolution weights NHWC, the layout tensor cores read without a transpose.
 
 Tolerances, checked by tests/test_acceleration.py on CPU against fp32 eager from the same seed:
 channels_last and compile change one step's losses at rounding level (at most 1e-4 relative) and its
 gradients by at most 1e-2 (relative L2); bf16 autocast keeps the losses within 1e-2 and the
-gradients within 1e-1. Over many steps trajectories part, as between two machines. The options are part of the task's options, so a run trained
-with them is another run (another folder and hash) than the same run without.
+gradients within 1e-1. Over many steps trajectories part, as between two machines. The options
+are task options, so part of a run's config: a run folder made without them is not reused by a run
+with them (the runner names the changed option), and the report's protocol line names them
+(``acceleration``). Measured speed: docs/perf/official_gpu.md.
 """
 from __future__ import annotations
 
@@ -24,7 +26,6 @@ from dataclasses import dataclass
 from typing import Iterable, Literal
 
 import torch
-import torch._dynamo
 
 COMPILE_MODES = {
     "default": {},
@@ -45,7 +46,8 @@ torch's default limit of 8 would send the later ones back to eager."""
 
 def allow_recompiles(limit: int) -> None:
     """Raise dynamo's per-function limit of compiled variants to at least ``limit``."""
-    config = torch._dynamo.config
+    from torch import _dynamo
+    config = _dynamo.config
     name = "recompile_limit" if hasattr(config, "recompile_limit") else "cache_size_limit"
     setattr(config, name, max(getattr(config, name), limit))
 
@@ -98,7 +100,8 @@ class Acceleration:
         if o.compile != "off":
             # Each run compiles afresh: variants compiled for an earlier run's networks (the runner
             # may train several runs in one process) would count against the limit below.
-            torch._dynamo.reset()
+            from torch import _dynamo  # seconds to import: only when compiling
+            _dynamo.reset()
             allow_recompiles(RECOMPILES)
             options = None
             if o.compile_backend == "inductor":

@@ -155,3 +155,24 @@ def test_compiled_cuda_step_within_tolerance(tmp_path, options):
     bf16 = options.get("autocast") == "bf16"
     assert loss_error(logs, base_logs) <= (BF16_LOSS if bf16 else FP32_LOSS)
     assert grad_error(grads, base_grads) <= (BF16_GRAD if bf16 else FP32_GRAD)
+
+
+def test_a_run_with_an_option_says_so_in_its_protocol(tmp_path):
+    """metrics.json's protocol (the report's protocol line) names the options a run trained with;
+    a run without any has no such entry."""
+    import io
+    import json
+
+    from benchmark.config import suite_from_dict
+    from benchmark.progress import SuiteProgress
+    from benchmark.runner import Runner, expand
+    from conftest import tiny_suite_dict
+
+    protocols = []
+    for name, options in (("plain", {}), ("fast", {"channels_last": True, "autocast": "bf16"})):
+        raw = tiny_suite_dict(tmp_path / name, steps=2, **options)
+        suite = suite_from_dict(raw, base_dir=tmp_path)
+        assert Runner(suite, SuiteProgress(0, stream=io.StringIO())).run_all() == []
+        protocols.append(json.loads(expand(suite)[0].metrics_path.read_text())["protocol"])
+    assert "acceleration" not in protocols[0]
+    assert protocols[1]["acceleration"] == "bf16 autocast, channels_last"

@@ -237,7 +237,11 @@ class SingleModalTask(GeneratorDiscriminatorSteps, Task):
             self.cycle.load_pools_state(state["pools"])
 
     def evaluate(self) -> Evaluation:
-        return evaluate_translation(self.translate, self.dataset, self.ctx)
+        result = evaluate_translation(self.translate, self.dataset, self.ctx)
+        trained_with = self.acceleration.describe()
+        if trained_with:  # the report's protocol line says how the numbers were trained
+            result.protocol["acceleration"] = trained_with
+        return result
 
     @classmethod
     def validation_refusal(cls, options) -> str | None:
