@@ -30,6 +30,8 @@ from typing import Any, Callable, ClassVar, Sequence
 import torch
 from torch import nn
 
+from benchmark.core.distributed import SINGLE_PROCESS, Distributed
+
 Encode = Callable[[torch.Tensor], list[torch.Tensor]]
 
 
@@ -130,6 +132,10 @@ class Method(nn.Module):
     that lacks one is refused then, naming it."""
     weights_dir: Path | None = None
     """The configured folder of pretrained weights (set by the runner before ``initialize``)."""
+    distributed: Distributed = SINGLE_PROCESS
+    """This process's place among the processes that share every batch under torchrun (set by the
+    task's ``distribute`` before it asks ``batch_coupling``): a loss that couples the images of a
+    batch and gathers the other processes' rows (``Distributed.gather_rows``) need not be refused."""
 
     def __init__(self, params):
         super().__init__()

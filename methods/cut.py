@@ -44,11 +44,16 @@ class CUT(PatchNCEMethod):
         "sincut": {"lambda_NCE": 4.0},
     }
 
+    def batch_coupling(self) -> str | None:
+        """None: with ``nce_includes_all_negatives_from_minibatch`` the negatives are the keys of the
+        whole batch, gathered from every process under torchrun (``patch_nce``)."""
+        return None
+
     def nce_loss(self, pair: TranslationPair, source: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
         """lambda_NCE * mean over layers of the mean per-patch InfoNCE (CUT's calculate_NCE_loss)."""
         p = self.params
         z = self.embed_patches(pair, source, output)
-        per_layer = [patch_nce(q, k, p.nce_T, p.nce_includes_all_negatives_from_minibatch).mean()
+        per_layer = [patch_nce(q, k, p.nce_T, p.nce_includes_all_negatives_from_minibatch, self.distributed).mean()
                      for q, k in zip(z.queries, z.keys)]
         return p.lambda_NCE * torch.stack(per_layer).mean()
 

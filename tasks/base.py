@@ -82,6 +82,7 @@ def distribute(ctx: RunContext, method: Method, modules: dict[str, torch.nn.Modu
     d = ctx.distributed
     if not d.enabled:
         return
+    method.distributed = d
     reason = method.batch_coupling()
     if reason:
         raise ConfigError(f"method '{method.registry_name}' cannot share a batch among {d.world_size} "

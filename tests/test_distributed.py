@@ -35,6 +35,10 @@ CASES = {
                                                        "patch_nums": 8}}},
     # StarGAN v2 with CUT's patch loss in both generator steps: batch 4 -> 2 per process.
     "multi_modal": {"task": "multi_modal", "method": "cut", "batch_size": 4},
+    # SinCUT: StyleGAN2 networks with noise injection, crops of one image pair, the sincut preset
+    # with the task's patch settings (one patch per crop, negatives from every crop of the batch:
+    # the keys gathered from both processes): batch 4 -> 2 crops of each image per process.
+    "single_image": {"task": "single_image", "method": {"name": "sincut"}, "batch_size": 4},
 }
 
 
@@ -44,6 +48,10 @@ def suite_dict(case: str, out_dir: Path) -> dict:
         task = {"single_modal": {"ngf": 4, "ndf": 4, "n_blocks": 1, "n_steps": 2, "n_steps_decay": 2,
                                  "batch_size": spec["batch_size"], **spec.get("options", {})}}
         data = {"synthetic_objects": {"size": 32, "n_train": 8, "n_test": EVAL_IMAGES}}
+    elif spec["task"] == "single_image":
+        task = {"single_image": {"ngf": 1, "ndf": 2, "n_blocks": 4, "crop_size": 16, "n_steps": 2,
+                                 "n_steps_decay": 2, "batch_size": spec["batch_size"], "lpips": False}}
+        data = {"synthetic_painting": {"width": 64, "height": 64, "strokes_per_pixel": 0.05}}
     else:
         task = {"multi_modal": {"dim_in": 4, "max_conv_dim": 8, "hidden_dim": 16, "style_dim": 8,
                                 "latent_dim": 4, "batch_size": spec["batch_size"], "n_steps": 3,
@@ -75,7 +83,10 @@ def one_step(case: str, out_dir: Path, place: Distributed) -> dict:
     gradients of the biases before an instance norm are rounding noise around 0.)"""
     runner, run = build(case, out_dir, place)
     dataset = runner.dataset(run.dataset)
-    dataset.split("train", getattr(dataset, "domains", ["A"])[0])  # made (in float32) before the switch
+    if run.task.cls.registry_name == "single_image":  # made (in float32) before the switch
+        dataset.image("A"), dataset.image("B")
+    else:
+        dataset.split("train", getattr(dataset, "domains", ["A"])[0])
     dtype = torch.get_default_dtype()
     torch.set_default_dtype(torch.float64)
     try:
@@ -122,10 +133,17 @@ def sharded_evaluation(out_dir: Path, place: Distributed) -> dict:
             "FID": fid_from_features(features, real)}
 
 
+def single_image_evaluation(out_dir: Path, place: Distributed) -> dict:
+    """The single-image task's evaluation (one image, scored by rank 0) of a freshly set-up run."""
+    runner, run = build("single_image", out_dir, place)
+    result = runner.build_task(run).evaluate()
+    return {"metrics": result.metrics, "output": result.samples["output"]}
+
+
 def refused(out_dir: Path, place: Distributed) -> dict:
     """What setting up runs that cannot share a batch says under torchrun."""
     messages = {}
-    for name, method in {"negcut": "negcut", "minibatch": {"name": "cut", "params": {
+    for name, method in {"negcut": "negcut", "minibatch": {"name": "hnegsrc", "params": {
             "nce_includes_all_negatives_from_minibatch": True}}}.items():
         raw = suite_dict("cut", out_dir / name)
         raw["methods"] = [method]
@@ -167,6 +185,7 @@ def _worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
         results = training_steps(out / "ddp", place)
         results["eval"] = sharded_evaluation(out / "ddp_eval", place)
         results["refused"] = refused(out / "ddp_refused", place)
+        results["single_image_eval"] = single_image_evaluation(out / "ddp_single_image_eval", place)
         train("cut", out / "resume", place, steps=2)  # rank 0 checkpoints step 2
         with open(out / f"rank{rank}.pkl", "wb") as f:
             pickle.dump(results, f)
@@ -189,6 +208,7 @@ def results(tmp_path_factory):
     try:
         single = training_steps(out / "single", SINGLE_PROCESS)
         single["eval"] = sharded_evaluation(out / "single_eval", SINGLE_PROCESS)
+        single["single_image_eval"] = single_image_evaluation(out / "single_single_image_eval", SINGLE_PROCESS)
         # The two processes' checkpoint of step 2, resumed by one process, against one process alone.
         _, run = build("cut", out / "resume", SINGLE_PROCESS)
         single["checkpointed_step"] = torch.load(run.checkpoint_path, weights_only=False)["step"]
@@ -256,6 +276,15 @@ def test_sharded_evaluation_scores_each_image_once_for_the_fid_of_one_process(re
         assert got["FID"] == pytest.approx(reference["FID"], rel=1e-9)
 
 
+def test_single_image_evaluation_under_two_processes_is_that_of_one_process(results):
+    ranks, single = results
+    reference = single["single_image_eval"]
+    assert reference["output"].shape[0] == 1 and "SIFID" in reference["metrics"]
+    for rank in ranks:  # rank 0 scored the image and handed the result to rank 1
+        assert torch.equal(rank["single_image_eval"]["output"], reference["output"])
+        assert rank["single_image_eval"]["metrics"] == pytest.approx(reference["metrics"], rel=1e-9)
+
+
 def test_runs_that_cannot_share_a_batch_are_refused_with_the_reason(results):
     ranks, _ = results
     messages = ranks[0]["refused"]
@@ -302,3 +331,15 @@ def test_one_process_adds_no_hook_and_no_communication():
     grads = torch.ones(3)
     assert SINGLE_PROCESS.gather_rows(grads) is grads
     assert SINGLE_PROCESS.broadcast({"a": 1}) == {"a": 1}
+
+
+def test_single_image_noise_of_a_shared_batch_is_the_rows_of_one_process_draw():
+    from tasks.single_image.task import global_noise_rows
+    torch.manual_seed(3)
+    whole = torch.randn(8, 1, 2, 3)  # one process: crops A (4) then crops B (4) in one pass
+    after = torch.rand(())
+    for rank in range(2):
+        torch.manual_seed(3)
+        local = global_noise_rows(Distributed(rank=rank, world_size=2), 2, (4, 1, 2, 3))
+        assert torch.equal(local, torch.cat([whole[2 * rank:2 * rank + 2], whole[4 + 2 * rank:6 + 2 * rank]]))
+        assert torch.equal(torch.rand(()), after)  # the global RNG moved on as one process's did

@@ -41,7 +41,8 @@ is seeded and resumable on any device (the official draws it on the device).
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from contextlib import contextmanager
+from typing import Callable, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -54,8 +55,9 @@ SQRT2 = math.sqrt(2.0)
 
 
 def blur_kernel(taps: Sequence[int] = BLUR_KERNEL) -> torch.Tensor:
-    """The 2-D FIR kernel: outer product of ``taps`` normalised to sum 1 (``make_kernel``)."""
-    k = torch.tensor(taps, dtype=torch.float32)
+    """The 2-D FIR kernel: outer product of ``taps`` normalised to sum 1 (``make_kernel``), in the
+    default dtype (as the parameters are made)."""
+    k = torch.tensor(taps, dtype=torch.get_default_dtype())
     k = k[None, :] * k[:, None]
     return k / k.sum()
 
@@ -212,18 +214,24 @@ class UpsamplingConv2d(nn.Module):
         return self.blur(out)
 
 
+NoiseDraw = Callable[[tuple[int, int, int, int]], torch.Tensor]
+"""Draws the (CPU) noise of a given (B, 1, H, W) shape."""
+
+
 class NoiseInjection(nn.Module):
     """``x + weight * noise``, weight (1,) initialised to 0, noise N(0, 1) of shape (B, 1, H, W) drawn
-    from the global CPU generator (seeded and checkpointed by the runner) and moved to x's device."""
+    from the global CPU generator (seeded and checkpointed by the runner) and moved to x's device.
+    ``draw``, when set (:meth:`StyleGAN2Generator.noise_drawn_by`), draws it instead."""
 
     def __init__(self):
         super().__init__()
         self.weight = nn.Parameter(torch.zeros(1))
+        self.draw: NoiseDraw | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, _, h, w = x.shape
-        noise = torch.randn(b, 1, h, w).to(device=x.device, dtype=x.dtype)
-        return x + self.weight * noise
+        noise = torch.randn(b, 1, h, w) if self.draw is None else self.draw((b, 1, h, w))
+        return x + self.weight * noise.to(device=x.device, dtype=x.dtype)
 
 
 class StyledConv(nn.Module):
@@ -295,6 +303,19 @@ class StyleGAN2Generator(nn.Module):
     @property
     def num_encoder_layers(self) -> int:
         return len(self.encoder.convs)
+
+    @contextmanager
+    def noise_drawn_by(self, draw: NoiseDraw) -> Iterator[None]:
+        """Within the block, every noise injection takes its noise from ``draw`` (e.g. this process's
+        rows of the noise of a batch shared by several processes); afterwards from the global RNG."""
+        injections = [m for m in self.modules() if isinstance(m, NoiseInjection)]
+        for m in injections:
+            m.draw = draw
+        try:
+            yield
+        finally:
+            for m in injections:
+                m.draw = None
 
     def features_survive_forward(self, layers: Sequence[int]) -> bool:
         """The encoder's activations a full pass returns are those ``encode_only=True`` returns: no

@@ -23,13 +23,15 @@ import torch
 import torch.nn.functional as F
 
 from benchmark.core.context import Evaluation, RunContext
+from benchmark.core.distributed import Distributed
 from benchmark.core.errors import ConfigError
 from benchmark.core.registry import register_task
 from methods.base import OptimizerDefaults
 
 from ..adversarial_steps import GeneratorDiscriminatorSteps
-from ..base import Task, linear_decay_schedulers, restore_training_state, training_state
+from ..base import Task, distribute, linear_decay_schedulers, restore_training_state, training_state
 from ..data import to_model_range
+from ..evaluation import on_main_rank
 from ..networks import GANLoss
 from .evaluation import SingleImageEvalSettings, evaluate_single_image
 from .networks import StyleGAN2Discriminator, StyleGAN2Generator, r1_penalty
@@ -104,6 +106,7 @@ class SingleImageTask(GeneratorDiscriminatorSteps, Task):
     """Single-image translation in SinCUT's framework: StyleGAN2 G and D on zoom-and-patch crops."""
 
     Options = SingleImageOptions
+    trains_distributed = True
     dataset_kinds = ("single_image",)
     method_defaults = {"num_patches": 1, "nce_includes_all_negatives_from_minibatch": True}
 
@@ -140,12 +143,26 @@ class SingleImageTask(GeneratorDiscriminatorSteps, Task):
         self.method.initialize(self._pair(real_a, real_a, real_b, real_b, False))
         self.method.build_optimizers(defaults)
         self.schedulers = linear_decay_schedulers(self._optimizers(), o.n_steps, o.n_steps_decay)
+        # torchrun: each rank its share of every batch, gradients averaged before every step.
+        distribute(self.ctx, self.method, self._modules(), self._optimizers())
 
     def _optimizers(self) -> list[torch.optim.Optimizer]:
         return [self.opt_G, self.opt_D, *(self.method.optimizers[k] for k in sorted(self.method.optimizers))]
 
     def _batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return tuple(to_model_range(s.batch(step), self.ctx.device) for s in self.samplers)
+        """The crops of batch ``step`` (this rank's share of them under torchrun) on the device, in [-1, 1]."""
+        local = self.ctx.distributed.local
+        return tuple(to_model_range(local(s.batch(step)), self.ctx.device) for s in self.samplers)
+
+    def _translate_batch(self, real_a: torch.Tensor, real_b: torch.Tensor, with_identity: bool):
+        """The shared translation step; under torchrun the generator's noise is that of the global
+        batch (:func:`global_noise_rows`), so every rank draws what one process draws."""
+        d = self.ctx.distributed
+        if not d.enabled:
+            return super()._translate_batch(real_a, real_b, with_identity)
+        parts = 2 if with_identity else 1
+        with self.netG.noise_drawn_by(lambda shape: global_noise_rows(d, parts, shape)):
+            return super()._translate_batch(real_a, real_b, with_identity)
 
     # -- one step ----------------------------------------------------------------------------------
     def discriminator_loss(self, fake_b: torch.Tensor, real_b: torch.Tensor) -> tuple[torch.Tensor, dict]:
@@ -192,7 +209,9 @@ class SingleImageTask(GeneratorDiscriminatorSteps, Task):
         return SingleImageEvalSettings(o.sifid_channels, o.structure_sigma, o.lpips, o.lpips_backbone)
 
     def evaluate(self) -> Evaluation:
-        return evaluate_single_image(self.translate, self.dataset, self.eval_settings(self.options), self.ctx)
+        # One image: under torchrun rank 0 translates and scores it and hands the result to every rank.
+        return on_main_rank(lambda: evaluate_single_image(self.translate, self.dataset,
+                                                          self.eval_settings(self.options), self.ctx), self.ctx)
 
     @classmethod
     def validation_refusal(cls, options) -> str | None:
@@ -202,4 +221,16 @@ class SingleImageTask(GeneratorDiscriminatorSteps, Task):
 
     @classmethod
     def evaluate_identity(cls, options, dataset, ctx: RunContext) -> Evaluation:
-        return evaluate_single_image(None, dataset, cls.eval_settings(options), ctx)
+        return on_main_rank(lambda: evaluate_single_image(None, dataset, cls.eval_settings(options), ctx), ctx)
+
+
+def global_noise_rows(d: Distributed, parts: int, shape: tuple[int, ...]) -> torch.Tensor:
+    """Noise of ``shape`` for this rank's batch under torchrun, when that batch concatenates ``parts``
+    shares (e.g. crops A, then crops B), each this rank's rows of a global batch (``Distributed.local``):
+    every rank draws the noise of the whole global concatenation -- the draw one process makes, so
+    the global RNG stays in step with one process's (the patch locations that follow) -- and keeps
+    the rows of its images."""
+    share = shape[0] // parts
+    size = share * d.world_size
+    noise = torch.randn(parts * size, *shape[1:])
+    return noise.view(parts, size, *shape[1:])[:, d.rows(size)].reshape(shape)
