@@ -184,14 +184,14 @@ class NEGCUT(PatchNCEMethod):
             self.negative_generator.parameters(), lr=lr_n, betas=defaults.betas,
             weight_decay=defaults.weight_decay)
 
-    def batch_coupling(self) -> str | None:
-        return super().batch_coupling() or "the negative generator's noise is drawn per image from the global RNG"
-
     # -- pieces ------------------------------------------------------------------------------------
     def draw_noise(self, batch: int, count: int, device: torch.device) -> torch.Tensor:
         """(batch, count, z_dim) standard normal noise from the global (CPU) torch RNG, as the
-        official code draws it, so runs are seeded and resumable on any device."""
-        return torch.randn(batch, count, self.params.z_dim).to(device)
+        official code draws it, so runs are seeded and resumable on any device. Under torchrun every
+        process draws the noise of the whole batch and keeps its own rows: the noise, and the RNG
+        state after it, are one process's."""
+        d = self.distributed
+        return d.local(torch.randn(batch * d.world_size, count, self.params.z_dim)).to(device)
 
     def instance_vectors(self, source_feats: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         """Mean over every position of the EMA heads' embeddings: (B, d) per layer."""

@@ -33,6 +33,9 @@ CASES = {
     "lsesim": {"task": "single_modal", "batch_size": 2, "options": {"pool_size": 1},
                "method": {"name": "lsesim", "params": {"vgg_weights": "untrained", "augment": False,
                                                        "patch_nums": 8}}},
+    # NEGCUT: its negative generator's noise, drawn per image, is drawn for the whole batch by every
+    # process (each keeps its rows); N's own step and optimiser are averaged too.
+    "negcut": {"task": "single_modal", "method": "negcut", "batch_size": 4},
     # StarGAN v2 with CUT's patch loss in both generator steps: batch 4 -> 2 per process.
     "multi_modal": {"task": "multi_modal", "method": "cut", "batch_size": 4},
     # SinCUT: StyleGAN2 networks with noise injection, crops of one image pair, the sincut preset
@@ -143,7 +146,8 @@ def single_image_evaluation(out_dir: Path, place: Distributed) -> dict:
 def refused(out_dir: Path, place: Distributed) -> dict:
     """What setting up runs that cannot share a batch says under torchrun."""
     messages = {}
-    for name, method in {"negcut": "negcut", "minibatch": {"name": "hnegsrc", "params": {
+    for name, method in {"negcut_minibatch": {"name": "negcut", "params": {
+            "nce_includes_all_negatives_from_minibatch": True}}, "minibatch": {"name": "hnegsrc", "params": {
             "nce_includes_all_negatives_from_minibatch": True}}}.items():
         raw = suite_dict("cut", out_dir / name)
         raw["methods"] = [method]
@@ -288,7 +292,7 @@ def test_single_image_evaluation_under_two_processes_is_that_of_one_process(resu
 def test_runs_that_cannot_share_a_batch_are_refused_with_the_reason(results):
     ranks, _ = results
     messages = ranks[0]["refused"]
-    assert "noise is drawn per image" in messages["negcut"]
+    assert "negatives from the other images" in messages["negcut_minibatch"]
     assert "negatives from the other images" in messages["minibatch"]
     assert "batch of 3 cannot be shared equally by 2 processes" in messages["odd_batch"]
 
