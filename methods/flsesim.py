@@ -38,6 +38,7 @@ import torchvision.transforms as T
 import torchvision.transforms.v2.functional as TF
 from torch import nn
 
+from benchmark.core.distributed import SINGLE_PROCESS, Distributed
 from benchmark.core.registry import register_method
 
 from .base import AuxiliaryStep, Method, OptimizerDefaults, TranslationPair
@@ -194,13 +195,22 @@ JITTER = dict(brightness=(0.5, 1.5), contrast=(0.5, 1.5), saturation=(0.5, 1.5),
 """torchvision ColorJitter(brightness=0.5, contrast=0.5, saturation=0.5, hue=0.3) ranges."""
 
 
-def color_jitter(images: torch.Tensor) -> torch.Tensor:
+def color_jitter(images: torch.Tensor, share: Distributed = SINGLE_PROCESS) -> torch.Tensor:
     """ColorJitter(0.5, 0.5, 0.5, 0.3) of each image of a [-1, 1] batch, with its own random factors
-    and order (torchvision's ColorJitter.get_params, i.e. the global torch RNG), on any device."""
+    and order (torchvision's ColorJitter.get_params, i.e. the global torch RNG), on any device.
+    ``share``: under torchrun ``images`` are this process's rows of the whole batch; the factors of
+    every image of the whole batch are drawn, in order, as one process draws them, and this
+    process's applied."""
+    n = images.shape[0]
+    mine = share.rows(n * share.world_size) if share.enabled else slice(0, n)
+    scaled = (images + 1) / 2
     out = []
-    for image in (images + 1) / 2:
+    for i in range(n * share.world_size):
         order, b, c, s, h = T.ColorJitter.get_params(
             JITTER["brightness"], JITTER["contrast"], JITTER["saturation"], JITTER["hue"])
+        if not mine.start <= i < mine.stop:
+            continue
+        image = scaled[i - mine.start]
         for op in order.tolist():
             if op == 0:
                 image = TF.adjust_brightness(image, b)
@@ -251,11 +261,6 @@ class FLSeSim(Method):
     @property
     def uses_identity(self) -> bool:
         return self.params.lambda_spatial_idt > 0 or self.params.lambda_identity > 0
-
-    def batch_coupling(self) -> str | None:
-        if self.params.learned_attn and self.params.augment:
-            return "augment draws each image's colour jitter from the global RNG"
-        return None
 
     def initialize(self, pair: TranslationPair) -> None:
         p = self.params
@@ -310,7 +315,8 @@ class FLSeSim(Method):
         with torch.no_grad():  # the VGG16 is frozen (official: in optimizer_F with lr 0)
             images = [pair.target.flip(dims=[2, 3])]
             if self.params.augment:
-                images += [color_jitter(pair.source), color_jitter(pair.target).flip(dims=[2, 3])]
+                images += [color_jitter(pair.source, self.distributed),
+                           color_jitter(pair.target, self.distributed).flip(dims=[2, 3])]
             others = [f.split(n) for f in self.vgg(torch.cat(images))]
         # per layer: x, G(x) (detached), flip(y)[, jitter(x), flip(jitter(y))]
         chunks = [(s, o.detach(), *rest) for s, o, rest in zip(src_feats, out_feats, others)]

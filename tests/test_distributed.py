@@ -33,6 +33,11 @@ CASES = {
     "lsesim": {"task": "single_modal", "batch_size": 2, "options": {"pool_size": 1},
                "method": {"name": "lsesim", "params": {"vgg_weights": "untrained", "augment": False,
                                                        "patch_nums": 8}}},
+    # LSeSim with its colour-jitter augmentation (the preset's setting): the jitter of every image of
+    # the whole batch is drawn by each process, which applies its rows'.
+    "lsesim_augment": {"task": "single_modal", "batch_size": 2,
+                       "method": {"name": "lsesim", "params": {"vgg_weights": "untrained", "augment": True,
+                                                               "patch_nums": 8}}},
     # NEGCUT: its negative generator's noise, drawn per image, is drawn for the whole batch by every
     # process (each keeps its rows); N's own step and optimiser are averaged too.
     "negcut": {"task": "single_modal", "method": "negcut", "batch_size": 4},
