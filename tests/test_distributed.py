@@ -25,8 +25,15 @@ from benchmark.runner import Runner, expand
 
 WORLD = 2
 EVAL_IMAGES = 5
+COMPRESSION_SEARCH = {"population_size": 3, "iterations": 1, "budget": 1.0e9, "held_out_images": 3,
+                      "criterion": "fid"}
 
 CASES = {
+    # Fast GAN Compression with Hneg-SRC's compression preset: the teacher trained by rank 0 (the
+    # other rank waits for the cache), the sampled sub-network, D, the student with its mappings and
+    # the method's heads; batch 4 -> 2 per process.
+    "compression": {"task": "compression", "batch_size": 4,
+                    "method": {"name": "hnegsrc_compression", "params": {"num_patches": 8}}},
     # CUT with its identity term: batch 4 -> 2 images per process.
     "cut": {"task": "single_modal", "method": "cut", "batch_size": 4},
     # LSeSim (learned heads stepped by the method's own optimiser) on an untrained VGG16, with
@@ -37,29 +44,21 @@ CASES = {
                                                        "patch_nums": 8}}},
     # StarGAN v2 with CUT's patch loss in both generator steps: batch 4 -> 2 per process.
     "multi_modal": {"task": "multi_modal", "method": "cut", "batch_size": 4},
-    # Fast GAN Compression with Hneg-SRC's compression preset: the teacher trained by rank 0 (the
-    # other rank waits for the cache), the sampled sub-network, D, the student with its mappings and
-    # the method's heads; batch 4 -> 2 per process.
-    "compression": {"task": "compression", "batch_size": 4,
-                    "method": {"name": "hnegsrc_compression", "params": {"num_patches": 8}}},
 }
-
-COMPRESSION_SEARCH = {"population_size": 3, "iterations": 1, "budget": 1.0e9, "held_out_images": 3,
-                      "criterion": "fid"}
 
 
 def suite_dict(case: str, out_dir: Path) -> dict:
     spec = CASES[case]
-    if spec["task"] == "single_modal":
-        task = {"single_modal": {"ngf": 4, "ndf": 4, "n_blocks": 1, "n_steps": 2, "n_steps_decay": 2,
-                                 "batch_size": spec["batch_size"], **spec.get("options", {})}}
-        data = {"synthetic_objects": {"size": 32, "n_train": 8, "n_test": EVAL_IMAGES}}
-    elif spec["task"] == "compression":
+    if spec["task"] == "compression":
         task = {"compression": {"student_ngf": 4, "channel_choices": [[4, 2]] * 8, "n_steps": 2, "n_steps_decay": 2,
                                 "batch_size": spec["batch_size"], "search": COMPRESSION_SEARCH,
                                 "teacher": {"ngf": 4, "n_blocks": 3, "n_steps": 1, "n_steps_decay": 1,
                                             "batch_size": 2}}}
         data = {"synthetic_objects": {"size": 32, "n_train": 11, "n_test": EVAL_IMAGES}}
+    elif spec["task"] == "single_modal":
+        task = {"single_modal": {"ngf": 4, "ndf": 4, "n_blocks": 1, "n_steps": 2, "n_steps_decay": 2,
+                                 "batch_size": spec["batch_size"], **spec.get("options", {})}}
+        data = {"synthetic_objects": {"size": 32, "n_train": 8, "n_test": EVAL_IMAGES}}
     else:
         task = {"multi_modal": {"dim_in": 4, "max_conv_dim": 8, "hidden_dim": 16, "style_dim": 8,
                                 "latent_dim": 4, "batch_size": spec["batch_size"], "n_steps": 3,
@@ -216,9 +215,9 @@ def _worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
         place = Distributed(rank=rank, world_size=world, local_rank=rank)
         out = Path(out_dir)
         results = training_steps(out / "ddp", place)
+        results["compression_eval"] = compression_evaluation(out / "ddp_compression_eval", place)
         results["eval"] = sharded_evaluation(out / "ddp_eval", place)
         results["refused"] = refused(out / "ddp_refused", place)
-        results["compression_eval"] = compression_evaluation(out / "ddp_compression_eval", place)
         train("cut", out / "resume", place, steps=2)  # rank 0 checkpoints step 2
         train("compression", out / "resume_compression", place, steps=2, float64=True)
         with open(out / f"rank{rank}.pkl", "wb") as f:
@@ -242,7 +241,6 @@ def results(tmp_path_factory):
     try:
         single = training_steps(out / "single", SINGLE_PROCESS)
         single["eval"] = sharded_evaluation(out / "single_eval", SINGLE_PROCESS)
-        single["compression_eval"] = compression_evaluation(out / "single_compression_eval", SINGLE_PROCESS)
         # The two processes' checkpoint of step 2, resumed by one process, against one process alone.
         _, run = build("cut", out / "resume", SINGLE_PROCESS)
         single["checkpointed_step"] = torch.load(run.checkpoint_path, weights_only=False)["step"]
@@ -253,6 +251,7 @@ def results(tmp_path_factory):
                                               float64=True)
         single["straight_compression"] = train("compression", out / "straight_compression", SINGLE_PROCESS,
                                                steps=3, float64=True)
+        single["compression_eval"] = compression_evaluation(out / "single_compression_eval", SINGLE_PROCESS)
     finally:
         torch.set_num_threads(threads)
     return ranks, single
