@@ -142,6 +142,30 @@ def sharded_evaluation(out_dir: Path, place: Distributed) -> dict:
             "FID": fid_from_features(features, real)}
 
 
+def refused(out_dir: Path, place: Distributed) -> dict:
+    """What setting up runs that cannot share a batch says under torchrun."""
+    messages = {}
+    for name, method in {"negcut": "negcut", "minibatch": {"name": "cut", "params": {
+            "nce_includes_all_negatives_from_minibatch": True}}}.items():
+        raw = suite_dict("cut", out_dir / name)
+        raw["methods"] = [method]
+        suite = suite_from_dict(raw, base_dir=out_dir)
+        try:
+            Runner(suite, None, place).build_task(expand(suite)[0])
+            messages[name] = None
+        except ConfigError as exc:
+            messages[name] = str(exc)
+    raw = suite_dict("cut", out_dir / "odd")
+    raw["tasks"]["single_modal"]["batch_size"] = 3
+    suite = suite_from_dict(raw, base_dir=out_dir)
+    try:
+        Runner(suite, None, place).build_task(expand(suite)[0])
+        messages["odd_batch"] = None
+    except ConfigError as exc:
+        messages["odd_batch"] = str(exc)
+    return messages
+
+
 def compression_evaluation(out_dir: Path, place: Distributed) -> dict:
     """The compression task's evaluation of a freshly set-up supernet (the search on held-out
     training images, the chosen subnet's, the largest one's and the teacher's test scores) and the
@@ -168,30 +192,6 @@ def compression_evaluation(out_dir: Path, place: Distributed) -> dict:
             module.atomic_write = original
     return {"metrics": result.metrics, "subnet": result.protocol["subnet"], "written": sorted(set(written)),
             "output": result.samples["output"]}
-
-
-def refused(out_dir: Path, place: Distributed) -> dict:
-    """What setting up runs that cannot share a batch says under torchrun."""
-    messages = {}
-    for name, method in {"negcut": "negcut", "minibatch": {"name": "cut", "params": {
-            "nce_includes_all_negatives_from_minibatch": True}}}.items():
-        raw = suite_dict("cut", out_dir / name)
-        raw["methods"] = [method]
-        suite = suite_from_dict(raw, base_dir=out_dir)
-        try:
-            Runner(suite, None, place).build_task(expand(suite)[0])
-            messages[name] = None
-        except ConfigError as exc:
-            messages[name] = str(exc)
-    raw = suite_dict("cut", out_dir / "odd")
-    raw["tasks"]["single_modal"]["batch_size"] = 3
-    suite = suite_from_dict(raw, base_dir=out_dir)
-    try:
-        Runner(suite, None, place).build_task(expand(suite)[0])
-        messages["odd_batch"] = None
-    except ConfigError as exc:
-        messages["odd_batch"] = str(exc)
-    return messages
 
 
 def train(case: str, out_dir: Path, place: Distributed, steps: int, float64: bool = False):
