@@ -191,7 +191,7 @@ def compression_evaluation(out_dir: Path, place: Distributed) -> dict:
         for module, original in originals.items():
             module.atomic_write = original
     return {"metrics": result.metrics, "subnet": result.protocol["subnet"], "written": sorted(set(written)),
-            "output": result.samples["output"]}
+            "output": result.samples["output"], "rows": [t.shape[0] for t in task._batch(0)]}
 
 
 def train(case: str, out_dir: Path, place: Distributed, steps: int, float64: bool = False):
@@ -338,6 +338,8 @@ def test_compression_search_and_scores_under_two_processes_are_those_of_one_writ
     ranks, single = results
     reference = single["compression_eval"]
     assert {"FID", "teacher_FID", "largest_FID", "search_fid", "gap_to_teacher_L1"} <= set(reference["metrics"])
+    # each process trains on its half of a batch of 4 (A and B)
+    assert reference["rows"] == [4, 4] and [r["compression_eval"]["rows"] for r in ranks] == [[2, 2], [2, 2]]
     for rank in ranks:
         got = rank["compression_eval"]
         assert got["subnet"] == reference["subnet"]
