@@ -63,20 +63,24 @@ def sharded_inception_features(images: torch.Tensor, ctx: RunContext) -> np.ndar
 
 
 def sharded_outputs_and_features(translate: Callable[[torch.Tensor], torch.Tensor], image_set: ImageSet,
-                                 count: int, ctx: RunContext) -> tuple[torch.Tensor, np.ndarray]:
+                                 count: int, ctx: RunContext, features: bool = True
+                                 ) -> tuple[torch.Tensor, np.ndarray | None]:
     """uint8 outputs of ``translate`` on the first ``count`` images of ``image_set`` and their
-    Inception features. Under torchrun each rank translates and scores its shard of whole evaluation
-    batches (``Distributed.shard``) and the shards are gathered in order: every rank gets all
-    ``count`` outputs and features, each image done once, in the batches one process would use."""
+    Inception features (None without ``features``). Under torchrun each rank translates and scores
+    its shard of whole evaluation batches (``Distributed.shard``) and the shards are gathered in
+    order: every rank gets all ``count`` outputs and features, each image done once, in the batches
+    one process would use."""
     ev, d = ctx.evaluation, ctx.distributed
     shard = d.shard(count, ev.batch_size)
     outputs = translate_set(translate, image_set, shard, ev.batch_size, ctx.device)
-    features = inception_features(outputs, resize=ev.fid_resize, device=ctx.device, batch_size=ev.batch_size,
-                                  weights_dir=ctx.weights_dir)
+    local = (inception_features(outputs, resize=ev.fid_resize, device=ctx.device, batch_size=ev.batch_size,
+                                weights_dir=ctx.weights_dir) if features else None)
     if not d.enabled:
-        return outputs, features
-    return (d.gather_shards(outputs, count, ev.batch_size),
-            d.gather_shards(torch.from_numpy(features), count, ev.batch_size).numpy())
+        return outputs, local
+    gathered = d.gather_shards(outputs, count, ev.batch_size)
+    if local is None:
+        return gathered, None
+    return gathered, d.gather_shards(torch.from_numpy(local), count, ev.batch_size).numpy()
 
 
 def _split_part(side: str | None, domain: str | None) -> str:

@@ -1,8 +1,10 @@
 """Data-parallel training and evaluation (benchmark/core/distributed.py): two gloo processes on the
 CPU, each with its share of the batch, compute what one process computes on the whole batch -- the
 same averaged gradients (to 1e-6) and the same patch locations for CUT, a VGG-based method (LSeSim:
-its heads' own optimiser, CycleGAN's image pool) and the multi-modal task -- and a sharded
-evaluation scores exactly the N images one process scores, in the same order, for the same FID."""
+its heads' own optimiser, CycleGAN's image pool), the multi-modal task and the compression task
+(with its teacher trained by rank 0) -- and a sharded evaluation scores exactly the N images one
+process scores, in the same order, for the same FID; the compression task's search takes the
+decisions of one process."""
 from __future__ import annotations
 
 import os
@@ -23,8 +25,15 @@ from benchmark.runner import Runner, expand
 
 WORLD = 2
 EVAL_IMAGES = 5
+COMPRESSION_SEARCH = {"population_size": 3, "iterations": 1, "budget": 1.0e9, "held_out_images": 3,
+                      "criterion": "fid"}
 
 CASES = {
+    # Fast GAN Compression with Hneg-SRC's compression preset: the teacher trained by rank 0 (the
+    # other rank waits for the cache), the sampled sub-network, D, the student with its mappings and
+    # the method's heads; batch 4 -> 2 per process.
+    "compression": {"task": "compression", "batch_size": 4,
+                    "method": {"name": "hnegsrc_compression", "params": {"num_patches": 8}}},
     # CUT with its identity term: batch 4 -> 2 images per process.
     "cut": {"task": "single_modal", "method": "cut", "batch_size": 4},
     # LSeSim (learned heads stepped by the method's own optimiser) on an untrained VGG16, with
@@ -52,7 +61,13 @@ CASES = {
 
 def suite_dict(case: str, out_dir: Path) -> dict:
     spec = CASES[case]
-    if spec["task"] == "single_modal":
+    if spec["task"] == "compression":
+        task = {"compression": {"student_ngf": 4, "channel_choices": [[4, 2]] * 8, "n_steps": 2, "n_steps_decay": 2,
+                                "batch_size": spec["batch_size"], "search": COMPRESSION_SEARCH,
+                                "teacher": {"ngf": 4, "n_blocks": 3, "n_steps": 1, "n_steps_decay": 1,
+                                            "batch_size": 2}}}
+        data = {"synthetic_objects": {"size": 32, "n_train": 11, "n_test": EVAL_IMAGES}}
+    elif spec["task"] == "single_modal":
         task = {"single_modal": {"ngf": 4, "ndf": 4, "n_blocks": 1, "n_steps": 2, "n_steps_decay": 2,
                                  "batch_size": spec["batch_size"], **spec.get("options", {})}}
         data = {"synthetic_objects": {"size": 32, "n_train": 8, "n_test": EVAL_IMAGES}}
@@ -90,6 +105,11 @@ def one_step(case: str, out_dir: Path, place: Distributed) -> dict:
     (Not the parameters after the step: Adam's first step is lr * sign(gradient), and the
     gradients of the biases before an instance norm are rounding noise around 0.)"""
     runner, run = build(case, out_dir, place)
+    return in_float64(runner, run, lambda: _one_step(runner, run))
+
+
+def in_float64(runner: Runner, run, compute):
+    """``compute()`` with float64 as the default dtype (the dataset's images made before, in float32)."""
     dataset = runner.dataset(run.dataset)
     if run.task.cls.registry_name == "single_image":  # made (in float32) before the switch
         dataset.image("A"), dataset.image("B")
@@ -98,7 +118,7 @@ def one_step(case: str, out_dir: Path, place: Distributed) -> dict:
     dtype = torch.get_default_dtype()
     torch.set_default_dtype(torch.float64)
     try:
-        return _one_step(runner, run)
+        return compute()
     finally:
         torch.set_default_dtype(dtype)
 
@@ -173,8 +193,38 @@ def refused(out_dir: Path, place: Distributed) -> dict:
     return messages
 
 
-def train(case: str, out_dir: Path, place: Distributed, steps: int):
+def compression_evaluation(out_dir: Path, place: Distributed) -> dict:
+    """The compression task's evaluation of a freshly set-up supernet (the search on held-out
+    training images, the chosen subnet's, the largest one's and the teacher's test scores) and the
+    files each process wrote on the way."""
+    import tasks.compression.search as search_module
+    import tasks.compression.task as task_module
+
+    runner, run = build("compression", out_dir, place)
+    task = runner.build_task(run)
+    written = []
+    originals = {m: m.atomic_write for m in (search_module, task_module)}
+
+    def recording(original):
+        def atomic_write(path, *args, **kwargs):
+            written.append(str(Path(path).relative_to(out_dir)))
+            return original(path, *args, **kwargs)
+        return atomic_write
+    for module, original in originals.items():
+        module.atomic_write = recording(original)
+    try:
+        result = task.evaluate()
+    finally:
+        for module, original in originals.items():
+            module.atomic_write = original
+    return {"metrics": result.metrics, "subnet": result.protocol["subnet"], "written": sorted(set(written)),
+            "output": result.samples["output"], "rows": [t.shape[0] for t in task._batch(0)]}
+
+
+def train(case: str, out_dir: Path, place: Distributed, steps: int, float64: bool = False):
     runner, run = build(case, out_dir, place)
+    if float64:
+        return in_float64(runner, run, lambda: runner.train(run, stop_at=steps)), run
     return runner.train(run, stop_at=steps), run
 
 
@@ -192,10 +242,12 @@ def _worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
         place = Distributed(rank=rank, world_size=world, local_rank=rank)
         out = Path(out_dir)
         results = training_steps(out / "ddp", place)
+        results["compression_eval"] = compression_evaluation(out / "ddp_compression_eval", place)
         results["eval"] = sharded_evaluation(out / "ddp_eval", place)
         results["refused"] = refused(out / "ddp_refused", place)
         results["single_image_eval"] = single_image_evaluation(out / "ddp_single_image_eval", place)
         train("cut", out / "resume", place, steps=2)  # rank 0 checkpoints step 2
+        train("compression", out / "resume_compression", place, steps=2, float64=True)
         with open(out / f"rank{rank}.pkl", "wb") as f:
             pickle.dump(results, f)
     finally:
@@ -223,6 +275,12 @@ def results(tmp_path_factory):
         single["checkpointed_step"] = torch.load(run.checkpoint_path, weights_only=False)["step"]
         single["resumed"] = train("cut", out / "resume", SINGLE_PROCESS, steps=3)
         single["straight"] = train("cut", out / "straight", SINGLE_PROCESS, steps=3)
+        # (in float64: float32 sums taken in another order move Adam's first steps by up to 1e-4)
+        single["resumed_compression"] = train("compression", out / "resume_compression", SINGLE_PROCESS, steps=3,
+                                              float64=True)
+        single["straight_compression"] = train("compression", out / "straight_compression", SINGLE_PROCESS,
+                                               steps=3, float64=True)
+        single["compression_eval"] = compression_evaluation(out / "single_compression_eval", SINGLE_PROCESS)
     finally:
         torch.set_num_threads(threads)
     return ranks, single
@@ -309,6 +367,40 @@ def test_a_run_of_two_processes_resumes_in_one_as_if_one_had_trained_it(results)
     x = torch.linspace(-1, 1, 3 * 32 * 32).view(1, 3, 32, 32)
     assert torch.allclose(resumed.translate(x), straight.translate(x), atol=1e-4)
     assert single["checkpointed_step"] == 2  # written by rank 0 of the two processes
+
+
+def test_compression_search_and_scores_under_two_processes_are_those_of_one_written_by_rank_0(results):
+    """The evolution search scores each subnet on sharded held-out images, so both ranks take the
+    one process's decisions: the same subnet, the same test scores (teacher, largest, chosen);
+    only rank 0 writes the search state, the exported subnet and the teacher's cached scores."""
+    ranks, single = results
+    reference = single["compression_eval"]
+    assert {"FID", "teacher_FID", "largest_FID", "search_fid", "gap_to_teacher_L1"} <= set(reference["metrics"])
+    # each process trains on its half of a batch of 4 (A and B)
+    assert reference["rows"] == [4, 4] and [r["compression_eval"]["rows"] for r in ranks] == [[2, 2], [2, 2]]
+    for rank in ranks:
+        got = rank["compression_eval"]
+        assert got["subnet"] == reference["subnet"]
+        assert torch.equal(got["output"], reference["output"])
+        assert sorted(got["metrics"]) == sorted(reference["metrics"])
+        for name, value in reference["metrics"].items():
+            assert got["metrics"][name] == pytest.approx(value, rel=1e-9, abs=1e-12), name
+    written = [Path(p).name for p in reference["written"]]
+    assert {"state.json", "subnet.pt", "subnet.json"} <= set(written) and any(p.endswith(".pt") and "teacher_scores" in p
+                                                                            for p in reference["written"])
+    assert [Path(p).name for p in ranks[0]["compression_eval"]["written"]] == written
+    assert ranks[1]["compression_eval"]["written"] == []
+
+
+def test_a_compression_run_of_two_processes_resumes_in_one_as_if_one_had_trained_it(results):
+    _, single = results
+    (resumed, _), (straight, _) = single["resumed_compression"], single["straight_compression"]
+    assert resumed.step == straight.step == 3
+    x = torch.linspace(-1, 1, 3 * 32 * 32, dtype=torch.float64).view(1, 3, 32, 32)
+    for config in ({"channels": [4] * 8}, {"channels": [2, 4] * 4}):
+        a, b = resumed._translate_with(config)(x), straight._translate_with(config)(x)
+        assert a.dtype == torch.float64
+        assert (a - b).abs().max() <= 1e-9
 
 
 # -- the pieces, in one process -----------------------------------------------------------------

@@ -252,6 +252,32 @@ def test_a_second_process_waits_for_the_first_and_loads_its_teacher(unpaired, tm
     assert_same_state(state_of(result["net"]), state_of(expected))
 
 
+def test_a_process_that_may_not_train_waits_for_the_teacher_even_before_anyone_trains_it(
+        unpaired, tmp_path, step_counter, monkeypatch):
+    """torchrun's ranks other than 0: no lock is held yet (rank 0 has not started), still they wait
+    for the cache instead of training, then load what rank 0 trained."""
+    monkeypatch.setattr(teacher_module, "TEACHER_POLL_SECONDS", 0.01)
+    options = TeacherOptions(**TINY)
+    folder = teacher_folder(tmp_path, teacher_key(options, unpaired, False, 0))
+    messages: list[str] = []
+    result = {}
+    waiter = threading.Thread(name="waiter", target=lambda: result.update(
+        net=obtain_teacher(options, unpaired, False, "cpu", 0, tmp_path, messages.append, may_train=False)))
+    waiter.start()
+    for _ in range(200):
+        if any("waiting" in m for m in messages):
+            break
+        threading.Event().wait(0.02)
+    assert any("waiting" in m for m in messages) and waiter.is_alive()
+    threading.Event().wait(0.1)
+    assert waiter.is_alive() and not (folder / "training.lock").exists()  # neither trained nor locked
+    first = obtain_teacher(options, unpaired, False, "cpu", 0, tmp_path, lambda m: None)  # "rank 0"
+    waiter.join(timeout=60)
+    assert not waiter.is_alive()
+    assert step_counter.get("waiter", 0) == 0 and step_counter.get("MainThread", 0) > 0
+    assert_same_state(state_of(result["net"]), state_of(first))
+
+
 # --------------------------------------------------------------------------------------------------
 # loading checkpoints
 # --------------------------------------------------------------------------------------------------

@@ -19,12 +19,13 @@ import torch
 from benchmark.core.context import Evaluation, RunContext
 from benchmark.core.errors import ConfigError
 from benchmark.core.images import ImageSet
-from benchmark.core.metrics.fid import fid_from_features, inception_features
+from benchmark.core.metrics.fid import fid_from_features
 from benchmark.core.metrics.inception import INCEPTION_SHA256
 
 from ..data import held_out_split, seeded_generator
 from ..evaluation import (cityscapes_label_scores, count_images, evaluate_translation, fid_kid_scores,
-                          label_scores, real_features, segmentation_protocol, translate_set)
+                          label_scores, on_main_rank, real_features, segmentation_protocol,
+                          sharded_outputs_and_features)
 
 
 SEARCH_SPLIT_KEY = 20240
@@ -63,15 +64,6 @@ class CompressionScorer:
             self._real = np.concatenate(parts)
         return self._real
 
-    def _features(self, outputs: torch.Tensor) -> np.ndarray:
-        ev = self.ctx.evaluation
-        return inception_features(outputs, resize=ev.fid_resize, device=self.ctx.device,
-                                  batch_size=ev.batch_size, weights_dir=self.ctx.weights_dir)
-
-    def _fid(self, outputs: torch.Tensor) -> tuple[float, np.ndarray]:
-        fake = self._features(outputs)
-        return fid_from_features(fake, self.real()), fake
-
     # -- the search's score ----------------------------------------------------------------------
     def search_criterion(self, asked: str, held_out: ImageSet) -> str:
         if asked == "auto":
@@ -83,11 +75,14 @@ class CompressionScorer:
 
     def search_score(self, translate: Callable[[torch.Tensor], torch.Tensor], held_out: ImageSet,
                      criterion: str) -> float:
-        ev = self.ctx.evaluation
-        outputs = translate_set(translate, held_out, len(held_out), ev.batch_size, self.ctx.device)
+        """The score of ``translate`` on every held-out image; under torchrun each rank translates
+        its shard and every rank gets the same score (the search's choices stay alike on all)."""
+        ctx = self.ctx
+        outputs, fake = sharded_outputs_and_features(translate, held_out, len(held_out), ctx,
+                                                     features=criterion == "fid")
         if criterion == "fid":
-            return self._fid(outputs)[0]
-        scores, _ = label_scores(self.dataset, outputs, held_out, len(held_out), self.ctx)
+            return fid_from_features(fake, self.real())
+        scores, _ = on_main_rank(lambda: label_scores(self.dataset, outputs, held_out, len(held_out), ctx), ctx)
         return scores["mIoU"]
 
     # -- test ------------------------------------------------------------------------------------
@@ -97,20 +92,21 @@ class CompressionScorer:
         ev, ctx = self.ctx.evaluation, self.ctx
         test_a = self.dataset.split("test", "A")
         count = count_images(test_a, ev.num_test_images)
-        outputs = translate_set(translate, test_a, count, ev.batch_size, ctx.device)
-        fake = self._features(outputs)
+        outputs, fake = sharded_outputs_and_features(translate, test_a, count, ctx)  # sharded under torchrun
         real = self.real()
         # the real side is the test split itself for paired data; train B + test B (a reference set) for unpaired
         metrics, stats_protocol = fid_kid_scores(fake, real, ev, real_is_test=self.paired,
                                                  real_name=self.real_description)
         protocol = {}
         seg = segmentation_protocol(self.dataset)
+        scores = None
         if ev.label_scores and seg:
-            scores, protocol = cityscapes_label_scores(seg, outputs, test_a, count, ctx)
-            metrics.update(scores)
+            scores = lambda: cityscapes_label_scores(seg, outputs, test_a, count, ctx)  # noqa: E731
         elif ev.label_scores and test_a.has_labels:
-            scores, protocol = label_scores(self.dataset, outputs, test_a, count, ctx)
-            metrics.update(scores)
+            scores = lambda: label_scores(self.dataset, outputs, test_a, count, ctx)  # noqa: E731
+        if scores is not None:
+            label_metrics, protocol = on_main_rank(scores, ctx)  # rank 0 under torchrun
+            metrics.update(label_metrics)
         shown = min(ev.grid_images, count)
         return Evaluation(
             metrics=metrics,

@@ -107,16 +107,22 @@ class EvolutionSearch:
     be bit-exact. ``history`` has one entry per iteration: ``{"iteration", "best_score", "best_macs",
     "best_config"}``, the best so far when that iteration ranked its population. ``identity`` is any text naming what the scores depend on
     (e.g. the supernet checkpoint's hash): a saved state with another identity is refused.
+
+    Several processes searching together (torchrun, every one scoring alike) share one state file:
+    only the one with ``writes_state`` writes it, and ``shared(value)`` hands that one's ``value`` to
+    every process (the state it read, so that all resume alike); by default one process does both.
     """
 
     def __init__(self, options: EvolutionOptions, choices: Sequence[Sequence[int]],
                  macs_of: Callable[[dict], int], score: Callable[[dict], float], higher_is_better: bool,
                  state_path: Path, seed: int, log: Callable[[str], None] = print, identity: str = "",
-                 checkpoint_every_s: float = 60.0):
+                 checkpoint_every_s: float = 60.0, writes_state: bool = True,
+                 shared: Callable[[object], object] = lambda value: value):
         self.options, self.choices = options, check_choices(choices)
         self.macs_of, self.score_of, self.higher_is_better = macs_of, score, bool(higher_is_better)
         self.state_path, self.seed, self.log = Path(state_path), int(seed), log
         self.identity, self.checkpoint_every_s = str(identity), float(checkpoint_every_s)
+        self.writes_state, self.shared = bool(writes_state), shared
         self.rng = random.Random(self.seed)
         self.macs_cache: dict[str, int] = {}
         self.score_cache: dict[str, float] = {}
@@ -245,6 +251,8 @@ class EvolutionSearch:
         self._save()
 
     def _save(self) -> None:
+        if not self.writes_state:
+            return
         c = self._committed
         version, internal, gauss = c["rng"]
         state = {"format": STATE_FORMAT, "settings": self._settings(), "iteration": c["iteration"],
@@ -255,14 +263,25 @@ class EvolutionSearch:
             json.dump(state, f)
         self._last_save = time.monotonic()
 
+    def _read_state(self) -> dict | None:
+        """The saved state (None when there is none), as the process that writes it reads it."""
+        read: dict | None = None
+        if self.writes_state:
+            try:
+                read = {"state": (json.loads(self.state_path.read_text(encoding="utf-8"))
+                                  if self.state_path.exists() else None)}
+            except (OSError, ValueError) as exc:
+                read = {"error": str(exc)}
+        read = self.shared(read)
+        if "error" in read:  # every process stops with the same error
+            raise CheckpointError(f"evolution search state '{self.state_path}' cannot be read ({read['error']}); "
+                                  "move it away to restart the search")
+        return read["state"]
+
     def _load(self) -> None:
-        if not self.state_path.exists():
+        state = self._read_state()
+        if state is None:
             return
-        try:
-            state = json.loads(self.state_path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise CheckpointError(f"evolution search state '{self.state_path}' cannot be read ({exc}); "
-                                  "move it away to restart the search") from exc
         if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
             raise CheckpointError(f"'{self.state_path}' is not an evolution search state of format {STATE_FORMAT}")
         settings = json.loads(json.dumps(self._settings()))  # as it reads back from JSON (tuples -> lists)

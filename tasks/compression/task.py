@@ -14,6 +14,12 @@ with the method's keys on the teacher's hook activations T_h(x) (detached) and i
 student's S_h(x); D (not yet stepped) scores the fake; D, then G (student, mappings) and the
 method's heads step. After training (``evaluate``): the evolution search on held-out training
 images, the export of the chosen sub-network and its test scores beside the teacher's.
+
+Under torchrun (``trains_distributed``) each rank trains on its share of every batch, with the
+batch, the step's sub-network, the flip and the patch locations drawn alike on every rank (the
+gradients one process computes on the whole batch, see benchmark/core/distributed.py); rank 0 trains
+the teacher when the cache lacks it while the others wait for it; the search and the test scores
+translate and score sharded images and every rank takes the same decisions; rank 0 writes the files.
 """
 from __future__ import annotations
 
@@ -32,9 +38,10 @@ from benchmark.core.metrics.macs import count_macs, count_parameters
 from benchmark.core.registry import register_task
 from methods.base import OptimizerDefaults, TranslationPair
 
-from ..base import Task, linear_decay_schedulers, restore_training_state, set_requires_grad, training_state
+from ..base import (Task, distribute, linear_decay_schedulers, restore_training_state, set_requires_grad,
+                    training_state)
 from ..data import UnpairedBatches, seeded_generator, to_model_range
-from ..evaluation import count_images, translate_set
+from ..evaluation import count_images, sharded_outputs_and_features
 from ..networks import GANLoss, NLayerDiscriminator, init_weights
 from ..validation import TranslationValidation, hold_out_sides
 from .evaluation import CompressionScorer, held_out_indices
@@ -68,6 +75,7 @@ class CompressionTask(Task):
 
     Options = CompressionOptions
     dataset_kinds = ("unpaired", "paired")
+    trains_distributed = True
 
     @property
     def paired(self) -> bool:
@@ -79,8 +87,9 @@ class CompressionTask(Task):
         self.settings = resolved(o, self.paired)
         self.choices = (o.channel_choices if o.channel_choices is not None
                         else CHANNEL_CHOICES[self.settings["channel_set"]])
+        # torchrun: rank 0 trains a teacher missing from the cache, the other ranks wait and load it.
         self.teacher = obtain_teacher(o.teacher, self.dataset, self.paired, device, self.ctx.seed,
-                                      self.ctx.cache_dir, self.ctx.log)
+                                      self.ctx.cache_dir, self.ctx.log, may_train=self.ctx.distributed.is_main)
         set_requires_grad(self.teacher, False)
         self.teacher.eval()
         self.teacher_hooks = teacher_hook_layers(self.teacher)
@@ -123,13 +132,18 @@ class CompressionTask(Task):
         self.method.initialize(self._pair(real_a, real_b, config, self._forward(real_a, config)))
         self.method.build_optimizers(OptimizerDefaults(o.lr, betas))
         self.schedulers = linear_decay_schedulers(self._optimizers(), o.n_steps, o.n_steps_decay)
+        # torchrun: each rank its share of every batch, gradients averaged before every step (the
+        # frozen teacher, in eval mode, computes each image on its own whatever its norm).
+        distribute(self.ctx, self.method, self._modules(), self._optimizers())
 
     def _optimizers(self) -> list[torch.optim.Optimizer]:
         return [self.opt_G, self.opt_D, *self.method.optimizers.values()]
 
     def _batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Batch ``step`` (this rank's share of it under torchrun) on the device, in [-1, 1]."""
         a, b = self.batches.batch(step)
-        return to_model_range(a, self.ctx.device), to_model_range(b, self.ctx.device)
+        local = self.ctx.distributed.local
+        return to_model_range(local(a), self.ctx.device), to_model_range(local(b), self.ctx.device)
 
     def sample_config(self, step: int) -> dict:
         """The sub-network of ``step``: a pure function of the seed and the step (resumable)."""
@@ -248,14 +262,16 @@ class CompressionTask(Task):
             o.search.evolution_options(), self.choices, macs_of=macs_of,
             score=lambda config: scorer.search_score(self._translate_with(config), held_out, criterion),
             higher_is_better=criterion != "fid", state_path=ctx.run_dir / "search" / "state.json",
-            seed=ctx.seed, log=ctx.log, identity=f"supernet after step {self.step}; {criterion}")
+            seed=ctx.seed, log=ctx.log, identity=f"supernet after step {self.step}; {criterion}",
+            writes_state=ctx.distributed.is_main, shared=ctx.distributed.broadcast)
         best_config, best_score, _ = search.run()
         subnet = export_subnet(self.student, best_config).eval()
-        (ctx.run_dir / "search").mkdir(parents=True, exist_ok=True)
-        with atomic_write(ctx.run_dir / "search" / "subnet.pt", "wb") as f:
-            torch.save(subnet.state_dict(), f)
-        with atomic_write(ctx.run_dir / "search" / "subnet.json", "w", encoding="utf-8") as f:
-            json.dump({"config": encode_config(best_config), f"held_out_{criterion}": best_score}, f, indent=1)
+        if ctx.distributed.is_main:
+            (ctx.run_dir / "search").mkdir(parents=True, exist_ok=True)
+            with atomic_write(ctx.run_dir / "search" / "subnet.pt", "wb") as f:
+                torch.save(subnet.state_dict(), f)
+            with atomic_write(ctx.run_dir / "search" / "subnet.json", "w", encoding="utf-8") as f:
+                json.dump({"config": encode_config(best_config), f"held_out_{criterion}": best_score}, f, indent=1)
 
         student = scorer.score_test(lambda x: subnet(x))
         teacher = self._teacher_scores(scorer)
@@ -290,8 +306,8 @@ class CompressionTask(Task):
         test_a = self.dataset.split("test", "A")
         count = count_images(test_a, ev.num_test_images)
 
-        def outputs(translate):
-            return translate_set(translate, test_a, count, ev.batch_size, ctx.device).float()
+        def outputs(translate):  # sharded under torchrun, every rank gets all
+            return sharded_outputs_and_features(translate, test_a, count, ctx, features=False)[0].float()
 
         teacher = outputs(lambda x: self.teacher(x))
         return {name: (outputs(translate) - teacher).abs().mean().item() / 255.0
@@ -299,16 +315,19 @@ class CompressionTask(Task):
 
     def _teacher_scores(self, scorer: CompressionScorer) -> Evaluation:
         """The teacher's test scores, computed once per teacher, dataset and protocol and kept in
-        ``<cache_dir>/teacher_scores`` (every method and seed of a suite shares the teacher)."""
-        ctx = self.ctx
+        ``<cache_dir>/teacher_scores`` (every method and seed of a suite shares the teacher); under
+        torchrun the ranks follow rank 0's finding and rank 0 writes the file."""
+        ctx, d = self.ctx, self.ctx.distributed
         key = {"teacher": state_dict_hash(self.teacher),
                "dataset": self.dataset.identity, "protocol": self.options.protocol, "paired": self.paired,
                "evaluation": dataclasses.asdict(ctx.evaluation), "device": ctx.device.type}
         path = ctx.cache_dir / "teacher_scores" / f"{content_hash(key)[:24]}.pt"
-        if path.is_file():
+        if d.broadcast(path.is_file()):
             cached = torch.load(path, map_location="cpu", weights_only=True)
             return Evaluation(cached["metrics"], cached["protocol"], cached["samples"])
         scores = scorer.score_test(lambda x: self.teacher(x))
+        if not d.is_main:
+            return scores
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_write(path, "wb") as f:
             torch.save({"metrics": scores.metrics, "protocol": scores.protocol, "samples": scores.samples}, f)

@@ -453,11 +453,14 @@ def train_teacher(options: TeacherOptions, dataset: UnpairedDataset, paired: boo
 
 
 def obtain_teacher(options: TeacherOptions, dataset: UnpairedDataset, paired: bool, device: torch.device | str,
-                   seed: int, cache_dir: Path | str, log: Callable[[str], None] = print) -> nn.Module:
+                   seed: int, cache_dir: Path | str, log: Callable[[str], None] = print,
+                   may_train: bool = True) -> nn.Module:
     """The teacher generator, frozen and in eval mode on ``device``: loaded from
     ``options.checkpoint`` when set, else from the cache (``<cache_dir>/teachers/<hash>``), else
     trained there first (resuming an interrupted training; one process at a time, others wait for
-    it). The caller's global RNG state is left as it was, whether the teacher was trained or not."""
+    it). Without ``may_train`` (the ranks other than 0 under torchrun) a teacher missing from the
+    cache is waited for (rank 0 trains it) instead of trained. The caller's global RNG state is left
+    as it was, whether the teacher was trained or not."""
     problem = options.validate()
     if problem:
         raise ConfigError(f"teacher: {problem}")
@@ -468,17 +471,28 @@ def obtain_teacher(options: TeacherOptions, dataset: UnpairedDataset, paired: bo
             generator = load_teacher_checkpoint(options.checkpoint, options, device)
             log(f"teacher: loaded {options.checkpoint}")
         else:
-            generator = _cached_or_trained(options, dataset, paired, device, seed, Path(cache_dir), log)
+            generator = _cached_or_trained(options, dataset, paired, device, seed, Path(cache_dir), log, may_train)
     finally:
         set_rng_state(caller_rng)
     return generator.to(device).eval().requires_grad_(False)
 
 
+TEACHER_POLL_SECONDS = 2.0
+"""How often a process that may not train the teacher looks for it in the cache."""
+
+
 def _cached_or_trained(options: TeacherOptions, dataset: UnpairedDataset, paired: bool, device: torch.device,
-                       seed: int, cache_dir: Path, log: Callable[[str], None]) -> nn.Module:
+                       seed: int, cache_dir: Path, log: Callable[[str], None], may_train: bool = True) -> nn.Module:
     key = teacher_key(options, dataset, paired, seed)
     folder = teacher_folder(cache_dir, key)
     final_path = folder / "teacher.pt"
+    if not final_path.is_file() and not may_train:
+        # Polled, not a barrier: training the teacher may outlast a process group's timeout, and
+        # no collective is pending meanwhile. A failure of the training process ends this one
+        # (torchrun stops every rank when one fails).
+        log(f"teacher: waiting for another process to train this teacher ({folder})")
+        while not final_path.is_file():
+            time.sleep(TEACHER_POLL_SECONDS)
     if not final_path.is_file():
         folder.mkdir(parents=True, exist_ok=True)
         with atomic_write(folder / "key.json", "w", encoding="utf-8") as f:
