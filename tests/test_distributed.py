@@ -140,11 +140,18 @@ def _one_step(runner: Runner, run) -> dict:
         locations.append([i.clone() for i in ids])
         return ids
     patches_module.sample_locations = flsesim_module.sample_locations = recording
+    rows, batch = [], task._batch
+
+    def recording_batch(step):  # the rows this process trains on (its share of the batch)
+        b = batch(step)
+        rows.append((b[0] if isinstance(b, tuple) else b.x_src).shape[0])
+        return b
+    task._batch = recording_batch
     try:
         task.train_step()
     finally:
         patches_module.sample_locations = flsesim_module.sample_locations = original
-    return {"grads": grads, "locations": locations}
+    return {"grads": grads, "locations": locations, "rows": rows}
 
 
 def sharded_evaluation(out_dir: Path, place: Distributed) -> dict:
@@ -301,9 +308,12 @@ def _max_difference(a: list, b: list) -> float:
 def test_two_processes_step_with_the_gradients_of_one_process_on_the_whole_batch(results, case):
     ranks, single = results
     reference = single[case]
-    # Every optimiser stepped as often, with the whole batch's gradients (to 1e-6), on every rank.
+    # Every optimiser stepped as often, with the whole batch's gradients (to 1e-6), on every rank,
+    # each rank having trained on its share of the batch (not on the whole batch twice).
+    assert reference["rows"] and all(r == CASES[case]["batch_size"] for r in reference["rows"])
     for rank in ranks:
         got = rank[case]
+        assert got["rows"] == [r // WORLD for r in reference["rows"]]
         assert sorted(got["grads"]) == sorted(reference["grads"])
         assert any(g is not None and g.abs().max() > 0 for gs in reference["grads"].values() for g in gs)
         for key in reference["grads"]:
