@@ -5,6 +5,8 @@ its heads' own optimiser, CycleGAN's image pool) and the multi-modal task -- and
 evaluation scores exactly the N images one process scores, in the same order, for the same FID."""
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 import pickle
 from pathlib import Path
@@ -122,6 +124,26 @@ def sharded_evaluation(out_dir: Path, place: Distributed) -> dict:
             "FID": fid_from_features(features, real)}
 
 
+def pixel_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """A stand-in for LPIPS at 16 x 16 (AlexNet needs 32 x 32): per pair, the mean squared difference."""
+    return ((a - b) ** 2).mean(dim=(1, 2, 3))
+
+
+def multimodal_evaluation(out_dir: Path, place: Distributed) -> dict:
+    """StarGAN v2's evaluation (both modes, its LPIPS path with a pixel distance) of a freshly set-up
+    multi-modal run (the real features not cached yet)."""
+    from tasks.multi_modal.evaluation import evaluate_multimodal
+
+    runner, run = build("multi_modal", out_dir, place)
+    task = runner.build_task(run)
+    settings = dataclasses.replace(task.eval_settings(task.options), lpips=True)
+    result = evaluate_multimodal(task.translator(), task.dataset, settings, task.ctx,
+                                 lpips_distance=pixel_distance)
+    per_pair = task.ctx.run_dir / "eval_per_pair.json"
+    return {"metrics": result.metrics, "protocol": result.protocol,
+            "per_pair": json.loads(per_pair.read_text()) if place.is_main else None}
+
+
 def refused(out_dir: Path, place: Distributed) -> dict:
     """What setting up runs that cannot share a batch says under torchrun."""
     messages = {}
@@ -166,6 +188,7 @@ def _worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
         out = Path(out_dir)
         results = training_steps(out / "ddp", place)
         results["eval"] = sharded_evaluation(out / "ddp_eval", place)
+        results["mm_eval"] = multimodal_evaluation(out / "ddp_mm_eval", place)
         results["refused"] = refused(out / "ddp_refused", place)
         train("cut", out / "resume", place, steps=2)  # rank 0 checkpoints step 2
         with open(out / f"rank{rank}.pkl", "wb") as f:
@@ -189,6 +212,7 @@ def results(tmp_path_factory):
     try:
         single = training_steps(out / "single", SINGLE_PROCESS)
         single["eval"] = sharded_evaluation(out / "single_eval", SINGLE_PROCESS)
+        single["mm_eval"] = multimodal_evaluation(out / "single_mm_eval", SINGLE_PROCESS)
         # The two processes' checkpoint of step 2, resumed by one process, against one process alone.
         _, run = build("cut", out / "resume", SINGLE_PROCESS)
         single["checkpointed_step"] = torch.load(run.checkpoint_path, weights_only=False)["step"]
@@ -254,6 +278,31 @@ def test_sharded_evaluation_scores_each_image_once_for_the_fid_of_one_process(re
         assert abs(got["features"] - reference["features"]).max() <= 1e-9
         assert abs(got["real"] - reference["real"]).max() <= 1e-9  # the real side sharded too
         assert got["FID"] == pytest.approx(reference["FID"], rel=1e-9)
+
+
+def test_sharded_multimodal_evaluation_gives_the_scores_of_one_process(results):
+    ranks, single = results
+    reference = single["mm_eval"]
+    protocol = reference["protocol"]
+    # 3 domains: 6 (source, target) pairs of 3 val images x 2 outputs each, in both modes.
+    assert protocol["images_per_mode"] == 6 * 3 * 2
+    assert protocol["lpips_pairs_per_mode"] == 6 * 3 * 1
+    metrics = reference["metrics"]
+    for name in ("latent_FID", "reference_FID", "latent_LPIPS", "reference_LPIPS",
+                 "latent_L1_diversity", "reference_L1_diversity", "structure_score"):
+        assert name in metrics
+    assert metrics["latent_LPIPS"] > 0 and metrics["latent_FID"] > 0
+    for rank in ranks:
+        got = rank["mm_eval"]
+        assert got["protocol"]["images_per_mode"] == protocol["images_per_mode"]  # each image once
+        assert got["protocol"]["lpips_pairs_per_mode"] == protocol["lpips_pairs_per_mode"]
+        assert sorted(got["metrics"]) == sorted(metrics)
+        for name, value in metrics.items():
+            assert got["metrics"][name] == pytest.approx(value, rel=1e-9, abs=1e-12), name
+    # The per-pair scores rank 0 writes are those of one process.
+    assert ranks[0]["mm_eval"]["per_pair"].keys() == reference["per_pair"].keys()
+    for key, value in reference["per_pair"].items():
+        assert ranks[0]["mm_eval"]["per_pair"][key] == pytest.approx(value, rel=1e-9, abs=1e-12), key
 
 
 def test_runs_that_cannot_share_a_batch_are_refused_with_the_reason(results):
