@@ -22,8 +22,13 @@ from benchmark.config import suite_from_dict
 from benchmark.core.distributed import SINGLE_PROCESS, Distributed
 from benchmark.core.errors import ConfigError
 from benchmark.runner import Runner, expand
+from benchmark.selection import read_evals
 
 WORLD = 2
+FID_TOLERANCE = 1e-6
+"""Relative, for scores of runs trained by two processes and by one: their gradients agree up to
+float32 rounding of sums taken in another order, so their weights may differ in the last digits
+(the outputs are rounded to uint8 before scoring, and here the scores came out bit-equal)."""
 EVAL_IMAGES = 5
 
 CASES = {
@@ -168,6 +173,28 @@ def refused(out_dir: Path, place: Distributed) -> dict:
     return messages
 
 
+VALIDATION = {"eval_every": 1, "images": 2, "select": ["last", "best_val", "best_test"]}
+
+
+def validated_run(out_dir: Path, place: Distributed, stop_at: int | None = None) -> dict:
+    """CUT with evaluation at every step (validation and test) and the three checkpoint choices:
+    trained to ``stop_at`` (then the run is left to resume), or to the end and finished. What the
+    run's folder holds then (files written by rank 0)."""
+    raw = suite_dict("cut", out_dir)
+    raw["validation"] = VALIDATION
+    suite = suite_from_dict(raw, base_dir=out_dir)
+    run = expand(suite)[0]
+    runner = Runner(suite, None, place)
+    task = runner.train(run, stop_at=stop_at)
+    if stop_at is not None:
+        return {"step": task.step}
+    record = runner.finish(run, task, 0.0)
+    place.barrier()
+    return {"record": record, "evals": read_evals(run.directory / "evals.jsonl"),
+            "metrics": json.loads(run.metrics_path.read_text()),
+            "kept": sorted(p.name for p in (run.directory / "checkpoints").glob("best_*.pt"))}
+
+
 def train(case: str, out_dir: Path, place: Distributed, steps: int):
     runner, run = build(case, out_dir, place)
     return runner.train(run, stop_at=steps), run
@@ -191,6 +218,9 @@ def _worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
         results["mm_eval"] = multimodal_evaluation(out / "ddp_mm_eval", place)
         results["refused"] = refused(out / "ddp_refused", place)
         train("cut", out / "resume", place, steps=2)  # rank 0 checkpoints step 2
+        # Evaluation during training: two of the four steps, then (resumed) the rest and the finish.
+        validated_run(out / "validated", place, stop_at=2)
+        results["validated"] = validated_run(out / "validated", place)
         with open(out / f"rank{rank}.pkl", "wb") as f:
             pickle.dump(results, f)
     finally:
@@ -218,6 +248,7 @@ def results(tmp_path_factory):
         single["checkpointed_step"] = torch.load(run.checkpoint_path, weights_only=False)["step"]
         single["resumed"] = train("cut", out / "resume", SINGLE_PROCESS, steps=3)
         single["straight"] = train("cut", out / "straight", SINGLE_PROCESS, steps=3)
+        single["validated"] = validated_run(out / "single_validated", SINGLE_PROCESS)
     finally:
         torch.set_num_threads(threads)
     return ranks, single
@@ -320,6 +351,36 @@ def test_a_run_of_two_processes_resumes_in_one_as_if_one_had_trained_it(results)
     x = torch.linspace(-1, 1, 3 * 32 * 32).view(1, 3, 32, 32)
     assert torch.allclose(resumed.translate(x), straight.translate(x), atol=1e-4)
     assert single["checkpointed_step"] == 2  # written by rank 0 of the two processes
+
+
+def test_evaluation_during_training_under_two_processes_writes_what_one_process_writes(results):
+    ranks, single = results
+    reference = single["validated"]["evals"]
+    # A point per step (4 steps), each scored on validation and test.
+    assert [(r["step"], r["split"]) for r in reference] == [(s, sp) for s in (1, 2, 3, 4) for sp in ("val", "test")]
+    got = ranks[0]["validated"]["evals"]  # rank 0 wrote it, once per point (resumed at step 2: no duplicate)
+    assert [(r["step"], r["split"]) for r in got] == [(r["step"], r["split"]) for r in reference]
+    for mine, theirs in zip(got, reference):
+        assert sorted(mine["metrics"]) == sorted(theirs["metrics"])
+        for name, value in theirs["metrics"].items():
+            assert mine["metrics"][name] == pytest.approx(value, rel=FID_TOLERANCE, abs=1e-9), (mine["step"], name)
+    # The FIDs differ between points by much more than the two runs differ: the choice is meaningful.
+    vals = [r["metrics"]["FID"] for r in reference if r["split"] == "val"]
+    assert max(vals) - min(vals) > 100 * FID_TOLERANCE * max(vals)
+
+
+def test_two_processes_choose_the_checkpoints_one_process_chooses_and_agree(results):
+    ranks, single = results
+    expected = single["validated"]["metrics"]["selection"]
+    written = ranks[0]["validated"]["metrics"]
+    assert written["processes"] == WORLD and written["validation"]["points"] == 4
+    for rule in ("last", "best_val", "best_test"):
+        assert written["selection"][rule]["step"] == expected[rule]["step"], rule
+        assert written["selection"][rule]["metrics"]["FID"] == pytest.approx(expected[rule]["metrics"]["FID"],
+                                                                             rel=FID_TOLERANCE)
+        # Every rank holds the same choice and scores (the ranks' records: rank 0's reading, broadcast).
+        assert ranks[1]["validated"]["record"]["selection"][rule] == ranks[0]["validated"]["record"]["selection"][rule]
+    assert ranks[0]["validated"]["kept"] == single["validated"]["kept"] == []  # discarded after the run
 
 
 # -- the pieces, in one process -----------------------------------------------------------------
