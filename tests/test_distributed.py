@@ -176,18 +176,27 @@ def refused(out_dir: Path, place: Distributed) -> dict:
 VALIDATION = {"eval_every": 1, "images": 2, "select": ["last", "best_val", "best_test"]}
 
 
-def validated_run(out_dir: Path, place: Distributed, stop_at: int | None = None) -> dict:
-    """CUT with evaluation at every step (validation and test) and the three checkpoint choices:
+VALIDATED = {"cut": 4, "multi_modal": 2}
+"""The runs trained with evaluation during training, and their steps (the multi-modal one on two
+domains: its evaluation translates every ordered pair of domains)."""
+
+
+def validated_run(case: str, out_dir: Path, place: Distributed, stop_at: int | None = None) -> dict:
+    """A run (CUT, or the multi-modal task) with evaluation at every step (validation and test) and the three checkpoint choices:
     trained to ``stop_at`` (then the run is left to resume), or to the end and finished. What the
     run's folder holds then (files written by rank 0). In float64, as :func:`one_step`: what is
     left of the difference between the weights two processes and one train is then far below what
     the outputs' rounding to uint8 can show."""
-    raw = suite_dict("cut", out_dir)
+    raw = suite_dict(case, out_dir)
     raw["validation"] = VALIDATION
+    if case == "multi_modal":
+        raw["tasks"]["multi_modal"]["n_steps"] = VALIDATED[case]
+        raw["datasets"]["synthetic_seasons"]["domains"] = ["summer", "winter"]
     suite = suite_from_dict(raw, base_dir=out_dir)
     run = expand(suite)[0]
     runner = Runner(suite, None, place)
-    runner.dataset(run.dataset).split("train", "A")  # made (in float32) before the switch
+    dataset = runner.dataset(run.dataset)
+    dataset.split("train", getattr(dataset, "domains", ["A"])[0])  # made (in float32) before the switch
     dtype = torch.get_default_dtype()
     torch.set_default_dtype(torch.float64)
     try:
@@ -226,9 +235,10 @@ def _worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
         results["mm_eval"] = multimodal_evaluation(out / "ddp_mm_eval", place)
         results["refused"] = refused(out / "ddp_refused", place)
         train("cut", out / "resume", place, steps=2)  # rank 0 checkpoints step 2
-        # Evaluation during training: two of the four steps, then (resumed) the rest and the finish.
-        validated_run(out / "validated", place, stop_at=2)
-        results["validated"] = validated_run(out / "validated", place)
+        # Evaluation during training: half of the steps, then (resumed) the rest and the finish.
+        for case in VALIDATED:
+            validated_run(case, out / "validated" / case, place, stop_at=VALIDATED[case] // 2)
+            results[f"validated_{case}"] = validated_run(case, out / "validated" / case, place)
         with open(out / f"rank{rank}.pkl", "wb") as f:
             pickle.dump(results, f)
     finally:
@@ -256,7 +266,8 @@ def results(tmp_path_factory):
         single["checkpointed_step"] = torch.load(run.checkpoint_path, weights_only=False)["step"]
         single["resumed"] = train("cut", out / "resume", SINGLE_PROCESS, steps=3)
         single["straight"] = train("cut", out / "straight", SINGLE_PROCESS, steps=3)
-        single["validated"] = validated_run(out / "single_validated", SINGLE_PROCESS)
+        for case in VALIDATED:
+            single[f"validated_{case}"] = validated_run(case, out / "single_validated" / case, SINGLE_PROCESS)
     finally:
         torch.set_num_threads(threads)
     return ranks, single
@@ -361,12 +372,14 @@ def test_a_run_of_two_processes_resumes_in_one_as_if_one_had_trained_it(results)
     assert single["checkpointed_step"] == 2  # written by rank 0 of the two processes
 
 
-def test_evaluation_during_training_under_two_processes_writes_what_one_process_writes(results):
+@pytest.mark.parametrize("case", list(VALIDATED))
+def test_evaluation_during_training_under_two_processes_writes_what_one_process_writes(results, case):
     ranks, single = results
-    reference = single["validated"]["evals"]
-    # A point per step (4 steps), each scored on validation and test.
-    assert [(r["step"], r["split"]) for r in reference] == [(s, sp) for s in (1, 2, 3, 4) for sp in ("val", "test")]
-    got = ranks[0]["validated"]["evals"]  # rank 0 wrote it, once per point (resumed at step 2: no duplicate)
+    reference = single[f"validated_{case}"]["evals"]
+    # A point per step, each scored on validation and test.
+    assert [(r["step"], r["split"]) for r in reference] == [
+        (s, sp) for s in range(1, VALIDATED[case] + 1) for sp in ("val", "test")]
+    got = ranks[0][f"validated_{case}"]["evals"]  # rank 0 wrote it, once per point (resumed halfway: no duplicate)
     assert [(r["step"], r["split"]) for r in got] == [(r["step"], r["split"]) for r in reference]
     for mine, theirs in zip(got, reference):
         assert sorted(mine["metrics"]) == sorted(theirs["metrics"])
@@ -377,18 +390,22 @@ def test_evaluation_during_training_under_two_processes_writes_what_one_process_
     assert max(vals) - min(vals) > 100 * FID_TOLERANCE * max(vals)
 
 
-def test_two_processes_choose_the_checkpoints_one_process_chooses_and_agree(results):
+@pytest.mark.parametrize("case", list(VALIDATED))
+def test_two_processes_choose_the_checkpoints_one_process_chooses_and_agree(results, case):
     ranks, single = results
-    expected = single["validated"]["metrics"]["selection"]
-    written = ranks[0]["validated"]["metrics"]
-    assert written["processes"] == WORLD and written["validation"]["points"] == 4
+    expected = single[f"validated_{case}"]["metrics"]["selection"]
+    written = ranks[0][f"validated_{case}"]["metrics"]
+    assert written["processes"] == WORLD and written["validation"]["points"] == VALIDATED[case]
     for rule in ("last", "best_val", "best_test"):
         assert written["selection"][rule]["step"] == expected[rule]["step"], rule
-        assert written["selection"][rule]["metrics"]["FID"] == pytest.approx(expected[rule]["metrics"]["FID"],
-                                                                             rel=FID_TOLERANCE)
+        scores = written["selection"][rule]["metrics"]
+        assert sorted(scores) == sorted(expected[rule]["metrics"])
+        for name, value in expected[rule]["metrics"].items():
+            assert scores[name] == pytest.approx(value, rel=FID_TOLERANCE, abs=1e-9), (rule, name)
         # Every rank holds the same choice and scores (the ranks' records: rank 0's reading, broadcast).
-        assert ranks[1]["validated"]["record"]["selection"][rule] == ranks[0]["validated"]["record"]["selection"][rule]
-    assert ranks[0]["validated"]["kept"] == single["validated"]["kept"] == []  # discarded after the run
+        assert (ranks[1][f"validated_{case}"]["record"]["selection"][rule]
+                == ranks[0][f"validated_{case}"]["record"]["selection"][rule])
+    assert ranks[0][f"validated_{case}"]["kept"] == single[f"validated_{case}"]["kept"] == []  # discarded
 
 
 # -- the pieces, in one process -----------------------------------------------------------------
