@@ -190,15 +190,13 @@ class Runner:
         """The run's evaluation points and kept checkpoints; None when validation is off."""
         if not self.suite.settings.validation.enabled:
             return None
-        return Selection(self.suite.settings.validation, run.directory, run.run_id, self._log)
+        return Selection(self.suite.settings.validation, run.directory, run.run_id, self._log,
+                         self.distributed)
 
     def build_task(self, run: Run):
         if self.distributed.enabled and not run.task.cls.trains_distributed:
             raise ConfigError(f"task '{run.task.label}' does not train under torchrun yet; "
                               f"run it in one process")
-        if self.distributed.enabled and self.suite.settings.validation.enabled:
-            raise ConfigError("validation: evaluation during training does not run under torchrun yet; "
-                              "run the suite in one process, or set validation.eval_every: 0")
         seed_everything(run.seed)
         method = run.method.cls(run.method_options)
         if self.suite.settings.weights_dir:
@@ -309,7 +307,8 @@ class Runner:
                     result = task.evaluate()
                 finally:
                     task.ctx = ctx
-                save_samples(run.directory / "selection" / rule / "samples", result.samples)
+                if self.distributed.is_main:
+                    save_samples(run.directory / "selection" / rule / "samples", result.samples)
                 scored[step] = result.metrics
             out[rule] = {"step": step, "metrics": scored[step], "rule": RULES[rule],
                          "chosen_by": f"{RULE_SPLIT[rule]} {SCORE} {score:.4f}",

@@ -15,6 +15,13 @@ The rules (:data:`RULES`): ``last`` (the end of training), ``best_val`` (lowest 
 test set is never read for the choice) and ``best_test`` (lowest test FID: what the papers report,
 optimistic). Ties go to the earliest step.
 
+Under ``torchrun`` (:mod:`benchmark.core.distributed`) every rank reaches each evaluation point at
+the same step and scores it together (the task's evaluation is sharded over the ranks and gathered,
+so every rank holds the scores one process computes); rank 0 alone writes ``evals.jsonl`` and the
+kept checkpoints, and hands what it read from them (the repair of :meth:`Selection.start`, each
+rule's choice) to every rank, so the ranks resume from the same state and score the same chosen
+checkpoints after training.
+
 Order at an evaluation point ``s``, so that a crash anywhere resumes bit-exactly: evaluate (the
 random-number state is restored afterwards, so training does not depend on whether it evaluates),
 append the records, save ``latest.pt`` at ``s``, then replace the kept files ``s`` wins. A resumed run
@@ -34,6 +41,7 @@ import torch
 from .core.atomic import atomic_write
 from .core.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .core.context import ValidationConfig
+from .core.distributed import SINGLE_PROCESS, Distributed
 from .core.errors import BenchmarkError, CheckpointError
 
 EVALS_FILE = "evals.jsonl"
@@ -99,8 +107,9 @@ class Selection:
     """The evaluation points of one run and the checkpoints its rules keep (files in ``run_dir``)."""
 
     def __init__(self, config: ValidationConfig, run_dir: Path, run_id: str,
-                 log: Callable[[str], None] = print):
+                 log: Callable[[str], None] = print, distributed: Distributed = SINGLE_PROCESS):
         self.config, self.run_dir, self.run_id, self.log = config, Path(run_dir), run_id, log
+        self.distributed = distributed  # under torchrun rank 0 reads and writes the run's files
 
     @property
     def evals_path(self) -> Path:
@@ -121,8 +130,12 @@ class Selection:
         return read_evals(self.evals_path)
 
     def chosen(self) -> dict[str, tuple[int, float]]:
-        """Each best-of rule's choice so far: rule -> (step, its FID on the rule's split)."""
-        records = self.records()
+        """Each best-of rule's choice so far: rule -> (step, its FID on the rule's split). Under
+        torchrun every rank calls it together and gets rank 0's reading of ``evals.jsonl``."""
+        d = self.distributed
+        return d.broadcast(self._chosen_in(self.records()) if d.is_main else None)
+
+    def _chosen_in(self, records: list[dict]) -> dict[str, tuple[int, float]]:
         out = {}
         for rule in self.config.rules:
             best = best_point(records, RULE_SPLIT[rule])
@@ -133,7 +146,22 @@ class Selection:
     # -- during training --------------------------------------------------------------------------
     def start(self, task) -> None:
         """Before training from ``task.step`` (0, or the step a checkpoint was resumed at): cut the
-        records to that step and check or repair the kept checkpoints."""
+        records to that step and check or repair the kept checkpoints (rank 0 under torchrun; a
+        disagreement it finds stops every rank)."""
+        d = self.distributed
+        if d.is_main:
+            try:
+                self._start(task)
+            except BenchmarkError as exc:
+                d.broadcast(str(exc))  # the other ranks stop with it
+                raise
+            d.broadcast(None)
+        else:
+            problem = d.broadcast(None)
+            if problem is not None:
+                raise CheckpointError(f"rank 0: {problem}")
+
+    def _start(self, task) -> None:
         step = task.step
         records = self.records()
         kept = [r for r in records if r["step"] <= step]
@@ -158,7 +186,8 @@ class Selection:
 
     def evaluate(self, task) -> list[dict]:
         """Score ``task`` at its step on each split, append the records and log a line; the global
-        random-number state is as before the call."""
+        random-number state is as before the call. Under torchrun every rank scores (the task's
+        evaluation is sharded) and rank 0 appends and logs."""
         state = rng_state()
         try:
             records = []
@@ -170,6 +199,8 @@ class Selection:
                 records.append({"step": task.step, "split": split, "metrics": metrics})
         finally:
             set_rng_state(state)
+        if not self.distributed.is_main:
+            return records
         append_evals(self.evals_path, records)
         scores = ", ".join(f"{r['split']} FID {r['metrics'][SCORE]:.2f}" for r in records)
         best = best_point(self.records(), "val")
@@ -179,19 +210,23 @@ class Selection:
 
     def keep_best(self, task) -> None:
         """After ``latest.pt`` holds ``task.step``: replace the best file of each rule ``task.step``
-        now wins."""
-        for rule, (step, _) in self.chosen().items():
+        now wins (rank 0 under torchrun; a no-op on the other ranks)."""
+        if not self.distributed.is_main:
+            return
+        for rule, (step, _) in self._chosen_in(self.records()).items():
             if step == task.step:
                 save_checkpoint(self.best_path(rule), self.run_id, step, task.state_dict())
 
     # -- after training ---------------------------------------------------------------------------
     def load_best(self, rule: str, device) -> dict[str, Any]:
-        """The task state ``<rule>.pt`` holds."""
+        """The task state ``<rule>.pt`` holds (every rank reads the file rank 0 wrote, as every rank
+        resumes from ``latest.pt``: the run folder is shared)."""
         return load_checkpoint(self.best_path(rule), self.run_id, map_location=device)["task"]
 
     def discard(self) -> None:
-        """Delete the kept checkpoints (their test scores are in metrics.json) unless asked to keep them."""
-        if self.config.keep_checkpoints:
+        """Delete the kept checkpoints (their test scores are in metrics.json) unless asked to keep them
+        (rank 0 under torchrun)."""
+        if self.config.keep_checkpoints or not self.distributed.is_main:
             return
         for rule in self.config.rules:
             self.best_path(rule).unlink(missing_ok=True)

@@ -123,7 +123,7 @@ def real_features(dataset, split: str, ctx: RunContext, *, side: str | None = No
             weights_dir=ctx.weights_dir)
 
     if not d.enabled:
-        return cache.get_or_compute(key, lambda: compute(range(len(image_set))))
+        return cache.get_or_compute(key, lambda: compute(range(len(image_set))), ctx.log)
     # Under torchrun: rank 0 reads the cache and hands the features to every rank; on a miss every
     # rank scores its shard, and rank 0 stores the gathered features.
     cached = d.broadcast(cache.load(key) if d.is_main else None)

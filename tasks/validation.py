@@ -76,12 +76,19 @@ class TranslationValidation:
         self._real: np.ndarray | None = None
 
     def real(self) -> np.ndarray:
+        """Inception features of the held-out B images; under torchrun each rank scores its shard of
+        whole evaluation batches and the shards are gathered (one process: all of them, in the same
+        batches)."""
         if self._real is None:
-            ev, b = self.ctx.evaluation, self.sides.b
-            self._real = inception_features(
-                (b.images(range(s, min(len(b), s + ev.batch_size))) for s in range(0, len(b), ev.batch_size)),
+            ev, b, d = self.ctx.evaluation, self.sides.b, self.ctx.distributed
+            shard = d.shard(len(b), ev.batch_size)
+            features = inception_features(
+                (b.images(range(s, min(shard.stop, s + ev.batch_size)))
+                 for s in range(shard.start, shard.stop, ev.batch_size)),
                 resize=ev.fid_resize, device=self.ctx.device, batch_size=ev.batch_size,
                 weights_dir=self.ctx.weights_dir)
+            self._real = d.gather_shards(torch.from_numpy(features), len(b), ev.batch_size).numpy() \
+                if d.enabled else features
         return self._real
 
     def score(self, translate: Callable[[torch.Tensor], torch.Tensor]) -> dict[str, float]:

@@ -7,6 +7,8 @@ process scores, in the same order, for the same FID; the compression task's sear
 decisions of one process."""
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 import pickle
 from pathlib import Path
@@ -22,8 +24,13 @@ from benchmark.config import suite_from_dict
 from benchmark.core.distributed import SINGLE_PROCESS, Distributed
 from benchmark.core.errors import ConfigError
 from benchmark.runner import Runner, expand
+from benchmark.selection import read_evals
 
 WORLD = 2
+FID_TOLERANCE = 1e-6
+"""Relative, for scores of runs trained (in float64) by two processes and by one: their weights
+agree up to rounding of sums taken in another order, and the outputs are rounded to uint8 before
+scoring (the scores came out bit-equal here, also in float32)."""
 EVAL_IMAGES = 5
 COMPRESSION_SEARCH = {"population_size": 3, "iterations": 1, "budget": 1.0e9, "held_out_images": 3,
                       "criterion": "fid"}
@@ -173,6 +180,24 @@ def single_image_evaluation(out_dir: Path, place: Distributed) -> dict:
     runner, run = build("single_image", out_dir, place)
     result = runner.build_task(run).evaluate()
     return {"metrics": result.metrics, "output": result.samples["output"]}
+def pixel_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """A stand-in for LPIPS at 16 x 16 (AlexNet needs 32 x 32): per pair, the mean squared difference."""
+    return ((a - b) ** 2).mean(dim=(1, 2, 3))
+
+
+def multimodal_evaluation(out_dir: Path, place: Distributed) -> dict:
+    """StarGAN v2's evaluation (both modes, its LPIPS path with a pixel distance) of a freshly set-up
+    multi-modal run (the real features not cached yet)."""
+    from tasks.multi_modal.evaluation import evaluate_multimodal
+
+    runner, run = build("multi_modal", out_dir, place)
+    task = runner.build_task(run)
+    settings = dataclasses.replace(task.eval_settings(task.options), lpips=True)
+    result = evaluate_multimodal(task.translator(), task.dataset, settings, task.ctx,
+                                 lpips_distance=pixel_distance)
+    per_pair = task.ctx.run_dir / "eval_per_pair.json"
+    return {"metrics": result.metrics, "protocol": result.protocol,
+            "per_pair": json.loads(per_pair.read_text()) if place.is_main else None}
 
 
 def refused(out_dir: Path, place: Distributed) -> dict:
@@ -228,6 +253,41 @@ def compression_evaluation(out_dir: Path, place: Distributed) -> dict:
             "output": result.samples["output"], "rows": [t.shape[0] for t in task._batch(0)]}
 
 
+VALIDATION = {"eval_every": 1, "images": 2, "select": ["last", "best_val", "best_test"]}
+
+
+VALIDATED = {"cut": 4, "multi_modal": 2}
+"""The runs trained with evaluation during training, and their steps (the multi-modal one on two
+domains: its evaluation translates every ordered pair of domains)."""
+
+
+def validated_run(case: str, out_dir: Path, place: Distributed, stop_at: int | None = None) -> dict:
+    """A run (CUT, or the multi-modal task) with evaluation at every step (validation and test) and the three checkpoint choices:
+    trained to ``stop_at`` (then the run is left to resume), or to the end and finished. What the
+    run's folder holds then (files written by rank 0). In float64, as :func:`one_step`: what is
+    left of the difference between the weights two processes and one train is then far below what
+    the outputs' rounding to uint8 can show."""
+    raw = suite_dict(case, out_dir)
+    raw["validation"] = VALIDATION
+    if case == "multi_modal":
+        raw["tasks"]["multi_modal"]["n_steps"] = VALIDATED[case]
+        raw["datasets"]["synthetic_seasons"]["domains"] = ["summer", "winter"]
+    suite = suite_from_dict(raw, base_dir=out_dir)
+    run = expand(suite)[0]
+    runner = Runner(suite, None, place)
+
+    def train_and_finish():
+        task = runner.train(run, stop_at=stop_at)
+        return task, (runner.finish(run, task, 0.0) if stop_at is None else None)
+    task, record = in_float64(runner, run, train_and_finish)
+    if stop_at is not None:
+        return {"step": task.step}
+    place.barrier()
+    return {"record": record, "evals": read_evals(run.directory / "evals.jsonl"),
+            "metrics": json.loads(run.metrics_path.read_text()),
+            "kept": sorted(p.name for p in (run.directory / "checkpoints").glob("best_*.pt"))}
+
+
 def train(case: str, out_dir: Path, place: Distributed, steps: int, float64: bool = False):
     runner, run = build(case, out_dir, place)
     if float64:
@@ -251,10 +311,15 @@ def _worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
         results = training_steps(out / "ddp", place)
         results["compression_eval"] = compression_evaluation(out / "ddp_compression_eval", place)
         results["eval"] = sharded_evaluation(out / "ddp_eval", place)
+        results["mm_eval"] = multimodal_evaluation(out / "ddp_mm_eval", place)
         results["refused"] = refused(out / "ddp_refused", place)
         results["single_image_eval"] = single_image_evaluation(out / "ddp_single_image_eval", place)
         train("cut", out / "resume", place, steps=2)  # rank 0 checkpoints step 2
         train("compression", out / "resume_compression", place, steps=2, float64=True)
+        # Evaluation during training: half of the steps, then (resumed) the rest and the finish.
+        for case in VALIDATED:
+            validated_run(case, out / "validated" / case, place, stop_at=VALIDATED[case] // 2)
+            results[f"validated_{case}"] = validated_run(case, out / "validated" / case, place)
         with open(out / f"rank{rank}.pkl", "wb") as f:
             pickle.dump(results, f)
     finally:
@@ -277,6 +342,7 @@ def results(tmp_path_factory):
         single = training_steps(out / "single", SINGLE_PROCESS)
         single["eval"] = sharded_evaluation(out / "single_eval", SINGLE_PROCESS)
         single["single_image_eval"] = single_image_evaluation(out / "single_single_image_eval", SINGLE_PROCESS)
+        single["mm_eval"] = multimodal_evaluation(out / "single_mm_eval", SINGLE_PROCESS)
         # The two processes' checkpoint of step 2, resumed by one process, against one process alone.
         _, run = build("cut", out / "resume", SINGLE_PROCESS)
         single["checkpointed_step"] = torch.load(run.checkpoint_path, weights_only=False)["step"]
@@ -288,6 +354,8 @@ def results(tmp_path_factory):
         single["straight_compression"] = train("compression", out / "straight_compression", SINGLE_PROCESS,
                                                steps=3, float64=True)
         single["compression_eval"] = compression_evaluation(out / "single_compression_eval", SINGLE_PROCESS)
+        for case in VALIDATED:
+            single[f"validated_{case}"] = validated_run(case, out / "single_validated" / case, SINGLE_PROCESS)
     finally:
         torch.set_num_threads(threads)
     return ranks, single
@@ -360,6 +428,29 @@ def test_single_image_evaluation_under_two_processes_is_that_of_one_process(resu
     for rank in ranks:  # rank 0 scored the image and handed the result to rank 1
         assert torch.equal(rank["single_image_eval"]["output"], reference["output"])
         assert rank["single_image_eval"]["metrics"] == pytest.approx(reference["metrics"], rel=1e-9)
+def test_sharded_multimodal_evaluation_gives_the_scores_of_one_process(results):
+    ranks, single = results
+    reference = single["mm_eval"]
+    protocol = reference["protocol"]
+    # 3 domains: 6 (source, target) pairs of 3 val images x 2 outputs each, in both modes.
+    assert protocol["images_per_mode"] == 6 * 3 * 2
+    assert protocol["lpips_pairs_per_mode"] == 6 * 3 * 1
+    metrics = reference["metrics"]
+    for name in ("latent_FID", "reference_FID", "latent_LPIPS", "reference_LPIPS",
+                 "latent_L1_diversity", "reference_L1_diversity", "structure_score"):
+        assert name in metrics
+    assert metrics["latent_LPIPS"] > 0 and metrics["latent_FID"] > 0
+    for rank in ranks:
+        got = rank["mm_eval"]
+        assert got["protocol"]["images_per_mode"] == protocol["images_per_mode"]  # each image once
+        assert got["protocol"]["lpips_pairs_per_mode"] == protocol["lpips_pairs_per_mode"]
+        assert sorted(got["metrics"]) == sorted(metrics)
+        for name, value in metrics.items():
+            assert got["metrics"][name] == pytest.approx(value, rel=1e-9, abs=1e-12), name
+    # The per-pair scores rank 0 writes are those of one process.
+    assert ranks[0]["mm_eval"]["per_pair"].keys() == reference["per_pair"].keys()
+    for key, value in reference["per_pair"].items():
+        assert ranks[0]["mm_eval"]["per_pair"][key] == pytest.approx(value, rel=1e-9, abs=1e-12), key
 
 
 def test_runs_that_cannot_share_a_batch_are_refused_with_the_reason(results):
@@ -411,6 +502,40 @@ def test_a_compression_run_of_two_processes_resumes_in_one_as_if_one_had_trained
         a, b = resumed._translate_with(config)(x), straight._translate_with(config)(x)
         assert a.dtype == torch.float64
         assert (a - b).abs().max() <= 1e-9
+@pytest.mark.parametrize("case", list(VALIDATED))
+def test_evaluation_during_training_under_two_processes_writes_what_one_process_writes(results, case):
+    ranks, single = results
+    reference = single[f"validated_{case}"]["evals"]
+    # A point per step, each scored on validation and test.
+    assert [(r["step"], r["split"]) for r in reference] == [
+        (s, sp) for s in range(1, VALIDATED[case] + 1) for sp in ("val", "test")]
+    got = ranks[0][f"validated_{case}"]["evals"]  # rank 0 wrote it, once per point (resumed halfway: no duplicate)
+    assert [(r["step"], r["split"]) for r in got] == [(r["step"], r["split"]) for r in reference]
+    for mine, theirs in zip(got, reference):
+        assert sorted(mine["metrics"]) == sorted(theirs["metrics"])
+        for name, value in theirs["metrics"].items():
+            assert mine["metrics"][name] == pytest.approx(value, rel=FID_TOLERANCE, abs=1e-9), (mine["step"], name)
+    # The FIDs differ between points by much more than the two runs differ: the choice is meaningful.
+    vals = [r["metrics"]["FID"] for r in reference if r["split"] == "val"]
+    assert max(vals) - min(vals) > 100 * FID_TOLERANCE * max(vals)
+
+
+@pytest.mark.parametrize("case", list(VALIDATED))
+def test_two_processes_choose_the_checkpoints_one_process_chooses_and_agree(results, case):
+    ranks, single = results
+    expected = single[f"validated_{case}"]["metrics"]["selection"]
+    written = ranks[0][f"validated_{case}"]["metrics"]
+    assert written["processes"] == WORLD and written["validation"]["points"] == VALIDATED[case]
+    for rule in ("last", "best_val", "best_test"):
+        assert written["selection"][rule]["step"] == expected[rule]["step"], rule
+        scores = written["selection"][rule]["metrics"]
+        assert sorted(scores) == sorted(expected[rule]["metrics"])
+        for name, value in expected[rule]["metrics"].items():
+            assert scores[name] == pytest.approx(value, rel=FID_TOLERANCE, abs=1e-9), (rule, name)
+        # Every rank holds the same choice and scores (the ranks' records: rank 0's reading, broadcast).
+        assert (ranks[1][f"validated_{case}"]["record"]["selection"][rule]
+                == ranks[0][f"validated_{case}"]["record"]["selection"][rule])
+    assert ranks[0][f"validated_{case}"]["kept"] == single[f"validated_{case}"]["kept"] == []  # discarded
 
 
 # -- the pieces, in one process -----------------------------------------------------------------

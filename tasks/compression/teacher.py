@@ -37,10 +37,10 @@ from typing import Callable, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
-from filelock import FileLock, Timeout
 from torch import nn
 
 from benchmark.core.atomic import atomic_write
+from benchmark.core.locks import waiting_lock
 from benchmark.core.checkpoint import (atomic_save, load_checkpoint, rng_state, save_checkpoint,
                                        seed_everything, set_rng_state)
 from benchmark.core.errors import CheckpointError, ConfigError
@@ -497,17 +497,10 @@ def _cached_or_trained(options: TeacherOptions, dataset: UnpairedDataset, paired
         folder.mkdir(parents=True, exist_ok=True)
         with atomic_write(folder / "key.json", "w", encoding="utf-8") as f:
             json.dump(key, f, indent=1, sort_keys=True)
-        lock = FileLock(str(folder / "training.lock"))
-        try:
-            lock.acquire(timeout=0)
-        except Timeout:
-            log(f"teacher: another process is training this teacher ({folder}); waiting for it")
-            lock.acquire()
-        try:
+        with waiting_lock(folder / "training.lock",
+                          f"teacher: another process is training this teacher ({folder}); waiting for it", log):
             if not final_path.is_file():  # the other process may have finished meanwhile
                 train_teacher(options, dataset, paired, device, seed, folder, log)
-        finally:
-            lock.release()
     else:
         log(f"teacher: reusing the cached teacher {final_path}")
     return load_teacher_checkpoint(final_path, options, device)

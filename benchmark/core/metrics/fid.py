@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import BenchmarkError
+from ..locks import waiting_lock
 from .inception import load_inception
 
 __all__ = [
@@ -319,11 +320,24 @@ class FeatureCache:
             np.savez(f, features=features, key=np.array(key_str))
         return path
 
-    def get_or_compute(self, key: dict, compute: Callable[[], np.ndarray]) -> np.ndarray:
-        """Return cached features for ``key``; on a miss call ``compute()``, store and return it."""
+    def get_or_compute(self, key: dict, compute: Callable[[], np.ndarray],
+                       log: Callable[[str], None] | None = None) -> np.ndarray:
+        """Return cached features for ``key``; on a miss call ``compute()``, store and return it.
+        Two processes missing the same key at once (parallel workers at the start of a suite)
+        compute it once: the second waits for the first's lock (``log`` hears that it waits) and
+        loads what the first stored."""
         cached = self.load(key)
         if cached is not None:
             return cached
+        path = self.path_for(key)
+        with waiting_lock(path.with_name(path.name + ".lock"),
+                          f"  another process is computing the features {path.name}; waiting for it", log):
+            cached = self.load(key)  # stored meanwhile by the other process?
+            if cached is not None:
+                return cached
+            return self._compute_and_save(key, compute)
+
+    def _compute_and_save(self, key: dict, compute: Callable[[], np.ndarray]) -> np.ndarray:
         features = np.asarray(compute(), dtype=np.float64)
         if features.ndim != 2:
             raise BenchmarkError(f"FeatureCache: compute() for key {self.key_string(key)} returned "

@@ -43,6 +43,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from benchmark.core.errors import BenchmarkError
+from benchmark.core.locks import waiting_lock
 from benchmark.core.metrics.segmentation import confusion_matrix, segmentation_scores
 from benchmark.core.images import ImageSet, LabelInfo, SplitDataset
 
@@ -377,23 +378,38 @@ def get_segmenter(dataset: SplitDataset, side: str = "B",
     data = _read(path, key_str, log)
     cached = data is not None
     if data is None:
-        net, seconds = train_segmenter(train, info, settings, seed, log, label=f"segmenter {name} {side}")
-        test_pred = SyntheticSegmenter(net, info, {}, "", key, seconds, False).predict(test.images(range(len(test))))
-        conf = confusion_matrix(test_pred, test.labels(range(len(test))), len(info.class_names),
-                                info.ignore_index)
-        full = segmentation_scores(conf)
-        ceiling = {**_summary(info, full), "per_class_IoU": full["per_class_IoU"]}
-        shown = {k: v for k, v in ceiling.items() if k != "per_class_IoU"}
-        description = (f"synthetic U-Net segmenter trained on {name} train {side} "
-                       f"({len(train)} images, seed {seed}), ceiling on test {side}: {_fmt(shown)}")
-        data = {"key": key_str, "state_dict": {k: v.detach().clone() for k, v in net.state_dict().items()},
-                "ceiling": ceiling, "description": description, "train_seconds": float(seconds),
-                "class_names": list(info.class_names), "kind": info.kind,
-                "ignore_index": int(info.ignore_index)}
-        _write(path, data)
-        log(f"  segmenter {name} {side}: ceiling on test {side} {_fmt(shown)}; saved {path}")
+        # Two processes at the start of a suite (parallel workers) want the same segmenter: one
+        # trains it, the other waits and loads the file it wrote.
+        with waiting_lock(path.with_name(path.name + ".lock"),
+                          f"  segmenter {name} {side}: another process is training it; waiting for {path}", log):
+            data = _read(path, key_str, lambda message: None)  # written meanwhile by the other process?
+            cached = data is not None
+            if data is None:
+                data = _train_and_save(train, test, info, settings, seed, log, name, side, key, path)
     with torch.random.fork_rng(devices=[]):       # building it draws initial weights: keep the
         net = SegmentationUNet(len(info.class_names), settings.width)   # caller's RNG untouched
     net.load_state_dict(data["state_dict"])
     return SyntheticSegmenter(net, info, data["ceiling"], data["description"], key,
                               data["train_seconds"], cached, device)
+
+
+def _train_and_save(train, test, info: LabelInfo, settings: SegmenterSettings, seed: int, log: Log, name: str,
+                    side: str, key: dict, path: Path) -> dict:
+    """Train the segmenter, score its ceiling on the test images, write the cache file ``path``;
+    returns what the file holds."""
+    net, seconds = train_segmenter(train, info, settings, seed, log, label=f"segmenter {name} {side}")
+    test_pred = SyntheticSegmenter(net, info, {}, "", key, seconds, False).predict(test.images(range(len(test))))
+    conf = confusion_matrix(test_pred, test.labels(range(len(test))), len(info.class_names),
+                            info.ignore_index)
+    full = segmentation_scores(conf)
+    ceiling = {**_summary(info, full), "per_class_IoU": full["per_class_IoU"]}
+    shown = {k: v for k, v in ceiling.items() if k != "per_class_IoU"}
+    description = (f"synthetic U-Net segmenter trained on {name} train {side} "
+                   f"({len(train)} images, seed {seed}), ceiling on test {side}: {_fmt(shown)}")
+    data = {"key": _key_string(key), "state_dict": {k: v.detach().clone() for k, v in net.state_dict().items()},
+            "ceiling": ceiling, "description": description, "train_seconds": float(seconds),
+            "class_names": list(info.class_names), "kind": info.kind,
+            "ignore_index": int(info.ignore_index)}
+    _write(path, data)
+    log(f"  segmenter {name} {side}: ceiling on test {side} {_fmt(shown)}; saved {path}")
+    return data
