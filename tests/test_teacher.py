@@ -226,6 +226,22 @@ def test_cache_returns_the_same_teacher_without_retraining(unpaired, tmp_path, s
     assert len(list((tmp_path / "teachers").iterdir())) == 2
 
 
+def start_waiting(options, unpaired, tmp_path, **kwargs):
+    """A thread (named 'waiter') that obtains the teacher, once it says it is waiting for another
+    process: ``(thread, result)``, ``result['net']`` set when it is done."""
+    messages: list[str] = []
+    result = {}
+    waiter = threading.Thread(name="waiter", target=lambda: result.update(
+        net=obtain_teacher(options, unpaired, False, "cpu", 0, tmp_path, messages.append, **kwargs)))
+    waiter.start()
+    for _ in range(200):
+        if any("waiting" in m for m in messages):
+            break
+        threading.Event().wait(0.02)
+    assert any("waiting" in m for m in messages) and waiter.is_alive()
+    return waiter, result
+
+
 def test_a_second_process_waits_for_the_first_and_loads_its_teacher(unpaired, tmp_path, step_counter):
     options = TeacherOptions(**TINY)
     key = teacher_key(options, unpaired, False, 0)
@@ -233,16 +249,7 @@ def test_a_second_process_waits_for_the_first_and_loads_its_teacher(unpaired, tm
     folder.mkdir(parents=True)
     holder = FileLock(str(folder / "training.lock"))
     holder.acquire()  # "the first process" is training
-    messages: list[str] = []
-    result = {}
-    waiter = threading.Thread(name="waiter", target=lambda: result.update(
-        net=obtain_teacher(options, unpaired, False, "cpu", 0, tmp_path, messages.append)))
-    waiter.start()
-    for _ in range(200):
-        if any("waiting" in m for m in messages):
-            break
-        threading.Event().wait(0.02)
-    assert any("waiting" in m for m in messages) and waiter.is_alive()
+    waiter, result = start_waiting(options, unpaired, tmp_path)
     trained = train_teacher(options.resolved(False), unpaired, False, torch.device("cpu"), 0, folder, lambda m: None)
     holder.release()
     waiter.join(timeout=60)
@@ -259,16 +266,7 @@ def test_a_process_that_may_not_train_waits_for_the_teacher_even_before_anyone_t
     monkeypatch.setattr(teacher_module, "TEACHER_POLL_SECONDS", 0.01)
     options = TeacherOptions(**TINY)
     folder = teacher_folder(tmp_path, teacher_key(options, unpaired, False, 0))
-    messages: list[str] = []
-    result = {}
-    waiter = threading.Thread(name="waiter", target=lambda: result.update(
-        net=obtain_teacher(options, unpaired, False, "cpu", 0, tmp_path, messages.append, may_train=False)))
-    waiter.start()
-    for _ in range(200):
-        if any("waiting" in m for m in messages):
-            break
-        threading.Event().wait(0.02)
-    assert any("waiting" in m for m in messages) and waiter.is_alive()
+    waiter, result = start_waiting(options, unpaired, tmp_path, may_train=False)
     threading.Event().wait(0.1)
     assert waiter.is_alive() and not (folder / "training.lock").exists()  # neither trained nor locked
     first = obtain_teacher(options, unpaired, False, "cpu", 0, tmp_path, lambda m: None)  # "rank 0"
