@@ -190,8 +190,8 @@ class NEGCUT(PatchNCEMethod):
         official code draws it, so runs are seeded and resumable on any device. Under torchrun every
         process draws the noise of the whole batch and keeps its own rows: the noise, and the RNG
         state after it, are one process's."""
-        d = self.distributed
-        return d.local(torch.randn(batch * d.world_size, count, self.params.z_dim)).to(device)
+        z_dim = self.params.z_dim
+        return self.distributed.draw_rows(lambda n: torch.randn(n, count, z_dim), batch).to(device)
 
     def instance_vectors(self, source_feats: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         """Mean over every position of the EMA heads' embeddings: (B, d) per layer."""

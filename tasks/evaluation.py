@@ -48,6 +48,15 @@ def translate_set(translate: Callable[[torch.Tensor], torch.Tensor], image_set: 
     return torch.cat(outputs)
 
 
+def _gathered(local: np.ndarray, count: int, ctx: RunContext) -> np.ndarray:
+    """Every rank's shard of features of ``count`` images (``Distributed.shard``), gathered in
+    order; ``local`` itself with one process."""
+    d = ctx.distributed
+    if not d.enabled:
+        return local
+    return d.gather_shards(torch.from_numpy(local), count, ctx.evaluation.batch_size).numpy()
+
+
 def sharded_inception_features(images: torch.Tensor, ctx: RunContext) -> np.ndarray:
     """Inception features of ``images`` (uint8, every rank holding all of them): under torchrun each
     rank scores its shard of whole evaluation batches and the features are gathered in order (the
@@ -57,9 +66,21 @@ def sharded_inception_features(images: torch.Tensor, ctx: RunContext) -> np.ndar
     features = inception_features(images[shard.start:shard.stop] if d.enabled else images,
                                   resize=ev.fid_resize, device=ctx.device, batch_size=ev.batch_size,
                                   weights_dir=ctx.weights_dir)
-    if not d.enabled:
-        return features
-    return d.gather_shards(torch.from_numpy(features), images.shape[0], ev.batch_size).numpy()
+    return _gathered(features, images.shape[0], ctx)
+
+
+def image_set_features(image_set: ImageSet, ctx: RunContext) -> np.ndarray:
+    """Inception features of every image of ``image_set``, read and scored in evaluation batches;
+    under torchrun each rank scores its shard of whole batches and the shards are gathered in order
+    (the numbers one process gets)."""
+    ev = ctx.evaluation
+    n = len(image_set)
+    indices = ctx.distributed.shard(n, ev.batch_size)
+    features = inception_features(
+        (image_set.images(range(s, min(indices.stop, s + ev.batch_size)))
+         for s in range(indices.start, indices.stop, ev.batch_size)),
+        resize=ev.fid_resize, device=ctx.device, batch_size=ev.batch_size, weights_dir=ctx.weights_dir)
+    return _gathered(features, n, ctx)
 
 
 def sharded_outputs_and_features(translate: Callable[[torch.Tensor], torch.Tensor], image_set: ImageSet,
@@ -78,9 +99,7 @@ def sharded_outputs_and_features(translate: Callable[[torch.Tensor], torch.Tenso
     if not d.enabled:
         return outputs, local
     gathered = d.gather_shards(outputs, count, ev.batch_size)
-    if local is None:
-        return gathered, None
-    return gathered, d.gather_shards(torch.from_numpy(local), count, ev.batch_size).numpy()
+    return gathered, (None if local is None else _gathered(local, count, ctx))
 
 
 def _split_part(side: str | None, domain: str | None) -> str:
@@ -114,24 +133,14 @@ def real_features(dataset, split: str, ctx: RunContext, *, side: str | None = No
     image_set = dataset.split(split, part)
     key = real_features_key(dataset, split, image_set, ev.fid_resize, side=side, domain=domain)
     cache = FeatureCache(ctx.cache_dir / "fid_stats")
-
-    def compute(indices: range) -> np.ndarray:
-        return inception_features(
-            (image_set.images(range(s, min(indices.stop, s + ev.batch_size)))
-             for s in range(indices.start, indices.stop, ev.batch_size)),
-            resize=ev.fid_resize, device=ctx.device, batch_size=ev.batch_size,
-            weights_dir=ctx.weights_dir)
-
     if not d.enabled:
-        return cache.get_or_compute(key, lambda: compute(range(len(image_set))), ctx.log)
+        return cache.get_or_compute(key, lambda: image_set_features(image_set, ctx), ctx.log)
     # Under torchrun: rank 0 reads the cache and hands the features to every rank; on a miss every
     # rank scores its shard, and rank 0 stores the gathered features.
     cached = d.broadcast(cache.load(key) if d.is_main else None)
     if cached is not None:
         return cached
-    n = len(image_set)
-    local = compute(d.shard(n, ev.batch_size))
-    features = d.gather_shards(torch.from_numpy(local), n, ev.batch_size).numpy()
+    features = image_set_features(image_set, ctx)
     if d.is_main:
         cache.save(key, features)
     return features

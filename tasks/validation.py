@@ -20,10 +20,9 @@ import torch
 from benchmark.core.context import RunContext, ValidationConfig
 from benchmark.core.errors import DataError
 from benchmark.core.images import ImageSet, SubsetImageSet
-from benchmark.core.metrics.fid import inception_features
 
 from .data import held_out_split
-from .evaluation import evaluate_translation
+from .evaluation import evaluate_translation, image_set_features
 
 VALIDATION_KEY = 7001
 """First part of the key of the validation split's draw (:func:`tasks.data.held_out_split`), then
@@ -80,15 +79,7 @@ class TranslationValidation:
         whole evaluation batches and the shards are gathered (one process: all of them, in the same
         batches)."""
         if self._real is None:
-            ev, b, d = self.ctx.evaluation, self.sides.b, self.ctx.distributed
-            shard = d.shard(len(b), ev.batch_size)
-            features = inception_features(
-                (b.images(range(s, min(shard.stop, s + ev.batch_size)))
-                 for s in range(shard.start, shard.stop, ev.batch_size)),
-                resize=ev.fid_resize, device=self.ctx.device, batch_size=ev.batch_size,
-                weights_dir=self.ctx.weights_dir)
-            self._real = d.gather_shards(torch.from_numpy(features), len(b), ev.batch_size).numpy() \
-                if d.enabled else features
+            self._real = image_set_features(self.sides.b, self.ctx)
         return self._real
 
     def score(self, translate: Callable[[torch.Tensor], torch.Tensor]) -> dict[str, float]:

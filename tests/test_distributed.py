@@ -583,12 +583,11 @@ def test_one_process_adds_no_hook_and_no_communication():
 
 
 def test_single_image_noise_of_a_shared_batch_is_the_rows_of_one_process_draw():
-    from tasks.single_image.task import global_noise_rows
     torch.manual_seed(3)
     whole = torch.randn(8, 1, 2, 3)  # one process: crops A (4) then crops B (4) in one pass
     after = torch.rand(())
     for rank in range(2):
         torch.manual_seed(3)
-        local = global_noise_rows(Distributed(rank=rank, world_size=2), 2, (4, 1, 2, 3))
+        local = Distributed(rank=rank, world_size=2).draw_rows(lambda n: torch.randn(n, 1, 2, 3), 4, parts=2)
         assert torch.equal(local, torch.cat([whole[2 * rank:2 * rank + 2], whole[4 + 2 * rank:6 + 2 * rank]]))
         assert torch.equal(torch.rand(()), after)  # the global RNG moved on as one process's did

@@ -35,7 +35,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import torch
 import torch.distributed as dist
@@ -81,6 +81,19 @@ class Distributed:
         if not self.enabled:
             return batch
         return batch[self.rows(batch.shape[0])]
+
+    def draw_rows(self, draw: Callable[[int], torch.Tensor], rows: int, parts: int = 1) -> torch.Tensor:
+        """Random values for this rank's ``rows`` images, drawn as one process draws them for the
+        whole batch: ``draw(n)`` is called with the whole batch's n rows on every rank (so the global
+        RNG stays in step with one process's) and this rank's rows are kept. ``parts``: this rank's
+        batch concatenates that many shares (e.g. crops A, then crops B), each its rows of a global
+        batch, and so does the whole draw. One process: ``draw(rows)``."""
+        if not self.enabled:
+            return draw(rows)
+        size = rows // parts * self.world_size
+        values = draw(parts * size)
+        tail = values.shape[1:]
+        return values.view(parts, size, *tail)[:, self.rows(size)].reshape(rows, *tail)
 
     def gather_rows(self, local: torch.Tensor) -> torch.Tensor:
         """The global batch from every rank's equal share ``local`` (the inverse of :meth:`local`),

@@ -23,7 +23,6 @@ import torch
 import torch.nn.functional as F
 
 from benchmark.core.context import Evaluation, RunContext
-from benchmark.core.distributed import Distributed
 from benchmark.core.errors import ConfigError
 from benchmark.core.registry import register_task
 from methods.base import OptimizerDefaults
@@ -156,12 +155,13 @@ class SingleImageTask(GeneratorDiscriminatorSteps, Task):
 
     def _translate_batch(self, real_a: torch.Tensor, real_b: torch.Tensor, with_identity: bool):
         """The shared translation step; under torchrun the generator's noise is that of the global
-        batch (:func:`global_noise_rows`), so every rank draws what one process draws."""
+        batch (``Distributed.draw_rows``), so every rank draws what one process draws."""
         d = self.ctx.distributed
         if not d.enabled:
             return super()._translate_batch(real_a, real_b, with_identity)
         parts = 2 if with_identity else 1
-        with self.netG.noise_drawn_by(lambda shape: global_noise_rows(d, parts, shape)):
+        with self.netG.noise_drawn_by(
+                lambda shape: d.draw_rows(lambda n: torch.randn(n, *shape[1:]), shape[0], parts)):
             return super()._translate_batch(real_a, real_b, with_identity)
 
     # -- one step ----------------------------------------------------------------------------------
@@ -222,15 +222,3 @@ class SingleImageTask(GeneratorDiscriminatorSteps, Task):
     @classmethod
     def evaluate_identity(cls, options, dataset, ctx: RunContext) -> Evaluation:
         return on_main_rank(lambda: evaluate_single_image(None, dataset, cls.eval_settings(options), ctx), ctx)
-
-
-def global_noise_rows(d: Distributed, parts: int, shape: tuple[int, ...]) -> torch.Tensor:
-    """Noise of ``shape`` for this rank's batch under torchrun, when that batch concatenates ``parts``
-    shares (e.g. crops A, then crops B), each this rank's rows of a global batch (``Distributed.local``):
-    every rank draws the noise of the whole global concatenation -- the draw one process makes, so
-    the global RNG stays in step with one process's (the patch locations that follow) -- and keeps
-    the rows of its images."""
-    share = shape[0] // parts
-    size = share * d.world_size
-    noise = torch.randn(parts * size, *shape[1:])
-    return noise.view(parts, size, *shape[1:])[:, d.rows(size)].reshape(shape)
