@@ -7,6 +7,7 @@ identity terms), and which networks each step's gradients reach.
 Each test takes one step of a tiny task (or calls its loss on a tiny batch), records the calls with
 spies and recomputes the expected values from copies of the networks taken before the step."""
 import copy
+import dataclasses
 
 import pytest
 import torch
@@ -231,6 +232,13 @@ def multi_modal(tmp_path):
                       {"synthetic_seasons": {"size": 16, "n_train": 4, "n_val": 2, "domains": ["autumn", "summer"]}})
 
 
+def crossing_batch(task):
+    """The first batch with every target domain the other domain than the source's, so that a term
+    that takes the wrong domain label changes value."""
+    b = task._batch(0)
+    return dataclasses.replace(b, y_ref=1 - b.y_src)
+
+
 def bce_real(logits):
     return F.softplus(-logits).mean()
 
@@ -250,7 +258,7 @@ def target_style(task, b, mode: str, second: bool = False):
 @pytest.mark.parametrize("mode", ["latent", "reference"])
 def test_multi_modal_d_loss_is_bce_real_and_fake_plus_r1_on_the_reals(multi_modal, mode):
     task = multi_modal
-    b = task._batch(0)
+    b = crossing_batch(task)
     loss, logs = task.d_loss(b, mode)
     x = b.x_src
     with torch.no_grad():
@@ -268,7 +276,7 @@ def test_multi_modal_g_loss_has_style_diversity_and_cycle_terms_with_their_signs
     """adv + lambda_sty |E(G(x, s), y) - s| - lambda_ds |G(x, s) - G(x, s2)| + lambda_cyc
     |G(G(x, s), E(x, y_org)) - x| (StarGAN v2's cycle: the method adds no term)."""
     task = multi_modal
-    b = task._batch(0)
+    b = crossing_batch(task)
     objective = task.g_loss(b, mode, lambda_ds=0.45, use_method=True)
     x = b.x_src
     with torch.no_grad():
@@ -288,7 +296,7 @@ def test_multi_modal_method_terms_join_g_with_same_image_reconstruction_and_the_
     """With method terms (reconstruction 'auto'): + the terms, |G(x, E(x, y_org)) - x| in place of
     the cycle; the method's queries on the source image, its keys on the translation (detached)."""
     task = multi_modal
-    b = task._batch(0)
+    b = crossing_batch(task)
     pairs = []
 
     def generator_losses(pair, computed=None):
