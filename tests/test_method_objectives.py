@@ -44,9 +44,10 @@ def image(seed: int, batch: int = 2) -> torch.Tensor:
     return torch.rand(batch, 3, 4, 5, generator=torch.Generator().manual_seed(seed)) * 2 - 1
 
 
-def tiny_pair(progress: float = 0.0, flipped: bool = False) -> TranslationPair:
-    return TranslationPair(source=image(1), output=image(2), encode=FixedEncoder(), target=image(3),
-                           identity=image(4), output_flipped=flipped, progress=progress)
+def tiny_pair(progress: float = 0.0, flipped: bool = False, batch: int = 2) -> TranslationPair:
+    return TranslationPair(source=image(1, batch), output=image(2, batch), encode=FixedEncoder(),
+                           target=image(3, batch), identity=image(4, batch), output_flipped=flipped,
+                           progress=progress)
 
 
 # -- hand-written pieces ----------------------------------------------------------------------------
@@ -88,6 +89,18 @@ def smooth_l1(x: torch.Tensor) -> torch.Tensor:
 
 def encoded_rows(images: torch.Tensor) -> list[torch.Tensor]:
     return [rows(f) for f in FixedEncoder()(images)]
+
+
+def one_patch_per_image(images: torch.Tensor, ids: list[torch.Tensor]) -> list[torch.Tensor]:
+    """The single-image task's setting: one location per layer (``ids``), the patches of the whole
+    batch pooled as the rows of one (1, B, C) set, so that each patch's negatives are the others."""
+    return [r[:, i].reshape(1, -1, r.shape[-1]) for r, i in zip(encoded_rows(images), ids)]
+
+
+def single_locations(seed: int, draws: int, locations: int = 20) -> list[torch.Tensor]:
+    """The locations a method draws after ``torch.manual_seed(seed)`` with ``num_patches: 1``."""
+    torch.manual_seed(seed)
+    return [torch.randperm(locations)[:1] for _ in range(draws)]
 
 
 def assert_close(actual: torch.Tensor, expected: torch.Tensor) -> None:
@@ -149,6 +162,27 @@ def test_fastcut_is_ten_times_nce_without_identity_with_output_features_flipped_
     expected = 10.0 * mean_over_layers(patch_nce(unit(q), unit(k)).mean() for q, k in zip(queries, keys))
     assert set(terms) == {"NCE"}
     assert_close(terms["NCE"], expected)
+
+
+def test_sincut_takes_the_other_crops_patches_as_negatives():
+    """SinCUT (one patch per crop, negatives from the minibatch): PatchNCE over the B patches of the
+    batch, 0.5 lambda_NCE for each pair, fresh locations for the identity pair."""
+    params = CUTParams(**CUT.presets["sincut"], num_patches=1, nce_includes_all_negatives_from_minibatch=True,
+                       use_mlp=False)
+    method = CUT(params)
+    pair = tiny_pair(batch=4)
+    method.initialize(pair)
+    torch.manual_seed(9)
+    with torch.no_grad():
+        terms = method.generator_losses(pair)
+    ids = single_locations(9, draws=4)
+
+    def nce(source, output, layer_ids):
+        pairs = zip(one_patch_per_image(output, layer_ids), one_patch_per_image(source, layer_ids))
+        return mean_over_layers(patch_nce(unit(q), unit(k)).mean() for q, k in pairs)
+
+    assert_close(terms["NCE"], 0.5 * 4.0 * nce(pair.source, pair.output, ids[:2]))
+    assert_close(terms["NCE_Y"], 0.5 * 4.0 * nce(pair.target, pair.identity, ids[2:]))
 
 
 # -- Hneg-SRC ---------------------------------------------------------------------------------------
@@ -221,6 +255,32 @@ def test_hnegsrc_compression_preset_sums_its_terms_over_the_layers_without_ident
     assert set(terms) == {"HDCE", "SRC"}
     assert_close(terms["HDCE"], 0.1 * sum(hdce(unit(q), unit(k), hardness(k, gamma)).mean() for q, k in layers))
     assert_close(terms["SRC"], 10.0 * sum(src_jsd(unit(q), unit(k)) for q, k in layers))
+
+
+def test_hnegsrc_single_image_preset_weights_relations_over_the_batchs_patches():
+    """Hneg-SRC with one patch per crop: hardness weights, hDCE and SRC over the B x B relations of
+    the batch's patches, the identity pair at the same locations."""
+    params = HnegSRCParams(**{**HnegSRC.presets["hnegsrc_single"], "num_patches": 1, "use_mlp": False,
+                              "nce_includes_all_negatives_from_minibatch": True})
+    method = HnegSRC(params)
+    pair = tiny_pair(progress=0.5, batch=4)
+    method.initialize(pair)
+    torch.manual_seed(9)
+    with torch.no_grad():
+        terms = method.generator_losses(pair)
+    ids = single_locations(9, draws=2)
+    gamma = 200.0 + (40.0 - 200.0) * 0.5
+
+    def grouped(source, output):
+        return list(zip(one_patch_per_image(output, ids), one_patch_per_image(source, ids)))
+
+    def hdce_of(source, output):
+        return mean_over_layers(hdce(unit(q), unit(k), hardness(k, gamma)).mean() for q, k in grouped(source, output))
+
+    assert_close(terms["HDCE"], 0.5 * 4.0 * hdce_of(pair.source, pair.output))
+    assert_close(terms["HDCE_Y"], 0.5 * 4.0 * hdce_of(pair.target, pair.identity))
+    assert_close(terms["SRC"], 10.0 * mean_over_layers(src_jsd(unit(q), unit(k))
+                                                      for q, k in grouped(pair.source, pair.output)))
 
 
 # -- NEGCUT -----------------------------------------------------------------------------------------
