@@ -183,29 +183,46 @@ def test_cyclegan_step_is_generators_then_discriminators_with_every_weight():
 
 # -- single image (SinCUT) --------------------------------------------------------------------------
 
-def test_single_image_d_has_r1_on_the_real_crops_and_g_the_identity_l1(tmp_path):
+def first_draw_below_half() -> int:
+    """A seed whose first draw from the global RNG is below 0.5: a step seeded with it flips its input
+    when the method asks for flip equivariance (the coin is the step's first draw)."""
+    return next(seed for seed in range(100) if torch.rand((), generator=torch.Generator().manual_seed(seed)) < 0.5)
+
+
+@pytest.mark.parametrize("method, flipped", [("none", False), ("fastcut", True)])
+def test_single_image_d_has_r1_on_the_real_crops_and_g_the_identity_l1(tmp_path, method, flipped):
     """D: 0.5 (softplus(D(G(a))) + softplus(-D(b))) + lambda_R1 0.5 E|grad_b D(b)|^2 (with its
-    gradient into D); G: lambda_GAN softplus(-D'(G(a))) + lambda_identity |G(b) - b|."""
+    gradient into D); G: lambda_GAN softplus(-D'(G(a))) + lambda_identity |G(b) - b|, G(b) flipped
+    back left-right when the step flipped G's input."""
     task = build_task(tmp_path, "single_image",
                       {"ngf": 1, "ndf": 2, "n_blocks": 4, "crop_size": 16, "batch_size": 2, "n_steps": 1,
                        "n_steps_decay": 1, "lpips": False, "lambda_R1": 0.5, "lambda_identity": 0.3,
                        "lambda_GAN": 0.7},
-                      {"synthetic_painting": {"width": 64, "height": 64, "strokes_per_pixel": 0.05}})
+                      {"synthetic_painting": {"width": 64, "height": 64, "strokes_per_pixel": 0.05}}, method)
     real_a, real_b = task._batch(0)
     d0 = copy.deepcopy(task.netD)
-    translations = []
-    task.netG.register_forward_hook(
-        lambda module, args, out: translations.append(out if torch.is_tensor(out) else out[0])
-        if not isinstance(out, list) else None)
+    inputs, translations = [], []
+
+    def record_translation(module, args, out):      # encode_only passes return a list of features
+        if not isinstance(out, list):
+            inputs.append(args[0])
+            translations.append(out if torch.is_tensor(out) else out[0])
+
+    task.netG.register_forward_hook(record_translation)
     events, seen = [], {}
     spy(task.opt_D, "step", events, "D", lambda: seen.update(d=grads(task.netD)))
     spy(task.opt_G, "step", events, "G")
+    torch.manual_seed(first_draw_below_half())
     logs = task.train_step()
 
     assert events == ["D", "G"]
     n = real_a.shape[0]
     assert len(translations) == 1                                        # G once on cat(crops A, crops B)
+    batch = torch.cat([real_a, real_b])
+    assert torch.equal(inputs[0], torch.flip(batch, dims=[3]) if flipped else batch)
     fake, idt = translations[0][:n].detach(), translations[0][n:].detach()
+    if flipped:
+        idt = torch.flip(idt, dims=[3])
     d_fake = F.softplus(d0(fake)).mean()
     d_real = F.softplus(-d0(real_b)).mean()
     penalty = 0.5 * r1(d0, real_b)
