@@ -1,13 +1,14 @@
 """Each method's generator objective against its formula written out by hand (plain torch, from the
 papers and the official code) on tiny feature maps: every loss weight, the identity terms and their
 0.5 / 0.5 split, Hneg-SRC's hardness curriculum, FastCUT's flip back of the output features,
-NEGCUT's negative generator objective, F-LSeSim's structure and head losses, GraphCL's graph loss.
+NEGCUT's negative generator objective, F-LSeSim's structure and head losses, GraphCL's graph loss,
+and the single-image setting (one patch per image, the batch's patches as negatives).
 
 The methods see a fixed two-layer "encoder" (the image itself and a fixed 1x1 convolution of it),
-every location of each map (``num_patches: 0``, no random draw) and, where they have projection
-heads, plain L2 normalisation (``use_mlp: false``) unless the test is about the heads, so that the
-expected numbers follow from the formulas alone. The images are 4 x 5 so that a flip on the wrong
-axis changes the numbers."""
+every location of each map (``num_patches: 0``, no random draw; else the draws are replayed from
+the seed) and, where they have projection heads, plain L2 normalisation (``use_mlp: false``) unless
+the test is about the heads, so that the expected numbers follow from the formulas alone. The images
+are 4 x 5 so that a flip on the wrong axis changes the numbers."""
 import pytest
 import torch
 import torch.nn.functional as F
