@@ -125,6 +125,18 @@ def cmd_list(args) -> int:
     return 0
 
 
+def cmd_data(args) -> int:
+    from . import data
+    if args.action == "list":
+        print(data.format_sources())
+        return 0
+    if not args.name:
+        raise ConfigError("data get needs a NAME; `python -m benchmark data list` shows them")
+    folder = data.get(data.source(args.name), args.root)
+    print(f"dataset folder: {folder}")
+    return 0
+
+
 def cmd_perf(args) -> int:
     if args.official is not None:
         from .perf_official import run_official_comparison
@@ -193,6 +205,12 @@ def build_parser() -> argparse.ArgumentParser:
                      help="print the whole configuration reference (docs/configuration.md)")
     dsc.add_argument("--plugins", nargs="*", help="extra plugin modules or .py files to load first")
     dsc.set_defaults(func=cmd_describe)
+    dat = sub.add_parser("data", help="public datasets of the paper configs: `data list`, `data get NAME "
+                                      "[--root DIR]` (download, sha256, resume, unpack into the reader's layout)")
+    dat.add_argument("action", choices=["get", "list"])
+    dat.add_argument("name", nargs="?", help="a dataset of `data list`, e.g. horse2zebra")
+    dat.add_argument("--root", default="data", help="folder that receives the dataset folder (default: ./data)")
+    dat.set_defaults(func=cmd_data)
     perf = sub.add_parser("perf", help="measure training step time and peak memory per method")
     perf.add_argument("--methods", nargs="*", default=None, help="method or preset names (default: all presets)")
     perf.add_argument("--size", type=int, default=64, help="image resolution")

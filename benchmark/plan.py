@@ -164,6 +164,20 @@ def check_datasets(suite: Suite) -> tuple[dict[str, str], list[str]]:
     return found, problems
 
 
+def with_download_hints(suite: Suite, problems: list[str]) -> list[str]:
+    """Each problem of a dataset with a ``root`` that is not there, followed by the ``data get``
+    command that fetches it (benchmark/data.py)."""
+    from .data import download_hint
+    out = []
+    for problem in problems:
+        component = next((c for c in suite.datasets if problem.startswith(f"datasets.{c.label}:")), None)
+        root = getattr(component.options, "root", "") if component is not None else ""
+        if root and not Path(root).expanduser().is_dir():
+            problem += f". {download_hint(root, component.cls.registry_name)}"
+        out.append(problem)
+    return out
+
+
 def check_weights(suite: Suite) -> list[str]:
     rows = weights.status(weights.required_weights(suite), suite.settings.weights_dir or None)
     return [f"{r.filename} [{r.state}]: {r.message}" for r in rows if not r.ok]
@@ -201,6 +215,7 @@ def plan_suite(suite: Suite, perf_dir: Path = PERF_DIR, check_data: bool = True,
     plan = SuitePlan(suite, runs)
     if check_data:
         plan.datasets_checked, plan.data_problems = check_datasets(suite)
+        plan.data_problems = with_download_hints(suite, plan.data_problems)
     if check_weight_files:
         plan.weight_problems = check_weights(suite)
     plan.warnings = meaningless_settings(suite)
