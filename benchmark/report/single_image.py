@@ -140,7 +140,7 @@ def single_image_section(ctx: ReportContext, task: Component) -> list[str]:
                   "`identity` scores the source itself as the output (structure 1 and LPIPS 0 by "
                   "definition; its SIFID is the distance of the untranslated painting to the target)."
                   + (f" `{STATUS}`: why a row has no (or not every) result." if STATUS in table else ""), ""]
-        lines += [f"Protocol: {protocol_footer(recs)}.", ""]
+        lines += protocol_footer(recs)
         made = figures(rows, [m for m in labels if m != IDENTITY], ctx.grid_dir, f"{task.label}_{dataset.label}")
         if made:
             full, zoom, shown = made
