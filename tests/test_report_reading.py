@@ -44,6 +44,7 @@ def test_grid_labels_are_drawn_beside_each_row_and_above_each_column():
     assert left > 60 and top > 10
     assert (cols < left).sum() > 0 and (rows < top).sum() > 0          # text in both margins
     assert not dark[top:, left:].any()                                 # none over the images
+    assert not dark[:top, :left].any() and not dark[top + 128:top + 132, :left].any()  # labels centred on rows
     for y0 in (top, top + 132):                                        # a label beside each row
         assert dark[y0:y0 + 128, :left].any()
     for x0 in (left, left + 132):                                      # a title above each column
