@@ -61,3 +61,28 @@ def test_the_compression_caption_describes_the_teacher_the_runs_used(tmp_path):
         rows.append(Row("compression", "d", "none", seed, folder, record={"metrics": {}}))
     assert teacher_words(rows) == "ResNet generator, 6 residual blocks, ngf 16"
     assert teacher_words([Row("compression", "d", "none", 0, tmp_path / "nowhere", record={})]) is None
+
+
+def test_the_single_modal_grid_shows_a_row_of_real_target_images(tmp_path):
+    from benchmark.config import suite_from_dict
+    from benchmark.core.image_io import read_png, write_png
+    from benchmark.report.layouts import ReportContext
+    from benchmark.report.per_dataset import image_grid
+    from conftest import tiny_suite_dict
+
+    suite = suite_from_dict(tiny_suite_dict(tmp_path), base_dir=tmp_path)
+    dataset = suite.datasets[0]
+    images = dataset.cls(dataset.options, suite.cache_dir / "datasets")
+    rows = [Row("single_modal", dataset.label, "identity", None, tmp_path / "identity"),
+            Row("single_modal", dataset.label, "cut", 0, tmp_path / "cut")]
+    for i in range(2):
+        write_png(images.split("test", "A").images([i])[0], tmp_path / "identity" / "samples" / f"input_{i:02d}.png")
+        write_png(torch.zeros(3, 32, 32, dtype=torch.uint8), tmp_path / "cut" / "samples" / f"output_{i:02d}.png")
+    out = tmp_path / "grid.png"
+    assert image_grid(ReportContext(suite, tmp_path, rows), rows, ["cut"], out, dataset) == \
+        ["source", "target example", "cut"]
+    grid = read_png(out)
+    left, top = grid.shape[-1] - (2 * 128 + 4), grid.shape[-2] - (3 * 128 + 2 * 4)
+    target_row = grid[:, top + 132:top + 260, left:left + 128]
+    assert torch.equal(target_row, images.split("test", "B").images([0])[0].repeat_interleave(4, -1)
+                       .repeat_interleave(4, -2))
