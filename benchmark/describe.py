@@ -106,9 +106,9 @@ def _dataset_refusal(dataset_cls: type, task_cls: type) -> str | None:
             f"{getattr(dataset_cls, 'kind', None) or '(no kind declared)'}")
 
 
-def _acceptance(refusal) -> list[str]:
+def _acceptance(refusal, builtin: bool) -> list[str]:
     lines = []
-    for name in registry.TASKS.names():
+    for name in _names(registry.TASKS, builtin):
         reason = refusal(registry.TASKS.get(name))
         lines.append(f"- `{name}`: " + ("accepts" if reason is None else f"refuses: {reason}"))
     return lines
@@ -118,7 +118,7 @@ def _doc(cls: type) -> str:
     return " ".join((cls.__doc__ or "").split())
 
 
-def describe_method(name: str) -> str:
+def describe_method(name: str, builtin: bool = False) -> str:
     cls, preset = find_method(name)
     title = f"preset `{preset}` of method `{cls.registry_name}`" if preset and preset != cls.registry_name \
         else f"method `{cls.registry_name}`"
@@ -131,34 +131,34 @@ def describe_method(name: str) -> str:
         lines += [f"Task options this method's paper uses, applied unless the config sets them: {cls.task_defaults}", ""]
     lines.append("Options (`params:` of a method entry)" + (f"; the defaults with preset `{preset}`:" if preset else ":"))
     lines += _options_table(options_of(cls.Params), cls.presets.get(preset, {}))
-    lines += ["", "Tasks:", *_acceptance(lambda task: method_refusal(cls, preset, task))]
+    lines += ["", "Tasks:", *_acceptance(lambda task: method_refusal(cls, preset, task), builtin)]
     return "\n".join(lines)
 
 
-def describe_task(name: str) -> str:
+def describe_task(name: str, builtin: bool = False) -> str:
     cls = registry.TASKS.get(name)
     kinds = ", ".join(f"`{k}`" for k in cls.dataset_kinds)
-    datasets = [d for d in registry.DATASETS.names() if cls.accepts(registry.DATASETS.get(d))]
+    datasets = [d for d in _names(registry.DATASETS, builtin) if cls.accepts(registry.DATASETS.get(d))]
     lines = [f"### task `{name}`", "", _doc(cls), "", f"Class: `{cls.__module__}.{cls.__qualname__}`.", "",
              f"Trains on dataset kinds {kinds}: {', '.join(f'`{d}`' for d in datasets) or 'none registered'}.",
              f"Capabilities: {', '.join(sorted(cls.capabilities)) or 'none beyond asking a method for losses'}."]
     if getattr(cls, "method_defaults", None):
         lines.append(f"Patch settings given to every method that has these options: {cls.method_defaults}.")
     lines += ["", "Options (`tasks.<label>:`):", *_options_table(options_of(cls.Options)), "", "Methods:"]
-    for method in registry.METHODS.names():
+    for method in _names(registry.METHODS, builtin):
         mcls = registry.METHODS.get(method)
         reason = method_refusal(mcls, "", cls)
         lines.append(f"- `{method}`: " + ("accepted" if reason is None else f"refused: {reason}"))
     return "\n".join(lines)
 
 
-def describe_dataset(name: str) -> str:
+def describe_dataset(name: str, builtin: bool = False) -> str:
     cls = registry.DATASETS.get(name)
     kind = getattr(cls, "kind", None) or "(none declared)"
     lines = [f"### dataset `{name}`", "", _doc(cls), "", f"Class: `{cls.__module__}.{cls.__qualname__}`.", "",
              f"Kind: `{kind}` ({DATASET_KINDS.get(kind, 'unknown kind')}).", "",
              "Options (`datasets.<label>:`):", *_options_table(options_of(cls.Options)), "",
-             "Tasks:", *_acceptance(lambda task: _dataset_refusal(cls, task))]
+             "Tasks:", *_acceptance(lambda task: _dataset_refusal(cls, task), builtin)]
     return "\n".join(lines)
 
 
@@ -194,12 +194,19 @@ def configuration_reference() -> str:
            "classes (their field docstrings) and the registries; tests/test_describe.py fails when it is stale. "
            "`python -m benchmark describe NAME` prints one entry. The suite-level keys (`seeds`, "
            "`evaluation`, `validation`, `launcher`, ...) are the last section.", ""]
-    out += ["## Methods", ""] + [describe_method(n) + "\n" for n in registry.METHODS.names()]
-    out += ["## Tasks", ""] + [describe_task(n) + "\n" for n in registry.TASKS.names()]
-    out += ["## Datasets", ""] + [describe_dataset(n) + "\n" for n in registry.DATASETS.names()]
+    out += ["## Methods", ""] + [describe_method(n, True) + "\n" for n in _names(registry.METHODS, True)]
+    out += ["## Tasks", ""] + [describe_task(n, True) + "\n" for n in _names(registry.TASKS, True)]
+    out += ["## Datasets", ""] + [describe_dataset(n, True) + "\n" for n in _names(registry.DATASETS, True)]
     out += ["## Metrics", ""] + [f"- `{n}` ({tasks}): {m}" for n, (m, tasks) in METRICS.items()] + [""]
     out += ["## Suite settings", ""] + _suite_settings()
     return "\n".join(out).rstrip() + "\n"
+
+
+def _names(reg: registry.Registry, builtin: bool) -> list[str]:
+    """The registered names; with ``builtin`` only those of the built-in packages (the reference page
+    must not depend on the plugins a process happened to load)."""
+    return [n for n in reg.names()
+            if not builtin or reg.get(n).__module__.split(".")[0] in plugins.BUILTIN_PACKAGES]
 
 
 def _suite_settings() -> list[str]:
