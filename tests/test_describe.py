@@ -148,3 +148,23 @@ def test_warns_when_validation_or_logging_cannot_happen_within_the_run(tmp_path)
     assert "log_every (7) is longer than the run (6 steps)" in warnings[1]
     data["validation"], data["log_every"] = {"eval_every": 3}, 6
     assert meaningless_settings(suite_from_dict(data, base_dir=tmp_path)) == []
+
+
+def test_run_prints_the_warnings_and_checks_the_hooks_before_training(tmp_path, monkeypatch, capsys):
+    import yaml
+
+    from benchmark import cli
+    from benchmark.core import weights
+    from benchmark.runner import Runner
+
+    trained = []
+    monkeypatch.setattr(weights, "check_suite", lambda suite: [])
+    monkeypatch.setattr(Runner, "run_all", lambda self: trained.append(self) or [])
+    monkeypatch.setattr("benchmark.report.write_report", lambda suite: tmp_path / "report.md")
+    config = tmp_path / "mm.yaml"
+    config.write_text(yaml.safe_dump({"suite": "mm", "tasks": {"multi_modal": {"n_steps": 20}}, "methods": ["none"],
+                                      "datasets": {"synthetic_seasons": {"size": 32}}, "log_every": 1,
+                                      "output_dir": str(tmp_path / "out")}))
+    assert cli.main(["run", str(config)]) == 0
+    assert "warning: multi_modal/synthetic_seasons/none/seed0: the evaluated EMA networks" in capsys.readouterr().err
+    assert len(trained) == 1
