@@ -92,6 +92,11 @@ def format_default(value: Any) -> str:
 COMMON_MEANINGS = {
     "lambda_NCE": "Weight of the PatchNCE loss (0 = no contrastive term).",
     "nce_idt": "Also compare the identity pair (y, G(y)) (CUT's NCE_Y term).",
+    "lambda_HDCE": "Weight of Hneg-SRC's hardness-weighted decoupled contrastive loss L_hDCE.",
+    "lambda_SRC": "Weight of Hneg-SRC's semantic relation consistency loss L_SRC.",
+    "use_curriculum": "Lower the hardness temperature gamma linearly from HDCE_gamma to HDCE_gamma_min over training.",
+    "HDCE_gamma": "Temperature gamma of the hard-negative weights at the start of training.",
+    "HDCE_gamma_min": "Temperature gamma at the end of training (with use_curriculum).",
     "ngf": "Width (channels of the first layer) of the generator.",
     "ndf": "Width (channels of the first layer) of the discriminator.",
     "n_blocks": "Residual blocks of the ResNet generator (9: CUT's 'resnet_9blocks').",
