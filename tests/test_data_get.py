@@ -122,3 +122,39 @@ def test_every_paper_dataset_root_has_a_source_and_plan_names_the_command(tmp_pa
                              "datasets": {"h": {"type": "unaligned_folder", "root": str(tmp_path / "horse2zebra")}}})
     (problem,) = plan_suite(suite, check_weight_files=False).problems
     assert f"`python -m benchmark data get horse2zebra --root {tmp_path}` fetches it" in problem
+
+
+def test_archives_in_other_layouts_are_rearranged_for_their_readers(tmp_path):
+    import tarfile
+
+    # pix2pix's tar.gz without val/: GAN Compression links val -> test
+    tar_path = tmp_path / "maps.tar.gz"
+    (tmp_path / "src" / "maps" / "train").mkdir(parents=True)
+    (tmp_path / "src" / "maps" / "test").mkdir()
+    (tmp_path / "src" / "maps" / "test" / "1.jpg").write_bytes(b"x" * 10)
+    with tarfile.open(tar_path, "w:gz") as t:
+        t.add(tmp_path / "src" / "maps", arcname="maps")
+    # ComboGAN's numbered folders -> train/<i>/, val/<i>/
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as z:
+        for folder in ("train0", "train1", "test0", "test1"):
+            z.writestr(f"alps_seasons/{folder}/a.jpg", b"y" * 10)
+    server = Server({"/maps.tar.gz": tar_path.read_bytes(), "/alps_seasons.zip": buffer.getvalue()})
+    try:
+        maps = data.get(replace(data.SOURCES["maps_pix2pix"], url=server.url("/maps.tar.gz")), tmp_path / "root")
+        seasons = data.get(replace(data.SOURCES["seasons"], url=server.url("/alps_seasons.zip")), tmp_path / "root")
+    finally:
+        server.httpd.shutdown()
+    assert maps == tmp_path / "root" / "maps_pix2pix" and (maps / "val" / "1.jpg").read_bytes() == b"x" * 10
+    assert sorted(p.name for p in (seasons / "train").iterdir()) == ["0", "1"]
+    assert (seasons / "val" / "1" / "a.jpg").is_file() and not (seasons / "train0").exists()
+
+
+def test_an_archive_member_outside_the_target_is_refused(tmp_path):
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as z:
+        z.writestr("../evil.txt", b"no")
+    (tmp_path / "a.zip").write_bytes(buffer.getvalue())
+    with pytest.raises(DataError, match="outside"):
+        data.unpack(tmp_path / "a.zip", tmp_path / "into")
+    assert not (tmp_path / "evil.txt").exists()
