@@ -150,14 +150,16 @@ ALWAYS_ZERO_NOTES = {
                    "do not vary",
 }
 """Columns that carry no information when every value is 0, and why they are then 0."""
+ZERO_TOLERANCE = 1e-9
+"""'0' up to rounding: the spread of identical KID subsets comes out near 1e-14, not exactly 0."""
 
 
 def uninformative(table: pd.DataFrame) -> dict[str, str]:
-    """Metric -> why its column is left out, for the ALWAYS_ZERO_NOTES metrics that are 0 in every
-    row of the long ``table`` (method / metric / value)."""
+    """Metric -> why its column is left out, for the ALWAYS_ZERO_NOTES metrics that are 0 (within
+    ZERO_TOLERANCE) in every row of the long ``table`` (method / metric / value)."""
     out = {}
     for metric, words in ALWAYS_ZERO_NOTES.items():
         values = table.loc[table["metric"] == metric, "value"] if not table.empty else pd.Series(dtype=float)
-        if not values.empty and (values == 0).all():
+        if not values.empty and (values.abs() <= ZERO_TOLERANCE).all():
             out[metric] = words
     return out
