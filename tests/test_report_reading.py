@@ -27,6 +27,8 @@ def test_the_header_names_only_columns_a_table_has():
     notes = metric_notes([_record("cut", 0, FID=1.0, FID_ci_low=0.5, FID_ci_high=1.5)])
     assert "FID_ci_low / KIDx100_ci_low" not in notes and "[low, high] after FID and KID" in notes
     assert "KIDx100_std" not in notes
+    assert "KIDx100_std" not in metric_notes([_record("cut", 0, FID=1.0, KIDx100_std=3e-14)])  # left out: no note
+    assert "KIDx100_std" in metric_notes([_record("cut", 0, FID=1.0, KIDx100_std=0.2)])
 
 
 def test_the_protocol_is_a_list():

@@ -9,7 +9,8 @@ from ..config import Suite
 from . import compression, multi_modal, per_dataset, single_image  # noqa: F401 - the built-in layouts register themselves
 from .curves import curves_section
 from .layouts import ReportContext, layout_for
-from .results import csv_table, expected_rows
+from .format import uninformative
+from .results import csv_table, expected_rows, results_table
 from .selection import selection_section
 
 METRIC_NOTES = [
@@ -29,8 +30,9 @@ METRIC_NOTES = [
 
 
 def metric_notes(records: list[dict]) -> dict[str, str]:
-    """The notes of METRIC_NOTES whose metrics the records hold (all of them when there are none)."""
-    present = {m for r in records for m in r["metrics"]}
+    """The notes of METRIC_NOTES whose metrics the records hold (all of them when there are none), less
+    those of a metric every table leaves out (:func:`format.uninformative`)."""
+    present = {m for r in records for m in r["metrics"]} - set(uninformative(results_table(records)))
     return {title: words for title, metrics, words in METRIC_NOTES if not records or present & set(metrics)}
 
 
