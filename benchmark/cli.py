@@ -1,4 +1,4 @@
-"""Command line: ``python -m benchmark run | plan | report | list | perf | weights``."""
+"""Command line: ``python -m benchmark run | plan | report | list | describe | data | perf | weights``."""
 from __future__ import annotations
 
 import argparse
@@ -29,6 +29,11 @@ def cmd_run(args) -> int:
         raise ConfigError("--no-wait needs a job launcher (launcher: slurm or submitit_local); "
                           "with launcher: local the runs train in this command")
     check_suite(suite)  # every pretrained file the suite needs, before any training
+    from .plan import check_plugin_hooks
+    from .sanity import meaningless_settings
+    check_plugin_hooks(suite)  # a misspelt hook fails now, not at the first training step
+    for warning in meaningless_settings(suite):
+        print(f"warning: {warning}", file=sys.stderr)
     place = from_environment()  # under torchrun: every rank trains each run; rank 0 logs and reports
     progress = SuiteProgress(0)
     runner = Runner(suite, progress if place.is_main else None, place)
@@ -85,10 +90,27 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_describe(args) -> int:
+    from .describe import configuration_reference, describe
+    plugins.load_builtins()
+    for plugin in args.plugins or []:
+        plugins.load_plugin(plugin)
+    if args.reference:
+        print(configuration_reference(), end="")
+        return 0
+    if not args.name:
+        raise ConfigError("describe needs a NAME (a method, preset, task, dataset or metric; "
+                          "`python -m benchmark list` names them) or --reference")
+    print(describe(args.name))
+    return 0
+
+
 def cmd_list(args) -> int:
     plugins.load_builtins()
     for plugin in args.plugins or []:
         plugins.load_plugin(plugin)
+    if args.name:  # `list cut`: what the user wants is the description of cut
+        return cmd_describe(argparse.Namespace(name=args.name, reference=False, plugins=[]))
     print("methods:")
     for name in registry.METHODS.names():
         cls = registry.METHODS.get(name)
@@ -100,6 +122,18 @@ def cmd_list(args) -> int:
     print("datasets:")
     for name in registry.DATASETS.names():
         print(f"  {name:<18} {registry.describe(registry.DATASETS.get(name))}")
+    return 0
+
+
+def cmd_data(args) -> int:
+    from . import data
+    if args.action == "list":
+        print(data.format_sources())
+        return 0
+    if not args.name:
+        raise ConfigError("data get needs a NAME; `python -m benchmark data list` shows them")
+    folder = data.get(data.source(args.name), args.root)
+    print(f"dataset folder: {folder}")
     return 0
 
 
@@ -161,8 +195,22 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("overrides", nargs="*")
     rep.set_defaults(func=cmd_report)
     lst = sub.add_parser("list", help="registered methods (with presets), tasks and datasets")
+    lst.add_argument("name", nargs="?", help="a name to describe (the same as `describe NAME`)")
     lst.add_argument("--plugins", nargs="*", help="extra plugin modules or .py files to load first")
     lst.set_defaults(func=cmd_list)
+    dsc = sub.add_parser("describe", help="a method, preset, task, dataset or metric: its options (type, "
+                                          "default, meaning), presets, and which tasks accept it and why")
+    dsc.add_argument("name", nargs="?", help="e.g. fastcut, single_modal, unaligned_folder, FID")
+    dsc.add_argument("--reference", action="store_true",
+                     help="print the whole configuration reference (docs/configuration.md)")
+    dsc.add_argument("--plugins", nargs="*", help="extra plugin modules or .py files to load first")
+    dsc.set_defaults(func=cmd_describe)
+    dat = sub.add_parser("data", help="public datasets of the paper configs: `data list`, `data get NAME "
+                                      "[--root DIR]` (download, sha256, resume, unpack into the reader's layout)")
+    dat.add_argument("action", choices=["get", "list"])
+    dat.add_argument("name", nargs="?", help="a dataset of `data list`, e.g. horse2zebra")
+    dat.add_argument("--root", default="data", help="folder that receives the dataset folder (default: ./data)")
+    dat.set_defaults(func=cmd_data)
     perf = sub.add_parser("perf", help="measure training step time and peak memory per method")
     perf.add_argument("--methods", nargs="*", default=None, help="method or preset names (default: all presets)")
     perf.add_argument("--size", type=int, default=64, help="image resolution")

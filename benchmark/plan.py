@@ -18,6 +18,7 @@ from pathlib import Path
 from .config import Run, Suite
 from .core import weights
 from .core.errors import BenchmarkError
+from .sanity import meaningless_settings
 
 PERF_DIR = Path(__file__).resolve().parents[1] / "docs" / "perf"
 """Where the measured step times live (``perf_<device>_<size>px_b<batch>.json``, see docs/perf/README.md)."""
@@ -119,6 +120,8 @@ class SuitePlan:
     runs: list[RunPlan]
     data_problems: list[str] = field(default_factory=list)
     weight_problems: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    """Settings that make a run's numbers meaningless (benchmark/sanity.py); not problems: it can run."""
     datasets_checked: dict[str, str] = field(default_factory=dict)
     """Dataset label -> what was found (e.g. its identity string)."""
 
@@ -161,6 +164,20 @@ def check_datasets(suite: Suite) -> tuple[dict[str, str], list[str]]:
     return found, problems
 
 
+def with_download_hints(suite: Suite, problems: list[str]) -> list[str]:
+    """Each problem of a dataset with a ``root`` that is not there, followed by the ``data get``
+    command that fetches it (benchmark/data.py)."""
+    from .data import download_hint
+    out = []
+    for problem in problems:
+        component = next((c for c in suite.datasets if problem.startswith(f"datasets.{c.label}:")), None)
+        root = getattr(component.options, "root", "") if component is not None else ""
+        if root and not Path(root).expanduser().is_dir():
+            problem += f". {download_hint(root, component.cls.registry_name)}"
+        out.append(problem)
+    return out
+
+
 def check_weights(suite: Suite) -> list[str]:
     rows = weights.status(weights.required_weights(suite), suite.settings.weights_dir or None)
     return [f"{r.filename} [{r.state}]: {r.message}" for r in rows if not r.ok]
@@ -181,8 +198,16 @@ class _NoDataset:
     """Stands in for the dataset when a task is constructed for the plan (constructors only store it)."""
 
 
+def check_plugin_hooks(suite: Suite) -> None:
+    """Every method and task class of the suite implements its contract (benchmark/hooks.py): a
+    misspelt or missing hook fails here, before anything is built or trained."""
+    from .hooks import check_hooks
+    check_hooks([c.cls for c in suite.methods + suite.tasks])
+
+
 def plan_suite(suite: Suite, perf_dir: Path = PERF_DIR, check_data: bool = True,
                check_weight_files: bool = True) -> SuitePlan:
+    check_plugin_hooks(suite)
     build_runs(suite)
     table = measured_step_times(perf_dir)
     runs = [RunPlan(run.run_id, run.planned_steps(), estimate_step(run, table), run.metrics_path.exists())
@@ -190,8 +215,10 @@ def plan_suite(suite: Suite, perf_dir: Path = PERF_DIR, check_data: bool = True,
     plan = SuitePlan(suite, runs)
     if check_data:
         plan.datasets_checked, plan.data_problems = check_datasets(suite)
+        plan.data_problems = with_download_hints(suite, plan.data_problems)
     if check_weight_files:
         plan.weight_problems = check_weights(suite)
+    plan.warnings = meaningless_settings(suite)
     return plan
 
 
@@ -225,6 +252,10 @@ def format_plan(plan: SuitePlan) -> str:
                      f"estimate ({plan.unknown_runs[0].estimate.note})")
     if plan.datasets_checked:
         lines.append("data: " + "; ".join(f"{label} ok" for label in plan.datasets_checked))
+    if plan.warnings:
+        lines.append("")
+        lines.append(f"{len(plan.warnings)} warning(s): settings that make results meaningless:")
+        lines += [f"  - {w}" for w in plan.warnings]
     if plan.problems:
         lines.append("")
         lines.append(f"{len(plan.problems)} problem(s) before this suite can run:")

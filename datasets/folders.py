@@ -43,7 +43,8 @@ def dataset_folder(root: Path, name: str, expected: str) -> Path:
     """``root / name`` of a dataset laid out in sub-folders; a DataError naming the missing root or
     folder and the ``expected`` layout."""
     if not root.is_dir():
-        raise DataError(f"dataset root '{root}' does not exist or is not a folder; {expected}")
+        raise DataError(f"dataset root '{root}' does not exist or is not a folder; {expected} "
+                        "(`python -m benchmark data list`: where the public datasets come from)")
     folder = root / name
     if not folder.is_dir():
         raise DataError(f"dataset folder '{folder}' does not exist; {expected}")

@@ -4,6 +4,7 @@ import csv
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 from PIL import Image
 
@@ -11,7 +12,7 @@ from benchmark.config import suite_from_dict
 from benchmark.core.errors import ConfigError
 from benchmark.progress import LOSSES_CSV, LossLog, read_losses, tensorboard_available
 from benchmark.report import write_report
-from benchmark.report.curves import (EVALS_JSONL, eval_curves, fid_figure, loss_curves, loss_figure,
+from benchmark.report.curves import (EVALS_JSONL, eval_curves, fid_figure, loss_axes, loss_curves, loss_figure,
                                      method_color, smoothing_window)
 from benchmark.report.layouts import ReportContext
 from benchmark.report.results import expected_rows
@@ -169,7 +170,7 @@ def logged_suite(tmp_path):
         if run.method.label == "none":
             _write_losses(run.directory, ["D", "G_GAN"], [(s, k * s, -k) for s in steps])
         else:
-            _write_losses(run.directory, ["D", "G_GAN", "NCE"], [(s, 2 * k, k * s * s, 3.0) for s in steps])
+            _write_losses(run.directory, ["D", "G_GAN", "NCE"], [(s, 2 * k * s, -3 * k, 3.0) for s in steps])
     return suite
 
 
@@ -192,6 +193,22 @@ def test_loss_plot_has_an_axis_per_loss_and_a_smoothed_seed_mean_line_per_method
     d = 1.5 * np.arange(10, 1010, 10)
     assert np.allclose(none_d.get_ydata(), np.concatenate([d[:1], (d[1:] + d[:-1]) / 2]))  # trailing mean of 2
     assert list(none_d.get_xdata()) == list(range(10, 1010, 10))
+
+
+def test_a_loss_whose_scale_differs_between_methods_gets_an_axis_per_method():
+    """FastCUT's NCE (weight 10, near 46) beside CUT's (near 3): on one axis CUT's line would be flat."""
+    steps = pd.Index(range(10, 110, 10), name="step")
+    curves = {"cut": pd.DataFrame({"D": 0.5, "NCE": 3.0}, index=steps),
+              "fastcut": pd.DataFrame({"D": 0.4, "NCE": 46.0}, index=steps)}
+    assert loss_axes(curves) == [("D", "D", ["cut", "fastcut"]), ("NCE (cut)", "NCE", ["cut"]),
+                                 ("NCE (fastcut)", "NCE", ["fastcut"])]
+    fig = loss_figure(curves, {"cut": "C0", "fastcut": "C1"}, 1)
+    axes = {ax.get_title(): ax for ax in fig.axes}
+    assert sorted(axes) == ["D", "NCE (cut)", "NCE (fastcut)"]
+    (line,) = axes["NCE (cut)"].get_lines()
+    assert line.get_label() == "cut" and np.allclose(line.get_ydata(), 3.0)
+    curves["fastcut"]["NCE"] = 25.0  # within a factor 10: one shared axis
+    assert ("NCE", "NCE", ["cut", "fastcut"]) in loss_axes(curves)
 
 
 def test_fid_plot_has_a_line_per_method_and_split(logged_suite):

@@ -161,8 +161,27 @@ def test_style_grid_is_embedded_enlarged_and_captioned(report):
         one = fake_grid(0)
         factor = 96 // SIZE                                   # 16 px tiles -> 96 px
         groups = len(DOMAINS)                                 # a 4 px gap after the source and each target but the last
-        assert image.shape[-1] == (one.shape[-1] + 4 * groups) * factor
-        assert image.shape[-2] == (2 * one.shape[-2] + 8) * factor  # two methods, an 8 px gap
+        width, height = (one.shape[-1] + 4 * groups) * factor, (2 * one.shape[-2] + 8) * factor  # 8 px between methods
+        left, top = image.shape[-1] - width, image.shape[-2] - height   # the margins of the labels
+        assert left > 20 and top > 10
+        labels, titles, image = image[:, top:, :left], image[:, :top, left:], image[:, top:, left:]
+        block = one.shape[-2] * factor
+        for y0 in (0, block + 8 * factor):                    # each method's name beside its block
+            assert (labels[:, y0:y0 + block] < 128).any()
+        assert not (labels[:, block:block + 8 * factor] < 128).any()
+        dark = (titles < 128).any(0).any(0).nonzero().flatten().tolist()   # columns with title text
+        clusters = []
+        for x in dark:
+            if clusters and x - clusters[-1][-1] < 20:
+                clusters[-1].append(x)
+            else:
+                clusters.append([x])
+        centres = [(c[0] + c[-1]) / 2 for c in clusters]
+        step = SIZE + 2                                           # 'source', then 'to <domain>' over each group
+        spans = [(0, 0)] + [(1 + (g - 1) * STYLES, g * STYLES) for g in (1, 2)]   # first and last column
+        expected = [(2 + 4 * g + (first * step + last * step + SIZE) / 2) * factor
+                    for g, (first, last) in enumerate(spans)]
+        assert len(centres) == 3 and all(abs(c - e) <= 6 for c, e in zip(centres, expected)), (centres, expected)
         run = next(r for r in expand(suite) if (r.dataset.label, r.method.label, r.seed) == (dataset, "none", 0))
         first = read_png(run.directory / "samples" / "grid_00.png")
         small = image[:, ::factor, ::factor]

@@ -272,8 +272,11 @@ def test_runner_trains_scores_and_reports_the_single_image_suite(tmp_path):
     grids = suite.output_dir / "reports" / "si"
     assert (grids / "single_image_synthetic_painting_full.png").is_file()
     assert (grids / "single_image_synthetic_painting_zoom.png").is_file()
-    full = Image.open(grids / "single_image_synthetic_painting_full.png")
-    assert full.size == (4 * 64 + 3 * 6, 64)                            # source, target, two outputs, full size
+    full = np.asarray(Image.open(grids / "single_image_synthetic_painting_full.png"))
+    titles, tiles = full[:-64], full[-64:]                             # the titles' margin above the images
+    assert tiles.shape[1] == 4 * 64 + 3 * 6 and titles.shape[0] > 10  # source, target, two outputs, full size
+    for i in range(4):                                                 # a title over each image
+        assert (titles[:, i * (64 + 6):i * (64 + 6) + 64] < 128).any()
 
 
 def test_shipped_single_image_suites_use_the_official_settings_where_they_say():

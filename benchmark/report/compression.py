@@ -5,17 +5,17 @@ datasets, and an image grid (input, teacher, each student)."""
 from __future__ import annotations
 
 import pandas as pd
-import torch
 
 from ..config import Component
+from ..core.yaml_io import load_yaml
 from ..reference import PaperTable
-from .format import (INTERVAL_BOUNDS, NOT_SCORED, STATUS, interval_words, markdown_table, mean_std, protocol_footer,
+from .format import (INTERVAL_BOUNDS, NOT_SCORED, STATUS, interval_words, markdown_table, mean_std, protocol_footer, uninformative,
                      status_words, untrained_warning)
-from .grids import nearest_factor, read_rgb, save_grid, upscale_nearest
+from .grids import labelled_grid, read_rgb, save_grid
 from .layouts import ReportContext, register_layout
 from .multi_modal import first_seed
 from .paper import dataset_paper_name, difference_cell, paper_methods, paper_note, published_cell, suite_table
-from .results import IDENTITY, Row
+from .results import IDENTITY, Row, results_table
 
 TEACHER = "teacher"
 METRICS = ["params_M", "MACs_G", "FID", "FID_inf", "KIDx100", "KIDx100_std", "mIoU", "pixAcc", "clsAcc", "maskIoU",
@@ -105,15 +105,28 @@ def comparison_grid(rows: list[Row], methods: list[str], out_path) -> list[str]:
         images = [first_seed(rows, method, f"samples/{name}_{i:02d}.png") for i in range(count)]
         if any(p is None for p in images):
             continue
-        columns.append(torch.cat([read_rgb(p) for p in images], dim=1))
+        columns.append([read_rgb(p) for p in images])
         labels.append(label)
-    if not columns or any(c.shape != columns[0].shape for c in columns):
+    if not columns or any(c[0].shape != columns[0][0].shape for c in columns):
         return []
-    gap = torch.full((3, columns[0].shape[1], 4), 255, dtype=torch.uint8)
-    grid = torch.cat([p for c in columns for p in (c, gap)][:-1], dim=2)
-    side = columns[0].shape[-1]
-    save_grid(upscale_nearest(grid[None], nearest_factor(side, GRID_TILE))[0], out_path)
+    cells = [[column[i] for column in columns] for i in range(count)]  # a row per test image
+    save_grid(labelled_grid(cells, [f"test image {i + 1}" for i in range(count)], labels), out_path)
     return labels
+
+
+def teacher_words(rows: list[Row]) -> str | None:
+    """The teacher generator of the finished runs, from their stored config: 'ResNet generator, 9
+    residual blocks, ngf 64' (and where it came from when loaded); None when no config is readable."""
+    found = set()
+    for r in rows:
+        path = r.directory / "config.yaml"
+        if not (r.finished and r.method != IDENTITY and path.is_file()):
+            continue
+        teacher = ((load_yaml(path.read_text()) or {}).get("task", {}).get("options", {}).get("teacher") or {})
+        if "n_blocks" in teacher and "ngf" in teacher:
+            loaded = f", loaded from {teacher['checkpoint']}" if teacher.get("checkpoint") else ""
+            found.add(f"ResNet generator, {teacher['n_blocks']} residual blocks, ngf {teacher['ngf']}{loaded}")
+    return "; ".join(sorted(found)) or None
 
 
 @register_layout("compression")
@@ -127,23 +140,34 @@ def table3_section(ctx: ReportContext, task: Component) -> list[str]:
     title = f" (layout of {table.title})" if table else ""
     lines = [f"## {task.label}{title}", ""]
     lines += untrained_warning([r.record for r in rows if r.finished])
-    paper = {}
+    paper, teachers = {}, {}
     for d in ctx.suite.datasets:
         drows = [r for r in rows if r.dataset == d.label]
         if not drows:
             continue
         paper[d.label] = dataset_paper_name(d, table)
         frame = dataset_table(drows, method_order, paper[d.label], table, to_paper)
+        teachers[d.label] = teacher_words(drows)
+        dropped = uninformative(results_table([r.record for r in drows if r.finished]))
+        frame = frame.drop(columns=[c for c in dropped if c in frame.columns])
         lines += [f"### {d.label}", "", markdown_table(frame), ""]
+        lines += [f"{words}." for words in dropped.values()] + ([""] if dropped else [])
         records = [r.record for r in drows if r.finished and r.method != IDENTITY]
-        lines += [f"Protocol ({d.label}): {protocol_footer(records)}.", ""]
+        lines += protocol_footer(records, f"Protocol ({d.label})")
         grid_path = ctx.grid_dir / f"{task.label}_{d.label}_students.png"
         labels = comparison_grid(drows, method_order, grid_path)
         if labels:
             lines += [f"![{task.label} {d.label}]({ctx.suite.name}/{grid_path.name})", "",
                       f"*{d.label}:* columns {', '.join(labels)} (first seed; each student is the "
                       "sub-network its search chose); a row per test image.", ""]
-    lines += ["Rows: the teacher (ResNet-9 generator, its scores from each seed's run), `identity` (the "
+    described = {k: v for k, v in teachers.items() if v}
+    if len(set(described.values())) == 1:
+        teacher = next(iter(described.values()))
+    elif described:
+        teacher = "; ".join(f"{k}: {v}" for k, v in described.items())
+    else:
+        teacher = "its generator as configured in the runs"
+    lines += [f"Rows: the teacher ({teacher}; its scores from each seed's run), `identity` (the "
               "test inputs scored as outputs), the once-for-all student with no patch loss (`none`: plain "
               "Fast GAN Compression) and with each method's loss, each exported at the sub-network its "
               "evolution search chose under the MACs budget on held-out training images. #Params and "

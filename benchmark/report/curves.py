@@ -1,5 +1,5 @@
 """Training curves in the report, per task and dataset: loss-vs-step (one axis per loss term, every
-method on it) from each run's ``losses.csv``, and FID-vs-step (every method on one axis; the
+method on it unless their scales differ by more than SCALE_RATIO) from each run's ``losses.csv``, and FID-vs-step (every method on one axis; the
 validation split solid, the test set dashed) from each run's ``evals.jsonl`` (one JSON object a
 line: ``{"step": int, "split": "val" | "test", "metrics": {name: float}}``). Seeds are averaged step
 by step. The figures are drawn on matplotlib's Agg canvas (no display, no pyplot state) and saved as
@@ -125,19 +125,39 @@ def _legend(fig: Figure, axes: list, beside: bool = False) -> None:
                    ncols=1 if beside else min(len(labels), 5))
 
 
-def loss_figure(curves: dict[str, pd.DataFrame], colors: dict[str, str], window: int) -> Figure:
-    """One axis per loss name (in order of first appearance), a line per method that logged it,
-    smoothed by a trailing moving average over ``window`` logged steps."""
+SCALE_RATIO = 10.0
+"""Methods whose typical values of one loss term differ by more than this factor get an axis each for
+it (FastCUT's NCE, weighted 10, runs near 46 where CUT's is near 3: on one axis CUT's line is flat)."""
+
+
+def loss_axes(curves: dict[str, pd.DataFrame]) -> list[tuple[str, str, list[str]]]:
+    """(axis title, loss name, methods drawn on it): one axis per loss term (in order of first appearance) with
+    every method that logged it, split into one axis per method when their scales differ by more
+    than SCALE_RATIO (the median absolute value of each method's curve)."""
     names = list(dict.fromkeys(name for frame in curves.values() for name in frame.columns))
-    fig, axes = _figure(len(names))
-    for ax, name in zip(axes, names):
-        for method, frame in curves.items():
-            if name in frame:
-                values = frame[name].dropna()
-                if not values.empty:
-                    smooth = values.rolling(window, min_periods=1).mean()
-                    ax.plot(smooth.index, smooth.to_numpy(), color=colors[method], label=method, linewidth=1.2)
-        ax.set_title(name, fontsize="medium")
+    out = []
+    for name in names:
+        methods = [m for m, frame in curves.items() if name in frame and not frame[name].dropna().empty]
+        scales = [float(curves[m][name].dropna().abs().median()) for m in methods]
+        positive = [v for v in scales if v > 0]
+        if len(methods) > 1 and positive and (len(positive) < len(scales)
+                                              or max(positive) > SCALE_RATIO * min(positive)):
+            out += [(f"{name} ({m})", name, [m]) for m in methods]
+        else:
+            out.append((name, name, methods))
+    return out
+
+
+def loss_figure(curves: dict[str, pd.DataFrame], colors: dict[str, str], window: int) -> Figure:
+    """One axis per loss name (:func:`loss_axes`: per method where their scales differ), a line per
+    method that logged it, smoothed by a trailing moving average over ``window`` logged steps."""
+    layout = loss_axes(curves)
+    fig, axes = _figure(len(layout))
+    for ax, (title, name, methods) in zip(axes, layout):
+        for method in methods:
+            smooth = curves[method][name].dropna().rolling(window, min_periods=1).mean()
+            ax.plot(smooth.index, smooth.to_numpy(), color=colors[method], label=method, linewidth=1.2)
+        ax.set_title(title, fontsize="medium")
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
     _legend(fig, axes)
@@ -185,7 +205,8 @@ def curves_section(ctx: ReportContext, task: Component) -> list[str]:
                       f"Training losses as `train_step` returned them (each run's `{LOSSES_CSV}`), the "
                       "mean over seeds at each logged step, smoothed by a trailing moving average over "
                       f"{window} logged step{'s' if window > 1 else ''} (a {SMOOTHING_FRACTION}th of the "
-                      "longest curve); one axis per loss term.", ""]
+                      "longest curve); one axis per loss term, and one per method for a term whose scale differs by "
+                      f"more than {SCALE_RATIO:g}x between methods (the axis then names the method).", ""]
         if fids:
             path = ctx.grid_dir / f"{stem}_fid.png"
             save_figure(fid_figure(fids, colors), path)

@@ -9,25 +9,31 @@ from ..config import Suite
 from . import compression, multi_modal, per_dataset, single_image  # noqa: F401 - the built-in layouts register themselves
 from .curves import curves_section
 from .layouts import ReportContext, layout_for
-from .results import csv_table, expected_rows
+from .format import uninformative
+from .results import csv_table, expected_rows, results_table
 from .selection import selection_section
 
-METRIC_NOTES = {"FID": "lower is better", "KIDx100": "KID x 100, lower is better",
-                "FID_ci_low / KIDx100_ci_low": "[low, high] after FID and KID: a bootstrap confidence "
-                "interval over the test images (resamples, level, seed and which images were resampled in "
-                "each table's protocol line; with several seeds the bounds are averaged over seeds)",
-                "KIDx100_std": "the standard deviation of KID x 100 over its random subsets",
-                "FID_inf": "FID extrapolated to infinitely many images (Chong & Forsyth, CVPR 2020), "
-                "reported for small test sets",
-                "mIoU / pixAcc / clsAcc / maskIoU": "segmentation of the outputs against the input's "
-                "labels, in percent, higher is better (the footer names the segmenter and, for a "
-                "segmenter trained here, its ceiling on real target images)"}
+METRIC_NOTES = [
+    ("FID", ("FID",), "lower is better"),
+    ("KIDx100", ("KIDx100",), "KID x 100, lower is better"),
+    ("[low, high] after FID and KID", ("FID_ci_low", "KIDx100_ci_low"), "a bootstrap confidence interval over "
+     "the test images (resamples, level, seed and which images were resampled in each table's protocol "
+     "list; with several seeds the bounds are averaged over seeds)"),
+    ("KIDx100_std", ("KIDx100_std",), "the standard deviation of KID x 100 over its random subsets"),
+    ("FID_inf", ("FID_inf",), "FID extrapolated to infinitely many images (Chong & Forsyth, CVPR 2020), "
+     "reported for small test sets"),
+    ("mIoU / pixAcc / clsAcc / maskIoU", ("mIoU", "pixAcc", "clsAcc", "maskIoU"), "segmentation of the outputs "
+     "against the input's labels, in percent, higher is better (the footer names the segmenter and, for a "
+     "segmenter trained here, its ceiling on real target images)"),
+]
+"""(what the header calls it, the metrics that make it present, its meaning)."""
 
 
 def metric_notes(records: list[dict]) -> dict[str, str]:
-    """The notes of METRIC_NOTES whose metrics the records hold (all of them when there are none)."""
-    present = {m for r in records for m in r["metrics"]}
-    return {k: v for k, v in METRIC_NOTES.items() if not records or present & set(k.split(" / "))}
+    """The notes of METRIC_NOTES whose metrics the records hold (all of them when there are none), less
+    those of a metric every table leaves out (:func:`format.uninformative`)."""
+    present = {m for r in records for m in r["metrics"]} - set(uninformative(results_table(records)))
+    return {title: words for title, metrics, words in METRIC_NOTES if not records or present & set(metrics)}
 
 
 def write_report(suite: Suite) -> Path:

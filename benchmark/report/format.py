@@ -119,10 +119,11 @@ def untrained_warning(records: list[dict]) -> list[str]:
     return [f"**Warning: {untrained}.** Numbers that depend on it are not comparable with published ones.", ""]
 
 
-def protocol_footer(records: list[dict]) -> str:
-    """The protocol values of the records (each key once, its distinct values) and training steps."""
+def protocol_items(records: list[dict]) -> list[str]:
+    """The protocol values of the records (each key once, its distinct values) and the training
+    steps, as 'key: value' items."""
     if not records:
-        return "no finished run yet"
+        return ["no finished run yet"]
     protocol = {}
     for r in records:
         for k, v in r.get("protocol", {}).items():
@@ -134,4 +135,31 @@ def protocol_footer(records: list[dict]) -> str:
     steps = sorted({r["steps"] for r in records if r["method"] != "identity"})
     if steps:
         parts.append(f"training steps: {', '.join(map(str, steps))}")
-    return "; ".join(parts)
+    return parts
+
+
+def protocol_footer(records: list[dict], title: str = "Protocol") -> list[str]:
+    """Markdown lines under a table: '<title>:' and a bullet per protocol item (a list a reader scans,
+    not one paragraph of a dozen settings)."""
+    return [f"{title}:", "", *[f"- {cell(item)}" for item in protocol_items(records)], ""]
+
+
+ALWAYS_ZERO_NOTES = {
+    "KIDx100_std": "`KIDx100_std` is left out: it is 0 in every run here, because each KID subset is the "
+                   "whole set of scored images (fewer than `evaluation.kid_subset_size`), so the subsets "
+                   "do not vary",
+}
+"""Columns that carry no information when every value is 0, and why they are then 0."""
+ZERO_TOLERANCE = 1e-9
+"""'0' up to rounding: the spread of identical KID subsets comes out near 1e-14, not exactly 0."""
+
+
+def uninformative(table: pd.DataFrame) -> dict[str, str]:
+    """Metric -> why its column is left out, for the ALWAYS_ZERO_NOTES metrics that are 0 (within
+    ZERO_TOLERANCE) in every row of the long ``table`` (method / metric / value)."""
+    out = {}
+    for metric, words in ALWAYS_ZERO_NOTES.items():
+        values = table.loc[table["metric"] == metric, "value"] if not table.empty else pd.Series(dtype=float)
+        if not values.empty and (values.abs() <= ZERO_TOLERANCE).all():
+            out[metric] = words
+    return out

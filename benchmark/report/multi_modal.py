@@ -14,7 +14,7 @@ from ..core.yaml_io import load_yaml
 from ..reference import PaperTable
 from .format import (INTERVAL_BOUNDS, NOT_SCORED, NOT_TABULATED, STATUS, interval_words, markdown_table, mean_std,
                      protocol_footer, status_words, untrained_warning)
-from .grids import nearest_factor, read_rgb, save_grid, upscale_nearest
+from .grids import annotate, nearest_factor, read_rgb, save_grid, upscale_nearest
 from .layouts import ReportContext, register_layout
 from .paper import (dataset_paper_name, difference_cell, paper_methods, paper_note, protocol_flags, published_cell,
                     suite_table)
@@ -102,19 +102,35 @@ def first_seed(rows: list[Row], method: str, relative: str) -> Path | None:
     return next((r.directory / relative for r in runs if (r.directory / relative).is_file()), None)
 
 
+def style_columns(tile: int, styles: int, domains: list[str], gap: int = 4) -> list[tuple[str, int, int]]:
+    """Titles and pixel spans of the columns of a :func:`split_columns` grid: the source, then a
+    group of ``styles`` columns per target domain."""
+    step, out = tile + 2, []
+    for group, title in enumerate(["source", *[f"to {d}" for d in domains]]):
+        first = 0 if group == 0 else 1 + (group - 1) * styles
+        last = 0 if group == 0 else first + styles - 1
+        x0 = 2 + first * step + gap * group  # a gap after the source and after each earlier group
+        out.append((title, x0, 2 + last * step + tile + gap * group))
+    return out
+
+
 def style_grid(rows: list[Row], methods: list[str], tile: int | None, out_path: Path,
-               styles: int | None = None) -> list[str]:
+               styles: int | None = None, domains: list[str] | None = None) -> list[str]:
     """Every method's ``grid`` sample (its first seed) stacked top to bottom (target-domain groups
     set apart when ``tile`` and ``styles`` are known), enlarged (nearest) so that tiles are at least
-    ``GRID_TILE`` pixels; returns the methods shown. ``rows``: the rows of one task and dataset."""
-    grids, labels = [], []
+    ``GRID_TILE`` pixels, each block named on its left and the columns titled (source, then each
+    target domain) when the layout is known; returns the methods shown. ``rows``: the rows of one
+    task and dataset."""
+    grids, labels, split = [], [], False
     for method in methods:
         path = first_seed(rows, method, "samples/grid_00.png")
         if path is None:
             continue
         image = read_rgb(path)
         if tile and styles:
+            before = image.shape[-1]
             image = split_columns(image, tile, styles)
+            split = image.shape[-1] != before
         if grids and image.shape != grids[0].shape:
             continue
         grids.append(image)
@@ -123,8 +139,14 @@ def style_grid(rows: list[Row], methods: list[str], tile: int | None, out_path: 
         return []
     gap = torch.full((3, 8, grids[0].shape[-1]), 255, dtype=torch.uint8)
     parts = [p for g in grids for p in (g, gap)][:-1]
-    stacked = upscale_nearest(torch.cat(parts, dim=1)[None], nearest_factor(tile or GRID_TILE, GRID_TILE))[0]
-    save_grid(stacked, out_path)
+    factor = nearest_factor(tile or GRID_TILE, GRID_TILE)
+    stacked = upscale_nearest(torch.cat(parts, dim=1)[None], factor)[0]
+    block = grids[0].shape[1]
+    row_spans = [(m, i * (block + 8) * factor, (i * (block + 8) + block) * factor) for i, m in enumerate(labels)]
+    columns = []
+    if split and domains and len(style_columns(tile, styles, domains)) == 1 + len(domains):
+        columns = [(t, x0 * factor, x1 * factor) for t, x0, x1 in style_columns(tile, styles, domains)]
+    save_grid(annotate(stacked, row_spans, columns), out_path)
     return labels
 
 
@@ -179,14 +201,15 @@ def table2_section(ctx: ReportContext, task: Component) -> list[str]:
         lines += [flags, ""]
     for d in datasets:
         drecs = [r.record for r in rows if r.dataset == d.label and r.finished]
-        lines += [f"Protocol ({d.label}): {protocol_footer(drecs)}.", ""]
+        lines += protocol_footer(drecs, f"Protocol ({d.label})")
     for d in datasets:
         drows = [r for r in rows if r.dataset == d.label]
         trained = [r.record for r in drows if r.finished and r.method != IDENTITY]
         protocol = trained[0].get("protocol", {}) if trained else {}
         resolution, styles = protocol.get("resolution"), grid_styles(drows)
         grid_path = ctx.grid_dir / f"{task.label}_{d.label}_styles.png"
-        labels = style_grid(drows, method_order, int(resolution[-1]) if resolution else None, grid_path, styles)
+        labels = style_grid(drows, method_order, int(resolution[-1]) if resolution else None, grid_path, styles,
+                            protocol.get("domains"))
         if labels:
             lines += [f"![{task.label} {d.label} styles]({ctx.suite.name}/{grid_path.name})", "",
                       f"*{d.label}:* " + grid_caption(labels, protocol.get("domains"), styles), ""]

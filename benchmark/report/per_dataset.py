@@ -7,14 +7,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
-import torch
-from torchvision.utils import make_grid
 
 from ..config import Component
 from ..reference import PaperTable
 from .format import (NOT_SCORED, STATUS, auto_digits, markdown_table, mean_std, protocol_footer, status_words,
-                     untrained_warning, with_intervals, with_status)
-from .grids import nearest_factor, read_rgb, save_grid, upscale_nearest
+                     uninformative, untrained_warning, with_intervals, with_status)
+from .grids import labelled_grid, read_rgb, save_grid, target_examples
 from .layouts import ReportContext, register_layout
 from .paper import (dataset_paper_name, difference_cell, paper_methods, paper_note, protocol_flags, published_cell,
                     suite_table)
@@ -81,13 +79,20 @@ def test_images_scored(records: list[dict]) -> dict[str, int]:
     return out
 
 
-def image_grid(ctx: ReportContext, rows: list[Row], labels: list[str], out_path: Path) -> list[str] | None:
-    """Inputs in the first row, then one row per method's outputs (its first seed with samples)."""
+def image_grid(ctx: ReportContext, rows: list[Row], labels: list[str], out_path: Path,
+               dataset: Component | None = None) -> list[str] | None:
+    """A labelled grid: the test inputs (``source``) in the first row, real target-domain test images
+    (``target example``, not paired with the inputs) in the second, then one row per method's outputs
+    (its first seed with samples), each row named on its left."""
     identity = next((r for r in rows if r.method == IDENTITY), None)
     inputs = sorted((identity.directory / "samples").glob("input_*.png")) if identity else []
     if not inputs:
         return None
-    tiles, shown = [[read_rgb(p) for p in inputs]], ["input"]
+    tiles, shown = [[read_rgb(p) for p in inputs]], ["source"]
+    targets = target_examples(ctx.suite, dataset, len(inputs)) if dataset is not None else []
+    if targets and targets[0].shape == tiles[0][0].shape:
+        tiles.append(targets)
+        shown.append("target example")
     for method in labels:
         runs = sorted((r for r in rows if r.method == method and r.seed is not None), key=lambda r: r.seed)
         samples = next((r.directory / "samples" for r in runs if (r.directory / "samples").is_dir()), None)
@@ -95,9 +100,8 @@ def image_grid(ctx: ReportContext, rows: list[Row], labels: list[str], out_path:
         if len(outputs) >= len(inputs):
             tiles.append([read_rgb(p) for p in outputs[: len(inputs)]])
             shown.append(method)
-    stacked = torch.stack([img for row in tiles for img in row])
-    stacked = upscale_nearest(stacked, nearest_factor(stacked.shape[-1]))  # small images: keep details visible
-    save_grid(make_grid(stacked, nrow=len(inputs), padding=2, pad_value=255), out_path)
+    titles = [f"test image {i + 1}" for i in range(len(inputs))]
+    save_grid(labelled_grid(tiles, shown, titles), out_path)
     return shown
 
 
@@ -121,8 +125,13 @@ def per_dataset_section(ctx: ReportContext, task: Component) -> list[str]:
         if paper_ds:
             summary = with_paper_columns(summary, ctx.suite.methods, paper_table, paper_ds, metric_means(results))
         summary = with_status(summary, [status_words([r for r in rows if r.method == m]) for m in labels])
+        dropped = uninformative(results)
+        if dropped:
+            summary = summary.drop(columns=[c for c in dropped if c in summary.columns])
         lines += [markdown_table(summary.rename_axis("method").reset_index()), ""]
-        lines += [f"Protocol: {protocol_footer(recs)}. Rows: methods trained in this suite plus "
+        lines += [f"{words}." for words in dropped.values()] + ([""] if dropped else [])
+        lines += protocol_footer(recs)
+        lines += ["Rows: methods trained in this suite plus "
                   "`identity` (the input itself scored as the output)"
                   + ("; `status` says why a row has no (or not every) result" if STATUS in summary else "")
                   + ".", ""]
@@ -132,8 +141,9 @@ def per_dataset_section(ctx: ReportContext, task: Component) -> list[str]:
             if flags:
                 lines += [flags, ""]
         grid_path = ctx.grid_dir / f"{task.label}_{dataset.label}.png"
-        shown = image_grid(ctx, rows, labels[1:] if labels[:1] == [IDENTITY] else labels, grid_path)
+        shown = image_grid(ctx, rows, labels[1:] if labels[:1] == [IDENTITY] else labels, grid_path, dataset)
         if shown:
             lines += [f"![{task.label} {dataset.label} samples]({ctx.suite.name}/{grid_path.name})", "",
-                      f"Rows, top to bottom: {', '.join(shown)}.", ""]
+                      f"Rows, top to bottom: {', '.join(shown)} (each method's first seed); "
+                      "`target example`: real test images of the target domain, not paired with the sources.", ""]
     return lines

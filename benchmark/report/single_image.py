@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from ..config import Component
 from .format import (NOT_SCORED, STATUS, markdown_table, mean_std, protocol_footer, status_words,
                      untrained_warning, with_status)
-from .grids import read_rgb, save_grid, upscale_nearest
+from .grids import annotate, read_rgb, save_grid, upscale_nearest
 from .layouts import ReportContext, register_layout
 from .results import IDENTITY, Row
 
@@ -113,9 +113,24 @@ def figures(rows: list[Row], methods: list[str], out_dir: Path, stem: str) -> tu
             outputs.append(out)
             shown.append(method)
     full_path, zoom_path = out_dir / f"{stem}_full.png", out_dir / f"{stem}_zoom.png"
-    save_grid(side_by_side([source, target, *outputs]), full_path)
-    save_grid(zoomed_crops([source, *outputs], zoom_windows(source)), zoom_path)
+    full = [source, target, *outputs]
+    save_grid(annotate(side_by_side(full), [], column_spans(["source", "target", *shown], full)), full_path)
+    windows = zoom_windows(source)
+    zoom = zoomed_crops([source, *outputs], windows)
+    side = min(ZOOM_WINDOW, source.shape[1], source.shape[2]) * ZOOM_FACTOR
+    crops = [torch.zeros(3, side, side)] * (1 + len(outputs))
+    row_spans = [(name, i * (side + GAP), i * (side + GAP) + side) for i, name in enumerate(["edges", "centre"])]
+    save_grid(annotate(zoom, row_spans, column_spans(["source", *shown], crops)), zoom_path)
     return full_path, zoom_path, shown
+
+
+def column_spans(titles: list[str], images: list[torch.Tensor], gap: int = GAP) -> list[tuple[str, int, int]]:
+    """Each title over its image of a :func:`side_by_side` row."""
+    spans, x = [], 0
+    for title, img in zip(titles, images):
+        spans.append((title, x, x + img.shape[2]))
+        x += img.shape[2] + gap
+    return spans
 
 
 @register_layout("single_image")
@@ -140,7 +155,7 @@ def single_image_section(ctx: ReportContext, task: Component) -> list[str]:
                   "`identity` scores the source itself as the output (structure 1 and LPIPS 0 by "
                   "definition; its SIFID is the distance of the untranslated painting to the target)."
                   + (f" `{STATUS}`: why a row has no (or not every) result." if STATUS in table else ""), ""]
-        lines += [f"Protocol: {protocol_footer(recs)}.", ""]
+        lines += protocol_footer(recs)
         made = figures(rows, [m for m in labels if m != IDENTITY], ctx.grid_dir, f"{task.label}_{dataset.label}")
         if made:
             full, zoom, shown = made
