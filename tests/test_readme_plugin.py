@@ -15,6 +15,10 @@ from test_multi_modal import mm_suite_dict
 from test_single_image import suite_dict as single_image_suite_dict
 
 DOCS_WITH_PLUGIN = ["README.md", "docs/methods.md"]
+TASKS = ["single_modal", "multi_modal", "single_image", "compression"]
+CASES = [(doc, task) for doc in DOCS_WITH_PLUGIN for task in TASKS]
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def task_suite_dict(task: str, tmp_path, methods: list[str]) -> dict:
@@ -36,8 +40,7 @@ def test_each_doc_has_a_plugin_and_a_config_naming_it(doc):
     assert path.is_file() and [n for n in names if n not in ("none", "cut")], (doc, names)
 
 
-@pytest.mark.parametrize("task", ["single_modal", "multi_modal", "single_image", "compression"])
-@pytest.mark.parametrize("doc", DOCS_WITH_PLUGIN)
+@pytest.mark.parametrize("doc, task", CASES)
 def test_the_doc_plugin_trains_on_every_task_and_its_heads_get_gradients(tmp_path, doc, task):
     path, names = doc_plugin(ROOT / doc)
     own = [n for n in names if n not in ("none", "cut")]
