@@ -114,7 +114,7 @@ class SuiteSettings:
     cores: workers x cpu_threads <= cores; on one GPU they share the device)."""
     launcher: LauncherSettings = field(default_factory=LauncherSettings)
     """Where the runs train: this machine (``local``, default) or a job each (``slurm``,
-    ``submitit_local``); see README, "Running on a cluster"."""
+    ``submitit_local``); see docs/scaling.md, "Running on a cluster"."""
     description: str = ""
     paper_table: str = ""
     """The published table the report compares with (a key of ``benchmark.reference.NAMED_TABLES``,
