@@ -19,6 +19,7 @@ from .core.context import EvaluationConfig, ValidationConfig
 from .core.errors import ConfigError
 from .core.settings import build, field_defaults, to_dict
 from .core.yaml_io import load_yaml
+from .run_folder import METRICS_JSON, RunFolder
 from datasets.base import DATASET_KINDS
 
 
@@ -206,6 +207,22 @@ class Suite:
         """Folder of the ``identity`` row (the inputs scored as outputs) of a task and dataset."""
         return self.runs_dir / task.label / dataset.label / "identity"
 
+    def identity_folder(self, task: Component, dataset: Component) -> RunFolder:
+        """The identity row's folder, bound to what its scores depend on: the task, the dataset and
+        the evaluation settings."""
+        config = {"run_id": identity_name(task, dataset),
+                  "task": {"type": task.cls.registry_name, "options": to_dict(task.options)},
+                  "dataset": dataset.as_dict(), "evaluation": to_dict(self.settings.evaluation)}
+        defaults = {"task": {"options": field_defaults(task.cls.Options)},
+                    "dataset": {"options": field_defaults(dataset.cls.Options)},
+                    "evaluation": field_defaults(type(self.settings.evaluation))}
+        return RunFolder(self.identity_dir(task, dataset), config["run_id"], config, defaults)
+
+
+def identity_name(task: Component, dataset: Component) -> str:
+    """The name of the identity row of a task and dataset (its metrics.json's run_id)."""
+    return f"{task.label}/{dataset.label}/identity"
+
 
 @dataclass
 class Run:
@@ -235,12 +252,17 @@ class Run:
         return self.suite.runs_dir / self.task.label / self.dataset.label / self.method.label / f"seed{self.seed}"
 
     @property
+    def folder(self) -> RunFolder:
+        """The run's folder, bound to its resolved config."""
+        return RunFolder(self.directory, self.run_id, self.resolved_config(), self.config_defaults())
+
+    @property
     def checkpoint_path(self) -> Path:
         return self.directory / "checkpoints" / "latest.pt"
 
     @property
     def metrics_path(self) -> Path:
-        return self.directory / "metrics.json"
+        return self.directory / METRICS_JSON
 
     def planned_steps(self) -> int:
         return self.task.cls.planned_steps(self.task_options)
