@@ -203,7 +203,8 @@ class Runner:
             if not tensorboard_available():
                 self._log("  tensorboard is not installed: losses go to each run's losses.csv only "
                           "(pip install 'i2i-bench[tensorboard]' for event files)")
-        return LossLog(run.directory, start_step, every=settings.log_every, tensorboard=settings.tensorboard)
+        return LossLog(run.directory, start_step, every=settings.log_every, tensorboard=settings.tensorboard,
+                       log=self._log)
 
     def _log(self, message: str) -> None:
         if self.distributed.is_main:

@@ -21,13 +21,17 @@ from conftest import tiny_suite_dict
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
+def _raw(folder):
+    return {**tiny_suite_dict(folder, methods=["none"], steps=2), "log_every": 1}
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """The results folder of a suite whose one run (GAN-only control, 2 steps) and identity row
     have finished (trained once for the module)."""
     root = tmp_path_factory.mktemp("trained")
     config = root / "suite.yaml"
-    config.write_text(yaml.safe_dump(tiny_suite_dict(root, methods=["none"], steps=2)))
+    config.write_text(yaml.safe_dump(_raw(root)))
     assert main(["run", str(config)]) == 0
     return root / "results"
 
@@ -37,7 +41,7 @@ def finished(trained, tmp_path):
     """A copy of ``trained`` under this test's folder, with its config file."""
     shutil.copytree(trained, tmp_path / "results")
     config = tmp_path / "suite.yaml"
-    config.write_text(yaml.safe_dump(tiny_suite_dict(tmp_path, methods=["none"], steps=2)))
+    config.write_text(yaml.safe_dump(_raw(tmp_path)))
     run = expand(suite_from_dict(yaml.safe_load(config.read_text()), base_dir=tmp_path))[0]
     return config, run
 
@@ -144,3 +148,10 @@ def test_identity_rows_are_locked_like_runs(tmp_path, monkeypatch):
     waiting.join(timeout=60)
     assert not waiting.is_alive() and calls == []
     assert json.loads(folder.metrics_path.read_text())["metrics"] == {"FID": 1.0}
+
+
+def test_the_report_says_why_a_runs_loss_curves_are_missing(finished, tmp_path):
+    config, run = finished
+    (run.directory / "losses.csv").unlink()
+    assert main(["report", str(config)]) == 0
+    assert f"`{run.directory / 'losses.csv'}` is missing or empty" in _report(tmp_path)
