@@ -1,5 +1,6 @@
-"""Expands a suite into runs and executes them: skips finished runs, resumes interrupted ones from
-their last checkpoint, and keeps going when one run fails."""
+"""Expands a suite into runs and executes them: skips finished runs, refuses results of another
+config and broken ones (benchmark/run_folder.py), resumes interrupted runs from their last
+checkpoint, and keeps going when one run fails."""
 from __future__ import annotations
 
 import contextlib
@@ -24,7 +25,8 @@ from .core.image_io import write_png
 from .core.locks import waiting_lock
 from .progress import LossLog, SuiteProgress, format_seconds, tensorboard_available
 from .selection import RULE_SPLIT, RULES, SCORE, Selection
-from .run_folder import BROKEN, FINISHED, REDO_BROKEN_HINT, RUN_LOCK, STALE, UNFINISHED, RunFolder, write_json  # noqa: F401 - write_json: tests
+from .run_folder import BROKEN, FINISHED, REDO_BROKEN_HINT, RUN_LOCK, STALE, UNFINISHED, RunFolder
+from .run_folder import write_json  # noqa: F401 - where the tests' fake results have long come from
 
 
 def runs_dir(suite: Suite) -> Path:
