@@ -7,9 +7,9 @@
     long = api.results(suite)            # a row per run and metric (and per missing run, with why)
     wide = api.results(suite, wide=True) # a row per run, a column per metric
 
-Relative paths in a config (``output_dir``, ``weights_dir``, dataset roots) resolve as ``run``
-resolves them: against the working directory, or against ``base_dir`` when it is given (so a
-notebook in another folder finds the same results as the command line run from the repository).
+Relative paths resolve as ``run`` resolves them: in a config file against the file's folder (so a
+notebook in another folder finds the results the command line wrote), in a dict or an override
+against ``base_dir`` (default: the working directory).
 The module wraps :func:`benchmark.config.load_suite`, :class:`benchmark.runner.Runner` and
 :func:`benchmark.report.write_report`; it adds no behaviour of its own.
 """
@@ -36,8 +36,8 @@ RUN_KEYS = ["task", "dataset", "method", "seed"]
 
 @contextmanager
 def _working_directory(path: Path | None) -> Iterator[None]:
-    """``load_suite`` reads a relative config path and resolves the config's relative paths against
-    the working directory (as the command line does): run it from ``path``."""
+    """``load_suite`` resolves the overrides' relative paths against the working directory (as the
+    command line does): run it from ``path``."""
     if path is None:
         yield
         return
@@ -51,8 +51,8 @@ def _working_directory(path: Path | None) -> Iterator[None]:
 
 def load(config: str | Path | Mapping, overrides: Sequence[str] = (), base_dir: str | Path | None = None) -> Suite:
     """A suite from a YAML file or a mapping with the same keys, with dotted ``key=value``
-    overrides as on the command line. ``base_dir``: the folder relative paths resolve against
-    (default: the working directory, as ``python -m benchmark run``)."""
+    overrides as on the command line. ``base_dir``: the folder the relative paths of a dict and of
+    the overrides resolve against (default: the working directory, as ``python -m benchmark run``)."""
     base = Path(base_dir).resolve() if base_dir is not None else None
     if isinstance(config, Mapping):
         return suite_from_dict(dict(config), "<dict>", base or Path.cwd(), list(overrides))

@@ -36,7 +36,7 @@ def cmd_run(args) -> int:
         print(f"warning: {warning}", file=sys.stderr)
     place = from_environment()  # under torchrun: every rank trains each run; rank 0 logs and reports
     progress = SuiteProgress(0)
-    runner = Runner(suite, progress if place.is_main else None, place)
+    runner = Runner(suite, progress if place.is_main else None, place, redo_broken=args.redo_broken)
     if not place.is_main:
         failures = runner.run_all()
         return 1 if failures else 0
@@ -50,13 +50,13 @@ def cmd_run(args) -> int:
         failures = runner.run_all()
     else:
         from .launcher import launch
-        failures = launch(suite, progress, wait=not args.no_wait)
+        failures = launch(suite, progress, wait=not args.no_wait, redo_broken=args.redo_broken)
         if args.no_wait:
             return 0
     report = write_report(suite)
     progress.log(f"suite '{suite.name}' took {format_seconds(time.monotonic() - started)}")
     if failures:
-        progress.log(f"{len(failures)} run(s) failed (finished runs are kept; rerun to continue):")
+        progress.log(f"{len(failures)} run(s) failed or refused (finished runs are kept; rerun to continue):")
         for run_id, message in failures:
             progress.log(f"  {run_id}: {message}")
     print(f"report: {report}")
@@ -181,6 +181,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. seeds=[0,1]")
     run.add_argument("--dry-run", action="store_true",
                      help="train nothing: the same as `plan` (runs, steps, GPU hours, data and weight checks)")
+    run.add_argument("--redo-broken", action="store_true",
+                     help="a run whose metrics.json is broken (unparseable, wrong shape): rename that file "
+                          "to metrics.json.broken-<time> (never deleted) and do the run again")
     run.add_argument("--no-wait", action="store_true",
                      help="with a job launcher (launcher: slurm): submit the jobs and return; "
                           "`report CONFIG` writes the report once they have ended")

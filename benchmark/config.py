@@ -13,12 +13,13 @@ from typing import Any, Literal
 
 import yaml
 
-from . import plugins
+from . import paths, plugins
 from .core import registry
 from .core.context import EvaluationConfig, ValidationConfig
 from .core.errors import ConfigError
-from .core.settings import build, field_defaults, to_dict
+from .core.settings import build, field_defaults, path_setting, to_dict
 from .core.yaml_io import load_yaml
+from .run_folder import METRICS_JSON, RunFolder
 from datasets.base import DATASET_KINDS
 
 
@@ -29,9 +30,9 @@ class LauncherSettings:
     requeued after pre-emption or timeout and resumed from its checkpoint; ``submitit_local``: the
     same jobs as processes of this machine (submitit's LocalExecutor: a test bed for ``slurm``)."""
     type: Literal["local", "submitit_local", "slurm"] = "local"
-    folder: str = ""
-    """submitit's job files and logs ('' = <output_dir>/launcher/<suite>; relative to the config's
-    working directory). Must be on a file system the jobs see."""
+    folder: str = path_setting()
+    """submitit's job files and logs ('' = <output_dir>/launcher/<suite>). Must be on a file system
+    the jobs see."""
     partition: str = ""
     """SLURM partition ('' = the cluster's default)."""
     gpus_per_node: int = 1
@@ -96,8 +97,9 @@ class SuiteSettings:
     """Evaluation during training on a held-out validation split and the checkpoint choices
     reported (off by default)."""
     device: str = "auto"
-    output_dir: str = "results"
-    weights_dir: str = ""
+    output_dir: str = path_setting("results")
+    """Where runs, caches and reports go ('results' beside the config file by default)."""
+    weights_dir: str = path_setting()
     checkpoint_every: int = 100
     log_every: int = 10
     """Steps between the rows of a run's ``losses.csv`` (and its TensorBoard scalars): the values
@@ -183,8 +185,7 @@ class Suite:
 
     @property
     def output_dir(self) -> Path:
-        out = Path(self.settings.output_dir)
-        return out if out.is_absolute() else self.base_dir / out
+        return Path(self.settings.output_dir)  # absolute since the config was loaded (benchmark/paths.py)
 
     @property
     def runs_dir(self) -> Path:
@@ -198,13 +199,27 @@ class Suite:
     def launcher_dir(self) -> Path:
         """Where a job launcher keeps its job files and logs (``launcher.folder``)."""
         folder = self.settings.launcher.folder
-        if not folder:
-            return self.output_dir / "launcher" / self.name
-        return Path(folder) if Path(folder).is_absolute() else self.base_dir / folder
+        return Path(folder) if folder else self.output_dir / "launcher" / self.name
 
     def identity_dir(self, task: Component, dataset: Component) -> Path:
         """Folder of the ``identity`` row (the inputs scored as outputs) of a task and dataset."""
         return self.runs_dir / task.label / dataset.label / "identity"
+
+    def identity_folder(self, task: Component, dataset: Component) -> RunFolder:
+        """The identity row's folder, bound to what its scores depend on: the task, the dataset and
+        the evaluation settings."""
+        config = {"run_id": identity_name(task, dataset),
+                  "task": {"type": task.cls.registry_name, "options": to_dict(task.options)},
+                  "dataset": dataset.as_dict(), "evaluation": to_dict(self.settings.evaluation)}
+        defaults = {"task": {"options": field_defaults(task.cls.Options)},
+                    "dataset": {"options": field_defaults(dataset.cls.Options)},
+                    "evaluation": field_defaults(type(self.settings.evaluation))}
+        return RunFolder(self.identity_dir(task, dataset), config["run_id"], config, defaults)
+
+
+def identity_name(task: Component, dataset: Component) -> str:
+    """The name of the identity row of a task and dataset (its metrics.json's run_id)."""
+    return f"{task.label}/{dataset.label}/identity"
 
 
 @dataclass
@@ -235,12 +250,17 @@ class Run:
         return self.suite.runs_dir / self.task.label / self.dataset.label / self.method.label / f"seed{self.seed}"
 
     @property
+    def folder(self) -> RunFolder:
+        """The run's folder, bound to its resolved config."""
+        return RunFolder(self.directory, self.run_id, self.resolved_config(), self.config_defaults())
+
+    @property
     def checkpoint_path(self) -> Path:
         return self.directory / "checkpoints" / "latest.pt"
 
     @property
     def metrics_path(self) -> Path:
-        return self.directory / "metrics.json"
+        return self.directory / METRICS_JSON
 
     def planned_steps(self) -> int:
         return self.task.cls.planned_steps(self.task_options)
@@ -471,7 +491,7 @@ def apply_override(data: dict, assignment: str) -> None:
 
 
 def load_suite(path: str | Path, overrides: list[str] = ()) -> Suite:
-    path = Path(path)
+    path = Path(path).absolute()  # messages name the file wherever the command started
     if not path.is_file():
         raise ConfigError(f"config file '{path}' does not exist")
     try:
@@ -483,10 +503,13 @@ def load_suite(path: str | Path, overrides: list[str] = ()) -> Suite:
 
 def suite_from_dict(raw: dict, source: str = "<dict>", base_dir: Path | None = None,
                     overrides: list[str] = ()) -> Suite:
+    """The suite of config mapping ``raw`` read from the file ``source`` ('<dict>': none), with
+    ``overrides`` (``key=value``, from the command line) applied. Relative paths (benchmark/paths.py)
+    are relative to the folder of ``source``, those of ``overrides`` (and all, without a file) to
+    ``base_dir`` (default: the working directory)."""
     raw = copy.deepcopy(raw)
     for assignment in overrides:
         apply_override(raw, assignment)
-    applied = copy.deepcopy(raw)
     where = source
     if not isinstance(raw, dict):
         raise ConfigError(f"{where}: expected a mapping at the top level")
@@ -495,6 +518,17 @@ def suite_from_dict(raw: dict, source: str = "<dict>", base_dir: Path | None = N
             raw[key] = {name: {} for name in raw[key]}
     if isinstance(raw.get("launcher"), str):  # ``launcher: slurm`` = ``launcher: {type: slurm}``
         raw["launcher"] = {"type": raw["launcher"]}
+    base_dir = Path(base_dir or Path.cwd()).absolute()
+    config_dir = Path(source).absolute().parent if source != "<dict>" else base_dir
+    base = paths.path_base(config_dir, base_dir, [a.split("=", 1)[0].strip() for a in overrides])
+    raw.setdefault("output_dir", field_defaults(SuiteSettings)["output_dir"])  # the default lies beside the file too
+    paths.absolute_settings(SuiteSettings, raw, "", base)
+    paths.absolute_plugin_files(raw, base)
+    plugins.load_builtins()
+    for plugin in build(SuiteSettings, raw, where).plugins:  # validated; their classes name their path options
+        plugins.load_plugin(plugin)
+    paths.absolute_component_paths(raw, base)
+    applied = copy.deepcopy(raw)  # absolute paths: a worker or job rebuilds the same suite from it
     settings = build(SuiteSettings, raw, where)
     if settings.paper_table:
         from .reference import NAMED_TABLES
@@ -502,11 +536,6 @@ def suite_from_dict(raw: dict, source: str = "<dict>", base_dir: Path | None = N
             raise ConfigError(f"{where}: paper_table '{settings.paper_table}' is not a published table"
                               f"{registry.suggest(settings.paper_table, sorted(NAMED_TABLES))} "
                               "(or '' for the task's own)")
-    plugins.load_builtins()
-    base_dir = base_dir or Path.cwd()
-    config_dir = Path(source).parent if source != "<dict>" else base_dir
-    for plugin in settings.plugins:
-        plugins.load_plugin(plugin, base_dir=config_dir)
     tasks = _resolve_mapping("task", registry.TASKS, settings.tasks, f"{where}: tasks")
     datasets = _resolve_mapping("dataset", registry.DATASETS, settings.datasets, f"{where}: datasets")
     methods = _resolve_methods(settings.methods, f"{where}: methods")

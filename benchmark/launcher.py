@@ -20,6 +20,7 @@ from .config import Suite
 from .core.atomic import atomic_write
 from .core.errors import ConfigError
 from .progress import SuiteProgress, format_seconds
+from .run_folder import FINISHED
 from .runner import Job, Runner
 
 
@@ -121,13 +122,14 @@ class Tracked:
 class Launcher:
     """Submits the unfinished jobs of a suite and (unless ``wait`` is off) follows them to the end."""
 
-    def __init__(self, suite: Suite, progress: SuiteProgress | None = None, executor=None):
+    def __init__(self, suite: Suite, progress: SuiteProgress | None = None, executor=None,
+                 redo_broken: bool = False):
         self.suite = suite
         self.settings = suite.settings.launcher
         progress = progress or SuiteProgress(0)
         self.log: Callable[[str], None] = progress.log
         self.executor = executor if executor is not None else make_executor(suite)
-        self.runner = Runner(suite, progress)
+        self.runner = Runner(suite, progress, redo_broken=redo_broken)
         self.jobs_file = suite.launcher_dir / "jobs.json"
         self.tracked: list[Tracked] = []
 
@@ -139,9 +141,10 @@ class Launcher:
             raise ConfigError("--no-wait with launcher 'submitit_local' and max_parallel > 0: the "
                               "limit is kept by the waiting command; set max_parallel: 0 or wait")
         self.tracked = [Tracked(job, self.runner.job_name(job)) for job in self.runner.jobs()]
+        refused = self.runner.refused  # stale results, broken metrics.json: listed with the failures
         if not self.tracked:
-            self.log("[launcher] nothing to do: every run has finished")
-            return []
+            self.log("[launcher] nothing to do: every run has finished" + (" or was refused" if refused else ""))
+            return refused
         self._adopt_live_jobs()
         if local_limit:
             self._submit(self.tracked[:local_limit])
@@ -150,8 +153,8 @@ class Launcher:
         if not wait:
             self.log(f"[launcher] {len(self.tracked)} job(s) submitted ({self.jobs_file}); "
                      "`python -m benchmark report CONFIG` writes the report once they have ended")
-            return []
-        return self._follow(local_limit)
+            return refused
+        return refused + self._follow(local_limit)
 
     def _adopt_live_jobs(self) -> None:
         """On SLURM, a job that an earlier command submitted for a run and that is still queued or
@@ -258,7 +261,7 @@ class Launcher:
 
     def _finished(self, entry: Tracked) -> bool:
         if entry.job.kind == "run":
-            return self.runner.runs[entry.job.run_index].metrics_path.exists()
+            return self.runner.runs[entry.job.run_index].folder.state().kind == FINISHED
         return False
 
     def summary(self) -> str:
@@ -277,9 +280,10 @@ class Launcher:
         return counts + (f" | running: {', '.join(groups['running'])}" if groups["running"] else "")
 
 
-def launch(suite: Suite, progress: SuiteProgress | None = None, wait: bool = True) -> list[tuple[str, str]]:
+def launch(suite: Suite, progress: SuiteProgress | None = None, wait: bool = True,
+           redo_broken: bool = False) -> list[tuple[str, str]]:
     """Run the suite's unfinished jobs through its ``launcher:`` (slurm or submitit_local)."""
-    return Launcher(suite, progress).launch(wait)
+    return Launcher(suite, progress, redo_broken=redo_broken).launch(wait)
 
 
 def job_states(suite: Suite) -> list[str]:

@@ -18,6 +18,7 @@ from pathlib import Path
 from .config import Run, Suite
 from .core import weights
 from .core.errors import BenchmarkError
+from .run_folder import FINISHED
 from .sanity import meaningless_settings
 
 PERF_DIR = Path(__file__).resolve().parents[1] / "docs" / "perf"
@@ -210,8 +211,8 @@ def plan_suite(suite: Suite, perf_dir: Path = PERF_DIR, check_data: bool = True,
     check_plugin_hooks(suite)
     build_runs(suite)
     table = measured_step_times(perf_dir)
-    runs = [RunPlan(run.run_id, run.planned_steps(), estimate_step(run, table), run.metrics_path.exists())
-            for run in suite.runs]
+    runs = [RunPlan(run.run_id, run.planned_steps(), estimate_step(run, table),
+                    run.folder.state().kind == FINISHED) for run in suite.runs]
     plan = SuitePlan(suite, runs)
     if check_data:
         plan.datasets_checked, plan.data_problems = check_datasets(suite)

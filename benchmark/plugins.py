@@ -59,6 +59,7 @@ def load_plugin(spec: str, base_dir: Path | None = None) -> None:
         path = Path(spec)
         if not path.is_absolute() and base_dir is not None:
             path = base_dir / path
+        path = path.absolute()  # the message names the file wherever the command started
         if not path.is_file():
             raise ConfigError(f"plugin file '{path}' does not exist (named in plugins: '{spec}')")
         module_name = f"i2i_plugin_{path.stem}_{abs(hash(str(path.resolve()))) % 10**8}"

@@ -135,60 +135,77 @@ class LossLog:
     in ``run_dir``. Opened at ``start_step`` (the step the run resumes from, 0 when it starts), it
     first drops what a previous attempt logged after that step, so that a resumed run's file is the
     file an uninterrupted run writes. :meth:`sync` (called before each checkpoint) puts the rows on
-    disk, so that every row up to a checkpoint's step survives a crash."""
+    disk, so that every row up to a checkpoint's step survives a crash.
 
-    def __init__(self, run_dir: Path, start_step: int = 0, every: int = 1, tensorboard: bool = True):
+    The file is opened for each row, never held open: a file deleted while the run trains is
+    recreated, whole, from the rows this object keeps (a held handle would go on writing to the
+    deleted file). A file missing when a run resumes cannot be recreated: ``log`` says which rows are
+    lost, and the report notes a file that starts late."""
+
+    def __init__(self, run_dir: Path, start_step: int = 0, every: int = 1, tensorboard: bool = True,
+                 log=print):
         self.path = Path(run_dir) / LOSSES_CSV
         self.every = every
+        self.log = log
         names, rows = read_losses(self.path, upto=start_step)
+        if start_step >= every and not rows:
+            log(f"  {self.path} is missing: the losses up to step {start_step} are lost; "
+                "it goes on from the steps trained from now on")
         self.names = [n for n in names if any(n in values for _, values in rows)]
-        self._rewrite(rows)
-        self._file = open(self.path, "a", encoding="utf-8", newline="") if rows else None
+        self.rows = rows
+        """Every row of the file: what recreates it when it is deleted."""
+        self._rewrite()
         self.tensorboard = _tensorboard_writer(Path(run_dir), start_step + 1) if tensorboard else None
 
-    def _rewrite(self, rows: list[tuple[int, dict[str, float]]]) -> None:
-        """Replace the file with ``rows`` under the current names, all at once (no rows: no file)."""
-        if not rows:
+    def _line(self, step: int, values: dict[str, float]) -> str:
+        return _csv_line([str(step), *(_value(values[n]) if n in values else "" for n in self.names)])
+
+    def _rewrite(self) -> None:
+        """Replace the file with :attr:`rows` under the current names, all at once (no rows: no file)."""
+        if not self.rows:
             self.path.unlink(missing_ok=True)
             return
         with atomic_write(self.path, "w", encoding="utf-8") as f:
             f.write(_csv_line(["step", *self.names]))
-            for step, values in rows:
-                f.write(_csv_line([str(step), *(_value(values[n]) if n in values else "" for n in self.names)]))
+            for step, values in self.rows:
+                f.write(self._line(step, values))
+
+    def _recreate(self) -> None:
+        self.log(f"  {self.path} was deleted while the run trained: recreated with its {len(self.rows)} rows")
+        self._rewrite()
 
     def write(self, step: int, values: dict[str, float]) -> None:
         """Log the values ``train_step`` returned for ``step`` (the step count after it)."""
         if step % self.every:
             return
         new = [n for n in values if n not in self.names]
-        if new or self._file is None:  # a loss not seen before: rewrite the file under the wider header
-            rows = read_losses(self.path)[1] if self._file is not None else []
-            self.close_csv()
-            self.names += new
-            self._rewrite(rows + [(step, dict(values))])
-            self._file = open(self.path, "a", encoding="utf-8", newline="")
+        self.names += new
+        self.rows.append((step, dict(values)))
+        if new or len(self.rows) == 1:  # a loss not seen before: the file under the wider header
+            self._rewrite()
         else:
-            self._file.write(_csv_line([str(step), *(_value(values[n]) if n in values else "" for n in self.names)]))
-            self._file.flush()
+            with open(self.path, "a", encoding="utf-8", newline="") as f:
+                gone = f.tell() == 0  # "a" created it: the file was deleted
+                if not gone:
+                    f.write(self._line(step, values))
+            if gone:
+                self._recreate()
         if self.tensorboard is not None:
             for name, value in values.items():
                 self.tensorboard.add_scalar(TENSORBOARD_TAG.format(name), float(value), step)
 
     def sync(self) -> None:
         """Put every row written so far on disk (before a checkpoint)."""
-        if self._file is not None:
-            self._file.flush()
-            os.fsync(self._file.fileno())
+        if self.rows:
+            try:
+                with open(self.path, "rb") as f:
+                    os.fsync(f.fileno())
+            except FileNotFoundError:  # deleted since the last row
+                self._recreate()
         if self.tensorboard is not None:
             self.tensorboard.flush()
 
-    def close_csv(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
-
     def close(self) -> None:
-        self.close_csv()
         if self.tensorboard is not None:
             self.tensorboard.close()
             self.tensorboard = None

@@ -1,9 +1,10 @@
-"""Expands a suite into runs and executes them: skips finished runs, resumes interrupted ones from
-their last checkpoint, and keeps going when one run fails."""
+"""Expands a suite into runs and executes them: skips finished runs, refuses results of another
+config and broken ones (benchmark/run_folder.py), resumes interrupted runs from their last
+checkpoint, and keeps going when one run fails."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-import json
 import multiprocessing
 import time
 import traceback
@@ -13,20 +14,19 @@ from pathlib import Path
 from typing import Literal
 
 import torch
-import yaml
 from filelock import FileLock, Timeout
 
-from .core.atomic import atomic_write
 from .core.context import RunContext
 from .core.distributed import Distributed, from_environment, init_distributed
 from .core.checkpoint import load_checkpoint, save_checkpoint, seed_everything, set_rng_state
-from .config import Component, Run, Suite
+from .config import Component, Run, Suite, identity_name
 from .core.errors import BenchmarkError, ConfigError
 from .core.image_io import write_png
+from .core.locks import waiting_lock
 from .progress import LossLog, SuiteProgress, format_seconds, tensorboard_available
 from .selection import RULE_SPLIT, RULES, SCORE, Selection
-from .core.settings import NO_DEFAULT
-from .core.yaml_io import load_yaml
+from .run_folder import BROKEN, FINISHED, REDO_BROKEN_HINT, RUN_LOCK, STALE, UNFINISHED, RunFolder
+from .run_folder import write_json  # noqa: F401 - where the tests' fake results have long come from
 
 
 def runs_dir(suite: Suite) -> Path:
@@ -66,29 +66,9 @@ class Busy:
 
 
 def run_lock(run: Run) -> FileLock:
-    """The lock on ``run``'s folder: held while a process trains and evaluates the run, so that
-    two ``run`` commands, workers or jobs never train it at once. It is an OS-level lock
-    (``flock``): the OS releases it when its process dies, so a killed process leaves no lock
-    that blocks."""
-    run.directory.mkdir(parents=True, exist_ok=True)
-    return FileLock(str(run.directory / RUN_LOCK))
-
-
-RUN_LOCK = "run.lock"
-
-
-def held_by_a_process(directory: Path) -> bool:
-    """Whether a process holds the lock of the run in ``directory`` (it is training it now)."""
-    path = directory / RUN_LOCK
-    if not path.is_file():
-        return False
-    lock = FileLock(str(path))
-    try:
-        lock.acquire(timeout=0)
-    except Timeout:
-        return True
-    lock.release()
-    return False
+    """The lock on ``run``'s folder (:meth:`RunFolder.lock`): held while a process trains and
+    evaluates the run, so that two ``run`` commands, workers or jobs never train it at once."""
+    return run.folder.lock()
 
 
 def resolve_device(name: str, local_rank: int | None = None) -> torch.device:
@@ -101,11 +81,6 @@ def resolve_device(name: str, local_rank: int | None = None) -> torch.device:
     return torch.device(name)
 
 
-def write_json(path: Path, data: dict) -> None:
-    with atomic_write(path, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=2, sort_keys=True)
-
-
 def save_samples(directory: Path, samples: dict[str, torch.Tensor]) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     for name, images in samples.items():
@@ -113,46 +88,21 @@ def save_samples(directory: Path, samples: dict[str, torch.Tensor]) -> None:
             write_png(image, directory / f"{name}_{i:02d}.png")
 
 
-def check_config(run: Run, write: bool = True) -> None:
-    """A run directory belongs to one resolved config: never mix results of two configs. With
-    ``write`` off (the ranks other than 0 under torchrun) a new run's config is not written."""
-    path = run.directory / "config.yaml"
-    resolved = run.resolved_config()
-    if path.exists():
-        stored = load_yaml(path.read_text())
-        diffs = _diff(stored, resolved, run.config_defaults())
-        if diffs:
-            raise ConfigError(
-                f"run '{run.run_id}' in {run.directory} was made with a different config "
-                f"(changed: {', '.join(diffs[:5])}). Its results are kept: use another suite name "
-                f"or output_dir, or move that folder away to rerun it")
-        return
-    if not write:
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_write(path, "w", encoding="utf-8") as f:
-        f.write(yaml.safe_dump(resolved, sort_keys=False))
-
-
-def _diff(stored, resolved, defaults=None, prefix="") -> list[str]:
-    """Dotted keys whose values differ. A key the stored config lacks is a setting added to the
-    benchmark after the run was made: it differs only when its value is not the setting's default."""
-    if isinstance(stored, dict) and isinstance(resolved, dict):
-        defaults = defaults if isinstance(defaults, dict) else {}
-        out = []
-        for k in sorted(set(stored) | set(resolved), key=str):
-            default = defaults.get(k, NO_DEFAULT)
-            if k not in stored and default is not NO_DEFAULT and resolved[k] == default:
-                continue
-            out += _diff(stored.get(k), resolved.get(k), default, f"{prefix}.{k}" if prefix else str(k))
-        return out
-    return [] if stored == resolved else [prefix]
+def check_config(run: Run, write: bool = True, log=print) -> None:
+    """A run directory belongs to one resolved config (:meth:`RunFolder.bind`). With ``write`` off
+    (the ranks other than 0 under torchrun) a new run's config is not written."""
+    run.folder.bind(write, log)
 
 
 class Runner:
     def __init__(self, suite: Suite, progress: SuiteProgress | None = None,
-                 distributed: Distributed | None = None):
+                 distributed: Distributed | None = None, redo_broken: bool = False):
         self.suite = suite
+        self.redo_broken = redo_broken
+        """A broken metrics.json is moved aside and its run done again (``run --redo-broken``);
+        without it such a run is refused (listed as failed) and left as it is."""
+        self.refused: list[tuple[str, str]] = []
+        """(name, why) of the rows :meth:`jobs` refused: stale results, broken metrics.json."""
         # -- torchrun (benchmark/core/distributed.py): every rank walks the same runs together --
         self.distributed = from_environment() if distributed is None else distributed
         if self.distributed.enabled:
@@ -210,7 +160,7 @@ class Runner:
         """Train ``run`` to the end (or to ``stop_at`` steps, for tests), resuming from its
         checkpoint; returns the task."""
         dist_ = self.distributed
-        check_config(run, write=dist_.is_main)
+        run.folder.bind(write=dist_.is_main, log=self._log)
         task = self.build_task(run)
         if dist_.broadcast(run.checkpoint_path.exists()):  # every rank resumes, or none
             ckpt = load_checkpoint(run.checkpoint_path, run.run_id, map_location=self.device)
@@ -255,7 +205,8 @@ class Runner:
             if not tensorboard_available():
                 self._log("  tensorboard is not installed: losses go to each run's losses.csv only "
                           "(pip install 'i2i-bench[tensorboard]' for event files)")
-        return LossLog(run.directory, start_step, every=settings.log_every, tensorboard=settings.tensorboard)
+        return LossLog(run.directory, start_step, every=settings.log_every, tensorboard=settings.tensorboard,
+                       log=self._log)
 
     def _log(self, message: str) -> None:
         if self.distributed.is_main:
@@ -285,7 +236,7 @@ class Runner:
                                     "records": selection.evals_path.name}
             record["eval_seconds"] = round(time.perf_counter() - started, 1)
         if self.distributed.is_main:
-            write_json(run.metrics_path, record)
+            run.folder.write_metrics(record)
         if selection:
             selection.discard()
         self.distributed.barrier()
@@ -316,36 +267,84 @@ class Runner:
         return out
 
     def identity(self, task: Component, dataset: Component) -> None:
-        directory = identity_dir(self.suite, task, dataset)
-        if self.distributed.broadcast((directory / "metrics.json").exists()):
-            return
-        ctx = self.context(directory, 0)
-        result = task.cls.evaluate_identity(task.options, self.dataset(dataset), ctx)
-        if not self.distributed.is_main:
-            self.distributed.barrier()
-            return
-        save_samples(directory / "samples", result.samples)
-        write_json(directory / "metrics.json", {
-            "run_id": f"{task.label}/{dataset.label}/identity", "suite": self.suite.name, "task": task.label,
-            "dataset": dataset.label, "method": "identity", "method_type": "identity", "preset": "",
-            "seed": 0, "steps": 0, "metrics": result.metrics, "protocol": result.protocol})
-        self.distributed.barrier()
+        """Score the identity row of ``task`` and ``dataset`` unless it is finished, holding its
+        folder's lock (rank 0 holds it for every rank under torchrun), so that two commands never
+        both score it: the second waits, then finds the first one's results."""
+        folder = self.suite.identity_folder(task, dataset)
+        d = self.distributed
+        lock = (waiting_lock(folder.directory / RUN_LOCK, f"[identity] {folder.name}: another process is "
+                             "scoring it; waiting", self._log) if d.is_main else contextlib.nullcontext())
+        with lock:
+            needed = d.broadcast(folder.state().kind != FINISHED if d.is_main else None)
+            if not needed:
+                return
+            if d.is_main:
+                self._refuse_stale_or_broken(folder)
+                folder.bind(log=self._log)
+            ctx = self.context(folder.directory, 0)
+            result = task.cls.evaluate_identity(task.options, self.dataset(dataset), ctx)
+            if not d.is_main:
+                d.barrier()
+                return
+            save_samples(folder.directory / "samples", result.samples)
+            folder.write_metrics({
+                "run_id": folder.name, "suite": self.suite.name, "task": task.label,
+                "dataset": dataset.label, "method": "identity", "method_type": "identity", "preset": "",
+                "seed": 0, "steps": 0, "metrics": result.metrics, "protocol": result.protocol})
+            d.barrier()
+
+    def _refuse_stale_or_broken(self, folder: RunFolder) -> None:
+        """Raise when the folder holds results that must not be reused or overwritten: those of
+        another config (stale) or a metrics.json that is not valid (broken)."""
+        state = folder.state()
+        if state.kind == STALE:
+            raise ConfigError(f"'{folder.name}' in {folder.directory} is {state.describe(folder.metrics_path)}. "
+                              "They are kept: use another suite name or output_dir, or move that folder "
+                              "away to redo it")
+        if state.kind == BROKEN:
+            raise ConfigError(f"'{folder.name}': {state.describe(folder.metrics_path)}; {REDO_BROKEN_HINT}")
+
+    def triage(self, folder: RunFolder, header: str) -> bool:
+        """Whether the row of ``folder`` needs work. A finished row is logged as skipped; stale
+        results and a broken metrics.json are refused (added to :attr:`refused`), or with
+        ``redo_broken`` the broken file is moved aside and the row done again."""
+        state = folder.state()
+        if state.kind == FINISHED:
+            self._log(f"{header}: finished earlier, skipped")
+            return False
+        if state.kind == BROKEN and self.redo_broken:
+            moved = folder.move_broken_aside()
+            self._log(f"{header}: {state.describe(folder.metrics_path)}; moved aside to {moved.name}, done again")
+            return True
+        if state.kind in (STALE, BROKEN):
+            try:
+                self._refuse_stale_or_broken(folder)
+            except ConfigError as exc:
+                self._log(f"{header}: REFUSED: {exc}")
+                self.refused.append((folder.name, str(exc)))
+            return False
+        return True
 
     def jobs(self) -> list[Job]:
-        """The identity rows, then every unfinished run (finished ones are logged as skipped), the
-        runs of different datasets alternating: parallel workers then start on different datasets,
-        so that what a dataset's runs share and one of them builds first (the compression task's
-        teacher) is built while another worker trains elsewhere instead of waiting for it."""
-        jobs = [Job("identity", task_index=ti, dataset_index=di) for ti in range(len(self.suite.tasks))
-                for di in range(len(self.suite.datasets))]
+        """The identity rows, then every unfinished run (finished ones are logged as skipped, stale
+        and broken ones refused: :meth:`triage`), the runs of different datasets alternating:
+        parallel workers then start on different datasets, so that what a dataset's runs share and
+        one of them builds first (the compression task's teacher) is built while another worker
+        trains elsewhere instead of waiting for it. Rank 0 decides for every rank under torchrun."""
+        self.refused = []
+        is_main = self.distributed.is_main
+        pairs = [(ti, di) for ti in range(len(self.suite.tasks)) for di in range(len(self.suite.datasets))]
+        todo = [is_main and self.triage(self.suite.identity_folder(self.suite.tasks[ti], self.suite.datasets[di]),
+                                        f"[identity] {identity_name(self.suite.tasks[ti], self.suite.datasets[di])}")
+                for ti, di in pairs]
+        headers = [f"[run {i + 1}/{len(self.runs)}] {run.run_id}" for i, run in enumerate(self.runs)]
+        todo += [is_main and self.triage(run.folder, headers[i]) for i, run in enumerate(self.runs)]
+        todo = self.distributed.broadcast(todo)
+        jobs = [Job("identity", task_index=ti, dataset_index=di) for (ti, di), do in zip(pairs, todo) if do]
         by_dataset: dict[str, list[Job]] = {}
-        finished = self.distributed.broadcast([run.metrics_path.exists() for run in self.runs])
         for i, run in enumerate(self.runs):
-            header = f"[run {i + 1}/{len(self.runs)}] {run.run_id}"
-            if finished[i]:
-                self._log(f"{header}: finished earlier, skipped")
-            else:
-                by_dataset.setdefault(run.dataset.label, []).append(Job("run", run_index=i, header=header))
+            if todo[len(pairs) + i]:
+                by_dataset.setdefault(run.dataset.label, []).append(Job("run", run_index=i, header=headers[i]))
         queues = list(by_dataset.values())
         for k in range(max((len(q) for q in queues), default=0)):
             jobs += [q[k] for q in queues if k < len(q)]
@@ -369,12 +368,12 @@ class Runner:
             self._log(f"{len(busy)} run(s) held by another process: waiting for them")
             outcomes += [self.do(job, wait=True) for job in jobs
                          if job.kind == "run" and self.runs[job.run_index].run_id in busy]
-        return [o for o in outcomes if o is not None and not isinstance(o, Busy)]
+        return self.refused + [o for o in outcomes if o is not None and not isinstance(o, Busy)]
 
     def job_name(self, job: Job) -> str:
         if job.kind == "run":
             return self.runs[job.run_index].run_id
-        return _identity_name(self.suite.tasks[job.task_index], self.suite.datasets[job.dataset_index])
+        return identity_name(self.suite.tasks[job.task_index], self.suite.datasets[job.dataset_index])
 
     def do(self, job: Job, wait: bool = False) -> tuple[str, str] | Busy | None:
         """One job of ``run_all``; returns (name, error) when it failed, :class:`Busy` when another
@@ -394,7 +393,7 @@ class Runner:
             directory.mkdir(parents=True, exist_ok=True)
             (directory / "error.log").write_text(traceback.format_exc())  # the report names the reason
             self._log(f"  FAILED: {exc}")
-            return _identity_name(task, dataset), str(exc)
+            return identity_name(task, dataset), str(exc)
         return None
 
     def execute(self, run: Run, header: str, wait: bool = False) -> tuple[str, str] | Busy | None:
@@ -406,8 +405,8 @@ class Runner:
         the same runs): it waits, and the ranks follow its decision."""
         d = self.distributed
         if d.enabled and not d.is_main:
-            finished = d.broadcast(None)
-            return None if finished else self._execute_locked(run, header)
+            proceed = d.broadcast(None)
+            return self._execute_locked(run, header) if proceed else None
         lock = run_lock(run)
         try:
             lock.acquire(timeout=0)
@@ -419,9 +418,17 @@ class Runner:
             self._log(f"{header}: another process is training it (lock {lock.lock_file}); waiting")
             lock.acquire()
         try:
-            if d.broadcast(run.metrics_path.exists()):
+            state = run.folder.state()  # what another process may have left meanwhile
+            d.broadcast(state.kind == UNFINISHED)
+            if state.kind == FINISHED:
                 self._log(f"{header}: finished by another process, skipped")
                 return None
+            if state.kind != UNFINISHED:
+                try:
+                    self._refuse_stale_or_broken(run.folder)
+                except ConfigError as exc:
+                    self._log(f"{header}: REFUSED: {exc}")
+                    return run.run_id, str(exc)
             return self._execute_locked(run, header)
         finally:
             lock.release()
@@ -485,7 +492,7 @@ class Runner:
 
     def planned_steps(self) -> int:
         """Training steps still to do across the suite (for the suite ETA)."""
-        return sum(run.planned_steps() for run in self.runs if not run.metrics_path.exists())
+        return sum(run.planned_steps() for run in self.runs if run.folder.state().kind == UNFINISHED)
 
 
 def _planned_or_zero(run: Run) -> int:
@@ -493,10 +500,6 @@ def _planned_or_zero(run: Run) -> int:
         return run.planned_steps()
     except BenchmarkError:  # the run failed because its options are invalid
         return 0
-
-
-def _identity_name(task: Component, dataset: Component) -> str:
-    return f"{task.label}/{dataset.label}/identity"
 
 
 # -- worker processes (``workers`` > 1) --------------------------------------------------------

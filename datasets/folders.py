@@ -20,6 +20,7 @@ from PIL import Image
 
 from benchmark.core.errors import DataError
 from benchmark.core.registry import register_dataset
+from benchmark.core.settings import path_setting
 from benchmark.core.weights import SEGMENTATION_PROTOCOL_WEIGHTS
 
 from .base import ImageSet, Side, Split, UnpairedDataset
@@ -134,7 +135,7 @@ class UnalignedFolder(FolderReader, UnpairedDataset):
 
     @dataclass
     class Options:
-        root: str = ""
+        root: str = path_setting()
         size: int = 256
         load_size: int = 286
         max_images: int = 0

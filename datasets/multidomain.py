@@ -25,6 +25,7 @@ from typing import ClassVar, Literal
 
 from benchmark.core.errors import DataError
 from benchmark.core.registry import register_dataset
+from benchmark.core.settings import path_setting
 
 from .base import Dataset, ImageSet
 from .folders import FolderImageSet, dataset_folder, image_files
@@ -84,7 +85,7 @@ class MultiDomainFolder(MultiDomainDataset):
 
     @dataclass
     class Options:
-        root: str = ""
+        root: str = path_setting()
         size: int = 256
         domains: list[str] | None = None
         max_images: int = 0

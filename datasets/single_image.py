@@ -28,6 +28,7 @@ from PIL import Image
 
 from benchmark.core.errors import DataError
 from benchmark.core.registry import register_dataset
+from benchmark.core.settings import path_setting
 
 from .base import Dataset, Side
 
@@ -67,9 +68,9 @@ def round_to_multiple(image: Image.Image, base: int = 4) -> Image.Image:
 # --------------------------------------------------------------------------------------------------
 @dataclass
 class SingleImageFilesOptions:
-    path_a: str = ""
+    path_a: str = path_setting()
     """The source image (translated), e.g. a painting."""
-    path_b: str = ""
+    path_b: str = path_setting()
     """The target image (whose appearance the output should take), e.g. a photo."""
     max_size: int = 0
     """0 = each image at its own size (official); else scale down so the longer side is at most this."""

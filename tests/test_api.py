@@ -39,8 +39,10 @@ def test_load_run_report_and_read_results(tmp_path, monkeypatch):
     elsewhere = tmp_path / "notebooks"
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
-    from_file = api.load(os.path.relpath(config, elsewhere), base_dir=tmp_path)
+    from_file = api.load(os.path.relpath(config, elsewhere))  # a file's paths: against its folder
     assert from_file.output_dir == tmp_path / "results"
     pd.testing.assert_frame_equal(api.results(from_file, wide=True), wide)
     assert api.report(from_file) == outcome.report
-    assert api.load(config).output_dir == elsewhere / "results"  # no base_dir: the working directory
+    # a dict's paths and the overrides' against base_dir (default: the working directory)
+    assert api.load(data).output_dir == elsewhere / "results"
+    assert api.load(config, overrides=["output_dir=out"], base_dir=tmp_path).output_dir == tmp_path / "out"

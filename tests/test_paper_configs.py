@@ -203,7 +203,7 @@ def test_ablation_report_sets_ours_the_paper_and_the_difference_side_by_side(tmp
             "seed": 0, "steps": 4, "metrics": {"FID": ours[run.method.label], "KIDx100": 0.5},
             "protocol": {"num_outputs": 120, "num_real": 140}})
     write_json(identity_dir(suite, suite.tasks[0], suite.datasets[0]) / "metrics.json", {
-        "run_id": "identity", "suite": suite.name, "task": "single_modal", "dataset": "horse2zebra",
+        "run_id": "single_modal/horse2zebra/identity", "suite": suite.name, "task": "single_modal", "dataset": "horse2zebra",
         "method": "identity", "method_type": "identity", "preset": "", "seed": 0, "steps": 0,
         "metrics": {"FID": 300.0, "KIDx100": 30.0}, "protocol": {}})
     text = write_report(suite).read_text()

@@ -36,7 +36,7 @@ def fake_suite(tmp_path):
             "metrics": {"FID": 100.0 + i, "KIDx100": 1.0 + i}, "protocol": {}})
     for d in suite.datasets:
         write_json(identity_dir(suite, suite.tasks[0], d) / "metrics.json", {
-            "run_id": "identity", "suite": "sm", "task": "single_modal", "dataset": d.label,
+            "run_id": f"single_modal/{d.label}/identity", "suite": "sm", "task": "single_modal", "dataset": d.label,
             "method": "identity", "method_type": "identity", "preset": "", "seed": 0, "steps": 0,
             "metrics": {"FID": 300.0, "KIDx100": 30.0}, "protocol": {}})
     return suite

@@ -126,6 +126,18 @@ def to_dict(obj: Any) -> Any:
     return obj
 
 
+PATH_SETTING = {"path": True}
+"""``field(metadata=PATH_SETTING)`` marks a setting that names a file or folder: a relative path is
+made absolute when the config is loaded (written in a config file: relative to that file's folder;
+given on the command line: relative to the working directory), so the setting means the same file
+from wherever a command starts, and every message shows the absolute path."""
+
+
+def path_setting(default: str | None = "") -> Any:
+    """A dataclass field holding a path (see :data:`PATH_SETTING`)."""
+    return dataclasses.field(default=default, metadata=PATH_SETTING)
+
+
 NO_DEFAULT = object()
 """What :func:`field_defaults` gives a field that has no default."""
 

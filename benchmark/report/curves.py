@@ -56,6 +56,27 @@ def loss_curves(rows: list[Row], methods: list[str]) -> dict[str, pd.DataFrame]:
     return out
 
 
+def missing_losses(rows: list[Row], every: int) -> list[str]:
+    """Why a finished run's losses are missing from the curves, a line per run whose ``losses.csv``
+    is missing, empty or starts after its first logged step (``every``): deleted, or missing when
+    the run resumed."""
+    out = []
+    for row in _run_rows(rows):
+        steps = row.record.get("steps") if row.finished else None
+        if not isinstance(steps, int) or steps < every:
+            continue
+        path = row.directory / LOSSES_CSV
+        _, logged = read_losses(path)
+        if not logged:
+            out.append(f"`{path}` is missing or empty (deleted?): the losses of {row.method} seed {row.seed} "
+                       "are not in the curves.")
+        elif logged[0][0] > every:
+            out.append(f"`{path}` starts at step {logged[0][0]}, not {every}: its earlier rows were lost "
+                       f"(the file was missing when the run resumed); {row.method} seed {row.seed}'s curves "
+                       "start there.")
+    return out
+
+
 def read_evals(path: Path, metric: str = "FID") -> list[tuple[int, str, float]]:
     """``(step, split, value)`` of ``metric`` in an ``evals.jsonl``; a line that is not a whole
     record with that metric (e.g. one being written) is skipped."""
@@ -193,10 +214,12 @@ def curves_section(ctx: ReportContext, task: Component) -> list[str]:
         rows = ctx.rows_of(task.label, dataset.label)
         losses = loss_curves(rows, methods)
         fids = eval_curves(rows, methods)
-        if not losses and not fids:
+        gaps = missing_losses(rows, ctx.suite.settings.log_every)
+        if not losses and not fids and not gaps:
             continue
         stem = f"{task.label}_{dataset.label}"
         lines += [f"## {task.label} / {dataset.label}: training curves", ""]
+        lines += [f"- {gap}" for gap in gaps] + ([""] if gaps else [])
         if losses:
             window = smoothing_window(losses)
             path = ctx.grid_dir / f"{stem}_losses.png"

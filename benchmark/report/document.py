@@ -58,6 +58,10 @@ def write_report(suite: Suite) -> Path:
     if failed:
         lines += ["## Unfinished runs", ""] + [f"- `{r.directory}`: see `{r.directory / 'error.log'}`"
                                                 for r in failed] + [""]
+    not_counted = [r for r in ctx.rows if r.not_counted]
+    if not_counted:  # results on disk that the tables leave out: say which and why
+        lines += ["## Results not shown (stale or broken)", ""] + [f"- `{r.directory}`: {r.reason}"
+                                                                   for r in not_counted] + [""]
     report_dir.mkdir(parents=True, exist_ok=True)
     path = report_dir / f"{suite.name}.md"
     path.write_text("\n".join(lines))

@@ -3,7 +3,6 @@ identity row of each task x dataset), finished with its ``metrics.json`` record 
 reason read from its folder; and the results table (pandas) of the finished ones."""
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,7 +11,8 @@ import pandas as pd
 from ..config import Suite
 from ..core.checkpoint import load_weights_only
 from ..core.errors import CheckpointError
-from ..runner import expand, held_by_a_process, identity_dir
+from ..run_folder import BROKEN, FINISHED, REDO_BROKEN_HINT, STALE, RunFolder, held_by_a_process
+from ..runner import expand
 
 IDENTITY = "identity"
 ERROR_LOG = "error.log"
@@ -34,10 +34,17 @@ class Row:
     directory: Path
     record: dict | None = None
     reason: str | None = None
+    kind: str = ""
+    """The folder's state (``benchmark.run_folder``): finished, stale, broken or unfinished."""
 
     @property
     def finished(self) -> bool:
         return self.record is not None
+
+    @property
+    def not_counted(self) -> bool:
+        """Results are on disk but not shown: another config's (stale) or an invalid metrics.json."""
+        return self.kind in (STALE, BROKEN)
 
     @property
     def failed(self) -> bool:
@@ -50,22 +57,25 @@ def expected_rows(suite: Suite) -> list[Row]:
     rows = []
     for task in suite.tasks:
         for dataset in suite.datasets:
-            directory = identity_dir(suite, task, dataset)
-            rows.append(_row(task.label, dataset.label, IDENTITY, None, directory, directory / "metrics.json"))
+            rows.append(_row(task.label, dataset.label, IDENTITY, None, suite.identity_folder(task, dataset)))
     for run in expand(suite):
-        rows.append(_row(run.task.label, run.dataset.label, run.method.label, run.seed, run.directory,
-                         run.metrics_path))
+        rows.append(_row(run.task.label, run.dataset.label, run.method.label, run.seed, run.folder))
     order = {(t.label, d.label): i for i, (t, d) in enumerate((t, d) for t in suite.tasks for d in suite.datasets)}
     return sorted(rows, key=lambda r: order[(r.task, r.dataset)])  # stable: identity first per pair
 
 
-def _row(task: str, dataset: str, method: str, seed: int | None, directory: Path, metrics: Path) -> Row:
-    if metrics.is_file():
-        try:
-            return Row(task, dataset, method, seed, directory, record=json.loads(metrics.read_text()))
-        except (OSError, ValueError) as exc:
-            return Row(task, dataset, method, seed, directory, reason=f"unreadable {metrics.name} ({exc})")
-    return Row(task, dataset, method, seed, directory, reason=missing_reason(directory))
+def _row(task: str, dataset: str, method: str, seed: int | None, folder: RunFolder) -> Row:
+    """The row of ``folder``: its numbers only when they are valid results of this config."""
+    state = folder.state()
+    if state.kind == FINISHED:
+        return Row(task, dataset, method, seed, folder.directory, record=state.record, kind=state.kind)
+    if state.kind == STALE:
+        reason = f"{state.describe(folder.metrics_path)}; not shown"
+    elif state.kind == BROKEN:
+        reason = f"{state.describe(folder.metrics_path)}; {REDO_BROKEN_HINT}"
+    else:
+        reason = missing_reason(folder.directory)
+    return Row(task, dataset, method, seed, folder.directory, reason=reason, kind=state.kind)
 
 
 def missing_reason(directory: Path) -> str:

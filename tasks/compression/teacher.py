@@ -46,6 +46,7 @@ from benchmark.core.checkpoint import (atomic_save, load_checkpoint, rng_state, 
 from benchmark.core.errors import CheckpointError, ConfigError
 from benchmark.core.hashing import content_hash
 from benchmark.core.schedules import linear_decay_factor
+from benchmark.core.settings import path_setting
 from datasets.base import PairedDataset, UnpairedDataset
 
 from methods.base import CycleConsistency
@@ -82,7 +83,7 @@ class TeacherOptions:
     ``--ndf`` default); ``gan_mode`` lsgan for CycleGAN, hinge for pix2pix (the ``--gan_mode`` default,
     which the pix2pix teacher scripts keep)."""
 
-    checkpoint: str | None = None
+    checkpoint: str | None = path_setting(None)
     """A generator checkpoint to load instead of training (this benchmark's teacher file or GAN
     Compression's ``latest_net_G.pth``)."""
     ngf: int = 64

@@ -1,0 +1,157 @@
+"""A run folder owns its state (benchmark/run_folder.py): results bound to their config (a finished
+run of another config is refused by `run` and shown stale by `report`), a folder without work takes
+the new config, metrics.json checked against its schema (broken: shown, moved aside on request and
+redone), identity rows locked like runs."""
+import json
+import shutil
+import threading
+import time
+
+import pytest
+import yaml
+from filelock import FileLock
+
+from benchmark.cli import main
+from benchmark.config import suite_from_dict
+from benchmark.report import write_report
+from benchmark.runner import Runner, expand
+
+from conftest import tiny_suite_dict
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def _raw(folder):
+    return {**tiny_suite_dict(folder, methods=["none"], steps=2), "log_every": 1}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """The results folder of a suite whose one run (GAN-only control, 2 steps) and identity row
+    have finished (trained once for the module)."""
+    root = tmp_path_factory.mktemp("trained")
+    config = root / "suite.yaml"
+    config.write_text(yaml.safe_dump(_raw(root)))
+    assert main(["run", str(config)]) == 0
+    return root / "results"
+
+
+@pytest.fixture
+def finished(trained, tmp_path):
+    """A copy of ``trained`` under this test's folder, with its config file."""
+    shutil.copytree(trained, tmp_path / "results")
+    config = tmp_path / "suite.yaml"
+    config.write_text(yaml.safe_dump(_raw(tmp_path)))
+    run = expand(suite_from_dict(yaml.safe_load(config.read_text()), base_dir=tmp_path))[0]
+    return config, run
+
+
+def _report(tmp_path) -> str:
+    return (tmp_path / "results" / "reports" / "tiny.md").read_text()
+
+
+@pytest.mark.parametrize("override, key", [("tasks.single_modal.lr=0.001", "task.options.lr"),
+                                           ("evaluation.num_test_images=2", "evaluation.num_test_images")])
+def test_a_finished_run_of_another_config_is_refused_and_shown_stale(finished, tmp_path, capsys, override, key):
+    config, run = finished
+    before = run.metrics_path.read_bytes()
+    capsys.readouterr()
+    assert main(["run", str(config), override]) == 1
+    err = capsys.readouterr().err
+    assert f"{run.run_id}: REFUSED" in err and key in err and "finished earlier, skipped" not in err
+    assert run.metrics_path.read_bytes() == before  # kept, untouched
+    assert not (run.directory / "error.log").exists()
+    report = _report(tmp_path)
+    assert "stale" in report and key in report and str(run.directory) in report
+    old_fid = json.loads(before)["metrics"]["FID"]
+    assert f"{old_fid:.2f}" not in report  # the old numbers are not shown under the new config
+    assert main(["report", str(config), override]) == 0  # `report` alone says the same
+    assert "stale" in _report(tmp_path) and key in _report(tmp_path)
+
+
+def test_a_folder_without_checkpoint_or_results_takes_the_new_config(tmp_path):
+    """A run that failed before training (e.g. a wrong dataset root) wrote config.yaml only: the
+    corrected command runs it."""
+    bad = suite_from_dict(tiny_suite_dict(tmp_path, methods=["none"], steps=2, lr=1e-3), base_dir=tmp_path)
+    bad_run = expand(bad)[0]
+    bad_run.folder.bind()
+    (bad_run.directory / "error.log").write_text("DataError: dataset root '/nowhere' does not exist")
+    good = suite_from_dict(tiny_suite_dict(tmp_path, methods=["none"], steps=2), base_dir=tmp_path)
+    assert Runner(good).run_all() == []
+    run = expand(good)[0]
+    assert json.loads(run.metrics_path.read_text())["steps"] == 2
+    assert yaml.safe_load((run.directory / "config.yaml").read_text())["task"]["options"]["lr"] == 2e-4
+
+
+def test_a_folder_with_a_checkpoint_keeps_refusing_another_config(tmp_path):
+    from benchmark.core.errors import ConfigError
+    first = suite_from_dict(tiny_suite_dict(tmp_path, methods=["none"], steps=4), base_dir=tmp_path)
+    Runner(first).train(expand(first)[0], stop_at=2)
+    other = expand(suite_from_dict(tiny_suite_dict(tmp_path, methods=["none"], steps=4, lr=1e-3),
+                                   base_dir=tmp_path))[0]
+    with pytest.raises(ConfigError, match=r"different config \(changed: task\.options\.lr\)"):
+        other.folder.bind()
+
+
+@pytest.mark.parametrize("content", ["{}", "[1, 2]", '{"run_id": "x"'])
+def test_a_broken_metrics_json_is_shown_then_moved_aside_and_redone_on_request(finished, tmp_path, capsys, content):
+    config, run = finished
+    run.metrics_path.write_text(content)
+    capsys.readouterr()
+    assert main(["run", str(config)]) == 1  # refused, not counted as finished, no KeyError
+    err = capsys.readouterr().err
+    assert "broken" in err and "--redo-broken" in err
+    assert run.metrics_path.read_text() == content
+    report = _report(tmp_path)  # the report is still written, listing the broken run
+    assert "Results not shown (stale or broken)" in report and f"broken {run.metrics_path}" in report
+    assert main(["report", str(config)]) == 0
+    assert main(["run", str(config), "--redo-broken"]) == 0
+    aside = list(run.directory.glob("metrics.json.broken-*"))
+    assert len(aside) == 1 and aside[0].read_text() == content  # never deleted
+    record = json.loads(run.metrics_path.read_text())
+    assert record["run_id"] == run.run_id and record["metrics"]["FID"] > 0
+    assert "Results not shown" not in _report(tmp_path)
+
+
+def test_a_metrics_json_of_another_run_is_broken(finished, tmp_path):
+    config, run = finished
+    record = json.loads(run.metrics_path.read_text())
+    run.metrics_path.write_text(json.dumps({**record, "run_id": "single_modal/x/none/seed9"}))
+    state = run.folder.state()
+    assert state.kind == "broken" and "single_modal/x/none/seed9" in state.problem
+
+
+def test_identity_rows_are_locked_like_runs(tmp_path, monkeypatch):
+    """While another process holds an identity row's lock, `run` waits for it and then takes its
+    results instead of scoring the row a second time."""
+    from tasks.single_modal.task import SingleModalTask
+    suite = suite_from_dict(tiny_suite_dict(tmp_path, methods=["none"], steps=2), base_dir=tmp_path)
+    task, dataset = suite.tasks[0], suite.datasets[0]
+    folder = suite.identity_folder(task, dataset)
+    calls = []
+    real = SingleModalTask.evaluate_identity.__func__
+    monkeypatch.setattr(SingleModalTask, "evaluate_identity",
+                        classmethod(lambda cls, *a: calls.append(1) or real(cls, *a)))
+    folder.directory.mkdir(parents=True)
+    other = FileLock(str(folder.directory / "run.lock"))
+    other.acquire()
+    messages = []
+    runner = Runner(suite)
+    runner._log = messages.append
+    waiting = threading.Thread(target=runner.identity, args=(task, dataset))
+    waiting.start()
+    time.sleep(1.0)
+    assert waiting.is_alive() and any("another process is scoring it" in m for m in messages)
+    folder.write_metrics({"run_id": folder.name, "task": task.label, "dataset": dataset.label,
+                          "method": "identity", "seed": 0, "metrics": {"FID": 1.0}})  # "the other one"
+    other.release()
+    waiting.join(timeout=60)
+    assert not waiting.is_alive() and calls == []
+    assert json.loads(folder.metrics_path.read_text())["metrics"] == {"FID": 1.0}
+
+
+def test_the_report_says_why_a_runs_loss_curves_are_missing(finished, tmp_path):
+    config, run = finished
+    (run.directory / "losses.csv").unlink()
+    assert main(["report", str(config)]) == 0
+    assert f"`{run.directory / 'losses.csv'}` is missing or empty" in _report(tmp_path)
