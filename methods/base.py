@@ -109,6 +109,28 @@ discriminator on domain A, cycle and identity losses, see ``Method.cycle_consist
 
 
 @dataclass(frozen=True)
+class PatchPolicy:
+    """What a task's data allow a method that contrasts patches of an image (``Task.patch_policy``);
+    each method answers with :meth:`Method.patch_settings` when the config is loaded."""
+
+    patches_per_image: int | None = None
+    """Patch locations per image and feature layer the task's data allow; None = no limit."""
+    negatives_across_batch: bool = False
+    """A query's negatives must come from the other images of the batch: its own image offers
+    none (with one patch per image there is no other patch of it)."""
+    why: str = ""
+    """The reason, in the task's words (for the protocol line and refusals)."""
+
+    def describe(self) -> str:
+        parts = []
+        if self.patches_per_image is not None:
+            parts.append(f"{self.patches_per_image} patch(es) per image")
+        if self.negatives_across_batch:
+            parts.append("negatives only from the other images of the batch")
+        return ", ".join(parts) + (f" ({self.why})" if self.why else "")
+
+
+@dataclass(frozen=True)
 class OptimizerDefaults:
     """The task's optimiser settings, which a method's own optimisers follow unless it says otherwise."""
 
@@ -147,6 +169,15 @@ class Method(nn.Module):
         """Keys of :data:`benchmark.core.weights.WEIGHT_FILES` that the method needs with ``params``
         (``python -m benchmark weights`` and ``run`` check them before training)."""
         return []
+
+    @classmethod
+    def patch_settings(cls, policy: PatchPolicy, params) -> dict[str, Any] | str:
+        """How the method follows a task's :class:`PatchPolicy`: the parameter overrides that make
+        ``params`` honour it ({} = they already do), or why it cannot (the pair is then refused
+        when the config is loaded). The default refuses: a method must say how it takes patches
+        before a task that limits them runs it."""
+        return (f"method '{getattr(cls, 'registry_name', cls.__name__)}' does not say how it follows a "
+                "task's patch policy (Method.patch_settings)")
 
     # -- what the task needs to know -------------------------------------------------------------
     @property

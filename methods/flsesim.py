@@ -41,7 +41,7 @@ from torch import nn
 from benchmark.core.distributed import SINGLE_PROCESS, Distributed
 from benchmark.core.registry import register_method
 
-from .base import AuxiliaryStep, Method, OptimizerDefaults, TranslationPair
+from .base import AuxiliaryStep, Method, OptimizerDefaults, PatchPolicy, TranslationPair
 from .shared.nce import info_nce
 from .shared.patches import sample_locations
 from .shared.vgg import VGG16_LAYERS, FrozenVGG16, backbone_notes, vgg16_weight_keys
@@ -252,6 +252,13 @@ class FLSeSim(Method):
     @classmethod
     def required_weights(cls, params: FLSeSimParams) -> list[str]:
         return vgg16_weight_keys(params.vgg_weights)
+
+    @classmethod
+    def patch_settings(cls, policy: PatchPolicy, params: FLSeSimParams) -> dict | str:
+        if policy.patches_per_image is None and not policy.negatives_across_batch:
+            return {}
+        return ("its loss compares the self-similarity maps of patch_nums query locations within each "
+                "image and has no setting that limits them per image or takes its comparisons across the batch")
 
     def __init__(self, params: FLSeSimParams):
         super().__init__(params)

@@ -31,7 +31,7 @@ from torch import nn
 
 from benchmark.core.registry import register_method
 
-from .base import TranslationPair, flip_back
+from .base import PatchPolicy, TranslationPair, flip_back
 from .shared.graphs import TAGConv, add_self_loops, symmetric_normalize, threshold_adjacency, top_k_pool
 from .shared.heads import l2_normalize
 from .shared.nce import DIAGONAL_FILL, info_nce
@@ -143,6 +143,13 @@ class GraphCL(PatchContrastiveMethod):
     @classmethod
     def required_weights(cls, params: GraphCLParams) -> list[str]:
         return vgg16_weight_keys(params.vgg_weights)
+
+    @classmethod
+    def patch_settings(cls, policy: PatchPolicy, params: GraphCLParams) -> dict | str:
+        if policy.patches_per_image is None and not policy.negatives_across_batch:
+            return {}
+        return ("its negatives are the other nodes of each image's own graph of num_patches patches: with "
+                "one patch per image there are none, and it has no setting that takes them from the other images")
 
     def __init__(self, params: GraphCLParams):
         super().__init__(params)

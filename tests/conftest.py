@@ -1,4 +1,6 @@
 import os
+import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -57,3 +59,27 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def readme_plugin() -> tuple[str, list[str]]:
+    """The ```python block that starts with '# my_methods.py', and the names in the YAML block after it."""
+    text = README.read_text()
+    code = re.search(r"```python\n(# my_methods\.py\n.*?)```", text, re.S)
+    assert code, "README has no '# my_methods.py' example"
+    yaml_block = re.search(r"```yaml\n(plugins: \[my_methods\.py\].*?)```", text[code.end():], re.S)
+    assert yaml_block, "README has no YAML block naming my_methods.py after the example"
+    names = re.search(r"methods: \[(.*?)\]", yaml_block.group(1)).group(1)
+    return code.group(1), [n.strip() for n in names.split(",")]
+
+
+@pytest.fixture(scope="session")
+def plugin_file(tmp_path_factory):
+    """The README's plugin example as a file, written once per session: a plugin module is imported
+    (and registers its names) once, and the same names from another file would clash."""
+    code, names = readme_plugin()
+    path = tmp_path_factory.mktemp("readme") / "my_methods.py"
+    path.write_text(code)
+    return path, names

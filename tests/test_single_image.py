@@ -3,7 +3,10 @@ task's patch settings reaching the methods (and refusals), Hneg-SRC with one pat
 the structure score, bit-exact resume, and a run through the runner and the report."""
 import json
 
+import re
+
 import numpy as np
+
 import pytest
 import torch
 from PIL import Image
@@ -136,9 +139,34 @@ def test_methods_get_one_patch_per_crop_with_minibatch_negatives_unless_set(tmp_
     assert expand(suite_from_dict(raw))[0].method_options.num_patches == 256
 
 
-def test_graphcl_is_refused_at_load_with_the_reason(tmp_path):
-    with pytest.raises(ConfigError, match=r"(?s)graphcl in task 'single_image'.*num_patches: 1.*one node has no negatives"):
-        suite_from_dict(suite_dict(tmp_path, methods=["graphcl"]))
+@pytest.mark.parametrize("method, reason", [
+    ("graphcl", "other nodes of each image's own graph"),
+    ("lsesim", "self-similarity maps of patch_nums query locations within each image")])
+def test_methods_that_cannot_follow_the_patch_policy_are_refused_at_load_with_their_reason(tmp_path, method, reason):
+    with pytest.raises(ConfigError, match=rf"(?s)methods.{method} .*cannot run in task 'single_image'.*"
+                                          rf"1 patch\(es\) per image.*{re.escape(reason)}"):
+        suite_from_dict(suite_dict(tmp_path, methods=[method]))
+
+
+def test_the_readme_plugin_without_patch_settings_is_refused_not_trained_with_zero_nce(tmp_path, plugin_file):
+    """A method that has num_patches but does not say how it follows the policy (the README's
+    example) once trained with one patch and no negatives: NCE exactly 0 at every step."""
+    raw = {**suite_dict(tmp_path, methods=["tiny_nce"]), "plugins": [str(plugin_file[0])]}
+    with pytest.raises(ConfigError, match=r"(?s)methods.tiny_nce .*single_image.*does not say how it follows "
+                                          r"a task's patch policy \(Method.patch_settings\)"):
+        suite_from_dict(raw, str(tmp_path / "suite.yaml"), tmp_path)
+
+
+def test_the_imposed_settings_are_in_the_resolved_config_and_the_protocol_line(tmp_path):
+    from benchmark.runner import task_imposed_note
+    runs = {r.method.label: r for r in expand(suite_from_dict(suite_dict(
+        tmp_path, methods=["none", "sincut", {"name": "cut", "label": "cut4", "params": {"num_patches": 4}}])))}
+    imposed = {"num_patches": 1, "nce_includes_all_negatives_from_minibatch": True}
+    assert runs["sincut"].resolved_config()["method"]["task_imposed"] == imposed
+    assert task_imposed_note(runs["sincut"]) == {
+        "task_imposed": "num_patches=1, nce_includes_all_negatives_from_minibatch=True"}
+    assert runs["cut4"].task_imposed == {"nce_includes_all_negatives_from_minibatch": True}  # its own value wins
+    assert "task_imposed" not in runs["none"].resolved_config()["method"] and task_imposed_note(runs["none"]) == {}
 
 
 def test_single_image_task_refuses_an_unpaired_dataset(tmp_path):

@@ -16,7 +16,7 @@ from typing import ClassVar, Sequence
 
 import torch
 
-from ..base import Method, TranslationPair
+from ..base import Method, PatchPolicy, TranslationPair
 from .heads import ProjectionHeads, heads_for_pair
 from .patches import PatchEmbeddings, encode_pair, sample_keys_queries
 
@@ -87,6 +87,17 @@ class PatchNCEMethod(PatchContrastiveMethod):
     ``self.heads`` are built on the first batch, sized from the encoder's features."""
 
     params: PatchNCEParams
+
+    @classmethod
+    def patch_settings(cls, policy: PatchPolicy, params) -> dict:
+        """SinCUT's way: ``num_patches`` locations per image, and with negatives across the batch
+        ``nce_includes_all_negatives_from_minibatch``."""
+        overrides = {}
+        if policy.patches_per_image is not None:
+            overrides["num_patches"] = policy.patches_per_image
+        if policy.negatives_across_batch:
+            overrides["nce_includes_all_negatives_from_minibatch"] = True
+        return overrides
 
     def __init__(self, params: PatchNCEParams):
         super().__init__(params)

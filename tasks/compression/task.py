@@ -43,6 +43,7 @@ from ..base import (Task, distribute, linear_decay_schedulers, restore_training_
 from ..data import UnpairedBatches, seeded_generator, to_model_range
 from ..evaluation import count_images, sharded_outputs_and_features
 from ..networks import GANLoss, NLayerDiscriminator, init_weights
+from ..optimizer_steps import run_optimizers, step_generator_side, step_schedulers
 from ..validation import TranslationValidation, hold_out_sides
 from .evaluation import CompressionScorer, held_out_indices
 from .data import PairedBatches
@@ -137,7 +138,7 @@ class CompressionTask(Task):
         distribute(self.ctx, self.method, self._modules(), self._optimizers())
 
     def _optimizers(self) -> list[torch.optim.Optimizer]:
-        return [self.opt_G, self.opt_D, *self.method.optimizers.values()]
+        return run_optimizers([self.opt_G, self.opt_D], self.method)
 
     def _batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Batch ``step`` (this rank's share of it under torchrun) on the device, in [-1, 1]."""
@@ -214,12 +215,8 @@ class CompressionTask(Task):
         loss_g = loss_gan + loss_recon + loss_distill + sum(terms.values(), s_out.new_zeros(()))
         loss_g.backward()
         self.opt_D.step()
-        self.opt_G.step()
-        for opt in self.method.optimizers.values():
-            opt.step()
-        self.method.after_generator_step()
-        for scheduler in self.schedulers:
-            scheduler.step()
+        step_generator_side([self.opt_G], self.method)
+        step_schedulers(self.schedulers)
         self.step += 1
         logs = dict(aux.logs)
         logs.update(D=loss_d.item(), G_GAN=loss_gan.item(), recon=loss_recon.item(),
