@@ -418,20 +418,22 @@ def _check_dataset_kinds(tasks: list[Component], datasets: list[Component], wher
                 "tasks that need different kinds of data in separate suites")
 
 
-def _check_capabilities(tasks: list[Component], methods: list[Component], where: str) -> None:
-    """Every task must offer what every method of the suite requires of it (``Method.required_capabilities``
-    against ``Task.capabilities``, e.g. CycleGAN's second generator)."""
-    for task in tasks:
-        offered = getattr(task.cls, "capabilities", frozenset())
-        for method in methods:
-            missing = sorted(set(getattr(method.cls, "required_capabilities", ())) - set(offered))
-            if missing:
-                able = [name for name in registry.TASKS.names()
-                        if set(missing) <= set(getattr(registry.TASKS.get(name), "capabilities", ()))]
-                raise ConfigError(
-                    f"{where}: method '{method.label}' ({method.cls.registry_name}) needs a task that can "
-                    f"provide {', '.join(missing)}; task '{task.label}' ({task.cls.registry_name}) cannot. "
-                    f"Tasks that can: {', '.join(able) or 'none'}")
+def _check_capabilities(runs: list[Run], where: str) -> None:
+    """Every run's task, with the run's options, must offer what its method requires of it
+    (``Method.required_capabilities`` against ``Task.capabilities_for``, e.g. CycleGAN's second
+    generator, or a gradient through the output's pixels)."""
+    for run in runs:
+        task, method = run.task, run.method
+        offered = task.cls.capabilities_for(run.task_options)
+        missing = sorted(set(getattr(method.cls, "required_capabilities", ())) - set(offered))
+        if missing:
+            able = [name for name in registry.TASKS.names()
+                    if set(missing) <= set(getattr(registry.TASKS.get(name), "capabilities", ()))]
+            options = " with its options in this run" if set(missing) <= set(task.cls.capabilities) else ""
+            raise ConfigError(
+                f"{where}: method '{method.label}' ({method.cls.registry_name}) needs a task that can "
+                f"provide {', '.join(missing)}; task '{task.label}' ({task.cls.registry_name}) cannot"
+                f"{options}. Tasks that can: {', '.join(able) or 'none'}")
 
 
 def _resolve_mapping(kind: str, reg: registry.Registry, raw: dict, where: str) -> list[Component]:
@@ -533,9 +535,9 @@ def suite_from_dict(raw: dict, source: str = "<dict>", base_dir: Path | None = N
     _check_task_override_keys(methods, tasks, f"{where}: methods")
     _check_task_override_keys(datasets, tasks, f"{where}: datasets")
     _check_dataset_kinds(tasks, datasets, where)
-    _check_capabilities(tasks, methods, where)
     suite = Suite(settings, tasks, datasets, methods, source, base_dir, raw=applied)
     suite.runs = expand_runs(suite)
+    _check_capabilities(suite.runs, where)
     _check_validation(suite, where)
     return suite
 

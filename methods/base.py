@@ -108,6 +108,13 @@ CYCLE_CONSISTENCY = "cycle_consistency"
 discriminator on domain A, cycle and identity losses, see ``Method.cycle_consistency``)."""
 
 
+OUTPUT_GRADIENT = "output_gradient"
+"""A task capability: ``pair.output`` is the generator's translation, carrying its gradient, so a
+loss on its pixels (e.g. through a frozen VGG16) trains the generator. A task may hand a method the
+source image as ``output`` instead (the multi-modal task's fork, ``patch_query: source``), where only
+losses on the task's encoder features (``pair.encode``) reach the generator."""
+
+
 @dataclass(frozen=True)
 class PatchPolicy:
     """What a task's data allow a method that contrasts patches of an image (``Task.patch_policy``);

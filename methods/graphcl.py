@@ -31,7 +31,7 @@ from torch import nn
 
 from benchmark.core.registry import register_method
 
-from .base import PatchPolicy, TranslationPair, flip_back
+from .base import OUTPUT_GRADIENT, PatchPolicy, TranslationPair, flip_back
 from .shared.graphs import TAGConv, add_self_loops, symmetric_normalize, threshold_adjacency, top_k_pool
 from .shared.heads import l2_normalize
 from .shared.nce import DIAGONAL_FILL, info_nce
@@ -139,6 +139,8 @@ class GraphCL(PatchContrastiveMethod):
 
     Params = GraphCLParams
     presets = {"graphcl": dict(README_SETTINGS)}
+
+    required_capabilities = frozenset({OUTPUT_GRADIENT})  # its loss is on the output's pixels (frozen VGG16)
 
     @classmethod
     def required_weights(cls, params: GraphCLParams) -> list[str]:

@@ -113,6 +113,11 @@ class Task:
     options, its refusal refuses the pair). None: no limit."""
 
     @classmethod
+    def capabilities_for(cls, options) -> frozenset[str]:
+        """The capabilities a run with these options offers (the default: all of ``capabilities``)."""
+        return cls.capabilities
+
+    @classmethod
     def required_weights(cls, options) -> list[str]:
         """Keys of :data:`benchmark.core.weights.WEIGHT_FILES` that runs with these options need
         (the FID network is always needed and need not be listed)."""

@@ -36,7 +36,7 @@ from benchmark.core.hashing import content_hash, state_dict_hash
 from benchmark.core.images import SubsetImageSet
 from benchmark.core.metrics.macs import count_macs, count_parameters
 from benchmark.core.registry import register_task
-from methods.base import OptimizerDefaults, TranslationPair
+from methods.base import OUTPUT_GRADIENT, OptimizerDefaults, TranslationPair
 
 from ..base import (Task, distribute, linear_decay_schedulers, restore_training_state, set_requires_grad,
                     training_state)
@@ -77,6 +77,7 @@ class CompressionTask(Task):
     Options = CompressionOptions
     dataset_kinds = ("unpaired", "paired")
     trains_distributed = True
+    capabilities = frozenset({OUTPUT_GRADIENT})
 
     @property
     def paired(self) -> bool:

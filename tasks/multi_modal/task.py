@@ -25,7 +25,7 @@ import torch
 from benchmark.core.errors import ConfigError
 from benchmark.core.context import Evaluation, RunContext
 from benchmark.core.registry import register_task
-from methods.base import OptimizerDefaults, TranslationPair
+from methods.base import OUTPUT_GRADIENT, OptimizerDefaults, TranslationPair
 
 from ..base import Task, distribute, set_requires_grad
 from ..optimizer_steps import run_optimizers, step_generator_side
@@ -161,6 +161,13 @@ class MultiModalTask(Task):
     Options = MultiModalOptions
     trains_distributed = True
     dataset_kinds = ("multi_domain",)
+    capabilities = frozenset({OUTPUT_GRADIENT})
+
+    @classmethod
+    def capabilities_for(cls, options: MultiModalOptions) -> frozenset[str]:
+        """The fork (``patch_query: source``) hands the method the source image as ``output``: no
+        gradient flows through its pixels, only through the encoder's features of it."""
+        return cls.capabilities if options.patch_query == "output" else cls.capabilities - {OUTPUT_GRADIENT}
 
     @classmethod
     def required_weights(cls, options: MultiModalOptions) -> list[str]:

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from benchmark.core.context import Evaluation, RunContext
 from benchmark.core.errors import ConfigError
 from benchmark.core.registry import register_task
-from methods.base import OptimizerDefaults, PatchPolicy
+from methods.base import OUTPUT_GRADIENT, OptimizerDefaults, PatchPolicy
 
 from ..adversarial_steps import GeneratorDiscriminatorSteps
 from ..base import Task, distribute, linear_decay_schedulers, restore_training_state, training_state
@@ -107,6 +107,7 @@ class SingleImageTask(GeneratorDiscriminatorSteps, Task):
     Options = SingleImageOptions
     trains_distributed = True
     dataset_kinds = ("single_image",)
+    capabilities = frozenset({OUTPUT_GRADIENT})
     patch_policy = PatchPolicy(patches_per_image=1, negatives_across_batch=True,
                                why="each crop is a zoomed patch of the one training image: SinCUT's one "
                                    "patch per crop, its negatives the other crops of the batch")

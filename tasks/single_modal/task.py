@@ -20,7 +20,7 @@ import torch
 from benchmark.core.context import Evaluation, RunContext
 from benchmark.core.errors import ConfigError
 from benchmark.core.registry import register_task
-from methods.base import CYCLE_CONSISTENCY, Method, OptimizerDefaults
+from methods.base import CYCLE_CONSISTENCY, OUTPUT_GRADIENT, Method, OptimizerDefaults
 
 from ..acceleration import Acceleration, AccelerationOptions
 from ..adversarial_steps import GeneratorDiscriminatorSteps
@@ -82,7 +82,7 @@ class SingleModalTask(GeneratorDiscriminatorSteps, Task):
     trains_distributed = True
     dataset_kinds = ("unpaired", "paired")
     """Paired data trains it too, as unpaired data (CUT trains Cityscapes label->photo unpaired)."""
-    capabilities = frozenset({CYCLE_CONSISTENCY})
+    capabilities = frozenset({CYCLE_CONSISTENCY, OUTPUT_GRADIENT})
 
     def _generator(self) -> ResnetGenerator:
         o = self.options
