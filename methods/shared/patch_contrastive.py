@@ -17,7 +17,7 @@ from typing import ClassVar, Sequence
 import torch
 
 from ..base import Method, PatchPolicy, TranslationPair
-from .heads import ProjectionHeads, heads_for_pair
+from .heads import ProjectionHeads, feature_channels
 from .patches import PatchEmbeddings, encode_pair, sample_keys_queries
 
 
@@ -114,7 +114,7 @@ class PatchNCEMethod(PatchContrastiveMethod):
 
     def initialize(self, pair: TranslationPair) -> None:
         """CUT's data-dependent initialisation: heads sized from the encoder's features."""
-        self.heads = heads_for_pair(pair, self.params.netF_nc, self.params.use_mlp)
+        self.heads = self.projection_heads(feature_channels(pair)).to(pair.source.device)
 
     def embed_patches(self, pair: TranslationPair, source: torch.Tensor, output: torch.Tensor,
                       ids: Sequence[torch.Tensor] | None = None) -> PatchEmbeddings:
