@@ -15,7 +15,12 @@ Life cycle, driven by the task:
    method's own adversarial or head-training step, if any), logs ``aux.logs``, computes
    ``method.generator_losses(pair, aux.computed)``, adds them to its GAN loss, back-propagates once,
    steps the generator and ``method.optimizers['heads']`` (if present), then calls
-   ``method.after_generator_step()``.
+   ``method.after_generator_step()`` (``tasks/optimizer_steps.py``). Any other optimiser of the
+   method is its own: it steps it inside ``auxiliary_step``, and the task never does.
+
+Before any of this, when the config is loaded: a task with a :class:`PatchPolicy` asks
+``patch_settings`` how the method follows it, and a task must offer the method's
+``required_capabilities`` with the run's options (``Task.capabilities_for``).
 
 Data flows only through arguments and return values: what ``auxiliary_step`` computed for reuse
 (features, instance vectors) comes back in ``AuxiliaryStep.computed`` and the task hands it to
