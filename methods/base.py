@@ -133,6 +133,11 @@ class PatchPolicy:
     why: str = ""
     """The reason, in the task's words (for the protocol line and refusals)."""
 
+    @property
+    def limits(self) -> bool:
+        """Whether the policy limits anything (a method that samples patches freely must answer it)."""
+        return self.patches_per_image is not None or self.negatives_across_batch
+
     def describe(self) -> str:
         parts = []
         if self.patches_per_image is not None:

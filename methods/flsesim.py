@@ -257,10 +257,9 @@ class FLSeSim(Method):
 
     @classmethod
     def patch_settings(cls, policy: PatchPolicy, params: FLSeSimParams) -> dict | str:
-        if policy.patches_per_image is None and not policy.negatives_across_batch:
-            return {}
-        return ("its loss compares the self-similarity maps of patch_nums query locations within each "
-                "image and has no setting that limits them per image or takes its comparisons across the batch")
+        return ("its loss compares the self-similarity maps of patch_nums query locations within each image "
+                "and has no setting that limits them per image or takes its comparisons across the batch"
+                if policy.limits else {})
 
     def __init__(self, params: FLSeSimParams):
         super().__init__(params)

@@ -148,10 +148,9 @@ class GraphCL(PatchContrastiveMethod):
 
     @classmethod
     def patch_settings(cls, policy: PatchPolicy, params: GraphCLParams) -> dict | str:
-        if policy.patches_per_image is None and not policy.negatives_across_batch:
-            return {}
-        return ("its negatives are the other nodes of each image's own graph of num_patches patches: with "
-                "one patch per image there are none, and it has no setting that takes them from the other images")
+        return ("its negatives are the other nodes of each image's own graph of num_patches patches: with one "
+                "patch per image there are none, and it has no setting that takes them from the other images"
+                if policy.limits else {})
 
     def __init__(self, params: GraphCLParams):
         super().__init__(params)
