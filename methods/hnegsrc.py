@@ -78,8 +78,8 @@ class HnegSRCParams(PatchNCEParams):
     the hardness weights on CUT's PatchNCE; the official code has no such switch)."""
     head_width: Literal["netF_nc", "features"] = "netF_nc"
     """Width of the projection heads: ``netF_nc`` (CUT's header, ``Single-modal/``, ``Multimodal/``) or
-    each layer's feature width ('features': ``Compression/``'s ``SuperMLP``, 4 x the teacher's ngf
-    at its hooks)."""
+    the widest feature layer's width ('features': ``Compression/``'s ``SuperMLP``, 4 x the teacher's
+    ngf, the width of every hook)."""
     head_init: Literal["xavier", "normal"] = "xavier"
     """The heads' initialisation, gain 0.02: xavier-normal (CUT's ``init_type xavier``) or normal(0,
     0.02) (``Compression/``: ``networks.init_net`` with its defaults)."""

@@ -117,6 +117,7 @@ REFUSED = {
 """Every pair refused when the config is loaded, with (a part of) its reason."""
 
 
+
 @pytest.fixture(scope="module")
 def plugins(plugin_file, tmp_path_factory):
     """The README's plugin example and the third-party plugin, as files a config names."""
@@ -214,9 +215,18 @@ CASES = [(t, m, None) for t in TASKS for m in _method_names()] + [
     ("multi_modal", m, {"patch_query": "output"}) for m in ("fsesim", "lsesim", "graphcl")]
 
 
-@pytest.mark.parametrize("task_name, method_name, task_options", CASES,
-                         ids=[f"{t}-{m}" + ("-" + "-".join(f"{k}={v}" for k, v in o.items()) if o else "")
-                              for t, m, o in CASES])
+KNOWN_FAILURES = {("multi_modal", "hnegsrc_compression"): (
+    "open: the official compression header (normal(0, 0.02), as wide as the features) is 4 units wide on "
+    "this test's 4-channel multi-modal features; its L2-normalised outputs are near zero and the first "
+    "heads step turns the losses NaN (the preset is the compression task's; its hooks are 4 x ngf wide)")}
+"""Pairs that break the contract today, each with what is wrong; strict, so a fix must remove it."""
+
+
+@pytest.mark.parametrize("task_name, method_name, task_options", [
+    pytest.param(t, m, o, marks=[pytest.mark.xfail(reason=KNOWN_FAILURES[t, m], strict=True)]
+                 if (t, m) in KNOWN_FAILURES and not o else [],
+                 id=f"{t}-{m}" + ("-" + "-".join(f"{k}={v}" for k, v in o.items()) if o else ""))
+    for t, m, o in CASES])
 def test_contract(task_name, method_name, task_options, plugins, tmp_path_factory):
     out = tmp_path_factory.mktemp(f"{task_name}_{method_name}")
     loaded = _load(task_name, method_name, out, plugins, task_options)

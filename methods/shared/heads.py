@@ -37,12 +37,15 @@ class ProjectionHeads(nn.Module):
 
     def __init__(self, channels: Sequence[int], dim: int | None = 256, use_mlp: bool = True,
                  init_gain: float = 0.02, init: Literal["xavier", "normal"] = "xavier"):
-        """``dim`` None: each layer's head as wide as its features (Hneg-SRC's compression header)."""
+        """``dim`` None: as wide as the widest feature layer (Hneg-SRC's compression header, whose hooks
+        are all 4 x the teacher's ngf wide; a narrower layer, e.g. an RGB input, is not squeezed to a
+        few units, where the L2 normalisation of a near-zero output blew up to NaN)."""
         super().__init__()
         self.use_mlp = use_mlp
+        dim = dim or max(channels)
         self.mlps = nn.ModuleList(
-            nn.Sequential(nn.Linear(c, dim or c), nn.ReLU(), nn.Linear(dim or c, dim or c)) if use_mlp
-            else nn.Identity() for c in channels)
+            nn.Sequential(nn.Linear(c, dim), nn.ReLU(), nn.Linear(dim, dim)) if use_mlp else nn.Identity()
+            for c in channels)
         init_linear_(self, init, init_gain)
 
     def forward(self, samples: Sequence[torch.Tensor]) -> list[torch.Tensor]:
