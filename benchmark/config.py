@@ -234,8 +234,11 @@ class Run:
     seed: int
     task_options: Any
     method_options: Any = None
-    """The method's options in this run: the method entry's, on top of the task's patch settings
-    (``Task.method_defaults``) where the method has such an option; None = the entry's own."""
+    """The method's options in this run: the method entry's, on top of the settings the task's patch
+    policy imposed (``task_imposed``); None = the entry's own."""
+    task_imposed: dict = field(default_factory=dict)
+    """The method options the task's patch policy set (``Task.patch_policy``, as the method answered
+    it), shown in the resolved config and the report's protocol line."""
 
     def __post_init__(self):
         if self.method_options is None:
@@ -270,7 +273,9 @@ class Run:
         existed ran with its default)."""
         return {"task": {"options": field_defaults(self.task.cls.Options)},
                 "dataset": {"options": field_defaults(self.dataset.cls.Options)},
-                "method": {"options": field_defaults(self.method.cls.Params)},
+                # task_imposed restates method options compared already: a run made before it was
+                # recorded differs only if those options do.
+                "method": {"options": field_defaults(self.method.cls.Params), "task_imposed": dict(self.task_imposed)},
                 "evaluation": field_defaults(type(self.suite.settings.evaluation)),
                 "validation": field_defaults(type(self.suite.settings.validation))}
 
@@ -280,7 +285,8 @@ class Run:
             "seed": self.seed,
             "task": {"type": self.task.cls.registry_name, "options": to_dict(self.task_options)},
             "dataset": self.dataset.as_dict(),
-            "method": {**self.method.as_dict(), "options": to_dict(self.method_options)},
+            "method": {**self.method.as_dict(), "options": to_dict(self.method_options),
+                       **({"task_imposed": dict(self.task_imposed)} if self.task_imposed else {})},
             "evaluation": to_dict(self.suite.settings.evaluation),
             "validation": to_dict(self.suite.settings.validation),
         }
@@ -376,20 +382,38 @@ def resolve_task_options(task: Component, method: Component, where: str,
     return build(task.cls.Options, _merged(defaults, task.raw, per_dataset, own), here)
 
 
-def resolve_method_options(task: Component, method: Component, where: str) -> Any:
-    """The options of ``method`` in runs of ``task``: the task's patch settings
-    (``Task.method_defaults``, e.g. the single-image task's one patch per crop with negatives from the
-    other crops), for the options the method has, then the method entry's preset and ``params``. A
-    method that cannot work with those settings says why here, when the config is loaded."""
-    defaults = getattr(task.cls, "method_defaults", None) or {}
-    fields = method.cls.Params.__dataclass_fields__
-    applied = {k: v for k, v in defaults.items() if k in fields and k not in method.raw}
-    if not applied:
-        return method.options
-    settings = ", ".join(f"{k}: {v}" for k, v in applied.items())
+def missing_capabilities(task_cls: type, task_options: Any, method_cls: type) -> list[str]:
+    """What ``method_cls`` requires (``required_capabilities``) that ``task_cls`` does not offer with
+    ``task_options`` (``Task.capabilities_for``)."""
+    return sorted(set(getattr(method_cls, "required_capabilities", ())) - set(task_cls.capabilities_for(task_options)))
+
+
+def task_imposed_settings(task: Component, method: Component, where: str) -> dict:
+    """The method options that ``task``'s patch policy (``Task.patch_policy``) imposes on ``method``,
+    as the method itself answers it (``Method.patch_settings``), less those its config entry sets;
+    {} without a policy. A method that cannot follow the policy is refused here, with its reason."""
+    policy = getattr(task.cls, "patch_policy", None)
+    if policy is None:
+        return {}
+    answer = method.cls.patch_settings(policy, method.options)
+    if isinstance(answer, str):
+        raise ConfigError(f"{where}: methods.{method.label} ({method.cls.registry_name}) cannot run in task "
+                          f"'{task.label}' ({task.cls.registry_name}), whose patch policy is "
+                          f"{policy.describe()}: {answer}")
+    return {k: v for k, v in answer.items() if k not in method.raw}
+
+
+def resolve_method_options(task: Component, method: Component, where: str) -> tuple[Any, dict]:
+    """The options of ``method`` in runs of ``task`` and the settings the task imposed: the method's
+    answer to the task's patch policy (:func:`task_imposed_settings`), then the entry's preset and
+    ``params``, checked by the method's own option checks."""
+    imposed = task_imposed_settings(task, method, where)
+    if not imposed:
+        return method.options, {}
+    settings = ", ".join(f"{k}: {v}" for k, v in imposed.items())
     here = (f"{where}: methods.{method.label} in task '{task.label}' ({task.cls.registry_name}), whose "
-            f"patch settings are {settings}")
-    return build(method.cls.Params, {**applied, **method.raw}, here)
+            f"patch policy sets {settings}")
+    return build(method.cls.Params, {**imposed, **method.raw}, here), imposed
 
 
 def expand_runs(suite: Suite) -> list[Run]:
@@ -399,7 +423,7 @@ def expand_runs(suite: Suite) -> list[Run]:
                for t in suite.tasks for d in suite.datasets for m in suite.methods}
     method_options = {(t.label, m.label): resolve_method_options(t, m, suite.source)
                       for t in suite.tasks for m in suite.methods}
-    return [Run(suite, t, d, m, seed, options[(t.label, d.label, m.label)], method_options[(t.label, m.label)])
+    return [Run(suite, t, d, m, seed, options[(t.label, d.label, m.label)], *method_options[(t.label, m.label)])
             for t in suite.tasks for d in suite.datasets for m in suite.methods for seed in suite.settings.seeds]
 
 
@@ -420,20 +444,21 @@ def _check_dataset_kinds(tasks: list[Component], datasets: list[Component], wher
                 "tasks that need different kinds of data in separate suites")
 
 
-def _check_capabilities(tasks: list[Component], methods: list[Component], where: str) -> None:
-    """Every task must offer what every method of the suite requires of it (``Method.required_capabilities``
-    against ``Task.capabilities``, e.g. CycleGAN's second generator)."""
-    for task in tasks:
-        offered = getattr(task.cls, "capabilities", frozenset())
-        for method in methods:
-            missing = sorted(set(getattr(method.cls, "required_capabilities", ())) - set(offered))
-            if missing:
-                able = [name for name in registry.TASKS.names()
-                        if set(missing) <= set(getattr(registry.TASKS.get(name), "capabilities", ()))]
-                raise ConfigError(
-                    f"{where}: method '{method.label}' ({method.cls.registry_name}) needs a task that can "
-                    f"provide {', '.join(missing)}; task '{task.label}' ({task.cls.registry_name}) cannot. "
-                    f"Tasks that can: {', '.join(able) or 'none'}")
+def _check_capabilities(runs: list[Run], where: str) -> None:
+    """Every run's task, with the run's options, must offer what its method requires of it
+    (``Method.required_capabilities`` against ``Task.capabilities_for``, e.g. CycleGAN's second
+    generator, or a gradient through the output's pixels)."""
+    for run in runs:
+        task, method = run.task, run.method
+        missing = missing_capabilities(task.cls, run.task_options, method.cls)
+        if missing:
+            able = [name for name in registry.TASKS.names()
+                    if set(missing) <= set(getattr(registry.TASKS.get(name), "capabilities", ()))]
+            options = " with its options in this run" if set(missing) <= set(task.cls.capabilities) else ""
+            raise ConfigError(
+                f"{where}: method '{method.label}' ({method.cls.registry_name}) needs a task that can "
+                f"provide {', '.join(missing)}; task '{task.label}' ({task.cls.registry_name}) cannot"
+                f"{options}. Tasks that can: {', '.join(able) or 'none'}")
 
 
 def _resolve_mapping(kind: str, reg: registry.Registry, raw: dict, where: str) -> list[Component]:
@@ -544,9 +569,9 @@ def suite_from_dict(raw: dict, source: str = "<dict>", base_dir: Path | None = N
     _check_task_override_keys(methods, tasks, f"{where}: methods")
     _check_task_override_keys(datasets, tasks, f"{where}: datasets")
     _check_dataset_kinds(tasks, datasets, where)
-    _check_capabilities(tasks, methods, where)
     suite = Suite(settings, tasks, datasets, methods, source, base_dir, raw=applied)
     suite.runs = expand_runs(suite)
+    _check_capabilities(suite.runs, where)
     _check_validation(suite, where)
     return suite
 

@@ -4,14 +4,14 @@ it and why the others refuse it. :func:`configuration_reference` writes the same
 name as docs/configuration.md (tests/test_describe.py regenerates it and compares).
 
 Acceptance is decided by the code that loads a config, not restated here: a task refuses a method
-when it lacks one of the method's ``required_capabilities``, or when the method's options cannot take
-the task's patch settings (``Task.method_defaults``, built exactly as :func:`benchmark.config.
-resolve_method_options` builds them); a dataset, when its kind is not one of ``Task.dataset_kinds``.
+when it lacks one of the method's ``required_capabilities`` (:func:`benchmark.config.
+missing_capabilities`), or when the method cannot follow the task's patch policy
+(``Method.patch_settings``); a dataset, when its kind is not one of ``Task.dataset_kinds``.
 """
 from __future__ import annotations
 
 from . import plugins
-from .config import find_method
+from .config import find_method, missing_capabilities
 from .core import registry
 from .core.errors import ConfigError
 from .core.settings import build
@@ -82,21 +82,23 @@ def _options_table(options: list[OptionDoc], overrides: dict | None = None, pref
 
 
 def method_refusal(method_cls: type, preset: str, task_cls: type) -> str | None:
-    """Why ``task_cls`` refuses the method (with ``preset``'s params), or None when it accepts it."""
-    missing = sorted(set(getattr(method_cls, "required_capabilities", ())) - set(getattr(task_cls, "capabilities", ())))
+    """Why ``task_cls`` refuses the method (with ``preset``'s params), or None when it accepts it:
+    the config loader's own checks, with the task's default options and the method's paper settings
+    for it (``task_defaults``)."""
+    fields = task_cls.Options.__dataclass_fields__
+    task_options = build(task_cls.Options, {k: v for k, v in method_cls.task_defaults.items() if k in fields},
+                         "task options")
+    missing = missing_capabilities(task_cls, task_options, method_cls)
     if missing:
-        return f"the method needs {', '.join(missing)}, which the task cannot provide"
-    params = dict(method_cls.presets.get(preset, {}))
-    fields = method_cls.Params.__dataclass_fields__
-    applied = {k: v for k, v in (getattr(task_cls, "method_defaults", None) or {}).items()
-               if k in fields and k not in params}
-    if applied:
-        try:
-            build(method_cls.Params, {**applied, **params}, "params")
-        except ConfigError as exc:
-            settings = ", ".join(f"{k}: {v}" for k, v in applied.items())
-            return f"with the task's patch settings ({settings}): {exc}"
-    return None
+        able = set(missing) <= set(task_cls.capabilities)
+        return (f"the method needs {', '.join(missing)}, which the task cannot provide"
+                + (" with its default options (see its options)" if able else ""))
+    policy = getattr(task_cls, "patch_policy", None)
+    if policy is None:
+        return None
+    params = build(method_cls.Params, dict(method_cls.presets.get(preset, {})), "params")
+    answer = method_cls.patch_settings(policy, params)
+    return f"its patch policy is {policy.describe()}: {answer}" if isinstance(answer, str) else None
 
 
 def _dataset_refusal(dataset_cls: type, task_cls: type) -> str | None:
@@ -142,8 +144,9 @@ def describe_task(name: str, builtin: bool = False) -> str:
     lines = [f"### task `{name}`", "", _doc(cls), "", f"Class: `{cls.__module__}.{cls.__qualname__}`.", "",
              f"Trains on dataset kinds {kinds}: {', '.join(f'`{d}`' for d in datasets) or 'none registered'}.",
              f"Capabilities: {', '.join(sorted(cls.capabilities)) or 'none beyond asking a method for losses'}."]
-    if getattr(cls, "method_defaults", None):
-        lines.append(f"Patch settings given to every method that has these options: {cls.method_defaults}.")
+    if getattr(cls, "patch_policy", None) is not None:
+        lines.append(f"Patch policy (each method answers it in `patch_settings`, or is refused): "
+                     f"{cls.patch_policy.describe()}.")
     lines += ["", "Options (`tasks.<label>:`):", *_options_table(options_of(cls.Options)), "", "Methods:"]
     for method in _names(registry.METHODS, builtin):
         mcls = registry.METHODS.get(method)

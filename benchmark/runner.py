@@ -94,6 +94,13 @@ def check_config(run: Run, write: bool = True, log=print) -> None:
     run.folder.bind(write, log)
 
 
+def task_imposed_note(run: Run) -> dict[str, str]:
+    """The protocol entry naming the method options the task's patch policy set ({} if none)."""
+    if not run.task_imposed:
+        return {}
+    return {"task_imposed": ", ".join(f"{k}={v}" for k, v in run.task_imposed.items())}
+
+
 class Runner:
     def __init__(self, suite: Suite, progress: SuiteProgress | None = None,
                  distributed: Distributed | None = None, redo_broken: bool = False):
@@ -222,7 +229,8 @@ class Runner:
             "method": run.method.label, "method_type": run.method.cls.registry_name,
             "preset": run.method.preset, "seed": run.seed, "steps": task.step,
             "metrics": result.metrics,
-            "protocol": {**result.protocol, **task.method.protocol_notes(), "checkpoint": "last"},
+            "protocol": {**result.protocol, **task.method.protocol_notes(), **task_imposed_note(run),
+                         "checkpoint": "last"},
             "train_seconds": round(train_seconds, 1), "eval_seconds": round(time.perf_counter() - started, 1),
             "device": str(self.device), "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
         }

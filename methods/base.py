@@ -15,7 +15,12 @@ Life cycle, driven by the task:
    method's own adversarial or head-training step, if any), logs ``aux.logs``, computes
    ``method.generator_losses(pair, aux.computed)``, adds them to its GAN loss, back-propagates once,
    steps the generator and ``method.optimizers['heads']`` (if present), then calls
-   ``method.after_generator_step()``.
+   ``method.after_generator_step()`` (``tasks/optimizer_steps.py``). Any other optimiser of the
+   method is its own: it steps it inside ``auxiliary_step``, and the task never does.
+
+Before any of this, when the config is loaded: a task with a :class:`PatchPolicy` asks
+``patch_settings`` how the method follows it, and a task must offer the method's
+``required_capabilities`` with the run's options (``Task.capabilities_for``).
 
 Data flows only through arguments and return values: what ``auxiliary_step`` computed for reuse
 (features, instance vectors) comes back in ``AuxiliaryStep.computed`` and the task hands it to
@@ -108,6 +113,40 @@ CYCLE_CONSISTENCY = "cycle_consistency"
 discriminator on domain A, cycle and identity losses, see ``Method.cycle_consistency``)."""
 
 
+OUTPUT_GRADIENT = "output_gradient"
+"""A task capability: ``pair.output`` is the generator's translation, carrying its gradient, so a
+loss on its pixels (e.g. through a frozen VGG16) trains the generator. A task may hand a method the
+source image as ``output`` instead (the multi-modal task's fork, ``patch_query: source``), where only
+losses on the task's encoder features (``pair.encode``) reach the generator."""
+
+
+@dataclass(frozen=True)
+class PatchPolicy:
+    """What a task's data allow a method that contrasts patches of an image (``Task.patch_policy``);
+    each method answers with :meth:`Method.patch_settings` when the config is loaded."""
+
+    patches_per_image: int | None = None
+    """Patch locations per image and feature layer the task's data allow; None = no limit."""
+    negatives_across_batch: bool = False
+    """A query's negatives must come from the other images of the batch: its own image offers
+    none (with one patch per image there is no other patch of it)."""
+    why: str = ""
+    """The reason, in the task's words (for the protocol line and refusals)."""
+
+    @property
+    def limits(self) -> bool:
+        """Whether the policy limits anything (a method that samples patches freely must answer it)."""
+        return self.patches_per_image is not None or self.negatives_across_batch
+
+    def describe(self) -> str:
+        parts = []
+        if self.patches_per_image is not None:
+            parts.append(f"{self.patches_per_image} patch(es) per image")
+        if self.negatives_across_batch:
+            parts.append("negatives only from the other images of the batch")
+        return ", ".join(parts) + (f" ({self.why})" if self.why else "")
+
+
 @dataclass(frozen=True)
 class OptimizerDefaults:
     """The task's optimiser settings, which a method's own optimisers follow unless it says otherwise."""
@@ -147,6 +186,15 @@ class Method(nn.Module):
         """Keys of :data:`benchmark.core.weights.WEIGHT_FILES` that the method needs with ``params``
         (``python -m benchmark weights`` and ``run`` check them before training)."""
         return []
+
+    @classmethod
+    def patch_settings(cls, policy: PatchPolicy, params) -> dict[str, Any] | str:
+        """How the method follows a task's :class:`PatchPolicy`: the parameter overrides that make
+        ``params`` honour it ({} = they already do), or why it cannot (the pair is then refused
+        when the config is loaded). The default refuses: a method must say how it takes patches
+        before a task that limits them runs it."""
+        return (f"method '{getattr(cls, 'registry_name', cls.__name__)}' does not say how it follows a "
+                "task's patch policy (Method.patch_settings)")
 
     # -- what the task needs to know -------------------------------------------------------------
     @property

@@ -17,7 +17,7 @@ import torch
 
 from benchmark.core.registry import register_method
 
-from .base import CYCLE_CONSISTENCY, CycleConsistency, Method, TranslationPair
+from .base import CYCLE_CONSISTENCY, CycleConsistency, Method, PatchPolicy, TranslationPair
 
 
 @dataclass
@@ -52,6 +52,10 @@ class CycleGAN(Method):
     # ngf 64, a 3-layer PatchGAN with ndf 64, instance norm, lsgan, Adam 2e-4 (0.5, 0.999), linear
     # decay and no dropout are the task's defaults already.
     task_defaults = {"pool_size": 50, "init_type": "normal", "antialias": False, "antialias_up": False}
+
+    @classmethod
+    def patch_settings(cls, policy: PatchPolicy, params) -> dict:
+        return {}  # no patches: nothing to follow
 
     def cycle_consistency(self) -> CycleConsistency:
         p = self.params

@@ -41,7 +41,7 @@ from torch import nn
 from benchmark.core.distributed import SINGLE_PROCESS, Distributed
 from benchmark.core.registry import register_method
 
-from .base import AuxiliaryStep, Method, OptimizerDefaults, TranslationPair
+from .base import OUTPUT_GRADIENT, AuxiliaryStep, Method, OptimizerDefaults, PatchPolicy, TranslationPair
 from .shared.nce import info_nce
 from .shared.patches import sample_locations
 from .shared.vgg import VGG16_LAYERS, FrozenVGG16, backbone_notes, vgg16_weight_keys
@@ -249,9 +249,17 @@ class FLSeSim(Method):
     task_defaults = {"lr": 1e-4, "pool_size": 50}
     """options/train_options.py defaults used by scripts/train_sc.sh (CUT's are 2e-4 and 0)."""
 
+    required_capabilities = frozenset({OUTPUT_GRADIENT})  # its loss is on the output's pixels (frozen VGG16)
+
     @classmethod
     def required_weights(cls, params: FLSeSimParams) -> list[str]:
         return vgg16_weight_keys(params.vgg_weights)
+
+    @classmethod
+    def patch_settings(cls, policy: PatchPolicy, params: FLSeSimParams) -> dict | str:
+        return ("its loss compares the self-similarity maps of patch_nums query locations within each image "
+                "and has no setting that limits them per image or takes its comparisons across the batch"
+                if policy.limits else {})
 
     def __init__(self, params: FLSeSimParams):
         super().__init__(params)

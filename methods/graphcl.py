@@ -31,7 +31,7 @@ from torch import nn
 
 from benchmark.core.registry import register_method
 
-from .base import TranslationPair, flip_back
+from .base import OUTPUT_GRADIENT, PatchPolicy, TranslationPair, flip_back
 from .shared.graphs import TAGConv, add_self_loops, symmetric_normalize, threshold_adjacency, top_k_pool
 from .shared.heads import l2_normalize
 from .shared.nce import DIAGONAL_FILL, info_nce
@@ -140,9 +140,17 @@ class GraphCL(PatchContrastiveMethod):
     Params = GraphCLParams
     presets = {"graphcl": dict(README_SETTINGS)}
 
+    required_capabilities = frozenset({OUTPUT_GRADIENT})  # its loss is on the output's pixels (frozen VGG16)
+
     @classmethod
     def required_weights(cls, params: GraphCLParams) -> list[str]:
         return vgg16_weight_keys(params.vgg_weights)
+
+    @classmethod
+    def patch_settings(cls, policy: PatchPolicy, params: GraphCLParams) -> dict | str:
+        return ("its negatives are the other nodes of each image's own graph of num_patches patches: with one "
+                "patch per image there are none, and it has no setting that takes them from the other images"
+                if policy.limits else {})
 
     def __init__(self, params: GraphCLParams):
         super().__init__(params)

@@ -45,7 +45,7 @@ from benchmark.core.schedules import linear_ramp
 
 from .base import TranslationPair
 from .shared.dce import hardness_weights, patch_hdce
-from .shared.heads import l2_normalize
+from .shared.heads import ProjectionHeads, l2_normalize
 from .shared.patch_contrastive import PatchNCEMethod, PatchNCEParams
 from .shared.patches import PatchEmbeddings
 
@@ -76,6 +76,16 @@ class HnegSRCParams(PatchNCEParams):
     """The contrastive term: the decoupled loss of the paper ('dce'), or InfoNCE with the positive in
     the denominator ('infonce': the InfoNCE rows of the paper's Table 4 ablation, with SRC and / or
     the hardness weights on CUT's PatchNCE; the official code has no such switch)."""
+    head_width: Literal["netF_nc", "features"] = "netF_nc"
+    """Width of the projection heads: ``netF_nc`` (CUT's header, ``Single-modal/``, ``Multimodal/``) or
+    the widest feature layer's width ('features': ``Compression/``'s ``SuperMLP``, 4 x the teacher's
+    ngf, the width of every hook)."""
+    head_init: Literal["xavier", "normal"] = "xavier"
+    """The heads' initialisation, gain 0.02: xavier-normal (CUT's ``init_type xavier``) or normal(0,
+    0.02) (``Compression/``: ``networks.init_net`` with its defaults)."""
+    hardness_needs_src: bool = False
+    """True = ``Compression/``'s ``SRC_Loss``: with lambda_SRC 0 the hardness weights are dropped
+    (uniform negatives, as ``no_Hneg``); False = ``Single-modal/``: they are used whatever lambda_SRC."""
     hdce_value: Literal["dce", "official"] = "dce"
     """What the logged HDCE numbers are (the gradient is the same): the decoupled loss itself, or the
     official monitoring value (cross entropy with the positive in the denominator)."""
@@ -95,6 +105,8 @@ class HnegSRCParams(PatchNCEParams):
             return f"layer_reduction must be 'mean' or 'sum', got {self.layer_reduction!r}"
         if self.contrastive not in ("dce", "infonce"):
             return f"contrastive must be 'dce' or 'infonce', got {self.contrastive!r}"
+        if self.head_width not in ("netF_nc", "features") or self.head_init not in ("xavier", "normal"):
+            return "head_width must be 'netF_nc' or 'features' and head_init 'xavier' or 'normal'"
         if self.hdce_value not in ("dce", "official"):
             return f"hdce_value must be 'dce' or 'official', got {self.hdce_value!r}"
         return None
@@ -140,10 +152,14 @@ class HnegSRC(PatchNCEMethod):
         "hnegsrc": {"dce_idt": True, "lambda_HDCE": 0.1, "lambda_SRC": 0.05, "use_curriculum": True,
                     "HDCE_gamma": 50.0, "HDCE_gamma_min": 10.0},
         # Compression/ (options/supernet_options.py defaults, which its scripts keep): header on the
-        # four hooks, SRC and hDCE summed over them, gamma 50 -> 10 over the epochs, no identity term.
+        # four hooks, SRC and hDCE summed over them, gamma 50 -> 10 over the epochs, no identity term;
+        # its SuperMLP as wide as the hooks' features (4 x the teacher's ngf), init_net's normal(0,
+        # 0.02), and no hardness weights when lambda_SRC is 0 (distillers/base_resnet_distiller.py,
+        # models/contra_loss.py).
         "hnegsrc_compression": {"dce_idt": False, "lambda_HDCE": 0.1, "lambda_SRC": 10.0, "nce_T": 0.07,
                                 "use_curriculum": True, "HDCE_gamma": 50.0, "HDCE_gamma_min": 10.0,
-                                "num_patches": 256, "layer_reduction": "sum"},
+                                "num_patches": 256, "layer_reduction": "sum", "head_width": "features",
+                                "head_init": "normal", "hardness_needs_src": True},
         # Single-modal/readme.md, cityscapes command (trained there with --direction BtoA).
         "hnegsrc_city": {"dce_idt": True, "lambda_HDCE": 0.1, "lambda_SRC": 0.1, "use_curriculum": True,
                          "HDCE_gamma": 50.0, "HDCE_gamma_min": 10.0, "step_gamma": True,
@@ -153,6 +169,17 @@ class HnegSRC(PatchNCEMethod):
         "hnegsrc_single": {"dce_idt": True, "lambda_HDCE": 4.0, "lambda_SRC": 10.0, "use_curriculum": True,
                            "HDCE_gamma": 200.0, "HDCE_gamma_min": 40.0},
     }
+
+    def projection_heads(self, channels) -> ProjectionHeads:
+        p = self.params
+        return ProjectionHeads(channels, p.netF_nc if p.head_width == "netF_nc" else None, p.use_mlp,
+                               init=p.head_init)
+
+    @property
+    def uniform_negatives(self) -> bool:
+        """No hardness weights: ``no_Hneg``, or lambda_SRC 0 where hardness comes with SRC."""
+        p = self.params
+        return p.no_Hneg or (p.hardness_needs_src and p.lambda_SRC == 0)
 
     def _group(self, z: PatchEmbeddings) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """(queries, keys), each (B, P, D) per image, or (1, B*P, D) when negatives come from the
@@ -181,7 +208,7 @@ class HnegSRC(PatchNCEMethod):
         weights, src = [], []
         for q, k in zip(queries, keys):
             key_sim = patch_similarity(k.detach())
-            weights.append(None if p.no_Hneg else hardness_weights(key_sim, gamma))
+            weights.append(None if self.uniform_negatives else hardness_weights(key_sim, gamma))
             if with_src:
                 src.append(relation_jsd(patch_similarity(q), key_sim).mean())
         return weights, (p.lambda_SRC * self._over_layers(src) if with_src else None)

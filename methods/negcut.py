@@ -34,7 +34,7 @@ from torch import nn
 
 from benchmark.core.registry import register_method
 
-from .base import AuxiliaryStep, OptimizerDefaults, TranslationPair
+from .base import AuxiliaryStep, OptimizerDefaults, PatchPolicy, TranslationPair
 from .shared.heads import ProjectionHeads, feature_channels, l2_normalize, xavier_init_
 from .shared.nce import info_nce
 from .shared.patch_contrastive import PatchNCEMethod, PatchNCEParams
@@ -175,6 +175,15 @@ class NEGCUT(PatchNCEMethod):
         dims = [p.netF_nc if p.use_mlp else c for c in channels]
         self.negative_generator = NegativeGenerator(dims, p.netF_nc, p.z_dim)
         self.to(pair.source.device)
+
+    @classmethod
+    def patch_settings(cls, policy: PatchPolicy, params: NEGCUTParams) -> dict | str:
+        if policy.patches_per_image is None:
+            return {}
+        return (f"num_patches is also the number of negatives N generates per image: with "
+                f"{policy.patches_per_image} per image its diversity term needs two and vanishes, and "
+                "in the single-image task its NCE measured exactly 0.0 from the second step on (N's "
+                "negatives and the heads collapse), so it would report a loss that trains nothing")
 
     def build_optimizers(self, defaults: OptimizerDefaults) -> None:
         self.optimizers["heads"] = torch.optim.Adam(

@@ -8,7 +8,7 @@ import torch
 
 from benchmark.core.registry import register_method
 
-from .base import Method, TranslationPair
+from .base import Method, PatchPolicy, TranslationPair
 
 
 @dataclass
@@ -22,6 +22,10 @@ class NoMethod(Method):
 
     Params = NoParams
     presets = {"none": {}}
+
+    @classmethod
+    def patch_settings(cls, policy: PatchPolicy, params) -> dict:
+        return {}  # no patches: nothing to follow
 
     def generator_losses(self, pair: TranslationPair, computed: Any = None) -> dict[str, torch.Tensor]:
         return {}

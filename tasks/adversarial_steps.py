@@ -22,6 +22,7 @@ import torch
 from methods.base import TranslationPair
 
 from .base import samplewise, set_requires_grad
+from .optimizer_steps import run_optimizers, step_generator_side, step_schedulers, zero_generator_side
 
 
 class GeneratorDiscriminatorSteps:
@@ -98,10 +99,7 @@ class GeneratorDiscriminatorSteps:
         after-step hook, the schedulers and the step counter. Returns the logged loss values."""
         method, fake_b = self.method, pair.output
         set_requires_grad(self.netD, False)
-        self.opt_G.zero_grad(set_to_none=True)
-        heads = method.optimizers.get("heads")
-        if heads is not None:
-            heads.zero_grad(set_to_none=True)
+        zero_generator_side([self.opt_G], method)
         lambda_gan = self.options.lambda_GAN
         loss_gan = lambda_gan * self.gan_loss(self.netD(fake_b), True) if lambda_gan > 0 else fake_b.new_zeros(())
         terms = method.generator_losses(pair, computed)
@@ -110,18 +108,17 @@ class GeneratorDiscriminatorSteps:
         for loss in extra.values():
             loss_g = loss_g + loss
         loss_g.backward()
-        self.opt_G.step()
-        if heads is not None:
-            heads.step()
-        method.after_generator_step()
-        for scheduler in self.schedulers:
-            scheduler.step()
+        step_generator_side([self.opt_G], method)
+        step_schedulers(self.schedulers)
         self.step += 1
         return {**{k: v.item() for k, v in extra.items()}, "G_GAN": loss_gan.item(),
                 **{k: v.item() for k, v in terms.items()}}
 
     def _modules(self) -> dict[str, torch.nn.Module]:
         return {"netG": self.netG, "netD": self.netD, "method": self.method}
+
+    def _optimizers(self) -> list[torch.optim.Optimizer]:
+        return run_optimizers([self.opt_G, self.opt_D], self.method)
 
     @torch.no_grad()
     def translate(self, images: torch.Tensor) -> torch.Tensor:

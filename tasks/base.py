@@ -19,7 +19,7 @@ from benchmark.core.context import Evaluation, RunContext
 from benchmark.core.errors import ConfigError
 from benchmark.core.schedules import linear_decay_factor
 from datasets.base import UnpairedDataset
-from methods.base import Method
+from methods.base import Method, PatchPolicy
 
 
 def set_requires_grad(net: torch.nn.Module, flag: bool) -> None:
@@ -106,11 +106,16 @@ class Task:
     trains_distributed: ClassVar[bool] = False
     """Whether the task trains and evaluates under torchrun with several processes (each its share
     of the batch, see :func:`distribute`); the runner refuses the others there."""
-    method_defaults: ClassVar[dict] = {}
-    """The task's patch settings: method options (by name, e.g. ``num_patches``) that runs of this
-    task use unless the method entry sets them, applied to every method that has such an option
-    (the mirror of ``Method.task_defaults``); a method that cannot work with them is refused when
-    the config is loaded, by its own option checks."""
+    patch_policy: ClassVar[PatchPolicy | None] = None
+    """What the task's data allow a method that contrasts patches (e.g. the single-image task's one
+    patch per crop, negatives from the other crops); each method answers with
+    ``Method.patch_settings`` when the config is loaded (its overrides go into the run's method
+    options, its refusal refuses the pair). None: no limit."""
+
+    @classmethod
+    def capabilities_for(cls, options) -> frozenset[str]:
+        """The capabilities a run with these options offers (the default: all of ``capabilities``)."""
+        return cls.capabilities
 
     @classmethod
     def required_weights(cls, options) -> list[str]:

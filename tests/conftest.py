@@ -1,4 +1,10 @@
+import atexit
+import functools
 import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
 
 import pytest
 import torch
@@ -57,3 +63,37 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@functools.lru_cache(maxsize=None)
+def _plugin_root() -> Path:
+    root = Path(tempfile.mkdtemp(prefix="i2i_doc_plugins_"))
+    atexit.register(shutil.rmtree, root, True)
+    return root
+
+
+@functools.lru_cache(maxsize=None)
+def doc_plugin(doc: Path) -> tuple[Path, list[str]]:
+    """The doc's ``# my_methods.py`` block written to a file, and the method names of the YAML block
+    after it. One file per doc and process: a plugin file is imported (and registers its names)
+    once, so every test that loads it must load the same path."""
+    text = doc.read_text()
+    code = re.search(r"```python\n(# my_methods\.py\n.*?)```", text, re.S)
+    assert code, f"{doc.name} has no '# my_methods.py' example"
+    config = re.search(r"```yaml\n(plugins: \[my_methods\.py\].*?)```", text[code.end():], re.S)
+    assert config, f"{doc.name} has no YAML block naming my_methods.py after its example"
+    names = re.search(r"methods: \[(.*?)\]", config.group(1)).group(1)
+    folder = _plugin_root() / doc.stem
+    folder.mkdir(exist_ok=True)
+    path = folder / "my_methods.py"
+    path.write_text(code.group(1))
+    return path, [n.strip() for n in names.split(",")]
+
+
+@pytest.fixture(scope="session")
+def plugin_file():
+    """docs/methods.md's plugin example (``tiny_nce`` and its preset) as the file a config names."""
+    return doc_plugin(ROOT / "docs" / "methods.md")

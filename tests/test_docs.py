@@ -15,15 +15,11 @@ exists, and every relative link points at a file and, with ``#anchor``, at one o
 from __future__ import annotations
 
 import ast
-import atexit
 import contextlib
 import copy
-import functools
 import io
 import re
 import shlex
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,7 +32,8 @@ from benchmark.core.errors import BenchmarkError
 from benchmark.core.yaml_io import load_yaml
 from benchmark.report.results import CSV_COLUMNS, FINISHED
 
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import ROOT, doc_plugin
+
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
 
 SHELL, PYTHON, YAML, TOML, TEXT = ("bash", "sh"), ("python",), ("yaml",), ("toml",), ("text",)
@@ -90,31 +87,6 @@ def prose_of(doc: Path) -> str:
 
 
 # -- the plugin examples -------------------------------------------------------------------------
-
-@functools.lru_cache(maxsize=None)
-def _plugin_root() -> Path:
-    root = Path(tempfile.mkdtemp(prefix="i2i_doc_plugins_"))
-    atexit.register(shutil.rmtree, root, True)
-    return root
-
-
-@functools.lru_cache(maxsize=None)
-def doc_plugin(doc: Path) -> tuple[Path, list[str]]:
-    """The doc's ``# my_methods.py`` block written to a file, and the method names of the YAML block
-    after it. One file per doc and process: a plugin file is imported (and registers its names)
-    once, so every test that loads it must load the same path."""
-    text = doc.read_text()
-    code = re.search(r"```python\n(# my_methods\.py\n.*?)```", text, re.S)
-    assert code, f"{doc.name} has no '# my_methods.py' example"
-    config = re.search(r"```yaml\n(plugins: \[my_methods\.py\].*?)```", text[code.end():], re.S)
-    assert config, f"{doc.name} has no YAML block naming my_methods.py after its example"
-    names = re.search(r"methods: \[(.*?)\]", config.group(1)).group(1)
-    folder = _plugin_root() / doc.stem
-    folder.mkdir(exist_ok=True)
-    path = folder / "my_methods.py"
-    path.write_text(code.group(1))
-    return path, [n.strip() for n in names.split(",")]
-
 
 def plugin_folder(doc: Path) -> Path:
     """Where a doc's configs and commands find ``my_methods.py``: its own example, else the README's."""

@@ -311,3 +311,37 @@ def test_smoke_in_single_modal_task(tmp_path):
     final = task.method.state_dict()
     assert final.keys() == initial.keys()
     assert all(not torch.equal(final[k], initial[k]) for k in initial)
+
+
+# -- the compression header (jcy132/Hneg_SRC Compression/) ------------------------------------------
+def test_compression_preset_builds_the_official_supermlp_header():
+    """``SuperMLP(fs * 4, ft * 4)`` on hooks as wide as 4 x the teacher's ngf, initialised by
+    ``init_net``: normal(0, 0.02) weights, zero biases; the other presets keep CUT's header."""
+    params = HnegSRCParams(**HnegSRC.presets["hnegsrc_compression"])
+    assert (params.head_width, params.head_init, params.hardness_needs_src) == ("features", "normal", True)
+    torch.manual_seed(0)
+    heads = HnegSRC(params).projection_heads([64, 64])            # a teacher of ngf 16: hooks 64 wide
+    first, last = heads.mlps[0][0], heads.mlps[0][2]
+    assert (first.in_features, first.out_features, last.out_features) == (64, 64, 64)
+    weights = torch.cat([m.weight.flatten() for m in heads.modules() if isinstance(m, torch.nn.Linear)])
+    assert abs(weights.std().item() - 0.02) < 0.001 and abs(weights.mean().item()) < 0.001   # not xavier's 0.0035
+    assert all(torch.equal(m.bias, torch.zeros_like(m.bias)) for m in heads.modules() if isinstance(m, torch.nn.Linear))
+    cut_header = HnegSRC(HnegSRCParams(**HnegSRC.presets["hnegsrc"])).projection_heads([64])
+    assert cut_header.mlps[0][0].out_features == 256
+    assert abs(cut_header.mlps[0][0].weight.std().item() - 0.02 * math.sqrt(2 / (64 + 256))) < 3e-4
+
+
+@pytest.mark.parametrize("needs_src, uniform", [(True, True), (False, False)])
+def test_lambda_src_zero_drops_the_hardness_weights_only_where_the_compression_code_does(needs_src, uniform):
+    G, method, encode, x, y = _setup(lambda_SRC=0.0, hardness_needs_src=needs_src, HDCE_gamma=0.5)
+    with torch.no_grad():
+        fake = G(x)
+
+    def hdce(no_hneg):
+        method.params.no_Hneg = no_hneg
+        torch.manual_seed(3)
+        return method.generator_losses(TranslationPair(source=x, output=fake, encode=encode))["HDCE"]
+
+    with torch.no_grad():
+        weighted, plain = hdce(False), hdce(True)
+    assert torch.equal(weighted, plain) == uniform

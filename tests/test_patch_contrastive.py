@@ -24,7 +24,10 @@ DEFAULTS = {
     HnegSRCParams: {**PATCH_NCE, "lambda_HDCE": 1.0, "lambda_SRC": 1.0, "dce_idt": False, "use_curriculum": False,
                     "HDCE_gamma": 1.0, "HDCE_gamma_min": 1.0, "step_gamma": False, "step_gamma_progress": 0.5,
                     "no_Hneg": False, "hdce_value": "dce", "layer_reduction": "mean",
-                    "contrastive": "dce"},  # added later (Table 4's InfoNCE rows), default = the old behaviour
+                    "contrastive": "dce",  # added later (Table 4's InfoNCE rows), default = the old behaviour
+                    # added with the official compression header (preset hnegsrc_compression), defaults
+                    # = the Single-modal/ header and weights
+                    "head_width": "netF_nc", "head_init": "xavier", "hardness_needs_src": False},
     GraphCLParams: {**SHARED, "lambda_GNN": 0.1, "gnn_idt": True, "num_hop": 2, "nonzero_th": 0.1,
                     "pooling_num": 1, "pooling_ratio": [1.0, 0.5], "down_scale": 4,
                     "vgg_layers": ["relu3_1", "relu4_1", "relu4_3"], "vgg_weights": "imagenet",

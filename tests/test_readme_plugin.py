@@ -8,9 +8,8 @@ import torch
 from benchmark.config import suite_from_dict
 from benchmark.runner import Runner
 
-from conftest import tiny_suite_dict
+from conftest import ROOT, doc_plugin, tiny_suite_dict
 from test_compression_task import suite_dict as compression_suite_dict
-from test_docs import ROOT, doc_plugin
 from test_multi_modal import mm_suite_dict
 from test_single_image import suite_dict as single_image_suite_dict
 

@@ -3,7 +3,10 @@ task's patch settings reaching the methods (and refusals), Hneg-SRC with one pat
 the structure score, bit-exact resume, and a run through the runner and the report."""
 import json
 
+import re
+
 import numpy as np
+
 import pytest
 import torch
 from PIL import Image
@@ -136,9 +139,64 @@ def test_methods_get_one_patch_per_crop_with_minibatch_negatives_unless_set(tmp_
     assert expand(suite_from_dict(raw))[0].method_options.num_patches == 256
 
 
-def test_graphcl_is_refused_at_load_with_the_reason(tmp_path):
-    with pytest.raises(ConfigError, match=r"(?s)graphcl in task 'single_image'.*num_patches: 1.*one node has no negatives"):
-        suite_from_dict(suite_dict(tmp_path, methods=["graphcl"]))
+@pytest.mark.parametrize("method, reason", [
+    ("graphcl", "other nodes of each image's own graph"),
+    ("lsesim", "self-similarity maps of patch_nums query locations within each image")])
+def test_methods_that_cannot_follow_the_patch_policy_are_refused_at_load_with_their_reason(tmp_path, method, reason):
+    with pytest.raises(ConfigError, match=rf"(?s)methods.{method} .*cannot run in task 'single_image'.*"
+                                          rf"1 patch\(es\) per image.*{re.escape(reason)}"):
+        suite_from_dict(suite_dict(tmp_path, methods=[method]))
+
+
+NO_PATCH_SETTINGS_PLUGIN = """
+from dataclasses import dataclass
+import torch
+from benchmark.core.registry import register_method
+from methods.base import Method
+
+
+@dataclass
+class Params:
+    num_patches: int = 64
+
+
+@register_method("silent_patches")
+class SilentPatches(Method):
+    Params = Params
+
+    def generator_losses(self, pair, computed=None):
+        return {"NCE": pair.output.sum() * 0}
+"""
+
+
+def test_a_plugin_without_patch_settings_is_refused_not_trained_with_zero_nce(tmp_path_factory, tmp_path):
+    """A method that has num_patches but does not say how it follows the policy once trained with
+    one patch and no negatives: NCE exactly 0 at every step."""
+    plugin = tmp_path_factory.mktemp("silent") / "silent_methods.py"
+    plugin.write_text(NO_PATCH_SETTINGS_PLUGIN)
+    raw = {**suite_dict(tmp_path, methods=["silent_patches"]), "plugins": [str(plugin)]}
+    with pytest.raises(ConfigError, match=r"(?s)methods.silent_patches .*single_image.*does not say how it "
+                                          r"follows a task's patch policy \(Method.patch_settings\)"):
+        suite_from_dict(raw, str(tmp_path / "suite.yaml"), tmp_path)
+
+
+def test_the_doc_plugin_follows_the_policy(tmp_path, plugin_file):
+    """docs/methods.md's example answers the policy: one patch, negatives across the batch."""
+    raw = {**suite_dict(tmp_path, methods=["tiny_nce"]), "plugins": [str(plugin_file[0])]}
+    run, = expand(suite_from_dict(raw, str(tmp_path / "suite.yaml"), tmp_path))
+    assert run.task_imposed == {"num_patches": 1, "nce_includes_all_negatives_from_minibatch": True}
+
+
+def test_the_imposed_settings_are_in_the_resolved_config_and_the_protocol_line(tmp_path):
+    from benchmark.runner import task_imposed_note
+    runs = {r.method.label: r for r in expand(suite_from_dict(suite_dict(
+        tmp_path, methods=["none", "sincut", {"name": "cut", "label": "cut4", "params": {"num_patches": 4}}])))}
+    imposed = {"num_patches": 1, "nce_includes_all_negatives_from_minibatch": True}
+    assert runs["sincut"].resolved_config()["method"]["task_imposed"] == imposed
+    assert task_imposed_note(runs["sincut"]) == {
+        "task_imposed": "num_patches=1, nce_includes_all_negatives_from_minibatch=True"}
+    assert runs["cut4"].task_imposed == {"nce_includes_all_negatives_from_minibatch": True}  # its own value wins
+    assert "task_imposed" not in runs["none"].resolved_config()["method"] and task_imposed_note(runs["none"]) == {}
 
 
 def test_single_image_task_refuses_an_unpaired_dataset(tmp_path):

@@ -16,8 +16,8 @@ from typing import ClassVar, Sequence
 
 import torch
 
-from ..base import Method, TranslationPair
-from .heads import ProjectionHeads, heads_for_pair
+from ..base import Method, PatchPolicy, TranslationPair
+from .heads import ProjectionHeads, feature_channels
 from .patches import PatchEmbeddings, encode_pair, sample_keys_queries
 
 
@@ -88,6 +88,17 @@ class PatchNCEMethod(PatchContrastiveMethod):
 
     params: PatchNCEParams
 
+    @classmethod
+    def patch_settings(cls, policy: PatchPolicy, params) -> dict:
+        """SinCUT's way: ``num_patches`` locations per image, and with negatives across the batch
+        ``nce_includes_all_negatives_from_minibatch``."""
+        overrides = {}
+        if policy.patches_per_image is not None:
+            overrides["num_patches"] = policy.patches_per_image
+        if policy.negatives_across_batch:
+            overrides["nce_includes_all_negatives_from_minibatch"] = True
+        return overrides
+
     def __init__(self, params: PatchNCEParams):
         super().__init__(params)
         self.heads: ProjectionHeads | None = None
@@ -103,7 +114,7 @@ class PatchNCEMethod(PatchContrastiveMethod):
 
     def initialize(self, pair: TranslationPair) -> None:
         """CUT's data-dependent initialisation: heads sized from the encoder's features."""
-        self.heads = heads_for_pair(pair, self.params.netF_nc, self.params.use_mlp)
+        self.heads = self.projection_heads(feature_channels(pair)).to(pair.source.device)
 
     def embed_patches(self, pair: TranslationPair, source: torch.Tensor, output: torch.Tensor,
                       ids: Sequence[torch.Tensor] | None = None) -> PatchEmbeddings:

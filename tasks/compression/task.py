@@ -36,13 +36,14 @@ from benchmark.core.hashing import content_hash, state_dict_hash
 from benchmark.core.images import SubsetImageSet
 from benchmark.core.metrics.macs import count_macs, count_parameters
 from benchmark.core.registry import register_task
-from methods.base import OptimizerDefaults, TranslationPair
+from methods.base import OUTPUT_GRADIENT, OptimizerDefaults, TranslationPair
 
 from ..base import (Task, distribute, linear_decay_schedulers, restore_training_state, set_requires_grad,
                     training_state)
 from ..data import UnpairedBatches, seeded_generator, to_model_range
 from ..evaluation import count_images, sharded_outputs_and_features
 from ..networks import GANLoss, NLayerDiscriminator, init_weights
+from ..optimizer_steps import run_optimizers, step_generator_side, step_schedulers
 from ..validation import TranslationValidation, hold_out_sides
 from .evaluation import CompressionScorer, held_out_indices
 from .data import PairedBatches
@@ -76,6 +77,7 @@ class CompressionTask(Task):
     Options = CompressionOptions
     dataset_kinds = ("unpaired", "paired")
     trains_distributed = True
+    capabilities = frozenset({OUTPUT_GRADIENT})
 
     @property
     def paired(self) -> bool:
@@ -137,7 +139,7 @@ class CompressionTask(Task):
         distribute(self.ctx, self.method, self._modules(), self._optimizers())
 
     def _optimizers(self) -> list[torch.optim.Optimizer]:
-        return [self.opt_G, self.opt_D, *self.method.optimizers.values()]
+        return run_optimizers([self.opt_G, self.opt_D], self.method)
 
     def _batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Batch ``step`` (this rank's share of it under torchrun) on the device, in [-1, 1]."""
@@ -214,12 +216,8 @@ class CompressionTask(Task):
         loss_g = loss_gan + loss_recon + loss_distill + sum(terms.values(), s_out.new_zeros(()))
         loss_g.backward()
         self.opt_D.step()
-        self.opt_G.step()
-        for opt in self.method.optimizers.values():
-            opt.step()
-        self.method.after_generator_step()
-        for scheduler in self.schedulers:
-            scheduler.step()
+        step_generator_side([self.opt_G], self.method)
+        step_schedulers(self.schedulers)
         self.step += 1
         logs = dict(aux.logs)
         logs.update(D=loss_d.item(), G_GAN=loss_gan.item(), recon=loss_recon.item(),

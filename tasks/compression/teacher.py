@@ -45,17 +45,17 @@ from benchmark.core.checkpoint import (atomic_save, load_checkpoint, rng_state, 
                                        seed_everything, set_rng_state)
 from benchmark.core.errors import CheckpointError, ConfigError
 from benchmark.core.hashing import content_hash
-from benchmark.core.schedules import linear_decay_factor
 from benchmark.core.settings import path_setting
 from datasets.base import PairedDataset, UnpairedDataset
 
 from methods.base import CycleConsistency
 
-from ..base import set_requires_grad
+from ..base import linear_decay_schedulers, set_requires_grad
 from ..cyclegan import CycleGAN, CycleOutputs
 from ..data import UnpairedBatches, to_model_range
 from ..image_pool import ImagePool
 from ..networks import GANLoss, NLayerDiscriminator, ResnetGenerator, init_weights
+from ..optimizer_steps import step_schedulers
 from .data import PairedBatches
 
 __all__ = [
@@ -242,9 +242,7 @@ class _TeacherTrainer:
         train_a, train_b = dataset.split("train", "A"), dataset.split("train", "B")
         crop = dataset.split("test", "A").image(0).shape[-1]
         self.batches = self.make_batches(train_a, train_b, crop)
-        self.schedulers = [torch.optim.lr_scheduler.LambdaLR(
-            opt, lambda step: linear_decay_factor(step, options.n_steps, options.n_steps_decay))
-            for opt in self.optimizers]
+        self.schedulers = linear_decay_schedulers(self.optimizers, options.n_steps, options.n_steps_decay)
 
     @property
     def total_steps(self) -> int:
@@ -269,8 +267,7 @@ class _TeacherTrainer:
     def train_step(self) -> dict[str, float]:
         """One training step at ``self.step``; increments it; returns the losses."""
         logs = self.update(*self.batch())
-        for scheduler in self.schedulers:
-            scheduler.step()
+        step_schedulers(self.schedulers)
         self.step += 1
         return logs
 

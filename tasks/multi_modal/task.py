@@ -25,9 +25,10 @@ import torch
 from benchmark.core.errors import ConfigError
 from benchmark.core.context import Evaluation, RunContext
 from benchmark.core.registry import register_task
-from methods.base import OptimizerDefaults, TranslationPair
+from methods.base import OUTPUT_GRADIENT, OptimizerDefaults, TranslationPair
 
 from ..base import Task, distribute, set_requires_grad
+from ..optimizer_steps import run_optimizers, step_generator_side
 from ..validation import hold_out
 from .data import MultiDomainBatch, MultiDomainBatches
 from .evaluation import EvalSettings, evaluate_multimodal
@@ -160,6 +161,13 @@ class MultiModalTask(Task):
     Options = MultiModalOptions
     trains_distributed = True
     dataset_kinds = ("multi_domain",)
+    capabilities = frozenset({OUTPUT_GRADIENT})
+
+    @classmethod
+    def capabilities_for(cls, options: MultiModalOptions) -> frozenset[str]:
+        """The fork (``patch_query: source``) hands the method the source image as ``output``: no
+        gradient flows through its pixels, only through the encoder's features of it."""
+        return cls.capabilities if options.patch_query == "output" else cls.capabilities - {OUTPUT_GRADIENT}
 
     @classmethod
     def required_weights(cls, options: MultiModalOptions) -> list[str]:
@@ -237,8 +245,7 @@ class MultiModalTask(Task):
         return self.G.encode_features(images, self.layers)
 
     def _optimizers(self) -> list[torch.optim.Optimizer]:
-        return [self.opt_G, self.opt_F, self.opt_E, self.opt_D,
-                *(self.method.optimizers[k] for k in sorted(self.method.optimizers))]
+        return run_optimizers([self.opt_G, self.opt_F, self.opt_E, self.opt_D], self.method)
 
     def _zero_grad(self) -> None:
         for opt in self._optimizers():
@@ -330,13 +337,7 @@ class MultiModalTask(Task):
         latent = self.g_loss(b, "latent", lambda_ds, use_method=True)
         self._zero_grad()
         latent.total.backward()
-        self.opt_G.step()
-        self.opt_F.step()
-        self.opt_E.step()
-        heads = self.method.optimizers.get("heads")
-        if heads is not None:
-            heads.step()
-        self.method.after_generator_step()
+        step_generator_side([self.opt_G, self.opt_F, self.opt_E], self.method)
         reference = self.g_loss(b, "reference", lambda_ds, use_method=o.patch_steps == "both",
                                 recon=latent.reconstruction)
         self._zero_grad()

@@ -10,9 +10,9 @@ each image (:mod:`.sampler`); the generator runs once on cat(crops A, crops B); 
 with the non-saturating GAN loss, the StyleGAN2 networks of :mod:`.networks` and Adam (lr 0.002,
 betas (0, 0.99)). The method sees the same :class:`methods.base.TranslationPair` as in the other
 tasks (source crops, their translations, the target crops and their identity translations, the
-encoder at SinCUT's layers '0,2,4'); the task's patch settings -- one patch per crop, negatives
-from the other crops of the batch (``method_defaults``) -- reach every method with such options
-when the config is loaded. Test: the whole source image, once.
+encoder at SinCUT's layers '0,2,4'); the task's patch policy -- one patch per crop, negatives
+from the other crops of the batch (``patch_policy``) -- is followed by every method in its own way
+(``Method.patch_settings``) or the pair is refused when the config is loaded. Test: the whole source image, once.
 """
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from benchmark.core.context import Evaluation, RunContext
 from benchmark.core.errors import ConfigError
 from benchmark.core.registry import register_task
-from methods.base import OptimizerDefaults
+from methods.base import OUTPUT_GRADIENT, OptimizerDefaults, PatchPolicy
 
 from ..adversarial_steps import GeneratorDiscriminatorSteps
 from ..base import Task, distribute, linear_decay_schedulers, restore_training_state, training_state
@@ -107,7 +107,10 @@ class SingleImageTask(GeneratorDiscriminatorSteps, Task):
     Options = SingleImageOptions
     trains_distributed = True
     dataset_kinds = ("single_image",)
-    method_defaults = {"num_patches": 1, "nce_includes_all_negatives_from_minibatch": True}
+    capabilities = frozenset({OUTPUT_GRADIENT})
+    patch_policy = PatchPolicy(patches_per_image=1, negatives_across_batch=True,
+                               why="each crop is a zoomed patch of the one training image: SinCUT's one "
+                                   "patch per crop, its negatives the other crops of the batch")
 
     @classmethod
     def required_weights(cls, options: SingleImageOptions) -> list[str]:
@@ -144,9 +147,6 @@ class SingleImageTask(GeneratorDiscriminatorSteps, Task):
         self.schedulers = linear_decay_schedulers(self._optimizers(), o.n_steps, o.n_steps_decay)
         # torchrun: each rank its share of every batch, gradients averaged before every step.
         distribute(self.ctx, self.method, self._modules(), self._optimizers())
-
-    def _optimizers(self) -> list[torch.optim.Optimizer]:
-        return [self.opt_G, self.opt_D, *(self.method.optimizers[k] for k in sorted(self.method.optimizers))]
 
     def _batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The crops of batch ``step`` (this rank's share of them under torchrun) on the device, in [-1, 1]."""

@@ -20,7 +20,7 @@ import torch
 from benchmark.core.context import Evaluation, RunContext
 from benchmark.core.errors import ConfigError
 from benchmark.core.registry import register_task
-from methods.base import CYCLE_CONSISTENCY, Method, OptimizerDefaults
+from methods.base import CYCLE_CONSISTENCY, OUTPUT_GRADIENT, Method, OptimizerDefaults
 
 from ..acceleration import Acceleration, AccelerationOptions
 from ..adversarial_steps import GeneratorDiscriminatorSteps
@@ -31,6 +31,7 @@ from ..evaluation import evaluate_translation
 from ..validation import TranslationValidation, hold_out_sides
 from ..image_pool import ImagePool
 from ..networks import GANLoss, NLayerDiscriminator, ResnetGenerator, cut_layer_ids, init_weights
+from ..optimizer_steps import step_generator_side, step_schedulers, zero_generator_side
 
 
 @dataclass
@@ -81,7 +82,7 @@ class SingleModalTask(GeneratorDiscriminatorSteps, Task):
     trains_distributed = True
     dataset_kinds = ("unpaired", "paired")
     """Paired data trains it too, as unpaired data (CUT trains Cityscapes label->photo unpaired)."""
-    capabilities = frozenset({CYCLE_CONSISTENCY})
+    capabilities = frozenset({CYCLE_CONSISTENCY, OUTPUT_GRADIENT})
 
     def _generator(self) -> ResnetGenerator:
         o = self.options
@@ -148,9 +149,6 @@ class SingleModalTask(GeneratorDiscriminatorSteps, Task):
             raise ConfigError(f"method '{name}' asks for cycle consistency and has an auxiliary step of its own; "
                               "the single-modal task's CycleGAN framework runs no auxiliary step")
 
-    def _optimizers(self) -> list[torch.optim.Optimizer]:
-        return [self.opt_G, self.opt_D, *self.method.optimizers.values()]
-
     def _batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Batch ``step`` (this rank's share of it under torchrun) on the device, in [-1, 1]."""
         a, b = self.batches.batch(step)
@@ -199,9 +197,7 @@ class SingleModalTask(GeneratorDiscriminatorSteps, Task):
         (real_A, G_A(real_A)) and, when it uses one, the identity pair (real_B, G_A(real_B))."""
         real_a, real_b = self._batch(self.step)
         method = self.method
-        heads = method.optimizers.get("heads")
-        if heads is not None:
-            heads.zero_grad(set_to_none=True)
+        zero_generator_side([], method)  # the generators' optimiser: in update_generators
 
         def method_losses(out: CycleOutputs) -> dict[str, torch.Tensor]:
             identity = None
@@ -210,12 +206,9 @@ class SingleModalTask(GeneratorDiscriminatorSteps, Task):
             return method.generator_losses(self._pair(out.real_a, out.fake_b, out.real_b, identity, False))
 
         losses, outputs = self.cycle.update_generators(real_a, real_b, method_losses)
-        if heads is not None:
-            heads.step()
-        method.after_generator_step()
+        step_generator_side([], method)  # the generators: stepped by update_generators
         d_losses = self.cycle.update_discriminators(outputs)
-        for scheduler in self.schedulers:
-            scheduler.step()
+        step_schedulers(self.schedulers)
         self.step += 1
         return {**{k: v.item() for k, v in d_losses.items()}, **{k: v.item() for k, v in losses.items()}}
 
