@@ -151,7 +151,7 @@ def _reference_metrics(tmp_path, raw: dict) -> list[dict]:
     return [_metrics(run) for run in expand(suite)]
 
 
-def test_a_locked_run_is_skipped_then_taken_over_when_its_holder_dies(tmp_path):
+def test_a_locked_run_is_skipped_then_taken_over_when_its_holder_dies(tmp_path, real_inception):
     """A `run` command skips the run another process holds, trains the others, waits for it, and
     trains it itself once the holder is killed: the lock of a killed process blocks nothing."""
     raw = tiny_suite_dict(tmp_path, methods=("none",), seeds=(0, 1), steps=4)
@@ -183,7 +183,7 @@ def test_a_locked_run_is_skipped_then_taken_over_when_its_holder_dies(tmp_path):
     assert [_metrics(held), _metrics(free)] == _reference_metrics(tmp_path, raw)
 
 
-def test_two_concurrent_run_commands_train_each_run_once(tmp_path):
+def test_two_concurrent_run_commands_train_each_run_once(tmp_path, real_inception):
     raw = tiny_suite_dict(tmp_path, methods=("none", "cut"), seeds=(0,), steps=6)
     raw["cpu_threads"] = 1
     config = tmp_path / "suite.yaml"
@@ -218,7 +218,7 @@ def _checkpoint_step(run) -> int:
 
 
 @pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="finds the job's process in /proc")
-def test_submitit_jobs_killed_or_preempted_resume_bit_exactly(tmp_path):
+def test_submitit_jobs_killed_or_preempted_resume_bit_exactly(tmp_path, real_inception):
     """Two runs, each a job of submitit's LocalExecutor. After its first checkpoint one job's
     process is killed (SIGKILL: no result; the launcher submits the job again), the other is
     pre-empted (submitit's signal: it checkpoints and requeues itself). Both resume from their
