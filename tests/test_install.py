@@ -1,7 +1,7 @@
 """A non-editable install works: the wheel carries the packages and what the code reads at run time
 (the published tables) and nothing else (checked always); installed in a fresh environment, it runs
-outside the source tree and writes results to the working directory (checked in CI, env CI=true:
-installing and running it costs about half a minute)."""
+outside the source tree and writes results to the working directory (checked in CI, env CI=true,
+where the time of a fresh install and a run is spent once per change)."""
 from __future__ import annotations
 
 import os
