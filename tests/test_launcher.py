@@ -121,9 +121,15 @@ def _python(code: str) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-c", code], cwd=REPO, stdout=subprocess.PIPE, text=True)
 
 
+RUN_COMMAND = ("import sys, conftest; conftest.use_stand_in_inception(); "
+               "from benchmark.cli import main; sys.exit(main(sys.argv[1:]))")
+"""`python -m benchmark run CONFIG`, its evaluations scored with the tests' Inception stand-in (conftest)
+as in this process."""
+
+
 def _run_command(config: Path, log: Path) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    return subprocess.Popen([sys.executable, "-m", "benchmark", "run", str(config)], cwd=REPO, env=env,
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "tests")])}
+    return subprocess.Popen([sys.executable, "-c", RUN_COMMAND, "run", str(config)], cwd=REPO, env=env,
                             stdout=subprocess.DEVNULL, stderr=log.open("w"))
 
 
@@ -151,7 +157,7 @@ def _reference_metrics(tmp_path, raw: dict) -> list[dict]:
     return [_metrics(run) for run in expand(suite)]
 
 
-def test_a_locked_run_is_skipped_then_taken_over_when_its_holder_dies(tmp_path, real_inception):
+def test_a_locked_run_is_skipped_then_taken_over_when_its_holder_dies(tmp_path):
     """A `run` command skips the run another process holds, trains the others, waits for it, and
     trains it itself once the holder is killed: the lock of a killed process blocks nothing."""
     raw = tiny_suite_dict(tmp_path, methods=("none",), seeds=(0, 1), steps=4)
@@ -183,7 +189,7 @@ def test_a_locked_run_is_skipped_then_taken_over_when_its_holder_dies(tmp_path, 
     assert [_metrics(held), _metrics(free)] == _reference_metrics(tmp_path, raw)
 
 
-def test_two_concurrent_run_commands_train_each_run_once(tmp_path, real_inception):
+def test_two_concurrent_run_commands_train_each_run_once(tmp_path):
     raw = tiny_suite_dict(tmp_path, methods=("none", "cut"), seeds=(0,), steps=6)
     raw["cpu_threads"] = 1
     config = tmp_path / "suite.yaml"
