@@ -26,9 +26,14 @@ from conftest import flatten_state, tiny_suite_dict
 REPO = Path(__file__).resolve().parents[1]
 
 SLOW_PLUGIN = '''
+import sys
 import time
 from benchmark.core import registry
 from benchmark.core.registry import register_method
+
+sys.path.insert(0, TESTS)
+import conftest  # noqa: E402 - the job processes score with the tests' Inception stand-in, as this one does
+conftest.use_stand_in_inception()
 
 
 @register_method("slow_cut_test")
@@ -224,7 +229,7 @@ def _checkpoint_step(run) -> int:
 
 
 @pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="finds the job's process in /proc")
-def test_submitit_jobs_killed_or_preempted_resume_bit_exactly(tmp_path, real_inception):
+def test_submitit_jobs_killed_or_preempted_resume_bit_exactly(tmp_path):
     """Two runs, each a job of submitit's LocalExecutor. After its first checkpoint one job's
     process is killed (SIGKILL: no result; the launcher submits the job again), the other is
     pre-empted (submitit's signal: it checkpoints and requeues itself). Both resume from their
@@ -233,7 +238,7 @@ def test_submitit_jobs_killed_or_preempted_resume_bit_exactly(tmp_path, real_inc
     from benchmark.launcher import Launcher
 
     plugin = tmp_path / "slow_cut.py"
-    plugin.write_text(SLOW_PLUGIN)
+    plugin.write_text(SLOW_PLUGIN.replace("TESTS", repr(str(REPO / "tests"))))
     raw = tiny_suite_dict(tmp_path, methods=("slow_cut_test",), seeds=(0, 1), steps=30)
     raw.update(plugins=[str(plugin)], checkpoint_every=5, cpu_threads=1,
                launcher={"type": "submitit_local", "poll_s": 0.2, "timeout_min": 20})
