@@ -128,9 +128,11 @@ def share_teachers(output_dir, teachers) -> None:
         pass
 
 
-@pytest.fixture
-def real_inception(monkeypatch):
-    """The tasks' evaluations score with the real TF-Inception network in this test: for results
-    compared with those of processes the test starts (which load the real network)."""
-    from benchmark.core.metrics.fid import inception_features
-    monkeypatch.setattr("tasks.evaluation.inception_features", inception_features)
+def stand_in_plugin(folder) -> str:
+    """A plugin file that makes a process loading the suite (a worker, a launcher job) score with
+    the Inception stand-in, as the test process does: name it first in the suite's ``plugins``."""
+    from pathlib import Path
+    path = Path(folder) / "inception_stand_in.py"
+    path.write_text(f"import sys\nsys.path.insert(0, {str(Path(__file__).parent)!r})\n"
+                    "import conftest\nconftest.use_stand_in_inception()\n")
+    return str(path)

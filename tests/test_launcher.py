@@ -21,19 +21,14 @@ from benchmark.progress import SuiteProgress
 from benchmark.report.results import missing_reason
 from benchmark.runner import Runner, expand, run_lock
 
-from conftest import flatten_state, tiny_suite_dict
+from conftest import flatten_state, stand_in_plugin, tiny_suite_dict
 
 REPO = Path(__file__).resolve().parents[1]
 
 SLOW_PLUGIN = '''
-import sys
 import time
 from benchmark.core import registry
 from benchmark.core.registry import register_method
-
-sys.path.insert(0, TESTS)
-import conftest  # noqa: E402 - the job processes score with the tests' Inception stand-in, as this one does
-conftest.use_stand_in_inception()
 
 
 @register_method("slow_cut_test")
@@ -238,9 +233,9 @@ def test_submitit_jobs_killed_or_preempted_resume_bit_exactly(tmp_path):
     from benchmark.launcher import Launcher
 
     plugin = tmp_path / "slow_cut.py"
-    plugin.write_text(SLOW_PLUGIN.replace("TESTS", repr(str(REPO / "tests"))))
+    plugin.write_text(SLOW_PLUGIN)
     raw = tiny_suite_dict(tmp_path, methods=("slow_cut_test",), seeds=(0, 1), steps=30)
-    raw.update(plugins=[str(plugin)], checkpoint_every=5, cpu_threads=1,
+    raw.update(plugins=[stand_in_plugin(tmp_path), str(plugin)], checkpoint_every=5, cpu_threads=1,
                launcher={"type": "submitit_local", "poll_s": 0.2, "timeout_min": 20})
     suite = suite_from_dict(raw, base_dir=tmp_path)
     killed, preempted = expand(suite)
@@ -306,7 +301,7 @@ def test_a_job_of_two_processes_trains_its_run_data_parallel(tmp_path):
     from benchmark.launcher import Launcher
 
     raw = tiny_suite_dict(tmp_path, steps=4, batch_size=2)
-    raw.update(cpu_threads=1, launcher={"type": "submitit_local", "poll_s": 0.2, "timeout_min": 20,
+    raw.update(plugins=[stand_in_plugin(tmp_path)], cpu_threads=1, launcher={"type": "submitit_local", "poll_s": 0.2, "timeout_min": 20,
                                         "tasks_per_node": 2})
     suite = suite_from_dict(raw, base_dir=tmp_path)
     (run,) = expand(suite)

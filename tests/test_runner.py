@@ -10,7 +10,7 @@ from benchmark.config import suite_from_dict
 from benchmark.core.errors import ConfigError
 from benchmark.runner import Runner, expand
 
-from conftest import flatten_state, tiny_suite_dict
+from conftest import flatten_state, stand_in_plugin, tiny_suite_dict
 
 
 def _weights(task):
@@ -133,7 +133,7 @@ def test_crash_keeps_finished_runs_and_rerun_continues(tmp_path):
     assert any("resumed" in m and "step 2" in m for m in messages)
 
 
-def test_parallel_workers_match_sequential_and_isolate_a_crash(tmp_path, real_inception):
+def test_parallel_workers_match_sequential_and_isolate_a_crash(tmp_path):
     """workers=2: each run (an external plugin included) trains in a spawned process that rebuilds
     the suite; the weights equal a sequential run's and a crashing run fails alone."""
     plugin = tmp_path / "crashy_par.py"
@@ -145,7 +145,7 @@ def test_parallel_workers_match_sequential_and_isolate_a_crash(tmp_path, real_in
     suites = {}
     for workers in (1, 2):
         raw = tiny_suite_dict(tmp_path / f"w{workers}", steps=4, methods=methods)
-        raw.update(plugins=[str(plugin)], workers=workers, cpu_threads=1)
+        raw.update(plugins=[stand_in_plugin(tmp_path), str(plugin)], workers=workers, cpu_threads=1)
         suites[workers] = suite_from_dict(raw, base_dir=tmp_path)
         failures = Runner(suites[workers]).run_all()
         assert [f[0] for f in failures] == ["single_modal/synthetic_objects/crashy/seed0"]
