@@ -301,8 +301,8 @@ def test_a_job_of_two_processes_trains_its_run_data_parallel(tmp_path):
     from benchmark.launcher import Launcher
 
     raw = tiny_suite_dict(tmp_path, steps=4, batch_size=2)
-    raw.update(plugins=[stand_in_plugin(tmp_path)], cpu_threads=1, launcher={"type": "submitit_local", "poll_s": 0.2, "timeout_min": 20,
-                                        "tasks_per_node": 2})
+    raw.update(plugins=[stand_in_plugin(tmp_path)], cpu_threads=1,
+               launcher={"type": "submitit_local", "poll_s": 0.2, "timeout_min": 20, "tasks_per_node": 2})
     suite = suite_from_dict(raw, base_dir=tmp_path)
     (run,) = expand(suite)
     log = io.StringIO()
