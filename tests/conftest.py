@@ -97,3 +97,82 @@ def doc_plugin(doc: Path) -> tuple[Path, list[str]]:
 def plugin_file():
     """docs/methods.md's plugin example (``tiny_nce`` and its preset) as the file a config names."""
     return doc_plugin(ROOT / "docs" / "methods.md")
+
+
+# -- Inception stand-in for the tasks' evaluations ----------------------------------------------------
+
+_PROJECTION: torch.Tensor | None = None
+
+
+def stand_in_features(images, resize="legacy", device=None, batch_size=50, progress=None, weights_dir=None):
+    """A cheap stand-in for TF-Inception's pool features in the tasks' evaluations: 2048 features per
+    image, a fixed random projection of its 8 x 8 colour means, so a deterministic function of every
+    image's content (another image, another feature; the same image, the same feature in any batch).
+    Real Inception costs about 0.15 s per image on a CPU; the tests of Inception itself (test_fid,
+    test_fid_datasets, test_cleanfid_equivalence) call ``benchmark.core.metrics.inception_features``,
+    which this does not replace. Batches are checked and counted as the real function does."""
+    from benchmark.core.metrics.fid import FEATURE_DIM, _iter_batches
+
+    global _PROJECTION
+    if _PROJECTION is None:
+        _PROJECTION = torch.randn(3 * 8 * 8, FEATURE_DIM, generator=torch.Generator().manual_seed(0),
+                                  dtype=torch.float64)
+    out, done = [], 0
+    for batch in _iter_batches(images, batch_size):
+        x = torch.nn.functional.adaptive_avg_pool2d(batch.double() / 127.5 - 1, 8).flatten(1)
+        out.append(torch.tanh(x @ _PROJECTION).numpy())
+        done += batch.shape[0]
+        if progress is not None:
+            progress(done)
+    import numpy as np
+    return np.concatenate(out) if out else np.zeros((0, 2048))
+
+
+def use_stand_in_inception() -> None:
+    """The tasks' evaluations (tasks.evaluation, which every task's scoring goes through) score with
+    :func:`stand_in_features`; for processes a test starts itself (spawned workers)."""
+    import tasks.evaluation
+    tasks.evaluation.inception_features = stand_in_features
+
+
+@pytest.fixture(scope="session", autouse=True)
+def stand_in_inception():
+    """Every test's task evaluations use the Inception stand-in (see :func:`stand_in_features`)."""
+    import tasks.evaluation
+    real = tasks.evaluation.inception_features
+    use_stand_in_inception()
+    yield
+    tasks.evaluation.inception_features = real
+
+
+# -- one teacher cache for the session ------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def teacher_cache(tmp_path_factory):
+    """A teachers folder shared by every compression suite of the session: teachers are cached under
+    a content hash of (dataset identity, teacher settings, seed), so suites with the same teacher
+    train it once and the others load it; see :func:`share_teachers`."""
+    return tmp_path_factory.mktemp("teachers")
+
+
+def share_teachers(output_dir, teachers) -> None:
+    """Make the suite writing to ``output_dir`` keep its teachers in the session's ``teachers`` folder
+    (its ``cache/teachers`` a link to it); the suite's other caches stay its own."""
+    from pathlib import Path
+    cache = Path(output_dir) / "cache"
+    cache.mkdir(parents=True, exist_ok=True)
+    Path(teachers).mkdir(parents=True, exist_ok=True)
+    try:
+        (cache / "teachers").symlink_to(teachers, target_is_directory=True)
+    except FileExistsError:  # linked already (by this suite earlier, or by the other process of a pair)
+        pass
+
+
+def stand_in_plugin(folder) -> str:
+    """A plugin file that makes a process loading the suite (a worker, a launcher job) score with
+    the Inception stand-in, as the test process does: name it first in the suite's ``plugins``."""
+    from pathlib import Path
+    path = Path(folder) / "inception_stand_in.py"
+    path.write_text(f"import sys\nsys.path.insert(0, {str(Path(__file__).parent)!r})\n"
+                    "import conftest\nconftest.use_stand_in_inception()\n")
+    return str(path)

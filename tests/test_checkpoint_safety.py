@@ -1,5 +1,6 @@
-"""Checkpoints load with torch.load(weights_only=True): the run's own round-trip and resume bit-exactly,
-and a file holding any other pickled object is refused with a CheckpointError before it can act."""
+"""Checkpoints load with torch.load(weights_only=True): the run's own hold nothing else (the runner
+resumes through this load: test_resume.py), and a file holding any other pickled object is refused
+with a CheckpointError before it can act."""
 import pytest
 import torch
 
@@ -32,23 +33,16 @@ def _train(tmp_path, stop_at=None, **kwargs):
     return Runner(suite).train(run, stop_at=stop_at), run
 
 
-def _state(task):
-    return {f"{name}.{k}": v.clone() for name in ("netG", "netD", "method")
-            for k, v in getattr(task, name).state_dict().items()}
-
-
 @pytest.mark.parametrize("method, options", [("cut", {"pool_size": 2}), ("negcut", {})])
-def test_the_runs_own_checkpoints_load_weights_only_and_resume_bit_exactly(tmp_path, method, options):
-    full, _ = _train(tmp_path / "full", methods=(method,), steps=4, **options)
-    _, run = _train(tmp_path / "split", methods=(method,), steps=4, stop_at=2, **options)
+def test_the_runs_own_checkpoints_load_weights_only(tmp_path, method, options):
+    """An image pool and NEGCUT's negative generator and EMA heads included."""
+    _, run = _train(tmp_path, methods=(method,), steps=4, stop_at=2, **options)
     unsafe = set(torch.serialization.get_unsafe_globals_in_checkpoint(run.checkpoint_path))
     allowed = {f"{g.__module__}.{g.__qualname__}" for g in CHECKPOINT_GLOBALS}
     assert unsafe <= allowed                         # NumPy's random state only
     ckpt = load_checkpoint(run.checkpoint_path, run.run_id)
     assert ckpt["step"] == 2 and checkpoint_step(run.checkpoint_path) == 2
-    resumed, _ = _train(tmp_path / "split", methods=(method,), steps=4, **options)
-    a, b = _state(full), _state(resumed)
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert "pool" in ckpt["task"]  # the image pool, loaded weights-only too
 
 
 def test_a_checkpoint_holding_a_pickled_object_is_refused_before_it_runs(tmp_path):

@@ -1,4 +1,4 @@
-"""Protocol equivalence with clean-fid (issue 15, item 8): our ``fid_resize`` modes against clean-fid's
+"""Protocol equivalence with clean-fid: our ``fid_resize`` modes against clean-fid's
 own code paths, with the same images and the same network file.
 
 clean-fid normally downloads its own network, so its pipeline is driven with ours: its folder reader

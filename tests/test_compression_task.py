@@ -9,6 +9,8 @@ import torch
 from benchmark.config import suite_from_dict
 from benchmark.runner import Runner, expand
 
+from conftest import share_teachers
+
 CHOICES = [[8, 4]] * 8
 
 
@@ -29,14 +31,20 @@ def suite_dict(out, method="hnegsrc_compression", dataset="synthetic_objects", s
     }
 
 
-def build(tmp_path, name="a", **kwargs):
+@pytest.fixture
+def teachers(teacher_cache):
+    return teacher_cache  # the session's teachers: the suites here share one per dataset
+
+
+def build(tmp_path, teachers, name="a", **kwargs):
+    share_teachers(tmp_path / name, teachers)
     suite = suite_from_dict(suite_dict(tmp_path / name, **kwargs), base_dir=tmp_path)
     run = expand(suite)[0]
     return Runner(suite), run
 
 
-def test_one_step_trains_student_mappings_and_heads_never_the_teacher(tmp_path):
-    runner, run = build(tmp_path)
+def test_one_step_trains_student_mappings_and_heads_never_the_teacher(tmp_path, teachers):
+    runner, run = build(tmp_path, teachers)
     task = runner.build_task(run)
     teacher_before = copy.deepcopy(task.teacher.state_dict())
     student_before = copy.deepcopy(task.student.state_dict())
@@ -51,11 +59,11 @@ def test_one_step_trains_student_mappings_and_heads_never_the_teacher(tmp_path):
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in task.method.parameters())
 
 
-def test_the_method_sees_teacher_keys_and_student_queries(tmp_path):
+def test_the_method_sees_teacher_keys_and_student_queries(tmp_path, teachers):
     """Keys: the teacher's hook activations (detached); queries: the student's, zero-padded to the
     teacher's width (Hneg-SRC's SuperMLP on the raw activations) or mapped to it."""
     for mode in ("student", "mapped"):
-        runner, run = build(tmp_path, name=mode, method_features=mode)
+        runner, run = build(tmp_path, teachers, name=mode, method_features=mode)
         task = runner.build_task(run)
         a, b = task._batch(0)
         config = {"channels": [4] * 8}
@@ -70,10 +78,10 @@ def test_the_method_sees_teacher_keys_and_student_queries(tmp_path):
             assert all(torch.equal(q[:, :r.shape[1]], r) and not q[:, r.shape[1]:].any() for q, r in zip(queries, raw))
 
 
-def test_a_batch_of_two_equals_two_batches_of_one_for_per_image_losses(tmp_path):
+def test_a_batch_of_two_equals_two_batches_of_one_for_per_image_losses(tmp_path, teachers):
     """Hneg-SRC's compression code is batch 1 only; here each image keeps its own relation matrices,
     so a batch of 2 gives the mean of the two single-image losses at the same patch locations."""
-    runner, run = build(tmp_path)
+    runner, run = build(tmp_path, teachers)
     task = runner.build_task(run)
     a, b = task._batch(0)
     config = {"channels": [8, 4, 8, 4, 8, 4, 8, 4]}
@@ -89,22 +97,10 @@ def test_a_batch_of_two_equals_two_batches_of_one_for_per_image_losses(tmp_path)
         assert torch.allclose(both[name], (one[name] + two[name]) / 2, rtol=1e-5, atol=1e-7), name
 
 
-def test_interrupted_then_resumed_equals_uninterrupted(tmp_path):
-    full_runner, full_run = build(tmp_path, "full", steps=6)
-    full = full_runner.train(full_run)
-    split_runner, split_run = build(tmp_path, "split", steps=6)
-    split_runner.train(split_run, stop_at=3)
-    resumed = split_runner.train(split_run)
-    assert full.step == resumed.step == 6
-    for name in ("student", "mappings", "netD", "method"):
-        a, b = getattr(full, name).state_dict(), getattr(resumed, name).state_dict()
-        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
-
-
-def test_finished_run_reports_a_subnet_within_budget_beside_the_teacher(tmp_path):
+def test_finished_run_reports_a_subnet_within_budget_beside_the_teacher(tmp_path, teachers):
     from benchmark.report import write_report
 
-    runner, run = build(tmp_path, method="none", dataset="synthetic_aligned_scenes")
+    runner, run = build(tmp_path, teachers, method="none", dataset="synthetic_aligned_scenes")
     assert runner.run_all() == []
     record = json.loads(run.metrics_path.read_text())
     m = record["metrics"]
@@ -117,7 +113,7 @@ def test_finished_run_reports_a_subnet_within_budget_beside_the_teacher(tmp_path
     assert "Table 3" in text and "| teacher |" in text and "student (none)" in text and "MACs (M)" in text  # small images: millions
 
 
-def test_the_teacher_is_scored_once_for_all_runs_that_share_it(tmp_path, monkeypatch):
+def test_the_teacher_is_scored_once_for_all_runs_that_share_it(tmp_path, monkeypatch, teachers):
     from tasks.compression import evaluation as compression_eval
 
     calls = []
@@ -128,6 +124,7 @@ def test_the_teacher_is_scored_once_for_all_runs_that_share_it(tmp_path, monkeyp
         return original(self, translate)
 
     monkeypatch.setattr(compression_eval.CompressionScorer, "score_test", counting)
+    share_teachers(tmp_path / "s", teachers)
     d = suite_dict(tmp_path / "s", method="none")
     d["methods"] = ["none", {"name": "none", "label": "none_again"}]
     suite = suite_from_dict(d, base_dir=tmp_path)

@@ -187,23 +187,14 @@ def hashes(task) -> dict[str, str]:
     return {k: state_dict_hash(m) for k, m in task._modules().items()}
 
 
-def test_the_baseline_trains_two_generators_and_resumes_bit_exactly(tmp_path):
+def test_the_baseline_trains_two_generators_with_pools_and_decay(tmp_path):
+    """(Its bit-exact resume: test_resume.py.)"""
     full, _, _ = train(tmp_path, "full")
     cycle = full.cycle
     assert isinstance(cycle, CycleGAN) and full.netG is cycle.nets["G_A"] and full.netD is cycle.nets["D_A"]
     assert set(full._modules()) == {"netG", "netG_B", "netD", "netD_B", "method"}
     assert len(cycle.fake_a_pool.images) == len(cycle.fake_b_pool.images) == 3  # pools of 3, batches of 2
     assert full.schedulers[0].get_last_lr()[0] < 2e-4  # linear decay reached both optimisers
-    _, _, _ = train(tmp_path, "split", stop_at=3)  # "crash" after 3 steps (checkpoint_every 2: resume from 3)
-    torch.manual_seed(123)  # whatever the RNG state of the resuming process
-    resumed, _, _ = train(tmp_path, "split")
-    assert resumed.step == full.step == 6
-    assert hashes(resumed) == hashes(full)
-    for opt_full, opt_resumed in zip(full._optimizers(), resumed._optimizers(), strict=True):
-        for s_full, s_res in zip(opt_full.state.values(), opt_resumed.state.values(), strict=True):
-            assert torch.equal(s_full["exp_avg_sq"], s_res["exp_avg_sq"])
-    for p_full, p_res in zip(cycle.pools, resumed.cycle.pools):
-        assert all(torch.equal(x, y) for x, y in zip(p_full.images, p_res.images, strict=True))
     other_seed, _, _ = train(tmp_path, "seed1", seeds=(1,))
     assert hashes(other_seed)["netG"] != hashes(full)["netG"]
 
@@ -215,7 +206,7 @@ def test_the_compression_teacher_and_the_baseline_are_one_trainer(tmp_path):
     task, run, runner = train(tmp_path, "sm", steps=4, **settings)
     teacher = make_trainer(TeacherOptions(**settings, n_steps=2, n_steps_decay=2), runner.dataset(run.dataset),
                            False, torch.device("cpu"), seed=run.seed)
-    assert isinstance(teacher, CycleGANTeacher) and type(teacher.cycle) is type(task.cycle) is CycleGAN
+    assert isinstance(teacher, CycleGANTeacher)
     for _ in range(4):
         teacher.train_step()
     assert {k: state_dict_hash(n) for k, n in teacher.nets.items()} == \

@@ -9,9 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-import datasets
 from benchmark.core.errors import ConfigError, DataError
-from benchmark.core.registry import DATASETS
 from datasets import (SCENE_CLASSES, SCENE_PALETTE, SyntheticObjects, SyntheticScenes,
                       TensorImageSet, UnalignedFolder)
 
@@ -48,13 +46,6 @@ def differs(a: torch.Tensor, b: torch.Tensor) -> float:
 # --------------------------------------------------------------------------------------------
 # synthetic datasets
 # --------------------------------------------------------------------------------------------
-
-def test_registered():
-    assert DATASETS.entries["synthetic_objects"] is SyntheticObjects
-    assert DATASETS.entries["synthetic_scenes"] is SyntheticScenes
-    assert DATASETS.entries["unaligned_folder"] is UnalignedFolder
-    assert datasets.UnpairedDataset is datasets.base.UnpairedDataset
-
 
 @pytest.mark.parametrize("cls", SYNTHETIC)
 def test_same_seed_is_identical_and_cache_reloads(cls, tmp_path):

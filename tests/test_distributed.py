@@ -26,6 +26,8 @@ from benchmark.core.errors import ConfigError
 from benchmark.runner import Runner, expand
 from benchmark.selection import read_evals
 
+from conftest import share_teachers, use_stand_in_inception
+
 WORLD = 2
 FID_TOLERANCE = 1e-6
 """Relative, for scores of runs trained (in float64) by two processes and by one: their weights
@@ -94,6 +96,8 @@ def suite_dict(case: str, out_dir: Path) -> dict:
 
 
 def build(case: str, out_dir: Path, place: Distributed):
+    if case == "compression":  # one teacher for every compression case, trained by rank 0 at the first
+        share_teachers(out_dir / "results", out_dir.parent / "teachers")
     suite = suite_from_dict(suite_dict(case, out_dir), base_dir=out_dir)
     run = expand(suite)[0]
     runner = Runner(suite, None, place)
@@ -314,7 +318,10 @@ def _worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
     torch.set_num_threads(1)
     os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
     from benchmark.plugins import load_builtins
+    from tasks.compression import teacher
     load_builtins()
+    use_stand_in_inception()  # as in the test process (conftest)
+    teacher.TEACHER_POLL_SECONDS = 0.1  # rank 1 waits for the teacher rank 0 trains
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:
         place = Distributed(rank=rank, world_size=world, local_rank=rank)

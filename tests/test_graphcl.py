@@ -12,7 +12,6 @@ from methods.graphcl import GraphCL, GraphCLParams, LayerGraphHeads, node_contra
 from methods.shared.graphs import (TAGConv, add_self_loops, symmetric_normalize, threshold_adjacency,
                                    top_k_pool)
 
-from conftest import tiny_suite_dict
 
 
 # -- shared graph pieces ------------------------------------------------------------------------------
@@ -303,25 +302,3 @@ def test_presets_and_defaults_are_the_official_readme_values():
     assert GraphCLParams(pooling_num=2).validate() is not None  # needs a ratio for level 2
 
 
-def test_end_to_end_smoke_and_resume_in_single_modal_task(tmp_path):
-    from benchmark.config import suite_from_dict
-    from benchmark.runner import Runner, expand
-
-    entry = {"name": "graphcl", "params": {"vgg_weights": "untrained", "num_patches": 16}}
-    suite = suite_from_dict(tiny_suite_dict(tmp_path, methods=(entry,), steps=4), base_dir=tmp_path)
-    run = expand(suite)[0]
-    halfway = Runner(suite).train(run, stop_at=2)  # checkpoint at step 2, then resume from it
-    initial = {k: v.clone() for k, v in halfway.method.state_dict().items()}
-    task = Runner(suite).train(run)
-    assert task.step == 4
-    assert task.method.protocol_notes() == {"backbone": "VGG16 (UNTRAINED: random weights)"}
-    trained = task.method.state_dict()
-    assert trained.keys() == initial.keys()
-    changed = [k for k in initial if not torch.equal(initial[k], trained[k])]
-    assert any("embed" in k for k in changed) and any("gnn" in k for k in changed)
-    assert any("scores" in k for k in changed)
-    x, y = task._batch(0)
-    with torch.no_grad():
-        fake = task.netG(torch.cat([x, y]))
-        losses = task.method.generator_losses(task._pair(x, fake[:1], y, fake[1:], False))
-    assert set(losses) == {"GNN", "GNN_Y"} and all(torch.isfinite(v) for v in losses.values())

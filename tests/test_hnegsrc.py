@@ -5,15 +5,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from benchmark.config import suite_from_dict
-from benchmark.runner import Runner, expand
 from methods.base import TranslationPair
 from methods.hnegsrc import HnegSRC, HnegSRCParams, curriculum_gamma, patch_similarity, relation_jsd
 from methods.shared.dce import hardness_weights, patch_hdce
 from methods.shared.patches import gather_locations, sample_locations
 from tasks.networks import ResnetGenerator, cut_layer_ids
-
-from conftest import tiny_suite_dict
 
 
 # -- SRC ------------------------------------------------------------------------------------------
@@ -273,44 +269,6 @@ def test_no_hneg_and_gamma_change_the_loss():
         method.params.use_curriculum, method.params.HDCE_gamma, method.params.HDCE_gamma_min = True, 50.0, 0.1
         early, late = hdce(method, 0.0), hdce(method, 1.0)
     assert not torch.allclose(base, plain) and not torch.allclose(early, late)
-
-
-def test_flip_equivariance_flips_output_features_back():
-    torch.manual_seed(0)
-    encode = lambda x: [F.pad(x, (3, 3, 3, 3), mode="reflect"), F.avg_pool2d(x, 2)]  # noqa: E731
-    x = torch.rand(1, 3, 16, 16) * 2 - 1
-    o = torch.rand(1, 3, 16, 16) * 2 - 1
-    method = HnegSRC(HnegSRCParams(num_patches=16, flip_equivariance=True))
-    assert method.flips_input
-    method.initialize(TranslationPair(source=x, output=x, encode=encode))
-
-    def loss(output, flipped):
-        torch.manual_seed(5)
-        return sum(method.generator_losses(TranslationPair(source=x, output=output, encode=encode,
-                                                           output_flipped=flipped)).values())
-
-    with torch.no_grad():
-        aligned, undone, not_undone = loss(o, False), loss(o.flip(-1), True), loss(o.flip(-1), False)
-    assert torch.allclose(undone, aligned, atol=1e-6)
-    assert not torch.allclose(not_undone, aligned, atol=1e-3)
-
-
-# -- end to end -----------------------------------------------------------------------------------
-def test_smoke_in_single_modal_task(tmp_path):
-    preset = "hnegsrc_city"  # the curriculum with the step to gamma = 1 (reached at progress 0.5 here)
-    suite = suite_from_dict(tiny_suite_dict(tmp_path, methods=(preset,), steps=4), base_dir=tmp_path)
-    run = expand(suite)[0]
-    assert run.method.cls is HnegSRC and run.method.preset == preset
-    initial = {k: v.clone() for k, v in Runner(suite).build_task(run).method.state_dict().items()}
-    assert initial
-    task = Runner(suite).train(run, stop_at=3)
-    logs = task.train_step()
-    for name in ("HDCE", "HDCE_Y", "SRC"):
-        assert math.isfinite(logs[name]), (name, logs)
-    assert logs["SRC"] > 0
-    final = task.method.state_dict()
-    assert final.keys() == initial.keys()
-    assert all(not torch.equal(final[k], initial[k]) for k in initial)
 
 
 # -- the compression header (jcy132/Hneg_SRC Compression/) ------------------------------------------

@@ -21,7 +21,7 @@ from benchmark.progress import SuiteProgress
 from benchmark.report.results import missing_reason
 from benchmark.runner import Runner, expand, run_lock
 
-from conftest import flatten_state, tiny_suite_dict
+from conftest import flatten_state, stand_in_plugin, tiny_suite_dict
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -121,9 +121,15 @@ def _python(code: str) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-c", code], cwd=REPO, stdout=subprocess.PIPE, text=True)
 
 
+RUN_COMMAND = ("import sys, conftest; conftest.use_stand_in_inception(); "
+               "from benchmark.cli import main; sys.exit(main(sys.argv[1:]))")
+"""`python -m benchmark run CONFIG`, its evaluations scored with the tests' Inception stand-in (conftest)
+as in this process."""
+
+
 def _run_command(config: Path, log: Path) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    return subprocess.Popen([sys.executable, "-m", "benchmark", "run", str(config)], cwd=REPO, env=env,
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "tests")])}
+    return subprocess.Popen([sys.executable, "-c", RUN_COMMAND, "run", str(config)], cwd=REPO, env=env,
                             stdout=subprocess.DEVNULL, stderr=log.open("w"))
 
 
@@ -229,7 +235,7 @@ def test_submitit_jobs_killed_or_preempted_resume_bit_exactly(tmp_path):
     plugin = tmp_path / "slow_cut.py"
     plugin.write_text(SLOW_PLUGIN)
     raw = tiny_suite_dict(tmp_path, methods=("slow_cut_test",), seeds=(0, 1), steps=30)
-    raw.update(plugins=[str(plugin)], checkpoint_every=5, cpu_threads=1,
+    raw.update(plugins=[stand_in_plugin(tmp_path), str(plugin)], checkpoint_every=5, cpu_threads=1,
                launcher={"type": "submitit_local", "poll_s": 0.2, "timeout_min": 20})
     suite = suite_from_dict(raw, base_dir=tmp_path)
     killed, preempted = expand(suite)
@@ -295,8 +301,8 @@ def test_a_job_of_two_processes_trains_its_run_data_parallel(tmp_path):
     from benchmark.launcher import Launcher
 
     raw = tiny_suite_dict(tmp_path, steps=4, batch_size=2)
-    raw.update(cpu_threads=1, launcher={"type": "submitit_local", "poll_s": 0.2, "timeout_min": 20,
-                                        "tasks_per_node": 2})
+    raw.update(plugins=[stand_in_plugin(tmp_path)], cpu_threads=1,
+               launcher={"type": "submitit_local", "poll_s": 0.2, "timeout_min": 20, "tasks_per_node": 2})
     suite = suite_from_dict(raw, base_dir=tmp_path)
     (run,) = expand(suite)
     log = io.StringIO()

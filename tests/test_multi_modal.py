@@ -24,7 +24,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # tiny networks: one thread 
 
 TINY_NETS = {"dim_in": 4, "max_conv_dim": 8, "hidden_dim": 16, "style_dim": 8, "latent_dim": 4}
 
-#: the small-sample statistics of each mode's FID (issue 15): bootstrap interval, its shift, FID-infinity
+#: the small-sample statistics of each mode's FID: bootstrap interval, its shift, FID-infinity
 SMALL_SAMPLE = {f"{mode}_FID_{part}" for mode in ("latent", "reference")
                 for part in ("ci_low", "ci_high", "bootstrap_shift", "inf")}
 
@@ -339,36 +339,7 @@ def test_structure_score_prefers_outputs_that_keep_the_layout():
     assert kept > other + 0.1 and torch.all(flat == 0)
 
 
-# -- runner: end to end, bit-exact resume -------------------------------------------------------------
-
-def _weights(task):
-    state = {}
-    for name, net in task._nets().items():
-        state.update({f"{name}.{k}": v.clone() for k, v in net.state_dict().items()})
-    state.update({f"M.{k}": v.clone() for k, v in task.method.state_dict().items()})
-    return state
-
-
-def _train(tmp_path, name, stop_at=None, **kwargs):
-    suite = suite_from_dict(mm_suite_dict(tmp_path / name, **kwargs), base_dir=tmp_path)
-    run = expand(suite)[0]
-    return Runner(suite).train(run, stop_at=stop_at)
-
-
-def test_interrupted_then_resumed_equals_uninterrupted(tmp_path):
-    method = {"name": "hnegsrc", "params": {"num_patches": 16, "use_curriculum": True, "HDCE_gamma": 50.0,
-                                            "HDCE_gamma_min": 1.0, "lambda_SRC": 0.1}}
-    full = _train(tmp_path, "full", methods=(method,), steps=5)
-    _train(tmp_path, "split", methods=(method,), steps=5, stop_at=3)      # "crash" after 3 steps
-    resumed = _train(tmp_path, "split", methods=(method,), steps=5)
-    assert full.step == resumed.step == 5
-    a, b = _weights(full), _weights(resumed)
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    assert any(k.startswith("M.") for k in a)     # the method's heads are compared too
-    for opt_a, opt_b in zip(full._optimizers(), resumed._optimizers(), strict=True):
-        for s_a, s_b in zip(opt_a.state.values(), opt_b.state.values(), strict=True):
-            assert torch.equal(s_a["exp_avg"], s_b["exp_avg"]) and torch.equal(s_a["exp_avg_sq"], s_b["exp_avg_sq"])
-
+# -- runner: end to end (bit-exact resume: test_resume.py) ----------------------------------------------
 
 def test_runner_trains_evaluates_and_writes_samples(tmp_path, monkeypatch):
     def fake_inception(images, resize="legacy", device=None, batch_size=50, progress=None, weights_dir=None):

@@ -1,6 +1,5 @@
 """NEGCUT: generated-negatives InfoNCE by hand, the negative generator's adversarial step, gradient
 routing between N, the heads and G, the EMA heads, per-image batching, presets and a smoke run."""
-import io
 import dataclasses
 import math
 
@@ -9,7 +8,6 @@ import torch
 import torch.nn.functional as F
 
 from benchmark.config import find_method, suite_from_dict
-from benchmark.progress import SuiteProgress
 from benchmark.runner import Runner, expand
 from methods.base import AuxiliaryStep, OptimizerDefaults, TranslationPair
 from methods.negcut import NEGCUT, NEGCUTParams, PairView, generated_negatives_nce, negatives_diversity
@@ -289,61 +287,17 @@ def test_presets_and_defaults_are_the_official_ones():
     assert method.optimizers["negative_generator"].param_groups[0]["lr"] == 1e-3
 
 
-def test_flip_equivariance_flips_output_features_back():
-    torch.manual_seed(0)
-    encode = lambda x: [F.pad(x, (3, 3, 3, 3), mode="reflect"), F.avg_pool2d(x, 2)]  # noqa: E731
-    x = torch.rand(1, 3, 16, 16) * 2 - 1
-    method = NEGCUT(NEGCUTParams(num_patches=16, nce_idt=False, flip_equivariance=True))
-    method.initialize(TranslationPair(source=x, output=x, encode=encode))
-
-    def loss(output, flipped):
-        torch.manual_seed(5)
-        with torch.no_grad():
-            return method.generator_losses(TranslationPair(source=x, output=output, encode=encode,
-                                                           output_flipped=flipped))["NCE"]
-
-    assert torch.allclose(loss(x.flip(-1), True), loss(x, False), atol=1e-6)
-    assert not torch.allclose(loss(x.flip(-1), False), loss(x, False), atol=1e-3)
-
-
-# -- in the task -----------------------------------------------------------------------------------
-class _Recorder(SuiteProgress):
-    """Keeps every step's loss values."""
-
-    def __init__(self):
-        super().__init__(0, stream=io.StringIO())
-        self.values = []
-
-    def step(self, run_id, step, total, seconds, values, force=False):
-        super().step(run_id, step, total, seconds, values, force)
-        self.values.append(values)
-
-
-def test_negcut_trains_in_the_single_modal_task_and_resumes_exactly(tmp_path):
-    def runner_and_run(name):
-        suite = suite_from_dict(tiny_suite_dict(tmp_path / name, methods=("negcut",), steps=4), base_dir=tmp_path)
-        return Runner(suite, progress=_Recorder()), expand(suite)[0]
-
-    runner, run = runner_and_run("full")
-    initial = {k: v.clone() for k, v in runner.build_task(run).method.state_dict().items()}
-    full = runner.train(run)
-    assert full.step == 4 and len(runner.progress.values) == 4
-    for values in runner.progress.values:
+# -- in the task (bit-exact resume: test_resume.py) -----------------------------------------------------
+def test_negcut_in_the_single_modal_task_steps_its_heads_negative_generator_and_ema_heads(tmp_path):
+    suite = suite_from_dict(tiny_suite_dict(tmp_path, methods=("negcut",), steps=4), base_dir=tmp_path)
+    task = Runner(suite).build_task(expand(suite)[0])
+    initial = {k: v.clone() for k, v in task.method.state_dict().items()}
+    for _ in range(2):
+        values = task.train_step()
         for key in ("NCE", "NCE_Y", "N", "N_div"):
             assert math.isfinite(values[key])
-    final = full.method.state_dict()
+    final = task.method.state_dict()
     for prefix in ("heads.", "ema_heads.", "negative_generator."):
         keys = [k for k in final if k.startswith(prefix)]
         assert keys and all(not torch.equal(final[k], initial[k]) for k in keys if k.endswith("weight"))
-    assert set(full.method.optimizers) == {"heads", "negative_generator"}
-
-    # Interrupted after 2 steps, then resumed: N, its optimiser state and the EMA heads are restored.
-    runner, run = runner_and_run("split")
-    runner.train(run, stop_at=2)
-    resumed = runner.train(run)
-    b = resumed.method.state_dict()
-    assert final.keys() == b.keys() and all(torch.equal(final[k], b[k]) for k in final)
-    assert all(torch.equal(x, y) for x, y in zip(full.netG.state_dict().values(), resumed.netG.state_dict().values()))
-    n_full = full.method.optimizers["negative_generator"].state_dict()["state"]
-    n_res = resumed.method.optimizers["negative_generator"].state_dict()["state"]
-    assert n_full and all(torch.equal(n_full[i]["exp_avg"], n_res[i]["exp_avg"]) for i in n_full)
+    assert set(task.method.optimizers) == {"heads", "negative_generator"}

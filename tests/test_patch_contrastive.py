@@ -24,17 +24,16 @@ DEFAULTS = {
     HnegSRCParams: {**PATCH_NCE, "lambda_HDCE": 1.0, "lambda_SRC": 1.0, "dce_idt": False, "use_curriculum": False,
                     "HDCE_gamma": 1.0, "HDCE_gamma_min": 1.0, "step_gamma": False, "step_gamma_progress": 0.5,
                     "no_Hneg": False, "hdce_value": "dce", "layer_reduction": "mean",
-                    "contrastive": "dce",  # added later (Table 4's InfoNCE rows), default = the old behaviour
-                    # added with the official compression header (preset hnegsrc_compression), defaults
-                    # = the Single-modal/ header and weights
+                    "contrastive": "dce",  # "infonce" for Table 4's InfoNCE rows
+                    # the Single-modal/ header and weights (the compression preset sets the official ones)
                     "head_width": "netF_nc", "head_init": "xavier", "hardness_needs_src": False},
     GraphCLParams: {**SHARED, "lambda_GNN": 0.1, "gnn_idt": True, "num_hop": 2, "nonzero_th": 0.1,
                     "pooling_num": 1, "pooling_ratio": [1.0, 0.5], "down_scale": 4,
                     "vgg_layers": ["relu3_1", "relu4_1", "relu4_3"], "vgg_weights": "imagenet",
                     "official_double_self_loop": True, "init_gain": 0.02},
 }
-"""The options and defaults of each method before the shared base existed (and options added since,
-at defaults that keep the earlier behaviour)."""
+"""Each method's option names and defaults: stored run configs name them, and a run is the same
+config only while they keep their meaning."""
 
 METHODS = [(CUT, "lambda_NCE", "nce_idt"), (NEGCUT, "lambda_NCE", "nce_idt"),
            (HnegSRC, "lambda_HDCE", "dce_idt"), (GraphCL, "lambda_GNN", "gnn_idt")]
@@ -102,3 +101,29 @@ def test_heads_are_sized_from_the_encoders_features_of_the_first_batch(method_cl
     z = method.embed_patches(TranslationPair(source=x, output=x, encode=encode), x, x)
     assert [q.shape for q in z.queries] == [(2, 5, 32 if use_mlp else c) for c in channels]
     assert all(torch.allclose(q, k) for q, k in zip(z.queries, z.keys))  # same image: same patches
+
+
+@pytest.mark.parametrize("method_cls", [CUT, NEGCUT, HnegSRC], ids=lambda c: c.__name__)
+def test_flip_equivariance_flips_the_output_features_back(method_cls):
+    """With ``output_flipped`` the output's features are flipped back before patches are drawn
+    (methods/shared/patches.py): a flipped output scores as the aligned one, and only then."""
+    import torch.nn.functional as F
+    torch.manual_seed(0)
+    # Flip-equivariant features (reflection padding, pooling), so undoing the flip is exact.
+    encode = lambda x: [F.pad(x, (3, 3, 3, 3), mode="reflect"), F.avg_pool2d(x, 2)]  # noqa: E731
+    x = torch.rand(1, 3, 16, 16) * 2 - 1
+    o = torch.rand(1, 3, 16, 16) * 2 - 1
+    switch = {CUT: "nce_idt", NEGCUT: "nce_idt", HnegSRC: "dce_idt"}[method_cls]
+    method = method_cls(method_cls.Params(num_patches=16, flip_equivariance=True, **{switch: False}))
+    assert method.flips_input
+    method.initialize(TranslationPair(source=x, output=x, encode=encode))
+
+    def loss(output, flipped):
+        torch.manual_seed(5)
+        return sum(method.generator_losses(TranslationPair(source=x, output=output, encode=encode,
+                                                           output_flipped=flipped)).values())
+
+    with torch.no_grad():
+        aligned, undone, not_undone = loss(o, False), loss(o.flip(-1), True), loss(o.flip(-1), False)
+    assert torch.allclose(undone, aligned, atol=1e-6)
+    assert not torch.allclose(not_undone, aligned, atol=1e-3)

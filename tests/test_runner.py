@@ -1,4 +1,6 @@
-"""Runner: determinism, bit-exact resume, skipping finished runs, crash isolation, external plugins."""
+"""Runner: determinism, skipping finished runs, crash isolation, external plugins, every built-in preset
+training every parameter it optimises (bit-exact resume: test_resume.py)."""
+import math
 import textwrap
 
 import pytest
@@ -8,7 +10,7 @@ from benchmark.config import suite_from_dict
 from benchmark.core.errors import ConfigError
 from benchmark.runner import Runner, expand
 
-from conftest import flatten_state, tiny_suite_dict
+from conftest import flatten_state, stand_in_plugin, tiny_suite_dict
 
 
 def _weights(task):
@@ -34,18 +36,6 @@ def test_same_seed_same_weights_different_seed_different(tmp_path):
     c, _, _ = _train(tmp_path, "c", seeds=(1,))
     assert _equal(_weights(a), _weights(b))
     assert not _equal(_weights(a), _weights(c))
-
-
-@pytest.mark.parametrize("method", ["cut", "fastcut"])
-def test_interrupted_then_resumed_equals_uninterrupted(tmp_path, method):
-    full, _, _ = _train(tmp_path, "full", methods=(method,), steps=6)
-    _train(tmp_path, "split", methods=(method,), steps=6, stop_at=3)  # "crash" after 3 steps
-    resumed, run, suite = _train(tmp_path, "split", methods=(method,), steps=6)
-    assert resumed.step == 6 and full.step == 6
-    assert _equal(_weights(full), _weights(resumed))
-    for opt_full, opt_resumed in zip(full._optimizers(), resumed._optimizers()):
-        for s_full, s_res in zip(opt_full.state.values(), opt_resumed.state.values()):
-            assert torch.equal(s_full["exp_avg"], s_res["exp_avg"])
 
 
 def test_changed_config_does_not_overwrite_a_run(tmp_path):
@@ -155,7 +145,7 @@ def test_parallel_workers_match_sequential_and_isolate_a_crash(tmp_path):
     suites = {}
     for workers in (1, 2):
         raw = tiny_suite_dict(tmp_path / f"w{workers}", steps=4, methods=methods)
-        raw.update(plugins=[str(plugin)], workers=workers, cpu_threads=1)
+        raw.update(plugins=[stand_in_plugin(tmp_path), str(plugin)], workers=workers, cpu_threads=1)
         suites[workers] = suite_from_dict(raw, base_dir=tmp_path)
         failures = Runner(suites[workers]).run_all()
         assert [f[0] for f in failures] == ["single_modal/synthetic_objects/crashy/seed0"]
@@ -217,3 +207,56 @@ def test_jobs_alternate_datasets_so_parallel_workers_start_on_different_ones(tmp
     order = [runner.job_name(job) for job in runner.jobs() if job.kind == "run"]
     assert [name.split("/")[1:3] for name in order] == [
         ["synthetic_objects", "none"], ["scenes", "none"], ["synthetic_objects", "cut"], ["scenes", "cut"]]
+
+
+def _built_in_methods() -> list[str]:
+    """Every built-in method at its defaults (plugins registered by tests left out), and LSeSim:
+    F/LSeSim's learned heads are trained modules its default (FSeSim) lacks."""
+    from benchmark.core.registry import METHODS
+    return sorted(name for name, cls in METHODS.entries.items() if cls.__module__.startswith("methods.")) + ["lsesim"]
+
+
+@pytest.mark.parametrize("preset", _built_in_methods())
+def test_every_built_in_method_trains_every_parameter_it_optimises(tmp_path, preset):
+    """Two single-modal steps of each method: every loss it logs is finite; every parameter of every
+    optimiser (the task's and the method's) gets a finite gradient before each of its steps, and some
+    gradient is non-zero; every trainable parameter of the method is in one of its optimisers."""
+    from benchmark.config import find_method
+
+    cls, _ = find_method(preset)
+    params = {k: v for k, v in (("vgg_weights", "untrained"), ("num_patches", 16)) if hasattr(cls.Params(), k)}
+    suite = suite_from_dict(tiny_suite_dict(tmp_path, methods=({"name": preset, "params": params},), steps=2),
+                            base_dir=tmp_path)
+    task = Runner(suite).build_task(expand(suite)[0])
+    seen = []
+
+    def record(opt, args, kwargs):
+        grads = [p.grad for group in opt.param_groups for p in group["params"]]
+        seen.append((id(opt), [g is not None and bool(torch.isfinite(g).all()) for g in grads],
+                     any(g is not None and bool(g.abs().max() > 0) for g in grads)))
+    optimizers = task._optimizers()
+    for opt in optimizers:
+        opt.register_step_pre_hook(record)
+    for _ in range(2):
+        logs = task.train_step()
+        assert logs and all(math.isfinite(v) for v in logs.values()), logs
+    assert {opt_id for opt_id, _, _ in seen} == {id(opt) for opt in optimizers}  # each stepped
+    assert all(all(finite) and nonzero for _, finite, nonzero in seen)
+    optimised = {id(p) for opt in optimizers for group in opt.param_groups for p in group["params"]}
+    assert all(id(p) in optimised for p in task.method.parameters() if p.requires_grad)
+
+
+def test_each_step_trains_at_cuts_linear_learning_rate(tmp_path):
+    """CUT's 'linear' policy (models/networks.py get_scheduler, epoch_count 1, stepped after each
+    epoch, here each step): 0-based step s trains at lr (1 - max(0, s + 1 - n_steps) / (n_steps_decay + 1)),
+    so 2 + 2 steps at 1, 1, 2/3, 1/3 of lr, every optimiser (the method's heads too)."""
+    suite = suite_from_dict(tiny_suite_dict(tmp_path, methods=("cut",), steps=4, lr=3e-4), base_dir=tmp_path)
+    task = Runner(suite).build_task(expand(suite)[0])
+    rates: dict[int, list[float]] = {}
+    for i, opt in enumerate(task._optimizers()):
+        opt.register_step_pre_hook(lambda o, args, kwargs, i=i: rates.setdefault(i, []).append(o.param_groups[0]["lr"]))
+    for _ in range(4):
+        task.train_step()
+    assert len(rates) == 3  # G, D, the heads
+    for got in rates.values():
+        assert got == pytest.approx([3e-4, 3e-4, 2e-4, 1e-4], rel=1e-12)

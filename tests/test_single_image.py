@@ -271,33 +271,7 @@ def test_embedded_pair_is_deterministic_and_the_file_reader_rounds_to_multiples_
         missing.image("A")
 
 
-# -- training: resume, runner, report ------------------------------------------------------------------
-
-def _train(tmp_path, name, stop_at=None, **kwargs):
-    suite = suite_from_dict(suite_dict(tmp_path / name, **kwargs))
-    runner = Runner(suite)
-    return runner.train(expand(suite)[0], stop_at=stop_at)
-
-
-def _weights(task):
-    return {**{f"G.{k}": v for k, v in task.netG.state_dict().items()},
-            **{f"D.{k}": v for k, v in task.netD.state_dict().items()},
-            **{f"M.{k}": v for k, v in task.method.state_dict().items()}}
-
-
-def test_interrupted_then_resumed_equals_uninterrupted(tmp_path):
-    methods = ["hnegsrc_single"]                      # curriculum, identity term, heads; G injects noise
-    full = _train(tmp_path, "full", methods=methods, steps=4)
-    _train(tmp_path, "split", methods=methods, steps=4, stop_at=2)
-    resumed = _train(tmp_path, "split", methods=methods, steps=4)
-    assert full.step == resumed.step == 5
-    a, b = _weights(full), _weights(resumed)
-    assert a.keys() == b.keys() and any(k.startswith("M.") for k in a)
-    assert all(torch.equal(a[k], b[k]) for k in a)
-    for opt_a, opt_b in zip(full._optimizers(), resumed._optimizers(), strict=True):
-        for s_a, s_b in zip(opt_a.state.values(), opt_b.state.values(), strict=True):
-            assert torch.equal(s_a["exp_avg"], s_b["exp_avg"]) and torch.equal(s_a["exp_avg_sq"], s_b["exp_avg_sq"])
-
+# -- training: runner, report (bit-exact resume: test_resume.py) --------------------------------------
 
 def test_method_loss_reaches_the_generator_and_its_heads_only(tmp_path):
     suite = suite_from_dict(suite_dict(tmp_path, methods=["sincut"], lambda_identity=0.0, lambda_GAN=0.0))

@@ -1,4 +1,4 @@
-"""Small-sample statistics of FID / KID (issue 15, item 3): the Gram/nuclear-norm FID against the
+"""Small-sample statistics of FID / KID: the Gram/nuclear-norm FID against the
 textbook sqrtm formula, KID's per-subset values against clean-fid, bootstrap intervals (contain the
 estimate, shrink with N, reproducible under a seed) and FID-infinity, on random Gaussian features
 (no Inception network needed)."""

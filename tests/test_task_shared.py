@@ -58,13 +58,6 @@ def test_seeded_generator_mixes_the_key_parts_as_documented():
     assert torch.equal(a, b)
 
 
-def test_both_tasks_data_streams_use_the_shared_generator():
-    import tasks.data
-    import tasks.multi_modal.data as mm_data
-    assert mm_data.seeded_generator is tasks.data.seeded_generator
-    assert mm_eval.seeded_generator is tasks.data.seeded_generator
-
-
 # -- set_requires_grad --------------------------------------------------------------------------------
 
 def test_set_requires_grad_switches_every_parameter_and_no_buffer():
