@@ -23,6 +23,7 @@ from .config import Component, Run, Suite, identity_name
 from .core.errors import BenchmarkError, ConfigError
 from .core.image_io import write_png
 from .core.locks import waiting_lock
+from .loss_watch import LossWatch
 from .progress import LossLog, SuiteProgress, format_seconds, tensorboard_available
 from .selection import RULE_SPLIT, RULES, SCORE, Selection
 from .run_folder import BROKEN, FINISHED, REDO_BROKEN_HINT, RUN_LOCK, STALE, UNFINISHED, RunFolder
@@ -130,6 +131,8 @@ class Runner:
         self.progress = progress
         self.runs = expand(suite)
         self._tensorboard_checked = False
+        self._loss_notes: dict[str, dict[str, str]] = {}
+        """Per run: the terms its training left exactly 0 (``LossWatch.protocol``), for its record."""
 
     def dataset(self, component: Component):
         if component.label not in self._datasets:
@@ -183,10 +186,12 @@ class Runner:
         every = settings.checkpoint_every
         end = task.total_steps if stop_at is None else min(stop_at, task.total_steps)
         losses = self.loss_log(run, task.step) if dist_.is_main else None  # rank 0 writes (torchrun)
+        watch = LossWatch(losses.rows if losses is not None else ())
         try:
             while task.step < end:
                 started = time.perf_counter()
                 values = task.train_step()
+                watch.check(task.step, values)
                 if losses is not None:
                     losses.write(task.step, values)
                 if self.progress:
@@ -202,6 +207,7 @@ class Runner:
         finally:
             if losses is not None:
                 losses.close()
+        self._loss_notes[run.run_id] = watch.protocol()
         return task
 
     def loss_log(self, run: Run, start_step: int) -> LossLog:
@@ -230,7 +236,7 @@ class Runner:
             "preset": run.method.preset, "seed": run.seed, "steps": task.step,
             "metrics": result.metrics,
             "protocol": {**result.protocol, **task.method.protocol_notes(), **task_imposed_note(run),
-                         "checkpoint": "last"},
+                         **self._loss_notes.pop(run.run_id, {}), "checkpoint": "last"},
             "train_seconds": round(train_seconds, 1), "eval_seconds": round(time.perf_counter() - started, 1),
             "device": str(self.device), "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
         }

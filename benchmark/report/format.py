@@ -6,6 +6,8 @@ import json
 
 import pandas as pd
 
+from ..loss_watch import DEGENERATE
+
 NOT_SCORED = "–"
 """A cell with no number: not scored, no finished run, or no published row."""
 
@@ -111,12 +113,23 @@ def untrained_notes(records: list[dict]) -> str:
     return "; ".join(f"{note} (used by {', '.join(sorted(set(m)))})" for note, m in found.items())
 
 
+def degenerate_notes(records: list[dict]) -> str:
+    """Words for every run whose training left a loss term exactly 0 at every step."""
+    return "; ".join(f"{r['method']} seed {r['seed']}: {r['protocol'][DEGENERATE]}"
+                     for r in records if DEGENERATE in r.get("protocol", {}))
+
+
 def untrained_warning(records: list[dict]) -> list[str]:
-    """The warning lines put above a table whose runs used an untrained backbone ([] if none did)."""
-    untrained = untrained_notes(records)
-    if not untrained:
-        return []
-    return [f"**Warning: {untrained}.** Numbers that depend on it are not comparable with published ones.", ""]
+    """The warning lines put above a table whose runs used an untrained backbone or trained a loss
+    term that stayed exactly 0 ([] if none did)."""
+    lines = []
+    if untrained := untrained_notes(records):
+        lines += [f"**Warning: {untrained}.** Numbers that depend on it are not comparable with published ones.", ""]
+    if degenerate := degenerate_notes(records):
+        lines += [f"**Warning: loss terms that trained nothing: {degenerate}.** A zero weight explains it; "
+                  "otherwise the method's loss is degenerate (e.g. a contrastive loss without negatives) "
+                  "and its row measures the rest of the objective only.", ""]
+    return lines
 
 
 def protocol_items(records: list[dict]) -> list[str]:
