@@ -6,6 +6,7 @@ import sys
 
 from . import plugins
 from .core import registry
+from .core.atomic import storage_error
 from .core.errors import BenchmarkError, ConfigError
 
 
@@ -200,6 +201,12 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except BenchmarkError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a full or read-only disk where no caller named the file's purpose
+        error = storage_error(exc, exc.filename or ".")
+        if error is None:
+            raise
+        print(f"error: {error}", file=sys.stderr)
         return 2
 
 

@@ -16,7 +16,7 @@ import torch
 import yaml
 from filelock import FileLock, Timeout
 
-from .core.atomic import atomic_write
+from .core.atomic import atomic_write, make_folder, storage_error
 from .core.context import RunContext
 from .core.distributed import Distributed, from_environment, init_distributed
 from .core.checkpoint import load_checkpoint, save_checkpoint, seed_everything, set_rng_state
@@ -70,7 +70,7 @@ def run_lock(run: Run) -> FileLock:
     two ``run`` commands, workers or jobs never train it at once. It is an OS-level lock
     (``flock``): the OS releases it when its process dies, so a killed process leaves no lock
     that blocks."""
-    run.directory.mkdir(parents=True, exist_ok=True)
+    make_folder(run.directory, f"the folder of run '{run.run_id}'")
     return FileLock(str(run.directory / RUN_LOCK))
 
 
@@ -102,12 +102,23 @@ def resolve_device(name: str, local_rank: int | None = None) -> torch.device:
 
 
 def write_json(path: Path, data: dict) -> None:
-    with atomic_write(path, "w", encoding="utf-8") as f:
+    with atomic_write(path, "w", encoding="utf-8", what=f"the results ({path.name})") as f:
         json.dump(data, f, indent=2, sort_keys=True)
 
 
+def write_error_log(path: Path) -> str:
+    """Write the traceback being handled to ``path``; says where it is, or why it is not there (a
+    full or read-only disk must not turn the run's clear error into a second traceback)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(traceback.format_exc())
+    except OSError as exc:
+        return f"its traceback could not be written to {path} ({exc.strerror})"
+    return f"traceback in {path}"
+
+
 def save_samples(directory: Path, samples: dict[str, torch.Tensor]) -> None:
-    directory.mkdir(parents=True, exist_ok=True)
+    make_folder(directory, "the sample images")
     for name, images in samples.items():
         for i, image in enumerate(images):
             write_png(image, directory / f"{name}_{i:02d}.png")
@@ -390,9 +401,7 @@ class Runner:
         except BenchmarkError as exc:
             if self.distributed.enabled:
                 raise  # under torchrun a failure stops every rank (see execute)
-            directory = identity_dir(self.suite, task, dataset)
-            directory.mkdir(parents=True, exist_ok=True)
-            (directory / "error.log").write_text(traceback.format_exc())  # the report names the reason
+            write_error_log(identity_dir(self.suite, task, dataset) / "error.log")  # the report names the reason
             self._log(f"  FAILED: {exc}")
             return _identity_name(task, dataset), str(exc)
         return None
@@ -435,16 +444,16 @@ class Runner:
         except KeyboardInterrupt:
             raise
         except Exception as exc:  # noqa: BLE001 - one broken run must not stop the suite
-            run.directory.mkdir(parents=True, exist_ok=True)
-            (run.directory / f"error{self._rank_suffix()}.log").write_text(traceback.format_exc())
+            exc = storage_error(exc, getattr(exc, "filename", None) or run.directory) or exc
+            log = write_error_log(run.directory / f"error{self._rank_suffix()}.log")
             if self.distributed.enabled:
                 # Under torchrun the ranks would go on out of step (a collective waiting forever):
                 # stop this process, and torchrun stops the others; rerunning resumes.
-                raise
+                raise exc
             message = str(exc) if isinstance(exc, BenchmarkError) else f"{type(exc).__name__}: {exc}"
             if self.progress:
                 self.progress.abandon(run.run_id, _planned_or_zero(run))
-            self._log(f"{header}: FAILED ({message}); traceback in {run.directory / 'error.log'}")
+            self._log(f"{header}: FAILED ({message}); {log}")
             return run.run_id, message
         shown = ", ".join(f"{k} {v:.2f}" for k, v in record["metrics"].items())
         self._log(f"{header}: done in {format_seconds(time.perf_counter() - started)}: {shown}")

@@ -129,16 +129,18 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def atomic_save(obj: Any, path: Path) -> None:
+def atomic_save(obj: Any, path: Path, what: str = "") -> None:
     """Write ``obj`` with torch.save to a temporary file beside ``path``, then rename it into place:
-    a crash never leaves a half-written checkpoint where a good one was."""
-    with atomic_write(path) as f:
+    a crash, a full disk or a refused write never leaves a half-written checkpoint where a good one
+    was (``what`` names the file in the error, see :func:`benchmark.core.atomic.atomic_write`)."""
+    with atomic_write(path, what=what) as f:
         torch.save(obj, f)
 
 
 def save_checkpoint(path: Path, run_id: str, step: int, task_state: dict) -> None:
     atomic_save({"format": FORMAT_VERSION, "run_id": run_id, "step": step,
-                 "task": task_state, "rng": rng_state()}, path)
+                 "task": task_state, "rng": rng_state()}, path,
+                what=f"the checkpoint of run '{run_id}' at step {step}")
 
 
 def load_checkpoint(path: Path, run_id: str, map_location: str | torch.device = "cpu") -> dict:
