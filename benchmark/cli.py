@@ -8,6 +8,7 @@ from . import plugins
 from .core import registry
 from .core.atomic import storage_error
 from .core.errors import BenchmarkError, ConfigError
+from .core.interrupt import Interrupted, stop_on_signals
 
 
 def cmd_run(args) -> int:
@@ -198,7 +199,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return args.func(args)
+        with stop_on_signals():
+            return args.func(args)
+    except Interrupted as exc:  # the run in training wrote its checkpoint first
+        print(f"\n{exc}", file=sys.stderr)
+        return exc.exit_code
     except BenchmarkError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -22,6 +22,7 @@ from .core.distributed import Distributed, from_environment, init_distributed
 from .core.checkpoint import load_checkpoint, save_checkpoint, seed_everything, set_rng_state
 from .config import Component, Run, Suite
 from .core.errors import BenchmarkError, ConfigError
+from .core.interrupt import Interrupted, deferred_stop
 from .core.image_io import write_png
 from .progress import LossLog, SuiteProgress, format_seconds, tensorboard_available
 from .selection import RULE_SPLIT, RULES, SCORE, Selection
@@ -238,21 +239,27 @@ class Runner:
         end = task.total_steps if stop_at is None else min(stop_at, task.total_steps)
         losses = self.loss_log(run, task.step) if dist_.is_main else None  # rank 0 writes (torchrun)
         try:
-            while task.step < end:
-                started = time.perf_counter()
-                values = task.train_step()
-                if losses is not None:
-                    losses.write(task.step, values)
-                if self.progress:
-                    self.progress.step(run.run_id, task.step, task.total_steps, time.perf_counter() - started, values)
-                point = selection is not None and selection.is_point(task.step, task.total_steps)
-                if point:
-                    selection.evaluate(task)
-                if (point or task.step % every == 0 or task.step == end) and dist_.is_main:
-                    losses.sync()  # every row up to the checkpoint's step is on disk before it
-                    save_checkpoint(run.checkpoint_path, run.run_id, task.step, task.state_dict())
-                if point:
-                    selection.keep_best(task)
+            # SIGTERM / SIGINT: finish the step, checkpoint it, stop (benchmark/core/interrupt.py)
+            with deferred_stop(enabled=not dist_.enabled) as stop:
+                while task.step < end:
+                    started = time.perf_counter()
+                    values = task.train_step()
+                    if losses is not None:
+                        losses.write(task.step, values)
+                    if self.progress:
+                        self.progress.step(run.run_id, task.step, task.total_steps, time.perf_counter() - started, values)
+                    point = selection is not None and selection.is_point(task.step, task.total_steps)
+                    if point:
+                        selection.evaluate(task)
+                    stopping = bool(stop)
+                    if (point or task.step % every == 0 or task.step == end or stopping) and dist_.is_main:
+                        losses.sync()  # every row up to the checkpoint's step is on disk before it
+                        save_checkpoint(run.checkpoint_path, run.run_id, task.step, task.state_dict())
+                    if point:
+                        selection.keep_best(task)
+                    if stopping:
+                        raise Interrupted(stop.signum, task.step,
+                                          f"run {run.run_id}, checkpoint {run.checkpoint_path}")
         finally:
             if losses is not None:
                 losses.close()
