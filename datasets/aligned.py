@@ -106,6 +106,9 @@ class AlignedFolder(FolderReader, PairedDataset):
             self._files[folder_name] = image_files(folder, "dataset folder", self.options.max_images)
         return self._files[folder_name]
 
+    def source_files(self) -> list[Path]:
+        return [path for split in ALIGNED_SUBFOLDERS for path in self.files(split)]
+
     def split(self, split: Split, side: Side) -> AlignedHalfImageSet:
         if side not in ("A", "B"):
             raise ValueError(f"side must be 'A' or 'B', got {side!r}")

@@ -173,6 +173,9 @@ class UnalignedFolder(FolderReader, UnpairedDataset):
             self._files[key] = image_files(folder, "dataset folder", self.options.max_images)
         return self._files[key]
 
+    def source_files(self) -> list[Path]:
+        return [path for key in SUBFOLDERS for path in self.folder_files(key)]
+
     def split(self, split: Split, side: Side) -> FolderImageSet:
         size = self.options.load_size if split == "train" else self.options.size
         return FolderImageSet(self.files(split, side), size)

@@ -112,6 +112,9 @@ class SingleImageFiles(SingleImageDataset):
         array = np.asarray(round_to_multiple(picture), dtype=np.uint8)
         return torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()
 
+    def source_files(self) -> list[Path]:
+        return [self.paths[side] for side in SIDES]
+
     def describe(self, side: Side) -> str:
         return str(self.paths[side])
 
