@@ -22,25 +22,11 @@ from benchmark.core.interrupt import Interrupted, deferred_stop, stop_on_signals
 from benchmark.progress import SuiteProgress
 from benchmark.runner import Runner, expand
 
-from conftest import flatten_state, tiny_suite_dict
+from conftest import flatten_state, slow_cut_plugin, tiny_suite_dict
 
 REPO = Path(__file__).resolve().parents[1]
 STEPS = 24
-SLOW_PLUGIN = '''
-import time
-from benchmark.core import registry
-from benchmark.core.registry import register_method
-
-
-@register_method("slow_cut_signal_test")
-class SlowCUT(registry.METHODS.get("cut")):
-    """CUT with a pause in each step, so that a signal lands mid-training."""
-    presets = {}
-
-    def generator_losses(self, pair, computed=None):
-        time.sleep(0.1)
-        return super().generator_losses(pair, computed)
-'''
+SLOW_PLUGIN = slow_cut_plugin('slow_cut_signal_test', 0.1)
 
 
 @pytest.fixture(scope="module")
