@@ -6,7 +6,9 @@ import sys
 
 from . import plugins
 from .core import registry
+from .core.atomic import storage_error
 from .core.errors import BenchmarkError, ConfigError
+from .core.interrupt import Interrupted, stop_on_signals
 
 
 def cmd_run(args) -> int:
@@ -248,9 +250,19 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return args.func(args)
+        with stop_on_signals():
+            return args.func(args)
+    except Interrupted as exc:  # the run in training wrote its checkpoint first
+        print(f"\n{exc}", file=sys.stderr)
+        return exc.exit_code
     except BenchmarkError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a full or read-only disk where no caller named the file's purpose
+        error = storage_error(exc, exc.filename or ".")
+        if error is None:
+            raise
+        print(f"error: {error}", file=sys.stderr)
         return 2
 
 

@@ -1,6 +1,8 @@
 """Planning a suite without training (``python -m benchmark plan CONFIG`` or ``run CONFIG --dry-run``):
-every run built (its method and task constructed, no network set up), every dataset folder listed,
-every pretrained file looked up, and the cost: runs, training steps and the estimated GPU hours from
+every run built (its method and task constructed, no network set up), every dataset folder listed
+and every image file a run would read opened and decoded (with a progress line), every pretrained
+file looked up, the output folder tried with a file and its free space compared with the size of the
+checkpoints the runs will write (from their networks' parameter counts), and the cost: runs, training steps and the estimated GPU hours from
 the step times measured with ``python -m benchmark perf`` and kept in ``docs/perf/*.json``.
 
 The step-time table is :func:`measured_step_times` (the one reader of those files). A run is matched
@@ -12,12 +14,17 @@ method, batch size and task is "unknown" (counted in no total).
 from __future__ import annotations
 
 import json
+import shutil
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .config import Run, Suite
 from .core import weights
-from .core.errors import BenchmarkError
+from .core.atomic import format_bytes
+from .core.errors import BenchmarkError, DataError
+from .core.image_io import decode
+from .progress import CountProgress
 from .run_folder import FINISHED
 from .sanity import meaningless_settings
 
@@ -125,6 +132,9 @@ class SuitePlan:
     """Settings that make a run's numbers meaningless (benchmark/sanity.py); not problems: it can run."""
     datasets_checked: dict[str, str] = field(default_factory=dict)
     """Dataset label -> what was found (e.g. its identity string)."""
+    output_problems: list[str] = field(default_factory=list)
+    output_checked: str = ""
+    """What was found of the output folder (writable, free space, the checkpoints' estimated size)."""
 
     @property
     def total_steps(self) -> int:
@@ -136,7 +146,7 @@ class SuitePlan:
 
     @property
     def problems(self) -> list[str]:
-        return self.data_problems + self.weight_problems
+        return self.data_problems + self.weight_problems + self.output_problems
 
     @property
     def estimated_hours(self) -> float:
@@ -152,17 +162,72 @@ class SuitePlan:
         return sorted({r.estimate.device_name for r in self.runs if r.estimate.device_name})
 
 
-def check_datasets(suite: Suite) -> tuple[dict[str, str], list[str]]:
-    """List every dataset's files (its ``identity`` walks every split and side) without decoding an
-    image: (label -> identity, problems naming the missing folder and what was expected)."""
-    found, problems = {}, []
+def check_datasets(suite: Suite, stream=None) -> tuple[dict[str, str], list[str]]:
+    """List every dataset's files (its ``identity`` walks every split and side), then open and
+    decode each image file a run would read (``Dataset.source_files``), with a progress line: (label
+    -> identity, problems naming the missing folder or file, or the image that does not decode)."""
+    found, problems, files = {}, [], []
     for component in suite.datasets:
         try:
             dataset = component.cls(component.options, suite.cache_dir / "datasets")
             found[component.label] = dataset.identity
+            files += [(component.label, Path(path)) for path in dataset.source_files()]
         except BenchmarkError as exc:
             problems.append(f"datasets.{component.label}: {exc}")
-    return found, problems
+    progress = CountProgress(len(files), "decoding the datasets' images", stream)
+    broken = set()
+    for label, path in files:
+        try:
+            if not path.is_file():
+                raise DataError(f"image file '{path.absolute()}' does not exist; expected an image file")
+            decode(path)
+        except DataError as exc:
+            problems.append(f"datasets.{label}: {exc}")
+            broken.add(label)
+        progress.advance()
+    return {k: v for k, v in found.items() if k not in broken}, problems
+
+
+CHECKPOINT_BYTES_PER_PARAMETER = 12
+"""A checkpoint holds each parameter three times in float32: the weight and Adam's two moments."""
+
+
+def checkpoint_bytes(run: Run, task) -> int | None:
+    """The size of one checkpoint of ``run``: its checkpoint's when one exists, else estimated from
+    the parameters of its task's networks (None: the task does not say)."""
+    if run.checkpoint_path.is_file():
+        return run.checkpoint_path.stat().st_size
+    count = task.parameter_count()
+    return None if count is None else count * CHECKPOINT_BYTES_PER_PARAMETER
+
+
+def check_output(suite: Suite, runs: list[RunPlan], tasks: dict) -> tuple[str, list[str]]:
+    """Whether the output folder (or the nearest folder above it that exists) takes a new file, and
+    has room for the checkpoints of the unfinished runs (each keeps ``latest.pt`` and one file per
+    best-of rule): (a line for the plan, problems)."""
+    output = Path(suite.output_dir).absolute()
+    folder = output
+    while not folder.is_dir() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        return "", [f"output folder '{output}' cannot be written: creating a file in '{folder}' failed "
+                    f"({exc.strerror}); expected a folder you may write to (set output_dir)"]
+    validation = suite.settings.validation
+    per_run = 1 + (len(validation.rules) if validation.enabled else 0)
+    sizes = [checkpoint_bytes(run, tasks[plan.run_id]) for run, plan in zip(suite.runs, runs) if not plan.finished]
+    need = per_run * sum(size for size in sizes if size is not None)
+    unknown = sum(size is None for size in sizes)
+    free = shutil.disk_usage(folder).free
+    line = (f"output: {output} writable, {format_bytes(free)} free; the checkpoints of {len(sizes)} unfinished "
+            f"run(s) need about {format_bytes(need)}" + (f" ({unknown} of unknown size)" if unknown else ""))
+    if need > free:
+        return line, [f"output folder '{output}' has {format_bytes(free)} free but the checkpoints of the "
+                      f"{len(sizes)} unfinished run(s) need about {format_bytes(need)} ({per_run} file(s) per "
+                      "run, 12 bytes per network parameter); free some space or set output_dir"]
+    return line, []
 
 
 def with_download_hints(suite: Suite, problems: list[str]) -> list[str]:
@@ -184,15 +249,18 @@ def check_weights(suite: Suite) -> list[str]:
     return [f"{r.filename} [{r.state}]: {r.message}" for r in rows if not r.ok]
 
 
-def build_runs(suite: Suite) -> None:
+def build_runs(suite: Suite) -> dict:
     """Construct each run's method and task (no ``setup``: no network is built, nothing is read),
-    so that a run the options cannot make fails here, not hours into a suite."""
+    so that a run the options cannot make fails here, not hours into a suite: run_id -> task."""
     from .runner import Runner
 
     runner = Runner(suite)
+    tasks = {}
     for run in suite.runs:
         method = run.method.cls(run.method_options)
-        run.task.cls(run.task_options, _NoDataset(), method, runner.context(run.directory, run.seed))
+        tasks[run.run_id] = run.task.cls(run.task_options, _NoDataset(), method,
+                                         runner.context(run.directory, run.seed))
+    return tasks
 
 
 class _NoDataset:
@@ -207,15 +275,16 @@ def check_plugin_hooks(suite: Suite) -> None:
 
 
 def plan_suite(suite: Suite, perf_dir: Path = PERF_DIR, check_data: bool = True,
-               check_weight_files: bool = True) -> SuitePlan:
+               check_weight_files: bool = True, stream=None) -> SuitePlan:
     check_plugin_hooks(suite)
-    build_runs(suite)
+    tasks = build_runs(suite)
     table = measured_step_times(perf_dir)
     runs = [RunPlan(run.run_id, run.planned_steps(), estimate_step(run, table),
                     run.folder.state().kind == FINISHED) for run in suite.runs]
     plan = SuitePlan(suite, runs)
+    plan.output_checked, plan.output_problems = check_output(suite, runs, tasks)
     if check_data:
-        plan.datasets_checked, plan.data_problems = check_datasets(suite)
+        plan.datasets_checked, plan.data_problems = check_datasets(suite, stream)
         plan.data_problems = with_download_hints(suite, plan.data_problems)
     if check_weight_files:
         plan.weight_problems = check_weights(suite)
@@ -253,6 +322,8 @@ def format_plan(plan: SuitePlan) -> str:
                      f"estimate ({plan.unknown_runs[0].estimate.note})")
     if plan.datasets_checked:
         lines.append("data: " + "; ".join(f"{label} ok" for label in plan.datasets_checked))
+    if plan.output_checked:
+        lines.append(plan.output_checked)
     if plan.warnings:
         lines.append("")
         lines.append(f"{len(plan.warnings)} warning(s): settings that make results meaningless:")

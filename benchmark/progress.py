@@ -76,6 +76,28 @@ class SuiteProgress:
         self.log(f"  {label} step {step}/{total} ({100 * step / total:.0f}%) {rate:.3f}s/step {eta} | {shown}")
 
 
+class CountProgress:
+    """Progress through ``total`` items (e.g. ``plan`` decoding every image): a line
+    ``<what>: <done>/<total> (<pct>%), <rate>/s, ETA <eta>`` at most every ``interval`` seconds and
+    at the last item."""
+
+    def __init__(self, total: int, what: str, stream=None, interval: float = 5.0):
+        self.total, self.what, self.stream, self.interval = total, what, stream or sys.stderr, interval
+        self.done = 0
+        self.start = self._last_print = time.monotonic()
+
+    def advance(self, n: int = 1) -> None:
+        self.done += n
+        now = time.monotonic()
+        if now - self._last_print < self.interval and self.done < self.total:
+            return
+        self._last_print = now
+        rate = self.done / max(now - self.start, 1e-9)
+        eta = format_seconds((self.total - self.done) / rate) if rate else "?"
+        print(f"  {self.what}: {self.done}/{self.total} ({100 * self.done / max(self.total, 1):.0f}%), "
+              f"{rate:.0f}/s, ETA {eta}", file=self.stream, flush=True)
+
+
 # -- the curves of a run ---------------------------------------------------------------------------
 
 LOSSES_CSV = "losses.csv"

@@ -24,7 +24,7 @@ from typing import Callable
 import yaml
 from filelock import FileLock, Timeout
 
-from .core.atomic import atomic_write
+from .core.atomic import atomic_write, make_folder
 from .core.errors import ConfigError
 from .core.settings import NO_DEFAULT
 from .core.yaml_io import load_yaml
@@ -84,7 +84,7 @@ class RunFolder:
 
     def lock(self) -> FileLock:
         """The folder's lock (held while a process trains or scores it)."""
-        self.directory.mkdir(parents=True, exist_ok=True)
+        make_folder(self.directory, f"the folder of '{self.name}'")
         return FileLock(str(self.directory / RUN_LOCK))
 
     def held_by_a_process(self) -> bool:
@@ -159,7 +159,7 @@ class RunFolder:
 
 def write_json(path: Path, data) -> None:
     """``data`` as indented JSON, written atomically."""
-    with atomic_write(path, "w", encoding="utf-8") as f:
+    with atomic_write(path, "w", encoding="utf-8", what=f"the results ({path.name})") as f:
         json.dump(data, f, indent=2, sort_keys=True)
 
 

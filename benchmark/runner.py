@@ -16,11 +16,13 @@ from typing import Literal
 import torch
 from filelock import FileLock, Timeout
 
+from .core.atomic import make_folder, storage_error
 from .core.context import RunContext
 from .core.distributed import Distributed, from_environment, init_distributed
 from .core.checkpoint import load_checkpoint, save_checkpoint, seed_everything, set_rng_state
 from .config import Component, Run, Suite, identity_name
 from .core.errors import BenchmarkError, ConfigError
+from .core.interrupt import Interrupted, deferred_stop
 from .core.image_io import write_png
 from .core.locks import waiting_lock
 from .loss_watch import LossWatch
@@ -82,8 +84,19 @@ def resolve_device(name: str, local_rank: int | None = None) -> torch.device:
     return torch.device(name)
 
 
+def write_error_log(path: Path) -> str:
+    """Write the traceback being handled to ``path``; says where it is, or why it is not there (a
+    full or read-only disk must not turn the run's clear error into a second traceback)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(traceback.format_exc())
+    except OSError as exc:
+        return f"its traceback could not be written to {path} ({exc.strerror})"
+    return f"traceback in {path}"
+
+
 def save_samples(directory: Path, samples: dict[str, torch.Tensor]) -> None:
-    directory.mkdir(parents=True, exist_ok=True)
+    make_folder(directory, "the sample images")
     for name, images in samples.items():
         for i, image in enumerate(images):
             write_png(image, directory / f"{name}_{i:02d}.png")
@@ -188,22 +201,28 @@ class Runner:
         losses = self.loss_log(run, task.step) if dist_.is_main else None  # rank 0 writes (torchrun)
         watch = LossWatch(losses.rows if losses is not None else ())
         try:
-            while task.step < end:
-                started = time.perf_counter()
-                values = task.train_step()
-                watch.check(task.step, values)
-                if losses is not None:
-                    losses.write(task.step, values)
-                if self.progress:
-                    self.progress.step(run.run_id, task.step, task.total_steps, time.perf_counter() - started, values)
-                point = selection is not None and selection.is_point(task.step, task.total_steps)
-                if point:
-                    selection.evaluate(task)
-                if (point or task.step % every == 0 or task.step == end) and dist_.is_main:
-                    losses.sync()  # every row up to the checkpoint's step is on disk before it
-                    save_checkpoint(run.checkpoint_path, run.run_id, task.step, task.state_dict())
-                if point:
-                    selection.keep_best(task)
+            # SIGTERM / SIGINT: finish the step, checkpoint it, stop (benchmark/core/interrupt.py)
+            with deferred_stop(enabled=not dist_.enabled) as stop:
+                while task.step < end:
+                    started = time.perf_counter()
+                    values = task.train_step()
+                    watch.check(task.step, values)
+                    if losses is not None:
+                        losses.write(task.step, values)
+                    if self.progress:
+                        self.progress.step(run.run_id, task.step, task.total_steps, time.perf_counter() - started, values)
+                    point = selection is not None and selection.is_point(task.step, task.total_steps)
+                    if point:
+                        selection.evaluate(task)
+                    stopping = bool(stop)
+                    if (point or task.step % every == 0 or task.step == end or stopping) and dist_.is_main:
+                        losses.sync()  # every row up to the checkpoint's step is on disk before it
+                        save_checkpoint(run.checkpoint_path, run.run_id, task.step, task.state_dict())
+                    if point:
+                        selection.keep_best(task)
+                    if stopping:
+                        raise Interrupted(stop.signum, task.step,
+                                          f"run {run.run_id}, checkpoint {run.checkpoint_path}")
         finally:
             if losses is not None:
                 losses.close()
@@ -403,9 +422,7 @@ class Runner:
         except BenchmarkError as exc:
             if self.distributed.enabled:
                 raise  # under torchrun a failure stops every rank (see execute)
-            directory = identity_dir(self.suite, task, dataset)
-            directory.mkdir(parents=True, exist_ok=True)
-            (directory / "error.log").write_text(traceback.format_exc())  # the report names the reason
+            write_error_log(identity_dir(self.suite, task, dataset) / "error.log")  # the report names the reason
             self._log(f"  FAILED: {exc}")
             return identity_name(task, dataset), str(exc)
         return None
@@ -456,16 +473,16 @@ class Runner:
         except KeyboardInterrupt:
             raise
         except Exception as exc:  # noqa: BLE001 - one broken run must not stop the suite
-            run.directory.mkdir(parents=True, exist_ok=True)
-            (run.directory / f"error{self._rank_suffix()}.log").write_text(traceback.format_exc())
+            exc = storage_error(exc, getattr(exc, "filename", None) or run.directory) or exc
+            log = write_error_log(run.directory / f"error{self._rank_suffix()}.log")
             if self.distributed.enabled:
                 # Under torchrun the ranks would go on out of step (a collective waiting forever):
                 # stop this process, and torchrun stops the others; rerunning resumes.
-                raise
+                raise exc
             message = str(exc) if isinstance(exc, BenchmarkError) else f"{type(exc).__name__}: {exc}"
             if self.progress:
                 self.progress.abandon(run.run_id, _planned_or_zero(run))
-            self._log(f"{header}: FAILED ({message}); traceback in {run.directory / 'error.log'}")
+            self._log(f"{header}: FAILED ({message}); {log}")
             return run.run_id, message
         shown = ", ".join(f"{k} {v:.2f}" for k, v in record["metrics"].items())
         self._log(f"{header}: done in {format_seconds(time.perf_counter() - started)}: {shown}")

@@ -36,10 +36,9 @@ import os
 from pathlib import Path
 from typing import Any, Callable
 
-import torch
 
 from .core.atomic import atomic_write
-from .core.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .core.checkpoint import load_checkpoint, load_weights_only, rng_state, save_checkpoint, set_rng_state
 from .core.context import ValidationConfig
 from .core.distributed import SINGLE_PROCESS, Distributed
 from .core.errors import BenchmarkError, CheckpointError
@@ -234,11 +233,7 @@ class Selection:
 
 def _checkpoint_step(path: Path, run_id: str) -> int:
     """The step a kept checkpoint holds (memory-mapped: its tensors are not read)."""
-    try:
-        ckpt = torch.load(path, map_location="cpu", mmap=True, weights_only=False)
-    except Exception as exc:  # noqa: BLE001 - any unpickling failure means a corrupt file
-        raise CheckpointError(f"checkpoint '{path}' cannot be read ({type(exc).__name__}: {exc}); "
-                              "move it away to rerun its run") from exc
+    ckpt = load_weights_only(path, mmap=True)  # a file planted here is refused before it runs
     if not isinstance(ckpt, dict) or ckpt.get("run_id") != run_id or not isinstance(ckpt.get("step"), int):
         raise CheckpointError(f"checkpoint '{path}' is not a checkpoint of run '{run_id}'")
     return ckpt["step"]

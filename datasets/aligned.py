@@ -22,10 +22,11 @@ from typing import Sequence
 import torch
 
 from benchmark.core.errors import DataError
+from benchmark.core.image_io import decode
 from benchmark.core.registry import register_dataset
 
 from .base import ImageSet, PairedDataset, Side, Split
-from .folders import FolderReader, UnalignedFolder, dataset_folder, decode_rgb, image_files, square_tensor
+from .folders import FolderReader, UnalignedFolder, dataset_folder, image_files, square_tensor
 
 ALIGNED_SUBFOLDERS = {"train": "train", "test": "val"}
 """Split -> sub-folder of an aligned dataset (the test split is pix2pix's ``val``)."""
@@ -36,7 +37,7 @@ def load_aligned_half(path: Path, half: int, size: int) -> torch.Tensor:
     """Half ``half`` (0: left, 1: right) of the side-by-side pair in ``path``, resized to ``size`` x
     ``size`` (bicubic): uint8 (3, size, size). A DataError names the file when it cannot be decoded
     or its width is odd (the halves would differ in width)."""
-    rgb = decode_rgb(path)
+    rgb = decode(path)
     width, height = rgb.size
     if width % 2:
         raise DataError(f"image file '{path}' is {width}x{height} pixels: an aligned pair must hold "
@@ -104,6 +105,9 @@ class AlignedFolder(FolderReader, PairedDataset):
             folder = dataset_folder(self.root, folder_name, expected)
             self._files[folder_name] = image_files(folder, "dataset folder", self.options.max_images)
         return self._files[folder_name]
+
+    def source_files(self) -> list[Path]:
+        return [path for split in ALIGNED_SUBFOLDERS for path in self.files(split)]
 
     def split(self, split: Split, side: Side) -> AlignedHalfImageSet:
         if side not in ("A", "B"):

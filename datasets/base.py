@@ -52,6 +52,11 @@ class Dataset:
         """A string that changes whenever the data would change (used in metric cache keys)."""
         raise NotImplementedError
 
+    def source_files(self) -> list[Path]:
+        """Every image file the runs read (``plan`` decodes each before any training); [] for data
+        made in memory. A folder that is missing or empty raises a DataError, as in a run."""
+        return []
+
 
 class UnpairedDataset(Dataset):
     """Base class of unpaired two-sided datasets (kind 'unpaired')."""

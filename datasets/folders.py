@@ -3,7 +3,7 @@
     root/
       trainA/  trainB/  testA/  testB/      image files: jpg, jpeg, png, bmp, webp (any case)
 
-Images are decoded lazily with PIL on access, converted to RGB and resized (bicubic) to
+Images are decoded lazily on access (:func:`benchmark.core.image_io.decode`: RGB, 8 bits) and resized (bicubic) to
 ``load_size`` x ``load_size`` for the train split (the training task random-crops them to ``size``)
 and to ``size`` x ``size`` for the test split.
 """
@@ -19,6 +19,7 @@ import torch
 from PIL import Image
 
 from benchmark.core.errors import DataError
+from benchmark.core.image_io import decode
 from benchmark.core.registry import register_dataset
 from benchmark.core.settings import path_setting
 from benchmark.core.weights import SEGMENTATION_PROTOCOL_WEIGHTS
@@ -65,20 +66,9 @@ def image_files(folder: Path, what: str = "dataset folder", max_images: int = 0,
     return paths[:max_images] if max_images else paths
 
 
-def decode_rgb(path: Path) -> Image.Image:
-    """Decode ``path`` as an RGB PIL image; a DataError naming the file when it cannot be."""
-    try:
-        with Image.open(path) as img:
-            img.load()
-            return img.convert("RGB")
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-        raise DataError(f"image file '{path}' could not be decoded as an image "
-                        f"(expected a readable jpg, jpeg, png, bmp or webp file): {exc}") from exc
-
-
 def load_image(path: Path, size: int) -> torch.Tensor:
     """Decode ``path`` as RGB, resize to ``size`` x ``size`` (bicubic): uint8 (3, size, size)."""
-    return square_tensor(decode_rgb(path), size)
+    return square_tensor(decode(path), size)
 
 
 def square_tensor(rgb: Image.Image, size: int) -> torch.Tensor:
@@ -184,6 +174,9 @@ class UnalignedFolder(FolderReader, UnpairedDataset):
             folder = dataset_folder(self.root, key, expected)
             self._files[key] = image_files(folder, "dataset folder", self.options.max_images)
         return self._files[key]
+
+    def source_files(self) -> list[Path]:
+        return [path for key in SUBFOLDERS for path in self.folder_files(key)]
 
     def split(self, split: Split, side: Side) -> FolderImageSet:
         size = self.options.load_size if split == "train" else self.options.size

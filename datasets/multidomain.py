@@ -147,6 +147,9 @@ class MultiDomainFolder(MultiDomainDataset):
             self._files[key] = image_files(folder, "domain folder", self.options.max_images, recursive=True)
         return self._files[key]
 
+    def source_files(self) -> list[Path]:
+        return [path for split in SPLITS for d in self.domains for path in self.files(split, d)]
+
     def split(self, split: MultiSplit, domain: str | int) -> FolderImageSet:
         return FolderImageSet(self.files(split, domain), self.options.size)
 

@@ -2,7 +2,7 @@
 ``SingleImageDataset`` requires (one file in ``trainA`` and one in ``trainB``).
 
 * ``single_image_files``: any two image files named in the config (``path_a``: the source, e.g. a
-  painting; ``path_b``: the target, e.g. a photo), read with PIL as RGB at their own size (the
+  painting; ``path_b``: the target, e.g. a photo), read as RGB (``benchmark.core.image_io.decode``) at their own size (the
   official ``preprocess='none'`` at test time and ``zoom_and_patch``, which never resizes to
   ``load_size``) and resized (bilinear) so that each side is a multiple of 4 (the official
   ``__make_power_2(base=4)``). ``max_size > 0`` first scales an image down so its longer side is at
@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from benchmark.core.errors import DataError
+from benchmark.core.image_io import decode
 from benchmark.core.registry import register_dataset
 from benchmark.core.settings import path_setting
 
@@ -104,19 +105,16 @@ class SingleImageFiles(SingleImageDataset):
         if not path.is_file():
             raise DataError(f"single_image_files: the image of side {side} ('{path}') does not exist; expected "
                             "an image file (path_a: the source, path_b: the target)")
-        try:
-            with Image.open(path) as picture:
-                picture = picture.convert("RGB")
-                if self.options.max_size and max(picture.size) > self.options.max_size:
-                    scale = self.options.max_size / max(picture.size)
-                    picture = picture.resize((max(1, round(picture.size[0] * scale)),
-                                              max(1, round(picture.size[1] * scale))), Image.BICUBIC)
-                picture = round_to_multiple(picture)
-                array = np.asarray(picture, dtype=np.uint8)
-        except (OSError, ValueError, SyntaxError) as exc:
-            raise DataError(f"single_image_files: cannot read '{path}' as an image ({exc}); expected a PNG, "
-                            "JPEG or other file PIL reads") from exc
+        picture = decode(path)
+        if self.options.max_size and max(picture.size) > self.options.max_size:
+            scale = self.options.max_size / max(picture.size)
+            picture = picture.resize((max(1, round(picture.size[0] * scale)),
+                                      max(1, round(picture.size[1] * scale))), Image.BICUBIC)
+        array = np.asarray(round_to_multiple(picture), dtype=np.uint8)
         return torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()
+
+    def source_files(self) -> list[Path]:
+        return [self.paths[side] for side in SIDES]
 
     def describe(self, side: Side) -> str:
         return str(self.paths[side])

@@ -148,6 +148,11 @@ class Task:
         """Build networks and optimisers (seeded by the runner before this call)."""
         raise NotImplementedError
 
+    def parameter_count(self) -> int | None:
+        """Parameters of the networks a run's checkpoint holds, computed without ``setup`` (no data
+        read), for ``plan``'s estimate of the disk space the checkpoints need; None: not known."""
+        return None
+
     def train_step(self) -> dict[str, float]:
         """One training step at ``self.step``; increments it; returns values to log."""
         raise NotImplementedError

@@ -176,3 +176,23 @@ def stand_in_plugin(folder) -> str:
     path.write_text(f"import sys\nsys.path.insert(0, {str(Path(__file__).parent)!r})\n"
                     "import conftest\nconftest.use_stand_in_inception()\n")
     return str(path)
+
+
+def slow_cut_plugin(name: str, pause: float) -> str:
+    """The source of a plugin file registering method ``name``: CUT with a ``pause`` in each step,
+    so that a test can signal or kill a run between two checkpoints. One name per test module: a
+    method is registered once per process."""
+    return f'''
+import time
+from benchmark.core import registry
+from benchmark.core.registry import register_method
+
+
+@register_method({name!r})
+class SlowCUT(registry.METHODS.get("cut")):
+    presets = {{}}
+
+    def generator_losses(self, pair, computed=None):
+        time.sleep({pause!r})
+        return super().generator_losses(pair, computed)
+'''

@@ -21,25 +21,11 @@ from benchmark.progress import SuiteProgress
 from benchmark.report.results import missing_reason
 from benchmark.runner import Runner, expand, run_lock
 
-from conftest import flatten_state, stand_in_plugin, tiny_suite_dict
+from conftest import flatten_state, slow_cut_plugin, stand_in_plugin, tiny_suite_dict
 
 REPO = Path(__file__).resolve().parents[1]
 
-SLOW_PLUGIN = '''
-import time
-from benchmark.core import registry
-from benchmark.core.registry import register_method
-
-
-@register_method("slow_cut_test")
-class SlowCUT(registry.METHODS.get("cut")):
-    """CUT, with a pause in each step: a test can stop its job between two checkpoints."""
-    presets = {}
-
-    def generator_losses(self, pair, computed=None):
-        time.sleep(0.05)
-        return super().generator_losses(pair, computed)
-'''
+SLOW_PLUGIN = slow_cut_plugin('slow_cut_test', 0.05)
 
 
 # -- the launcher section ---------------------------------------------------------------------

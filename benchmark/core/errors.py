@@ -19,3 +19,7 @@ class CheckpointError(BenchmarkError):
 
 class WeightsError(BenchmarkError):
     """A pretrained weight file is missing or has the wrong hash."""
+
+
+class StorageError(BenchmarkError):
+    """A file could not be written: the disk or quota is full, or the folder is read-only or not ours."""

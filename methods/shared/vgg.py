@@ -16,6 +16,7 @@ from torch import nn
 from torchvision.models.vgg import cfgs, make_layers
 
 from benchmark.core import weights
+from benchmark.core.checkpoint import load_failure
 from benchmark.core.errors import WeightsError
 
 VGG16_FILE = weights.WEIGHT_FILES["vgg16"].filename  # "vgg16-397923af.pth"
@@ -79,7 +80,7 @@ class FrozenVGG16(nn.Module):
                 features.load_state_dict({k[len(prefix):]: v for k, v in state.items()
                                           if k.startswith(prefix) and int(k.split(".")[1]) < len(features)})
             except Exception as exc:  # noqa: BLE001
-                raise WeightsError(f"'{path}' is not a loadable torchvision VGG16 state dict: {exc}") from exc
+                raise WeightsError(f"'{path}' is not a loadable torchvision VGG16 state dict: {load_failure(path, exc)}") from exc
         else:  # torchvision's VGG initialisation, so untrained features have a sensible scale
             for m in features.modules():
                 if isinstance(m, nn.Conv2d):

@@ -41,7 +41,7 @@ from torch import nn
 
 from benchmark.core.atomic import atomic_write
 from benchmark.core.locks import waiting_lock
-from benchmark.core.checkpoint import (atomic_save, load_checkpoint, rng_state, save_checkpoint,
+from benchmark.core.checkpoint import (atomic_save, load_checkpoint, load_failure, rng_state, save_checkpoint,
                                        seed_everything, set_rng_state)
 from benchmark.core.errors import CheckpointError, ConfigError
 from benchmark.core.hashing import content_hash
@@ -560,7 +560,7 @@ def _read_state(path: Path, device: torch.device) -> tuple[dict[str, torch.Tenso
     except Exception as exc:  # noqa: BLE001 - any unpickling failure: say what was expected
         raise CheckpointError(
             f"teacher checkpoint '{path}' cannot be loaded with torch.load(weights_only=True) "
-            f"({type(exc).__name__}: {exc}); expected a generator state dict (torch.save(net.state_dict())) "
+            f"({load_failure(path, exc)}); expected a generator state dict (torch.save(net.state_dict())) "
             "or this benchmark's teacher file, not a pickled module") from exc
     if isinstance(obj, dict) and obj.get("format") == TEACHER_FORMAT:
         if obj.get("version") != TEACHER_VERSION or not isinstance(obj.get("generator"), dict):

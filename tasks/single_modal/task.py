@@ -93,6 +93,12 @@ class SingleModalTask(GeneratorDiscriminatorSteps, Task):
         o = self.options
         return init_weights(NLayerDiscriminator(3, o.ndf, o.n_layers_D, o.normD, o.antialias), o.init_type, o.init_gain)
 
+    def parameter_count(self) -> int:
+        """G and D (CycleGAN's framework: two of each); the method's own heads, built lazily, are
+        not counted."""
+        pairs = 1 if self.method.cycle_consistency() is None else 2
+        return pairs * sum(p.numel() for net in (self._generator(), self._discriminator()) for p in net.parameters())
+
     def setup(self) -> None:
         o, device = self.options, self.ctx.device
         self.gan_loss = GANLoss(o.gan_mode).to(device)

@@ -53,6 +53,7 @@ from PIL import Image
 from torch import nn
 
 from .. import weights
+from ..checkpoint import load_failure
 from ..errors import BenchmarkError, WeightsError
 
 __all__ = [
@@ -222,7 +223,7 @@ def load_drn_checkpoint(model: DRNSeg, path: str | Path) -> None:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001
-        raise WeightsError(f"{path}: cannot load as a DRN state dict ({exc})") from exc
+        raise WeightsError(f"{path}: cannot load as a DRN state dict ({load_failure(path, exc)})") from exc
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not state:

@@ -24,6 +24,7 @@ from typing import Literal, Sequence
 import torch
 
 from .. import weights
+from ..checkpoint import load_failure
 from ..errors import BenchmarkError, WeightsError
 
 __all__ = ["LPIPSMetric", "get_lpips", "lpips_distance", "lpips_diversity", "pair_indices",
@@ -95,7 +96,7 @@ class LPIPSMetric:
                 state = torch.load(alex_path, map_location="cpu", weights_only=True)
             except Exception as exc:  # noqa: BLE001
                 raise WeightsError(f"{alex_path}: cannot load as a torchvision AlexNet state dict "
-                                   f"({exc})") from exc
+                                   f"({load_failure(alex_path, exc)})") from exc
             load_alexnet_features(net.net, state, str(alex_path))
         net.eval().requires_grad_(False)
         self.net = net.to(self.device)
