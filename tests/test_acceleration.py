@@ -126,6 +126,8 @@ def test_acceleration_is_part_of_the_run_config(tmp_path):
     for key in ("compile", "compile_backend", "autocast", "channels_last"):  # as an older version wrote it
         del stored["task"]["options"][key]
     (plain.directory / "config.yaml").write_text(yaml.safe_dump(stored))
+    plain.checkpoint_path.parent.mkdir(parents=True, exist_ok=True)
+    plain.checkpoint_path.touch()  # the folder holds work: a changed config is refused, not taken
     check_config(run_of({}))
     for options, key in [({"channels_last": True}, "channels_last"), ({"autocast": "bf16"}, "autocast"),
                          ({"compile": "reduce-overhead"}, "compile")]:

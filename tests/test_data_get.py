@@ -7,7 +7,9 @@ import zipfile
 from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from benchmark import data
 from benchmark.cli import main
@@ -16,13 +18,22 @@ from benchmark.core.errors import DataError
 from benchmark.plan import plan_suite
 
 
+def noise_jpeg(key: str) -> bytes:
+    """A real JPEG (plan decodes every image) of seeded noise: tens of kB that do not compress."""
+    pixels = np.random.default_rng(int(hashlib.sha256(key.encode()).hexdigest()[:8], 16)).integers(
+        0, 256, (96, 96, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, "JPEG", quality=95)
+    return buffer.getvalue()
+
+
 def cyclegan_zip(name: str) -> bytes:
-    """An archive as the CycleGAN zips are: <name>/trainA ... testB, a few (incompressible) files each."""
+    """An archive as the CycleGAN zips are: <name>/trainA ... testB, a few (incompressible) images each."""
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as z:
         for sub in ("trainA", "trainB", "testA", "testB"):
             for i in range(3):
-                z.writestr(f"{name}/{sub}/{i}.jpg", hashlib.sha256(f"{sub}{i}".encode()).digest() * 2000)
+                z.writestr(f"{name}/{sub}/{i}.jpg", noise_jpeg(f"{sub}{i}"))
     return buffer.getvalue()
 
 
@@ -110,7 +121,7 @@ def test_an_interrupted_download_resumes_where_it_stopped(server, tmp_path):
     assert part.stat().st_size == len(body) // 3
     folder = data.get(source(server), tmp_path)
     assert server.ranges == [None, f"bytes={len(body) // 3}-"]
-    assert (folder / "trainA" / "0.jpg").read_bytes() == hashlib.sha256(b"trainA0").digest() * 2000
+    assert (folder / "trainA" / "0.jpg").read_bytes() == noise_jpeg("trainA0")
 
 
 def test_every_paper_dataset_root_has_a_source_and_plan_names_the_command(tmp_path, capsys):

@@ -208,8 +208,8 @@ def test_dataset_mapping_label_explicit_and_synthetic(tmp_path):
     flsesim maps to LSeSim only with the lsesim preset."""
     datasets = {"seasons": {"type": "synthetic_seasons", "size": SIZE, "n_train": 4, "n_val": 2},
                 "my_weather": {"type": "multidomain_folder", "root": "x", "paper_dataset": "weather"}}
-    methods = ["lsesim", "fsesim"]
-    values = {(d, m): VALUES[("seasons", "none")] for d in datasets for m in methods}
+    methods = [{"name": m, "task": {"patch_query": "output"}} for m in ("lsesim", "fsesim")]  # as the paper configs
+    values = {(d, m): VALUES[("seasons", "none")] for d in datasets for m in ("lsesim", "fsesim")}
     suite = suite_from_dict(suite_dict(tmp_path, datasets=datasets, methods=methods), base_dir=tmp_path)
     write_fake_runs(suite, values)
     _, rows = table_rows(write_report(suite).read_text())
@@ -298,8 +298,9 @@ def test_removed_and_failed_runs_are_missing_rows_with_their_reason(tmp_path):
 
 def test_a_complete_table_has_no_status_column(report):
     _, _, text = report
-    header, _ = table_rows(text)
-    assert "status" not in header and "missing" not in text
+    header, rows = table_rows(text)
+    assert "status" not in header and "missing:" not in text  # no run reported missing
+    assert not any("missing" in cell for row in rows for cell in row.values())
 
 
 def test_l1_diversity_columns_beside_lpips_and_undefined_for_identity(tmp_path):
