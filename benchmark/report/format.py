@@ -126,9 +126,10 @@ def untrained_warning(records: list[dict]) -> list[str]:
     if untrained := untrained_notes(records):
         lines += [f"**Warning: {untrained}.** Numbers that depend on it are not comparable with published ones.", ""]
     if degenerate := degenerate_notes(records):
-        lines += [f"**Warning: loss terms that trained nothing: {degenerate}.** A zero weight explains it; "
-                  "otherwise the method's loss is degenerate (e.g. a contrastive loss without negatives) "
-                  "and its row measures the rest of the objective only.", ""]
+        lines += [f"**Warning: logged training values that stayed exactly 0, so the loss term (or its weight) "
+                  f"trained nothing: {degenerate}.** A zero weight set on purpose explains it (e.g. a "
+                  "control row); otherwise the method's loss is degenerate (e.g. a contrastive loss without "
+                  "negatives) and its row measures the rest of the objective only.", ""]
     return lines
 
 
