@@ -53,6 +53,17 @@ def test_grid_labels_are_drawn_beside_each_row_and_above_each_column():
         assert dark[:top, x0:x0 + 128].any()
 
 
+def test_a_title_wider_than_its_column_is_drawn_whole():
+    """A method name longer than its column is wide (e.g. hnegsrc_compression over a 32 px student)
+    runs past the images: the canvas widens for it instead of cutting it off."""
+    tile = torch.full((3, 16, 16), 200, dtype=torch.uint8)
+    short = labelled_grid([[tile, tile]], ["a"], ["x", "y"])
+    long = labelled_grid([[tile, tile]], ["a"], ["x", "hnegsrc_compression_student"])
+    assert long.shape[-1] > short.shape[-1]
+    dark = (long < 100).all(0)
+    assert dark[:, short.shape[-1]:].any() and not dark[:, -3:].any()   # drawn past the images, not cut
+
+
 def test_the_compression_caption_describes_the_teacher_the_runs_used(tmp_path):
     rows = []
     for blocks, seed in ((6, 0), (6, 1)):

@@ -60,12 +60,14 @@ def annotate(image: torch.Tensor, rows: list[tuple[str, int, int]], columns: lis
     left = max((text_size(t)[0] for t, _, _ in rows), default=-2 * MARGIN) + 2 * MARGIN
     top = max((text_size(t)[1] for t, _, _ in columns), default=-2 * MARGIN) + 2 * MARGIN
     height, width = image.shape[-2:]
-    canvas = Image.new("RGB", (left + width, top + height), "white")
+    placed = [(title, max(x0, (x0 + x1 - text_size(title)[0]) // 2)) for title, x0, x1 in columns]
+    # a title wider than its column may run past the image's right edge: widen the canvas for it
+    right = max([width, *(x + text_size(title)[0] + MARGIN for title, x in placed)])
+    canvas = Image.new("RGB", (left + right, top + height), "white")
     canvas.paste(Image.fromarray(image.permute(1, 2, 0).contiguous().numpy()), (left, top))
     draw = ImageDraw.Draw(canvas)
-    for title, x0, x1 in columns:
-        tw, _ = text_size(title)
-        draw.text((left + max(x0, (x0 + x1 - tw) // 2), MARGIN), title, fill="black", font=font)
+    for title, x in placed:
+        draw.text((left + x, MARGIN), title, fill="black", font=font)
     for label, y0, y1 in rows:
         _, th = text_size(label)
         draw.text((MARGIN, top + (y0 + y1 - th) // 2), label, fill="black", font=font)
