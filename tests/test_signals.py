@@ -111,6 +111,9 @@ def test_handlers_are_left_alone_where_someone_else_set_them():
     def theirs(signum, frame):
         pass
     previous = signal.signal(signal.SIGTERM, theirs)
+    # Python's own SIGINT handler, as in a terminal: a process started in the background by a
+    # non-interactive shell (a CI script, say) inherits SIGINT ignored, which is not ours to take over.
+    previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         with deferred_stop() as stop:
             assert signal.getsignal(signal.SIGTERM) is theirs
@@ -123,3 +126,4 @@ def test_handlers_are_left_alone_where_someone_else_set_them():
         assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
     finally:
         signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGINT, previous_int)
