@@ -29,7 +29,7 @@ from .loss_watch import LossWatch
 from .progress import LossLog, SuiteProgress, format_seconds, tensorboard_available
 from .selection import RULE_SPLIT, RULES, SCORE, Selection
 from .run_folder import BROKEN, FINISHED, REDO_BROKEN_HINT, RUN_LOCK, STALE, UNFINISHED, RunFolder
-from .run_folder import write_json  # noqa: F401 - where the tests' fake results have long come from
+from .run_folder import write_json  # noqa: F401 - the tests write fake results through the runner
 
 
 def runs_dir(suite: Suite) -> Path:

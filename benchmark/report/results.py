@@ -11,7 +11,7 @@ import pandas as pd
 from ..config import Suite
 from ..core.checkpoint import load_weights_only
 from ..core.errors import CheckpointError
-from ..run_folder import BROKEN, FINISHED, REDO_BROKEN_HINT, STALE, RunFolder, held_by_a_process
+from ..run_folder import BROKEN, FINISHED as FOLDER_FINISHED, REDO_BROKEN_HINT, STALE, RunFolder, held_by_a_process
 from ..runner import expand
 
 IDENTITY = "identity"
@@ -21,6 +21,7 @@ MAX_REASON = 160
 
 CSV_COLUMNS = ["task", "dataset", "method", "seed", "metric", "value", "status"]
 FINISHED = "finished"
+"""The CSV status of a finished run's metric rows."""
 
 
 @dataclass(frozen=True)
@@ -67,7 +68,7 @@ def expected_rows(suite: Suite) -> list[Row]:
 def _row(task: str, dataset: str, method: str, seed: int | None, folder: RunFolder) -> Row:
     """The row of ``folder``: its numbers only when they are valid results of this config."""
     state = folder.state()
-    if state.kind == FINISHED:
+    if state.kind == FOLDER_FINISHED:
         return Row(task, dataset, method, seed, folder.directory, record=state.record, kind=state.kind)
     if state.kind == STALE:
         reason = f"{state.describe(folder.metrics_path)}; not shown"
