@@ -10,7 +10,7 @@ from ..config import Component
 from ..core.yaml_io import load_yaml
 from ..reference import PaperTable
 from .format import (INTERVAL_BOUNDS, NOT_SCORED, STATUS, interval_words, markdown_table, mean_std, protocol_footer, uninformative,
-                     status_words, untrained_warning)
+                     status_words, table_warnings)
 from .grids import labelled_grid, read_rgb, save_grid
 from .layouts import ReportContext, register_layout
 from .multi_modal import first_seed
@@ -139,7 +139,7 @@ def table3_section(ctx: ReportContext, task: Component) -> list[str]:
     to_paper = paper_methods(ctx.suite.methods, table)
     title = f" (layout of {table.title})" if table else ""
     lines = [f"## {task.label}{title}", ""]
-    lines += untrained_warning([r.record for r in rows if r.finished])
+    lines += table_warnings([r.record for r in rows if r.finished])
     paper, teachers = {}, {}
     for d in ctx.suite.datasets:
         drows = [r for r in rows if r.dataset == d.label]

@@ -119,7 +119,7 @@ def degenerate_notes(records: list[dict]) -> str:
                      for r in records if DEGENERATE in r.get("protocol", {}))
 
 
-def untrained_warning(records: list[dict]) -> list[str]:
+def table_warnings(records: list[dict]) -> list[str]:
     """The warning lines put above a table whose runs used an untrained backbone or trained a loss
     term that stayed exactly 0 ([] if none did)."""
     lines = []

@@ -13,7 +13,7 @@ from ..config import Component
 from ..core.yaml_io import load_yaml
 from ..reference import PaperTable
 from .format import (INTERVAL_BOUNDS, NOT_SCORED, NOT_TABULATED, STATUS, interval_words, markdown_table, mean_std,
-                     protocol_footer, status_words, untrained_warning)
+                     protocol_footer, status_words, table_warnings)
 from .grids import annotate, nearest_factor, read_rgb, save_grid, upscale_nearest
 from .layouts import ReportContext, register_layout
 from .paper import (dataset_paper_name, difference_cell, paper_methods, paper_note, protocol_flags, published_cell,
@@ -183,7 +183,7 @@ def table2_section(ctx: ReportContext, task: Component) -> list[str]:
     method_order = [m.label for m in ctx.suite.methods]
     title = f" (layout of {table.title})" if table else ""
     lines = [f"## {task.label}{title}", ""]
-    lines += untrained_warning(recs)
+    lines += table_warnings(recs)
     frame = dataset_table(rows, [d.label for d in datasets], method_order, paper, table,
                           paper_methods(ctx.suite.methods, table))
     lines += [markdown_table(frame), ""]

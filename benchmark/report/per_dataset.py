@@ -11,7 +11,7 @@ import pandas as pd
 from ..config import Component
 from ..reference import PaperTable
 from .format import (NOT_SCORED, STATUS, auto_digits, markdown_table, mean_std, protocol_footer, status_words,
-                     uninformative, untrained_warning, with_intervals, with_status)
+                     uninformative, table_warnings, with_intervals, with_status)
 from .grids import labelled_grid, read_rgb, save_grid, target_examples
 from .layouts import ReportContext, register_layout
 from .paper import (dataset_paper_name, difference_cell, paper_methods, paper_note, protocol_flags, published_cell,
@@ -117,7 +117,7 @@ def per_dataset_section(ctx: ReportContext, task: Component) -> list[str]:
             continue
         recs = [r.record for r in rows if r.finished]
         lines += [f"## {task.label} / {dataset.label}", ""]
-        lines += untrained_warning(recs)
+        lines += table_warnings(recs)
         labels = [m for m in [IDENTITY, *method_labels] if any(r.method == m for r in rows)]
         results = results_table(recs)
         summary = summary_table(results, labels)

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from ..config import Component
 from .format import (NOT_SCORED, STATUS, markdown_table, mean_std, protocol_footer, status_words,
-                     untrained_warning, with_status)
+                     table_warnings, with_status)
 from .grids import annotate, read_rgb, save_grid, upscale_nearest
 from .layouts import ReportContext, register_layout
 from .results import IDENTITY, Row
@@ -145,7 +145,7 @@ def single_image_section(ctx: ReportContext, task: Component) -> list[str]:
             continue
         recs = [r.record for r in rows if r.finished]
         lines += [f"## {task.label} / {dataset.label} (single-image translation, SinCUT)", ""]
-        lines += untrained_warning(recs)
+        lines += table_warnings(recs)
         labels = [m for m in [IDENTITY, *method_labels] if any(r.method == m for r in rows)]
         table = score_table(rows, labels)
         lines += [markdown_table(table), ""]
