@@ -229,6 +229,9 @@ def build_parser() -> argparse.ArgumentParser:
     perf.add_argument("--task-option", nargs="*", default=[], metavar="KEY=VALUE",
                       help="more single-modal task options, e.g. n_layers_D=1 antialias=false")
     perf.add_argument("--out", default="results/perf", help="folder for perf_<device>_<size>.json / .md")
+    perf.add_argument("--without-feature-reuse", action="store_true",
+                      help="also time each method with the keys encoded again instead of taken from the "
+                           "translation pass, steps interleaved (docs/speed.md)")
     perf.add_argument("--official", metavar="PATH", default=None,
                       help="a local checkout of taesungp/contrastive-unpaired-translation: time its CUT and "
                            "FastCUT steps against ours at the same settings, interleaved in one process")

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import torch
 
+from tasks.feature_sources import ForwardFeatureReuse
+
 from .config import find_method, suite_from_dict
 from .progress import format_seconds
 from . import plugins
@@ -64,26 +66,44 @@ def build_perf_task(method: str, size: int, batch_size: int, n_steps: int, ngf: 
     return runner.build_task(expand(suite)[0]), runner.device
 
 
+def _timed_step(task, on_cuda: bool) -> float:
+    """One training step, timed to its end on the device."""
+    started = time.perf_counter()
+    task.train_step()
+    if on_cuda:
+        torch.cuda.synchronize()
+    return time.perf_counter() - started
+
+
 def measure_one(method: str, size: int, batch_size: int, steps: int, ngf: int, ndf: int, n_blocks: int,
-                device: str, cache_root: str, threads: int = 0, task_options: dict | None = None) -> dict:
+                device: str, cache_root: str, threads: int = 0, task_options: dict | None = None,
+                without_feature_reuse: bool = False) -> dict:
     """Time ``steps`` training steps after two warm-up steps; peak memory of this process.
-    Frozen ImageNet backbones (VGG16) are built untrained: the same compute, no weight file needed."""
+    Frozen ImageNet backbones (VGG16) are built untrained: the same compute, no weight file needed.
+    ``without_feature_reuse``: also time a twin task that encodes the keys again instead of taking
+    them from the translation pass (``ForwardFeatureReuse``), its steps interleaved with the
+    task's, so that both see the same machine load (the peak memory is then the two tasks')."""
     cls, _ = find_method(method)
-    task, device_used = build_perf_task(method, size, batch_size, steps + 2, ngf, ndf, n_blocks, device,
-                                        cache_root, threads, task_options)
+    build = lambda: build_perf_task(method, size, batch_size, steps + 2, ngf, ndf, n_blocks, device,  # noqa: E731
+                                    cache_root, threads, task_options)
+    task, device_used = build()
+    twin = None
+    if without_feature_reuse:
+        twin, _ = build()
+        twin.feature_reuse = ForwardFeatureReuse(None, "switched off by perf --without-feature-reuse")
     on_cuda = device_used.type == "cuda"
     for _ in range(2):
         task.train_step()
+        if twin is not None:
+            twin.train_step()
     if on_cuda:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
-    times = []
-    for _ in range(steps):  # each step timed to its end on the device; the median resists outliers
-        started = time.perf_counter()
-        task.train_step()
-        if on_cuda:
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - started)
+    times, twin_times = [], []
+    for _ in range(steps):  # the median resists outliers
+        times.append(_timed_step(task, on_cuda))
+        if twin is not None:
+            twin_times.append(_timed_step(twin, on_cuda))
     seconds = statistics.median(times)
     peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {
@@ -96,6 +116,9 @@ def measure_one(method: str, size: int, batch_size: int, steps: int, ngf: int, n
         "peak_gpu_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1) if on_cuda else None,
         "peak_host_rss_mb": round(peak_rss_mb, 1), "cpu_threads": torch.get_num_threads(),
         "task_options": task_options or {},
+        "feature_reuse": task.feature_reuse.batch_shape is not None,
+        **({"step_seconds_without_reuse": round(statistics.median(twin_times), 4),
+            "reuse_ratio": round(seconds / statistics.median(twin_times), 3)} if twin is not None else {}),
     }
 
 
@@ -127,6 +150,7 @@ def run_perf(args) -> list[dict]:
             "method": method, "size": args.size, "batch_size": args.batch_size, "steps": args.steps,
             "ngf": args.ngf, "ndf": args.ndf, "n_blocks": args.n_blocks, "device": args.device,
             "threads": args.threads, "task_options": task_options,
+            "without_feature_reuse": args.without_feature_reuse,
             "cache_root": str(out_dir / "work")})]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
@@ -136,6 +160,8 @@ def run_perf(args) -> list[dict]:
         results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
     device = results[0].get("device", args.device) if results else args.device
     stem = f"perf_{device.replace(':', '')}_{args.size}px_b{args.batch_size}"
+    if args.without_feature_reuse:
+        stem += "_reuse"
     threads = next((r["cpu_threads"] for r in results if "cpu_threads" in r), torch.get_num_threads())
     device_name = next((r["device_name"] for r in results if "device_name" in r), device)
     meta = {"torch": torch.__version__, "python": platform.python_version(), "machine": platform.machine(),
@@ -145,17 +171,22 @@ def run_perf(args) -> list[dict]:
     lines = [f"# Training step time and peak memory ({args.size}x{args.size}, batch {args.batch_size}, "
              f"ngf {args.ngf}, ndf {args.ndf}, {args.n_blocks} blocks"
              + "".join(f", {k} {v}" for k, v in task_options.items()) + f", {device}: {device_name})", "",
-             "| method | s/step (median) | x cut | min - max s/step | peak GPU MB | peak host RSS MB |",
-             "|---|---|---|---|---|---|"]
+             "| method | s/step (median) | x cut | min - max s/step | peak GPU MB | peak host RSS MB |"
+             + (" keys reused | s/step encoding them again | reused / again |" if args.without_feature_reuse else ""),
+             "|---|---|---|---|---|---|" + ("---|---|---|" if args.without_feature_reuse else "")]
     base = next((r["step_seconds"] for r in results if r.get("method") == "cut" and "step_seconds" in r), None)
     for r in results:
         if "error" in r:
             lines.append(f"| {r['method']} | error: {r['error']} | | | | |")
             continue
         ratio = f"{r['step_seconds'] / base:.2f}" if base else "-"
-        lines.append(f"| {r['method']} | {r['step_seconds']:.4f} | {ratio} | "
-                     f"{r['step_seconds_min']:.4f} - {r['step_seconds_max']:.4f} | {r['peak_gpu_mb'] or '-'} | "
-                     f"{r['peak_host_rss_mb']} |")
+        row = (f"| {r['method']} | {r['step_seconds']:.4f} | {ratio} | "
+               f"{r['step_seconds_min']:.4f} - {r['step_seconds_max']:.4f} | {r['peak_gpu_mb'] or '-'} | "
+               f"{r['peak_host_rss_mb']} |")
+        if args.without_feature_reuse:
+            row += (f" {'yes' if r['feature_reuse'] else 'no'} | {r['step_seconds_without_reuse']:.4f} | "
+                    f"{r['reuse_ratio']:.3f} |")
+        lines.append(row)
     lines += ["", f"torch {meta['torch']}, {meta['cpu_threads']} CPU thread(s), {args.steps} timed steps after "
               f"2 warm-up steps, {meta['time']}. Frozen VGG16 backbones are untrained here (same compute)."]
     (out_dir / f"{stem}.md").write_text("\n".join(lines) + "\n")

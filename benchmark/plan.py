@@ -257,8 +257,7 @@ def build_runs(suite: Suite) -> dict:
     runner = Runner(suite)
     tasks = {}
     for run in suite.runs:
-        method = run.method.cls(run.method_options)
-        tasks[run.run_id] = run.task.cls(run.task_options, _NoDataset(), method,
+        tasks[run.run_id] = run.task.cls(run.task_options, _NoDataset(), runner.build_method(run),
                                          runner.context(run.directory, run.seed))
     return tasks
 

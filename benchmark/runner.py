@@ -16,6 +16,8 @@ from typing import Literal
 import torch
 from filelock import FileLock, Timeout
 
+from methods.base import MethodEnvironment
+
 from .core.atomic import make_folder, storage_error
 from .core.context import RunContext
 from .core.distributed import Distributed, from_environment, init_distributed
@@ -152,11 +154,15 @@ class Runner:
             self._datasets[component.label] = component.cls(component.options, cache_dir(self.suite) / "datasets")
         return self._datasets[component.label]
 
+    @property
+    def weights_dir(self) -> Path | None:
+        """The config's folder of pretrained weights, if it names one."""
+        return Path(self.suite.settings.weights_dir) if self.suite.settings.weights_dir else None
+
     def context(self, run_dir: Path, seed: int):
-        weights = Path(self.suite.settings.weights_dir) if self.suite.settings.weights_dir else None
         return RunContext(run_dir=run_dir, seed=seed, device=self.device,
                           evaluation=self.suite.settings.evaluation, cache_dir=cache_dir(self.suite),
-                          weights_dir=weights, log=self._log, distributed=self.distributed,
+                          weights_dir=self.weights_dir, log=self._log, distributed=self.distributed,
                           validation=self.suite.settings.validation)
 
     def selection(self, run: Run) -> Selection | None:
@@ -166,14 +172,16 @@ class Runner:
         return Selection(self.suite.settings.validation, run.directory, run.run_id, self._log,
                          self.distributed)
 
+    def build_method(self, run: Run):
+        """The run's method, told the weights folder and this process's place under torchrun."""
+        return run.method.cls(run.method_options, MethodEnvironment(self.weights_dir, self.distributed))
+
     def build_task(self, run: Run):
         if self.distributed.enabled and not run.task.cls.trains_distributed:
             raise ConfigError(f"task '{run.task.label}' does not train under torchrun yet; "
                               f"run it in one process")
         seed_everything(run.seed)
-        method = run.method.cls(run.method_options)
-        if self.suite.settings.weights_dir:
-            method.weights_dir = Path(self.suite.settings.weights_dir)
+        method = self.build_method(run)
         task = run.task.cls(run.task_options, self.dataset(run.dataset), method,
                             self.context(run.directory, run.seed))
         task.setup()

@@ -8,7 +8,7 @@ are.
 
 Life cycle, driven by the task:
 
-1. ``method = cls(params)``;
+1. ``method = cls(params, environment)`` (by the runner: :class:`MethodEnvironment`);
 2. ``method.initialize(pair)`` once on the first training batch (data-dependent initialisation:
    heads are sized from the features they will see), then ``method.build_optimizers(defaults)``;
 3. each step: the task updates its discriminator, calls ``aux = method.auxiliary_step(pair)`` (a
@@ -22,22 +22,68 @@ Before any of this, when the config is loaded: a task with a :class:`PatchPolicy
 ``patch_settings`` how the method follows it, and a task must offer the method's
 ``required_capabilities`` with the run's options (``Task.capabilities_for``).
 
+A method gets features only from ``pair.features`` (a :class:`FeatureSource` the task builds for
+each step), by role: ``pair.features("source")``, ``pair.features("output")``, ...
+
 Data flows only through arguments and return values: what ``auxiliary_step`` computed for reuse
 (features, instance vectors) comes back in ``AuxiliaryStep.computed`` and the task hands it to
 ``generator_losses`` of the same step; a method keeps no per-step data between the calls.
 """
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Sequence
+from typing import Any, ClassVar, Literal, Sequence
 
 import torch
 from torch import nn
 
 from benchmark.core.distributed import SINGLE_PROCESS, Distributed
 
-Encode = Callable[[torch.Tensor], list[torch.Tensor]]
+Role = Literal["source", "output", "target", "identity"]
+"""The images of a :class:`TranslationPair` a method can ask the task's features of."""
+
+ROLES: tuple[Role, ...] = ("source", "output", "target", "identity")
+
+
+class FeatureSource:
+    """The task's features of the images of one step, asked by role: what a method compares
+    (CUT's G_enc, at the task's feature layers). Task-owned: the task decides where they come from
+    (the generator encoder, run afresh or read off its translation pass; the compression task's
+    teacher and student activations). A method never encodes an image itself.
+
+    Feature maps are (B, C, H, W) per layer. Those of ``output`` and ``identity`` are aligned with
+    those of ``source`` and ``target``: when the generator's input was flipped (flip equivariance)
+    the task has flipped them back, so that location s of both maps is the same place of the
+    scene."""
+
+    def __call__(self, role: Role, *, fresh: bool = False) -> list[torch.Tensor]:
+        """The features of ``pair.<role>``, with gradients wherever the image has them.
+
+        ``fresh``: a graph of their own, not shared with the translation pass that produced them
+        (a method whose loss sends gradients into the keys' features asks for this, so that its
+        gradients are summed as when the image is encoded again; the values are the same)."""
+        raise NotImplementedError
+
+    def channels(self) -> list[int]:
+        """Channels per feature layer (to size heads on the first batch); computes no gradients."""
+        raise NotImplementedError
+
+
+class NoFeatures(FeatureSource):
+    """For a pair whose task hands no encoder features (a method comparing pixels, e.g. through a
+    frozen VGG16, never asks)."""
+
+    def __call__(self, role: Role, *, fresh: bool = False) -> list[torch.Tensor]:
+        raise ValueError(f"this pair carries no features (asked for those of '{role}'): the task "
+                         "built it without a FeatureSource")
+
+    def channels(self) -> list[int]:
+        return self("source")
+
+
+NO_FEATURES = NoFeatures()
 
 
 @dataclass
@@ -46,44 +92,33 @@ class TranslationPair:
 
     source: torch.Tensor
     output: torch.Tensor
-    encode: Encode
-    """Features of the task's generator encoder at the task's feature layers, with gradients."""
     target: torch.Tensor | None = None
     identity: torch.Tensor | None = None
     """The generator applied to ``target`` (present when ``method.uses_identity``)."""
+    features: FeatureSource = NO_FEATURES
+    """The task's features of these images, by role (``pair.features("output")``)."""
     output_flipped: bool = False
-    """The generator's input was flipped horizontally (flip equivariance): flip output features back."""
+    """The generator's input was flipped horizontally (flip equivariance): a method that computes
+    features of ``output`` or ``identity`` itself (e.g. through VGG16) flips them back."""
     progress: float = 0.0
     """Fraction of training done, in [0, 1] (drives curricula)."""
     step: int = 0
-    features: tuple[list[torch.Tensor], list[torch.Tensor]] | None = None
-    """Features of the (source, output) side that the task computed itself, in place of
-    ``encode(source)`` and ``encode(output)``: the compression task's teacher activations (the keys'
-    side, detached) and student activations (the queries' side) on the same input image."""
-    identity_features: tuple[list[torch.Tensor], list[torch.Tensor]] | None = None
-    """The same for the (target, identity) side, when the task gives ``features``."""
-    encoded: tuple[tuple[torch.Tensor, list[torch.Tensor]], ...] = ()
-    """``(image, encode(image))`` pairs that the task's own forward pass already computed (the same
-    values, with their gradients), e.g. the source's encoder activations from the generator's
-    translation of it; ``features_of`` returns them instead of encoding the image again."""
 
-    def features_of(self, image: torch.Tensor) -> list[torch.Tensor]:
-        """``encode(image)``: the task's already computed features of exactly this tensor
-        (``encoded``) when it has them, else a fresh encoding."""
-        for known, features in self.encoded:
-            if known is image:
-                return list(features)
-        return self.encode(image)
 
-    def given_features(self, source: torch.Tensor, output: torch.Tensor
-                       ) -> tuple[list[torch.Tensor], list[torch.Tensor]] | None:
-        """The task's own features of exactly these two images (``features`` for (source, output),
-        ``identity_features`` for (target, identity)), or None: then encode them."""
-        if self.features is not None and source is self.source and output is self.output:
-            return self.features
-        if self.identity_features is not None and source is self.target and output is self.identity:
-            return self.identity_features
-        return None
+@dataclass(frozen=True)
+class MethodEnvironment:
+    """What a method may know of the run it is part of; given at construction by the runner."""
+
+    weights_dir: Path | None = None
+    """The configured folder of pretrained weights (e.g. for a frozen VGG16)."""
+    distributed: Distributed = SINGLE_PROCESS
+    """This process's place among the processes that share every batch under torchrun: a loss
+    that couples the images of a batch and gathers the other processes' rows
+    (``Distributed.gather_rows``) need not be refused (``Method.batch_coupling``)."""
+
+
+STANDALONE = MethodEnvironment()
+"""One process, no weights folder (tests, notebooks)."""
 
 
 @dataclass
@@ -117,7 +152,7 @@ OUTPUT_GRADIENT = "output_gradient"
 """A task capability: ``pair.output`` is the generator's translation, carrying its gradient, so a
 loss on its pixels (e.g. through a frozen VGG16) trains the generator. A task may hand a method the
 source image as ``output`` instead (the multi-modal task's fork, ``patch_query: source``), where only
-losses on the task's encoder features (``pair.encode``) reach the generator."""
+losses on the task's encoder features (``pair.features``) reach the generator."""
 
 
 @dataclass(frozen=True)
@@ -169,16 +204,19 @@ class Method(nn.Module):
     """What a task must be able to do to run this method (e.g. :data:`CYCLE_CONSISTENCY`), matched
     against ``Task.capabilities`` when the config is loaded: a suite pairing the method with a task
     that lacks one is refused then, naming it."""
-    weights_dir: Path | None = None
-    """The configured folder of pretrained weights (set by the runner before ``initialize``)."""
-    distributed: Distributed = SINGLE_PROCESS
-    """This process's place among the processes that share every batch under torchrun (set by the
-    task's ``distribute`` before it asks ``batch_coupling``): a loss that couples the images of a
-    batch and gathers the other processes' rows (``Distributed.gather_rows``) need not be refused."""
 
-    def __init__(self, params):
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        init = cls.__dict__.get("__init__")
+        if init is not None and "environment" not in inspect.signature(init).parameters:
+            raise TypeError(f"{cls.__module__}.{cls.__qualname__}.__init__ must take the run's environment: "
+                            "def __init__(self, params, environment=STANDALONE), passing it on with "
+                            "super().__init__(params, environment)")
+
+    def __init__(self, params, environment: MethodEnvironment = STANDALONE):
         super().__init__()
         self.params = params
+        self.environment = environment
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
 
     @classmethod

@@ -17,7 +17,7 @@ import torch
 
 from benchmark.core.registry import register_method
 
-from .base import TranslationPair
+from .base import Role, TranslationPair
 from .shared.nce import patch_nce
 from .shared.patch_contrastive import PatchNCEMethod, PatchNCEParams
 
@@ -49,19 +49,19 @@ class CUT(PatchNCEMethod):
         whole batch, gathered from every process under torchrun (``patch_nce``)."""
         return None
 
-    def nce_loss(self, pair: TranslationPair, source: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
+    def nce_loss(self, pair: TranslationPair, source: Role, output: Role) -> torch.Tensor:
         """lambda_NCE * mean over layers of the mean per-patch InfoNCE (CUT's calculate_NCE_loss)."""
         p = self.params
         z = self.embed_patches(pair, source, output)
-        per_layer = [patch_nce(q, k, p.nce_T, p.nce_includes_all_negatives_from_minibatch, self.distributed).mean()
+        per_layer = [patch_nce(q, k, p.nce_T, p.nce_includes_all_negatives_from_minibatch, self.environment.distributed).mean()
                      for q, k in zip(z.queries, z.keys)]
         return p.lambda_NCE * torch.stack(per_layer).mean()
 
     def generator_losses(self, pair: TranslationPair, computed: Any = None) -> dict[str, torch.Tensor]:
         if self.params.lambda_NCE <= 0:
             return {}
-        nce_x = self.nce_loss(pair, pair.source, pair.output)
+        nce_x = self.nce_loss(pair, "source", "output")
         if not self.uses_identity:
             return {"NCE": nce_x}
-        nce_y = self.nce_loss(pair, pair.target, pair.identity)
+        nce_y = self.nce_loss(pair, "target", "identity")
         return {"NCE": 0.5 * nce_x, "NCE_Y": 0.5 * nce_y}

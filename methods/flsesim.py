@@ -41,7 +41,8 @@ from torch import nn
 from benchmark.core.distributed import SINGLE_PROCESS, Distributed
 from benchmark.core.registry import register_method
 
-from .base import OUTPUT_GRADIENT, AuxiliaryStep, Method, OptimizerDefaults, PatchPolicy, TranslationPair
+from .base import (OUTPUT_GRADIENT, STANDALONE, AuxiliaryStep, Method, MethodEnvironment, OptimizerDefaults,
+                   PatchPolicy, TranslationPair)
 from .shared.nce import info_nce
 from .shared.patches import sample_locations
 from .shared.vgg import VGG16_LAYERS, FrozenVGG16, backbone_notes, vgg16_weight_keys
@@ -261,8 +262,8 @@ class FLSeSim(Method):
                 "and has no setting that limits them per image or takes its comparisons across the batch"
                 if policy.limits else {})
 
-    def __init__(self, params: FLSeSimParams):
-        super().__init__(params)
+    def __init__(self, params: FLSeSimParams, environment: MethodEnvironment = STANDALONE):
+        super().__init__(params, environment)
         self.vgg: FrozenVGG16 | None = None
         self.heads: AttentionHeads | None = None
 
@@ -273,7 +274,7 @@ class FLSeSim(Method):
     def initialize(self, pair: TranslationPair) -> None:
         p = self.params
         device = pair.source.device
-        self.vgg = FrozenVGG16(p.attn_layers, p.vgg_weights, self.weights_dir).to(device)
+        self.vgg = FrozenVGG16(p.attn_layers, p.vgg_weights, self.environment.weights_dir).to(device)
         if p.learned_attn:
             self.heads = AttentionHeads(self.vgg.channels(pair.source), p.head_init_gain).to(device)
 
@@ -323,8 +324,8 @@ class FLSeSim(Method):
         with torch.no_grad():  # the VGG16 is frozen (official: in optimizer_F with lr 0)
             images = [pair.target.flip(dims=[2, 3])]
             if self.params.augment:
-                images += [color_jitter(pair.source, self.distributed),
-                           color_jitter(pair.target, self.distributed).flip(dims=[2, 3])]
+                images += [color_jitter(pair.source, self.environment.distributed),
+                           color_jitter(pair.target, self.environment.distributed).flip(dims=[2, 3])]
             others = [f.split(n) for f in self.vgg(torch.cat(images))]
         # per layer: x, G(x) (detached), flip(y)[, jitter(x), flip(jitter(y))]
         chunks = [(s, o.detach(), *rest) for s, o, rest in zip(src_feats, out_feats, others)]

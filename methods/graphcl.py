@@ -31,7 +31,7 @@ from torch import nn
 
 from benchmark.core.registry import register_method
 
-from .base import OUTPUT_GRADIENT, PatchPolicy, TranslationPair, flip_back
+from .base import OUTPUT_GRADIENT, STANDALONE, MethodEnvironment, PatchPolicy, TranslationPair, flip_back
 from .shared.graphs import TAGConv, add_self_loops, symmetric_normalize, threshold_adjacency, top_k_pool
 from .shared.heads import l2_normalize
 from .shared.nce import DIAGONAL_FILL, info_nce
@@ -152,14 +152,14 @@ class GraphCL(PatchContrastiveMethod):
                 "patch per image there are none, and it has no setting that takes them from the other images"
                 if policy.limits else {})
 
-    def __init__(self, params: GraphCLParams):
-        super().__init__(params)
+    def __init__(self, params: GraphCLParams, environment: MethodEnvironment = STANDALONE):
+        super().__init__(params, environment)
         self.vgg: FrozenVGG16 | None = None
         self.layer_heads: nn.ModuleList | None = None
 
     def initialize(self, pair: TranslationPair) -> None:
         p, device = self.params, pair.source.device
-        self.vgg = FrozenVGG16(p.vgg_layers, p.vgg_weights, self.weights_dir).to(device)
+        self.vgg = FrozenVGG16(p.vgg_layers, p.vgg_weights, self.environment.weights_dir).to(device)
         channels = self.vgg.channels(pair.source)
         self.layer_heads = nn.ModuleList(
             LayerGraphHeads(c, p.netF_nc, p.num_hop, p.pooling_num) for c in channels)

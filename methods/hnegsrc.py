@@ -219,7 +219,7 @@ class HnegSRC(PatchNCEMethod):
             return {}
         # The official draws the locations on fake_B's features (the shapes of real_A's, so the same
         # draw) and reuses them for real_A, idt_B and real_B.
-        z = self.embed_patches(pair, pair.source, pair.output)
+        z = self.embed_patches(pair, "source", "output")
         queries, keys = self._group(z)
         gamma = curriculum_gamma(p, pair.progress)
         weights, src = self.relations(queries, keys, gamma, with_src=p.lambda_SRC > 0)
@@ -227,7 +227,7 @@ class HnegSRC(PatchNCEMethod):
         if p.lambda_HDCE > 0:
             hdce_x = self.hdce(queries, keys, weights)
             if self.uses_identity:
-                z_y = self.embed_patches(pair, pair.target, pair.identity, ids=z.ids)
+                z_y = self.embed_patches(pair, "target", "identity", ids=z.ids)
                 queries_y, keys_y = self._group(z_y)
                 weights_y, _ = self.relations(queries_y, keys_y, gamma, with_src=False)
                 terms["HDCE"] = 0.5 * hdce_x

@@ -34,11 +34,11 @@ from torch import nn
 
 from benchmark.core.registry import register_method
 
-from .base import AuxiliaryStep, OptimizerDefaults, PatchPolicy, TranslationPair
+from .base import STANDALONE, AuxiliaryStep, MethodEnvironment, OptimizerDefaults, PatchPolicy, TranslationPair
 from .shared.heads import ProjectionHeads, feature_channels, l2_normalize, xavier_init_
 from .shared.nce import info_nce
 from .shared.patch_contrastive import PatchNCEMethod, PatchNCEParams
-from .shared.patches import all_locations, encode_pair, sample_keys_queries
+from .shared.patches import all_locations, pair_features, sample_keys_queries
 
 
 @dataclass
@@ -160,8 +160,8 @@ class NEGCUT(PatchNCEMethod):
         "fastnegcut": {"lambda_NCE": 10.0, "nce_idt": False, "flip_equivariance": True},
     }
 
-    def __init__(self, params: NEGCUTParams):
-        super().__init__(params)
+    def __init__(self, params: NEGCUTParams, environment: MethodEnvironment = STANDALONE):
+        super().__init__(params, environment)
         self.ema_heads: ProjectionHeads | None = None
         self.negative_generator: NegativeGenerator | None = None
 
@@ -200,7 +200,7 @@ class NEGCUT(PatchNCEMethod):
         process draws the noise of the whole batch and keeps its own rows: the noise, and the RNG
         state after it, are one process's."""
         z_dim = self.params.z_dim
-        return self.distributed.draw_rows(lambda n: torch.randn(n, count, z_dim), batch).to(device)
+        return self.environment.distributed.draw_rows(lambda n: torch.randn(n, count, z_dim), batch).to(device)
 
     def instance_vectors(self, source_feats: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         """Mean over every position of the EMA heads' embeddings: (B, d) per layer."""
@@ -208,15 +208,14 @@ class NEGCUT(PatchNCEMethod):
 
     def encode_views(self, pair: TranslationPair) -> list[PairView]:
         """Features of (source, output), and of (target, identity) when the identity term is on."""
-        sides = [(pair.source, pair.output)]
+        sides = [("source", "output")]
         if self.uses_identity:
-            sides.append((pair.target, pair.identity))
+            sides.append(("target", "identity"))
         views = []
         for source, output in sides:
-            # Unless detached, the instance vectors send gradients into the source's features: encode
-            # it afresh rather than reuse the task's forward activations (bit-identical gradients).
-            source_feats, output_feats = encode_pair(pair, source, output,
-                                                     reuse_source=self.params.detach_negatives)
+            # Unless detached, the instance vectors send gradients into the source's features.
+            source_feats, output_feats = pair_features(pair, source, output,
+                                                       fresh_keys=not self.params.detach_negatives)
             if self.params.detach_negatives:
                 with torch.no_grad():
                     instances = self.instance_vectors([f.detach() for f in source_feats])

@@ -6,12 +6,12 @@ D, let the method take its own step (e.g. NEGCUT's negative generator), then upd
 method's heads with lambda_GAN * L_GAN(D(fake), 1) + the method's losses (+ the task's own terms).
 
 Unlike the official code, the translation keeps the encoder's activations of its input at the
-task's feature layers, and the methods that compare the generator encoder's features take the
-source's (the keys) from there instead of encoding the source a second time: the same values, one
-encoder pass less per compared pair. They are offered only where they equal a fresh ``encode`` bit
-for bit: the input was not flipped, the generator treats each image of the batch on its own (no
-batch statistics, no dropout) and leaves those activations unchanged later in its pass, and the
-backend computes a half of the batch as it computes that half alone (checked once per input shape).
+task's feature layers, and the step's :class:`tasks.feature_sources.EncoderFeatures` hands them to a
+method that asks for the source's (the keys) instead of encoding the source a second time: the same
+values, one encoder pass less per compared pair (docs/speed.md). Only where they equal a fresh
+``encode`` bit for bit, decided when the task is set up (``ForwardFeatureReuse``): not on a flipped
+step, not with batch statistics or dropout in the generator, not where a later layer overwrites
+them, and only if the backend computes a half of the batch as it computes that half alone.
 """
 from __future__ import annotations
 
@@ -21,67 +21,51 @@ import torch
 
 from methods.base import TranslationPair
 
-from .base import samplewise, set_requires_grad
+from .base import set_requires_grad
+from .feature_sources import EncoderFeatures, decide_forward_feature_reuse
 from .optimizer_steps import run_optimizers, step_generator_side, step_schedulers, zero_generator_side
 
 
 class GeneratorDiscriminatorSteps:
     """Mixin for a ``Task`` that sets ``netG`` (taking ``(images, layers, encode_only=True)`` for its
-    features), ``netD``, ``gan_loss``, ``opt_G``, ``opt_D``, ``schedulers`` and ``layers``; its options
-    have ``lambda_GAN``."""
+    features), ``netD``, ``gan_loss``, ``opt_G``, ``opt_D``, ``schedulers`` and ``layers``, and calls
+    ``_decide_feature_reuse`` on its first batch in ``setup``; its options have ``lambda_GAN``."""
 
     def encode(self, images: torch.Tensor) -> list[torch.Tensor]:
-        """The generator encoder's features at ``self.layers``, with gradients (``pair.encode``)."""
+        """The generator encoder's features at ``self.layers``, with gradients."""
         return self.netG(images, self.layers, encode_only=True)
 
-    def _pair(self, real_a, fake_b, real_b, idt_b, flipped, encoded=()) -> TranslationPair:
-        return TranslationPair(source=real_a, output=fake_b, encode=self.encode, target=real_b,
-                               identity=idt_b, output_flipped=flipped,
-                               progress=self.step / max(1, self.total_steps), step=self.step,
-                               encoded=tuple(encoded))
+    def _decide_feature_reuse(self, real_a: torch.Tensor, real_b: torch.Tensor, with_identity: bool) -> None:
+        """Whether this run's steps hand the method the translation pass's activations (on the
+        first batch, as ``_translate_batch`` will translate it); sets ``self.feature_reuse``."""
+        batch = torch.cat([real_a, real_b]) if with_identity else real_a
+        self.feature_reuse = decide_forward_feature_reuse(self.netG, self.layers, batch, real_a.shape[0])
+
+    def _pair(self, real_a, fake_b, real_b, idt_b, flipped, translated=None) -> TranslationPair:
+        images = {"source": real_a, "output": fake_b, "target": real_b, "identity": idt_b}
+        return TranslationPair(source=real_a, output=fake_b, target=real_b, identity=idt_b,
+                               features=EncoderFeatures(self.encode, images, flipped, translated),
+                               output_flipped=flipped, progress=self.step / max(1, self.total_steps),
+                               step=self.step)
 
     def _translate_batch(self, real_a: torch.Tensor, real_b: torch.Tensor, with_identity: bool):
         """G on cat(real_A, real_B) (or real_A alone), flipped when the method asks and a coin says so:
-        ``(fake_B, idt_B or None, flipped, encoded)``, ``encoded`` the ``(image, features)`` pairs of
-        the encoder activations this pass computed that equal ``encode(image)`` (for
-        ``TranslationPair.encoded``; empty when flipped or when they would differ)."""
+        ``(fake_B, idt_B or None, flipped, translated)``, ``translated`` the encoder activations of
+        the source (and target) that this pass computed, by role, where ``self.feature_reuse`` says
+        they equal a fresh encoding (else empty)."""
         n = real_a.shape[0]
         real = torch.cat([real_a, real_b]) if with_identity else real_a
         flipped = self.method.flips_input and bool(torch.rand(()) < 0.5)
         if flipped:
             real = torch.flip(real, dims=[3])
-        if flipped or not self._forward_features_reusable(real, n):
+        if not self.feature_reuse.applies(real, flipped):
             fake = self.netG(real)
-            return fake[:n], (fake[n:] if with_identity else None), flipped, ()
+            return fake[:n], (fake[n:] if with_identity else None), flipped, {}
         fake, feats = self.netG(real, self.layers)
-        encoded = [(real_a, [f[:n] for f in feats])]
+        translated = {"source": [f[:n] for f in feats]}
         if with_identity:
-            encoded.append((real_b, [f[n:] for f in feats]))
-        return fake[:n], (fake[n:] if with_identity else None), flipped, tuple(encoded)
-
-    def _forward_features_reusable(self, real: torch.Tensor, n: int) -> bool:
-        """Whether the generator's activations at ``self.layers`` while it translates the batch
-        ``real`` (``n`` source images, then the identity half if any) equal ``encode`` of each
-        half, bit for bit. Needed: every image is treated on its own (``samplewise``) and the
-        generator says the activations survive the rest of its pass unchanged; then, because a
-        backend may pick another convolution algorithm for another batch size (on CPU, small
-        layers round differently at batch 2 and batch 1), the halves of one batch are compared with
-        their own encodings once per input shape (encoder only: no randomness drawn) and the answer
-        is kept for the run."""
-        survive = getattr(self.netG, "features_survive_forward", None)
-        if survive is None or not survive(self.layers) or not samplewise(self.netG):
-            return False
-        if n == real.shape[0]:  # no identity half: the translated batch is the encoded one
-            return True
-        cache = self.__dict__.setdefault("_reuse_checked", {})
-        key = (tuple(real.shape), n, real.dtype, str(real.device), tuple(self.layers))
-        if key not in cache:  # in training mode, with gradients, as the step computes them
-            whole = self.netG(real, self.layers, encode_only=True)
-            halves = (self.netG(real[:n], self.layers, encode_only=True),
-                      self.netG(real[n:], self.layers, encode_only=True))
-            cache[key] = all(torch.equal(w[:n], a) and torch.equal(w[n:], b)
-                             for w, a, b in zip(whole, *halves))
-        return cache[key]
+            translated["target"] = [f[n:] for f in feats]
+        return fake[:n], (fake[n:] if with_identity else None), flipped, translated
 
     def _update_discriminator(self, loss_fn: Callable[[], tuple[torch.Tensor, dict]]) -> tuple[torch.Tensor, dict]:
         """One D step on ``loss_fn()`` (computed with D trainable): ``(loss, its logs)``."""

@@ -10,8 +10,7 @@ task holds a validation split out of the training images its steps draw and the 
 """
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any, Callable, ClassVar, Literal
+from typing import ClassVar, Literal
 
 import torch
 
@@ -82,7 +81,9 @@ def distribute(ctx: RunContext, method: Method, modules: dict[str, torch.nn.Modu
     d = ctx.distributed
     if not d.enabled:
         return
-    method.distributed = d
+    if method.environment.distributed is not d:
+        raise ValueError(f"method '{method.registry_name}' was built for another process group than the "
+                         "task's: build it with MethodEnvironment(distributed=ctx.distributed)")
     reason = method.batch_coupling()
     if reason:
         raise ConfigError(f"method '{method.registry_name}' cannot share a batch among {d.world_size} "

@@ -69,7 +69,7 @@ def test_the_method_sees_teacher_keys_and_student_queries(tmp_path, teachers):
         config = {"channels": [4] * 8}
         forward = task._forward(a, config)
         pair = task._pair(a, b, config, forward)
-        keys, queries = pair.features
+        keys, queries = pair.features("source"), pair.features("output")
         assert all(not k.requires_grad for k in keys)
         assert [k.shape for k in keys] == [q.shape for q in queries]          # (B, 4 ngf_t, h, w)
         assert all(q.requires_grad for q in queries)

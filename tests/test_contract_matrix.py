@@ -16,7 +16,6 @@ New methods join by being registered: the cases are drawn from the registry.
 """
 from __future__ import annotations
 
-import copy
 
 import pytest
 import torch
@@ -43,7 +42,6 @@ from torch import nn
 
 from benchmark.core.registry import register_method
 from methods.base import Method, TranslationPair
-from methods.shared.patches import encode_pair
 
 
 @dataclass
@@ -61,11 +59,10 @@ class MeanFeatureMatch(Method):
         return {}  # compares whole images: nothing to limit
 
     def initialize(self, pair: TranslationPair) -> None:
-        source, _ = encode_pair(pair, pair.source, pair.output)
-        self.maps = nn.ModuleList(nn.Linear(f.shape[1], f.shape[1]) for f in source).to(pair.source.device)
+        self.maps = nn.ModuleList(nn.Linear(c, c) for c in pair.features.channels()).to(pair.source.device)
 
     def generator_losses(self, pair: TranslationPair, computed=None) -> dict[str, torch.Tensor]:
-        source, output = encode_pair(pair, pair.source, pair.output)
+        source, output = pair.features("source"), pair.features("output")
         terms = [(m(o.mean((2, 3))) - s.mean((2, 3)).detach()).abs().mean()
                  for m, s, o in zip(self.maps, source, output)]
         return {"mean_match": self.params.weight * torch.stack(terms).mean()}

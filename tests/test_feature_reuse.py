@@ -9,6 +9,7 @@ import torch
 from benchmark.config import suite_from_dict
 from benchmark.runner import Runner, expand
 from tasks.base import samplewise
+from tasks.feature_sources import ForwardFeatureReuse
 from tasks.networks import ResnetGenerator, cut_layer_ids, init_weights
 from tasks.single_image.networks import StyleGAN2Generator
 
@@ -77,7 +78,7 @@ def _task_pair(tmp_path, suite_data):
         encode = task.encode
         task.encode = lambda images, encode=encode, calls=calls: calls.append(images.shape[0]) or encode(images)
         if not reuse:
-            task._forward_features_reusable = lambda real, n: False
+            task.feature_reuse = ForwardFeatureReuse(None, "this test encodes the keys again")
         task.rng = torch.get_rng_state()  # each task draws from its own copy of the global generator
         tasks.append((task, calls))
     return tasks
@@ -128,7 +129,8 @@ def test_where_a_half_of_the_batch_would_round_differently_the_keys_are_encoded_
     (reusing, reused), (encoding, encoded) = _task_pair(tmp_path, _suite(tmp_path, "cut", 2, size=32, ngf=8))
     for _ in range(2):
         assert _step(reusing) == _step(encoding)
-    assert reusing._reuse_checked == {((2, 3, 32, 32), 1, torch.float32, "cpu", tuple(reusing.layers)): False}
+    assert reusing.feature_reuse == ForwardFeatureReuse(
+        None, "the backend computes a half of the batch differently from the whole")
     assert len(reused) == len(encoded) == 2 * 4
     state_r, state_e = reusing.state_dict(), encoding.state_dict()
     assert all(torch.equal(v, state_e["netG"][k]) for k, v in state_r["netG"].items())

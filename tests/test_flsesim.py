@@ -9,7 +9,8 @@ import torchvision.transforms as T
 
 from benchmark.config import suite_from_dict
 from benchmark.runner import Runner, expand
-from methods.base import OptimizerDefaults, TranslationPair
+from methods.base import OptimizerDefaults
+from tasks.feature_sources import encoder_pair
 from methods.flsesim import (FLSeSim, FLSeSimParams, PairFeatures, color_jitter, correlation_map, map_nce,
                              structure_loss, window_key_ids)
 from tasks.networks import ResnetGenerator
@@ -129,7 +130,7 @@ def initialized():
     out = {}
     for preset in ("fsesim", "lsesim"):
         method = FLSeSim(FLSeSimParams(**{**FLSeSim.presets[preset], "vgg_weights": "untrained"}))
-        method.initialize(TranslationPair(source=x, output=x, encode=lambda z: [z], target=x))
+        method.initialize(encoder_pair(lambda z: [z], source=x, output=x, target=x))
         out[preset] = method
     return out
 
@@ -153,7 +154,7 @@ def test_vgg_frozen_and_generator_gets_gradient(make_method):
     G, method, encode, x, y = make_method("fsesim")
     assert "heads" not in method.optimizers and method.heads is None
     fake = G(x)
-    loss = method.generator_losses(TranslationPair(source=x, output=fake, encode=encode, target=y))["G_s"]
+    loss = method.generator_losses(encoder_pair(encode, source=x, output=fake, target=y))["G_s"]
     loss.backward()
     vgg_params = list(method.vgg.features.parameters())
     assert len(vgg_params) == 20  # the conv weights and biases up to relu4_3
@@ -169,7 +170,7 @@ def test_lsesim_head_step_trains_only_heads_and_generator_loss_gives_heads_no_gr
     heads_before = [p.detach().clone() for p in method.heads.parameters()]
     vgg_before = [p.detach().clone() for p in method.vgg.features.parameters()]
     fake = G(x)
-    pair = TranslationPair(source=x, output=fake, encode=encode, target=y)
+    pair = encoder_pair(encode, source=x, output=fake, target=y)
     aux = method.auxiliary_step(pair)
     assert math.isfinite(aux.logs["spatial"])
     assert all(p.grad is None for p in G.parameters())  # G(x) was detached for the heads' loss
@@ -187,7 +188,7 @@ def test_generator_loss_uses_the_updated_heads_and_features_of_the_head_step_mat
     G, method, encode, x, y = make_method("lsesim")
     with torch.no_grad():
         fake = G(x)
-    pair = TranslationPair(source=x, output=fake, encode=encode, target=y)
+    pair = encoder_pair(encode, source=x, output=fake, target=y)
     torch.manual_seed(2)
     before = method.generator_losses(pair)["G_s"]
     torch.manual_seed(1)
@@ -203,14 +204,14 @@ def test_generator_loss_uses_the_updated_heads_and_features_of_the_head_step_mat
     torch.manual_seed(2)
     from_other = method.generator_losses(pair, method.pair_features(y, fake))["G_s"]
     torch.manual_seed(2)
-    other = method.generator_losses(TranslationPair(source=y, output=fake, encode=encode, target=y))["G_s"]
+    other = method.generator_losses(encoder_pair(encode, source=y, output=fake, target=y))["G_s"]
     assert torch.allclose(from_other, other, atol=1e-6)
     assert not torch.allclose(from_other, fresh, atol=1e-4)
 
 
 def test_fsesim_has_no_head_step(make_method):
     G, method, encode, x, y = make_method("fsesim")
-    aux = method.auxiliary_step(TranslationPair(source=x, output=G(x), encode=encode, target=y))
+    aux = method.auxiliary_step(encoder_pair(encode, source=x, output=G(x), target=y))
     assert aux.logs == {} and aux.computed is None
 
 
@@ -221,7 +222,7 @@ def test_batch_of_two_equals_two_batches_of_one(make_method, preset):
         fake = G(x)
 
     def losses(sl):
-        pair = TranslationPair(source=x[sl], output=fake[sl], encode=encode, target=y[sl])
+        pair = encoder_pair(encode, source=x[sl], output=fake[sl], target=y[sl])
         torch.manual_seed(3)
         g = method.generator_losses(pair)["G_s"]
         torch.manual_seed(3)
@@ -241,7 +242,7 @@ def test_identity_terms(make_method):
     assert method.uses_identity and not make_method("fsesim")[1].uses_identity
     with torch.no_grad():
         out = G(torch.cat([x, y]))
-        pair = TranslationPair(source=x, output=out[:2], encode=encode, target=y, identity=out[2:])
+        pair = encoder_pair(encode, source=x, output=out[:2], target=y, identity=out[2:])
         torch.manual_seed(4)
         terms = method.generator_losses(pair)
         torch.manual_seed(4)

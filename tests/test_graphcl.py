@@ -183,7 +183,7 @@ def method():
     torch.manual_seed(0)
     m = GraphCL(GraphCLParams(vgg_weights="untrained", num_patches=16))
     x = torch.rand(1, 3, 32, 32) * 2 - 1
-    m.initialize(TranslationPair(source=x, output=x, encode=None))
+    m.initialize(TranslationPair(source=x, output=x))
     return m
 
 
@@ -204,7 +204,7 @@ def test_pooling_keeps_num_patches_over_down_scale_nodes(method, monkeypatch):
 
     monkeypatch.setattr(graphcl_module, "top_k_pool", recording)
     x, fake, y, idt = _images(1)
-    pair = TranslationPair(source=x, output=fake, encode=None, target=y, identity=idt)
+    pair = TranslationPair(source=x, output=fake, target=y, identity=idt)
     with torch.no_grad():
         method.generator_losses(pair)
     # 3 VGG layers x (translation, identity); 16 sampled patches per layer -> 16 // 4 = 4 kept.
@@ -231,7 +231,7 @@ def test_gradients_reach_heads_and_output_not_source_or_vgg(method):
     output, identity = fake.clone().requires_grad_(True), idt.clone().requires_grad_(True)
     method.zero_grad(set_to_none=True)
     torch.manual_seed(11)
-    losses = method.generator_losses(TranslationPair(source=source, output=output, encode=None,
+    losses = method.generator_losses(TranslationPair(source=source, output=output,
                                                      target=target, identity=identity))
     assert set(losses) == {"GNN", "GNN_Y"}
     sum(losses.values()).backward()
@@ -257,7 +257,7 @@ def test_batch_of_two_equals_mean_of_two_batches_of_one(method):
 
     def loss(sl):
         torch.manual_seed(123)
-        pair = TranslationPair(source=x[sl], output=fake[sl], encode=None, target=y[sl], identity=idt[sl])
+        pair = TranslationPair(source=x[sl], output=fake[sl], target=y[sl], identity=idt[sl])
         return method.generator_losses(pair)
 
     with torch.no_grad():
@@ -272,7 +272,7 @@ def test_identity_weighting_and_lambda(method):
     x, fake, y, idt = _images(1)
     with torch.no_grad():
         torch.manual_seed(5)
-        full = method.generator_losses(TranslationPair(source=x, output=fake, encode=None, target=y, identity=idt))
+        full = method.generator_losses(TranslationPair(source=x, output=fake, target=y, identity=idt))
         torch.manual_seed(5)
         gnn_x = method.gnn_loss(method.vgg(x), method.vgg(fake))
     assert torch.allclose(full["GNN"], 0.5 * 0.1 * gnn_x, atol=1e-6)

@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from methods.base import TranslationPair
+from tasks.feature_sources import encoder_pair
 from methods.hnegsrc import HnegSRC, HnegSRCParams, curriculum_gamma, patch_similarity, relation_jsd
 from methods.shared.dce import hardness_weights, patch_hdce
 from methods.shared.patches import gather_locations, sample_locations
@@ -156,7 +156,7 @@ def _setup(batch=2, **params):
     encode = lambda x: G(x, layers, encode_only=True)  # noqa: E731
     x = torch.rand(batch, 3, 32, 32) * 2 - 1
     y = torch.rand(batch, 3, 32, 32) * 2 - 1
-    method.initialize(TranslationPair(source=x, output=x, encode=encode))
+    method.initialize(encoder_pair(encode, source=x, output=x))
     return G, method, encode, x, y
 
 
@@ -165,7 +165,7 @@ def test_gradients_reach_output_identity_and_heads_not_source_or_target():
     source, target = x.clone().requires_grad_(True), y.clone().requires_grad_(True)
     out = G(torch.cat([x, y]))
     fake, idt = out[:2].detach().requires_grad_(True), out[2:].detach().requires_grad_(True)
-    pair = TranslationPair(source=source, output=fake, encode=encode, target=target, identity=idt, progress=0.3)
+    pair = encoder_pair(encode, source=source, output=fake, target=target, identity=idt, progress=0.3)
     terms = method.generator_losses(pair)
     assert set(terms) == {"HDCE", "HDCE_Y", "SRC"}
     sum(terms.values()).backward()
@@ -179,7 +179,7 @@ def test_src_alone_trains_heads_through_the_output_only():
     G, method, encode, x, y = _setup(lambda_HDCE=0.0)
     source = x.clone().requires_grad_(True)
     fake = G(x).detach().requires_grad_(True)
-    terms = method.generator_losses(TranslationPair(source=source, output=fake, encode=encode))
+    terms = method.generator_losses(encoder_pair(encode, source=source, output=fake))
     assert set(terms) == {"SRC"}
     terms["SRC"].backward()
     assert source.grad is None and torch.count_nonzero(fake.grad) > 0
@@ -194,7 +194,7 @@ def test_batch_of_two_equals_mean_of_two_batches_of_one():
 
     def terms(sl):
         torch.manual_seed(123)  # same sampled locations for every call
-        pair = TranslationPair(source=x[sl], output=fake[sl], encode=encode, target=y[sl], identity=idt[sl],
+        pair = encoder_pair(encode, source=x[sl], output=fake[sl], target=y[sl], identity=idt[sl],
                                progress=0.25)
         return method.generator_losses(pair)
 
@@ -208,7 +208,7 @@ def test_batch_of_two_equals_mean_of_two_batches_of_one():
 def test_one_patch_per_image_is_finite():
     G, method, encode, x, y = _setup(num_patches=1, dce_idt=True)
     out = G(torch.cat([x, y]))
-    pair = TranslationPair(source=x, output=out[:2], encode=encode, target=y, identity=out[2:])
+    pair = encoder_pair(encode, source=x, output=out[:2], target=y, identity=out[2:])
     terms = method.generator_losses(pair)
     total = sum(terms.values())
     assert torch.isfinite(total)
@@ -227,7 +227,7 @@ def test_negatives_from_minibatch_treat_the_batch_as_one_image():
     with torch.no_grad():
         fake = G(x)
         torch.manual_seed(9)
-        terms = method.generator_losses(TranslationPair(source=x, output=fake, encode=encode))
+        terms = method.generator_losses(encoder_pair(encode, source=x, output=fake))
         torch.manual_seed(9)
         ids = sample_locations(encode(fake), 1)
         qs = [q.reshape(1, -1, q.shape[-1]) for q in method.heads(gather_locations(encode(fake), ids))]
@@ -248,7 +248,7 @@ def test_identity_term_reuses_the_output_locations():
     G, method, encode, x, y = _setup(dce_idt=True)
     with torch.no_grad():
         fake = G(x)
-        terms = method.generator_losses(TranslationPair(source=x, output=fake, encode=encode, target=x, identity=fake))
+        terms = method.generator_losses(encoder_pair(encode, source=x, output=fake, target=x, identity=fake))
     assert torch.allclose(terms["HDCE"], terms["HDCE_Y"], atol=1e-6)
 
 
@@ -259,7 +259,7 @@ def test_no_hneg_and_gamma_change_the_loss():
 
     def hdce(m, progress=0.0):
         torch.manual_seed(3)
-        return m.generator_losses(TranslationPair(source=x, output=fake, encode=encode, progress=progress))["HDCE"]
+        return m.generator_losses(encoder_pair(encode, source=x, output=fake, progress=progress))["HDCE"]
 
     with torch.no_grad():
         base = hdce(method)
@@ -298,7 +298,7 @@ def test_lambda_src_zero_drops_the_hardness_weights_only_where_the_compression_c
     def hdce(no_hneg):
         method.params.no_Hneg = no_hneg
         torch.manual_seed(3)
-        return method.generator_losses(TranslationPair(source=x, output=fake, encode=encode))["HDCE"]
+        return method.generator_losses(encoder_pair(encode, source=x, output=fake))["HDCE"]
 
     with torch.no_grad():
         weighted, plain = hdce(False), hdce(True)

@@ -21,7 +21,7 @@ PLUGIN = """
 from dataclasses import dataclass
 import torch
 from benchmark.core.registry import register_method
-from methods.base import Method
+from methods.base import STANDALONE, Method
 
 
 @dataclass
@@ -33,8 +33,8 @@ class Params:
 class WatchedLoss(Method):
     Params = Params
 
-    def __init__(self, params):
-        super().__init__(params)
+    def __init__(self, params, environment=STANDALONE):
+        super().__init__(params, environment)
         self.calls = 0
 
     def generator_losses(self, pair, computed=None):

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from methods.base import TranslationPair
+from tasks.feature_sources import encoder_pair
 from methods.cut import CUT, CUTParams
 from methods.flsesim import AttentionHeads, FLSeSim, FLSeSimParams
 from methods.graphcl import GraphCL, GraphCLParams, LayerGraphHeads
@@ -46,7 +47,7 @@ def image(seed: int, batch: int = 2) -> torch.Tensor:
 
 
 def tiny_pair(progress: float = 0.0, flipped: bool = False, batch: int = 2) -> TranslationPair:
-    return TranslationPair(source=image(1, batch), output=image(2, batch), encode=FixedEncoder(),
+    return encoder_pair(FixedEncoder(), source=image(1, batch), output=image(2, batch),
                            target=image(3, batch), identity=image(4, batch), output_flipped=flipped,
                            progress=progress)
 

@@ -161,7 +161,7 @@ class SpyMethod(Method):
     Params = SpyParams
 
     def generator_losses(self, pair, computed=None):
-        src, out = pair.encode(pair.source), pair.encode(pair.output)
+        src, out = pair.features("source"), pair.features("output")
         SEEN.append((pair, [f.detach() for f in src], [f.detach() for f in out]))
         loss = sum(((o - s.detach()) ** 2).mean() for o, s in zip(out, src))
         return {"SPY": self.params.weight * loss}

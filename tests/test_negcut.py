@@ -1,6 +1,5 @@
 """NEGCUT: generated-negatives InfoNCE by hand, the negative generator's adversarial step, gradient
 routing between N, the heads and G, the EMA heads, per-image batching, presets and a smoke run."""
-import dataclasses
 import math
 
 import pytest
@@ -9,7 +8,8 @@ import torch.nn.functional as F
 
 from benchmark.config import find_method, suite_from_dict
 from benchmark.runner import Runner, expand
-from methods.base import AuxiliaryStep, OptimizerDefaults, TranslationPair
+from methods.base import AuxiliaryStep, OptimizerDefaults
+from tasks.feature_sources import encoder_pair
 from methods.negcut import NEGCUT, NEGCUTParams, PairView, generated_negatives_nce, negatives_diversity
 from tasks.networks import ResnetGenerator, cut_layer_ids
 
@@ -26,11 +26,11 @@ def _setup(batch=2, **params):
     encode = lambda x: G(x, layers, encode_only=True)  # noqa: E731
     x = torch.rand(batch, 3, 16, 16) * 2 - 1
     y = torch.rand(batch, 3, 16, 16) * 2 - 1
-    method.initialize(TranslationPair(source=x, output=x, encode=encode))
+    method.initialize(encoder_pair(encode, source=x, output=x))
     method.build_optimizers(DEFAULTS)
     with torch.no_grad():
         out = G(torch.cat([x, y]))
-    pair = TranslationPair(source=x, output=out[:batch], encode=encode, target=y, identity=out[batch:])
+    pair = encoder_pair(encode, source=x, output=out[:batch], target=y, identity=out[batch:])
     return G, method, encode, pair
 
 
@@ -161,7 +161,7 @@ def test_generator_step_gives_N_no_gradient_and_keeps_N(detach_negatives):
     G, method, encode, pair = _setup(batch=1, nce_idt=False, detach_negatives=detach_negatives)
     source = pair.source.clone().requires_grad_(True)
     output = G(pair.source)
-    pair = TranslationPair(source=source, output=output, encode=encode)
+    pair = encoder_pair(encode, source=source, output=output)
     aux = method.auxiliary_step(pair)
     n_grads = [p.grad.clone() for p in method.negative_generator.parameters()]
     n_params = _snapshot(method.negative_generator)
@@ -195,8 +195,8 @@ def test_views_of_the_negative_step_give_the_same_generator_loss_as_recomputing(
     for key in passed:
         assert torch.allclose(passed[key], fresh[key], atol=1e-6)
     # The loss comes from the views passed, not from the pair: another pair's views give its loss.
-    swapped = dataclasses.replace(pair, source=pair.target, output=pair.identity, target=pair.source,
-                                  identity=pair.output)
+    swapped = encoder_pair(encode, source=pair.target, output=pair.identity, target=pair.source,
+                           identity=pair.output)
     torch.manual_seed(3)
     from_other_views = method.generator_losses(pair, method.encode_views(swapped))
     torch.manual_seed(3)
@@ -235,7 +235,7 @@ def test_batch_of_two_equals_two_batches_of_one_with_fixed_noise():
     def run(sl):
         queue = iter([z[sl] for z in noise] * 2)  # same noise for the N step and the G step
         method.draw_noise = lambda batch, count, device: next(queue)
-        part = TranslationPair(source=pair.source[sl], output=pair.output[sl], encode=encode,
+        part = encoder_pair(encode, source=pair.source[sl], output=pair.output[sl],
                                target=pair.target[sl], identity=pair.identity[sl])
         with torch.no_grad():
             torch.manual_seed(123)  # same sampled locations for every call

@@ -242,7 +242,7 @@ def test_infonce_keeps_the_positive_in_the_denominator():
 
 
 def test_hnegsrc_contrastive_option_routes_the_loss_and_defaults_to_dce():
-    from methods.base import TranslationPair
+    from tasks.feature_sources import encoder_pair
     from methods.hnegsrc import HnegSRC, HnegSRCParams
 
     assert HnegSRCParams().contrastive == "dce"
@@ -253,9 +253,9 @@ def test_hnegsrc_contrastive_option_routes_the_loss_and_defaults_to_dce():
     def hdce(contrastive):
         torch.manual_seed(1)
         method = HnegSRC(HnegSRCParams(num_patches=8, lambda_SRC=0.0, contrastive=contrastive))
-        method.initialize(TranslationPair(source=x, output=out, encode=encode))
+        method.initialize(encoder_pair(encode, source=x, output=out))
         torch.manual_seed(2)
-        return method.generator_losses(TranslationPair(source=x, output=out, encode=encode))["HDCE"]
+        return method.generator_losses(encoder_pair(encode, source=x, output=out))["HDCE"]
 
     assert hdce("infonce").item() > hdce("dce").item()
     with pytest.raises(ConfigError, match="contrastive"):

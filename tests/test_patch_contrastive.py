@@ -6,7 +6,7 @@ import torch
 
 from benchmark.core.settings import build, to_dict
 from benchmark.core.errors import ConfigError
-from methods.base import TranslationPair
+from tasks.feature_sources import encoder_pair
 from methods.cut import CUT, CUTParams
 from methods.graphcl import GraphCL, GraphCLParams
 from methods.hnegsrc import HnegSRC, HnegSRCParams
@@ -88,7 +88,7 @@ def test_heads_are_sized_from_the_encoders_features_of_the_first_batch(method_cl
     x = torch.rand(2, 3, 16, 16) * 2 - 1
     method = method_cls(method_cls.Params(netF_nc=32, use_mlp=use_mlp))
     assert method.heads is None
-    method.initialize(TranslationPair(source=x, output=x, encode=encode))
+    method.initialize(encoder_pair(encode, source=x, output=x))
     channels = [f.shape[1] for f in encode(x)]
     assert isinstance(method.heads, ProjectionHeads) and len(method.heads.mlps) == len(channels)
     for mlp, c in zip(method.heads.mlps, channels):
@@ -98,7 +98,7 @@ def test_heads_are_sized_from_the_encoders_features_of_the_first_batch(method_cl
             assert isinstance(mlp, torch.nn.Identity)
     # Keys and queries at the same random locations, num_patches of them per layer.
     method.params.num_patches = 5
-    z = method.embed_patches(TranslationPair(source=x, output=x, encode=encode), x, x)
+    z = method.embed_patches(encoder_pair(encode, source=x, output=x), "source", "output")
     assert [q.shape for q in z.queries] == [(2, 5, 32 if use_mlp else c) for c in channels]
     assert all(torch.allclose(q, k) for q, k in zip(z.queries, z.keys))  # same image: same patches
 
@@ -116,11 +116,11 @@ def test_flip_equivariance_flips_the_output_features_back(method_cls):
     switch = {CUT: "nce_idt", NEGCUT: "nce_idt", HnegSRC: "dce_idt"}[method_cls]
     method = method_cls(method_cls.Params(num_patches=16, flip_equivariance=True, **{switch: False}))
     assert method.flips_input
-    method.initialize(TranslationPair(source=x, output=x, encode=encode))
+    method.initialize(encoder_pair(encode, source=x, output=x))
 
     def loss(output, flipped):
         torch.manual_seed(5)
-        return sum(method.generator_losses(TranslationPair(source=x, output=output, encode=encode,
+        return sum(method.generator_losses(encoder_pair(encode, source=x, output=output,
                                                            output_flipped=flipped)).values())
 
     with torch.no_grad():

@@ -3,7 +3,7 @@ import math
 
 import torch
 
-from methods.base import TranslationPair
+from tasks.feature_sources import encoder_pair
 from methods.cut import CUT, CUTParams
 from methods.shared.nce import patch_nce
 from tasks.networks import ResnetGenerator, cut_layer_ids
@@ -42,7 +42,7 @@ def _cut_setup(batch=2, **params):
     encode = lambda x: G(x, layers, encode_only=True)  # noqa: E731
     x = torch.rand(batch, 3, 32, 32) * 2 - 1
     y = torch.rand(batch, 3, 32, 32) * 2 - 1
-    method.initialize(TranslationPair(source=x, output=x, encode=encode))
+    method.initialize(encoder_pair(encode, source=x, output=x))
     return G, method, encode, x, y
 
 
@@ -51,7 +51,7 @@ def test_keys_get_no_gradient_and_heads_do():
     source = x.clone().requires_grad_(True)
     output = G(x)
     output.retain_grad()
-    loss = method.generator_losses(TranslationPair(source=source, output=output, encode=encode))["NCE"]
+    loss = method.generator_losses(encoder_pair(encode, source=source, output=output))["NCE"]
     loss.backward()
     assert source.grad is None or torch.count_nonzero(source.grad) == 0
     assert torch.count_nonzero(output.grad) > 0
@@ -66,7 +66,7 @@ def test_cut_loss_batch_of_two_equals_mean_of_two_batches_of_one():
 
     def loss(sl):
         torch.manual_seed(123)  # same sampled locations for every call
-        pair = TranslationPair(source=x[sl], output=fake[sl], encode=encode, target=y[sl], identity=idt[sl])
+        pair = encoder_pair(encode, source=x[sl], output=fake[sl], target=y[sl], identity=idt[sl])
         return sum(method.generator_losses(pair).values())
 
     with torch.no_grad():

@@ -34,3 +34,12 @@ def test_an_unknown_task_option_fails_with_its_name(tmp_path):
     with pytest.raises(ConfigError, match="n_layers_d"):
         measure_one("none", size=16, batch_size=1, steps=1, ngf=4, ndf=4, n_blocks=1, device="cpu",
                     cache_root=str(tmp_path), threads=1, task_options={"n_layers_d": 1})
+
+
+def test_without_feature_reuse_times_a_twin_that_encodes_the_keys_again(tmp_path):
+    r = measure_one("fastcut", size=16, batch_size=1, steps=2, ngf=4, ndf=4, n_blocks=1, device="cpu",
+                    cache_root=str(tmp_path), threads=1, task_options={"n_layers_D": 1},
+                   without_feature_reuse=True)
+    assert r["feature_reuse"]  # batch 1, no identity half: the translated batch is the encoded one
+    assert r["step_seconds_without_reuse"] > 0
+    assert r["reuse_ratio"] == pytest.approx(r["step_seconds"] / r["step_seconds_without_reuse"], abs=2e-3)

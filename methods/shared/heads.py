@@ -54,12 +54,8 @@ class ProjectionHeads(nn.Module):
 
 
 def feature_channels(pair) -> list[int]:
-    """Channel counts of the features a method sees on ``pair`` (a ``TranslationPair``): of the
-    task's own features when it gives them, else of the encoder's on one source image (no gradients)."""
-    if pair.features is not None:
-        return [f.shape[1] for f in pair.features[0]]
-    with torch.no_grad():
-        return [f.shape[1] for f in pair.encode(pair.source[:1])]
+    """Channel counts of the task's features a method sees on ``pair`` (a ``TranslationPair``)."""
+    return pair.features.channels()
 
 
 def heads_for_pair(pair, dim: int = 256, use_mlp: bool = True) -> ProjectionHeads:

@@ -16,9 +16,9 @@ from typing import ClassVar, Sequence
 
 import torch
 
-from ..base import Method, PatchPolicy, TranslationPair
+from ..base import STANDALONE, Method, MethodEnvironment, PatchPolicy, Role, TranslationPair
 from .heads import ProjectionHeads, feature_channels
-from .patches import PatchEmbeddings, encode_pair, sample_keys_queries
+from .patches import PatchEmbeddings, pair_features, sample_keys_queries
 
 
 @dataclass
@@ -99,8 +99,8 @@ class PatchNCEMethod(PatchContrastiveMethod):
             overrides["nce_includes_all_negatives_from_minibatch"] = True
         return overrides
 
-    def __init__(self, params: PatchNCEParams):
-        super().__init__(params)
+    def __init__(self, params: PatchNCEParams, environment: MethodEnvironment = STANDALONE):
+        super().__init__(params, environment)
         self.heads: ProjectionHeads | None = None
 
     def batch_coupling(self) -> str | None:
@@ -116,10 +116,10 @@ class PatchNCEMethod(PatchContrastiveMethod):
         """CUT's data-dependent initialisation: heads sized from the encoder's features."""
         self.heads = self.projection_heads(feature_channels(pair)).to(pair.source.device)
 
-    def embed_patches(self, pair: TranslationPair, source: torch.Tensor, output: torch.Tensor,
+    def embed_patches(self, pair: TranslationPair, source: Role, output: Role,
                       ids: Sequence[torch.Tensor] | None = None) -> PatchEmbeddings:
         """Keys z = H(G_enc(source)) and queries z_hat = H(G_enc(output)) at ``num_patches`` random
-        locations per layer (or at ``ids``), the output's features flipped back when the generator
-        input was flipped."""
-        source_feats, output_feats = encode_pair(pair, source, output)
+        locations per layer (or at ``ids``), for the images of two roles of ``pair`` (e.g.
+        "source", "output")."""
+        source_feats, output_feats = pair_features(pair, source, output)
         return sample_keys_queries(self.heads, source_feats, output_feats, self.params.num_patches, ids)

@@ -7,7 +7,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from ..base import TranslationPair, flip_back
+from ..base import Role, TranslationPair
 
 
 def sample_locations(features: Sequence[torch.Tensor], num_patches: int) -> list[torch.Tensor]:
@@ -44,23 +44,14 @@ def gather_locations(features: Sequence[torch.Tensor], ids: Sequence[torch.Tenso
     return [flat[:, idx.to(flat.device), :] for flat, idx in zip(all_locations(features), ids)]
 
 
-def encode_pair(pair: TranslationPair, source: torch.Tensor, output: torch.Tensor, reuse_source: bool = True
-                ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-    """Features ``(source_feats, output_feats)`` of corresponding images of ``pair``: the task's own
-    when it computed them (``TranslationPair.given_features``), else the task encoder's, the output's
-    with a horizontal flip of the generator input undone (flip equivariance), so that location s of
-    both is the same place of the scene. The output is encoded first (the order every method used);
-    the source's features are the ones the task's forward pass computed when it has them
-    (``TranslationPair.features_of``) unless ``reuse_source`` is False. (The values are the same;
-    a method whose loss sends gradients into the source's features should pass False to keep its
-    gradients bit-identical: through reused features they are summed into the forward pass's graph,
-    in another order.)"""
-    given = pair.given_features(source, output)
-    if given is not None:
-        return given
-    output_feats = flip_back(pair.encode(output), pair.output_flipped)
-    source_feats = pair.features_of(source) if reuse_source else pair.encode(source)
-    return source_feats, output_feats
+def pair_features(pair: TranslationPair, keys: Role, queries: Role, fresh_keys: bool = False
+                  ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """The task's features ``(keys' side, queries' side)`` of two corresponding images of ``pair``,
+    e.g. ("source", "output"): location s of both is the same place of the scene. The queries' side
+    is asked first (the order every method used). ``fresh_keys``: the keys' features in a graph of
+    their own (``FeatureSource.__call__``), for a method whose loss sends gradients into them."""
+    query_feats = pair.features(queries)
+    return pair.features(keys, fresh=fresh_keys), query_feats
 
 
 @dataclass

@@ -42,6 +42,7 @@ from ..base import (Task, distribute, linear_decay_schedulers, restore_training_
                     training_state)
 from ..data import UnpairedBatches, seeded_generator, to_model_range
 from ..evaluation import count_images, sharded_outputs_and_features
+from ..feature_sources import GivenFeatures
 from ..networks import GANLoss, NLayerDiscriminator, init_weights
 from ..optimizer_steps import run_optimizers, step_generator_side, step_schedulers
 from ..validation import TranslationValidation, hold_out_sides
@@ -165,23 +166,19 @@ class CompressionTask(Task):
         return _padded(s_feats, self.feature_width)
 
     def _pair(self, real_a, real_b, config, forward, mapped=None) -> TranslationPair:
+        """The method's view: the teacher's hook activations (detached) as the source's and the
+        target's features, the student's (mapped or padded) as the output's and the identity's."""
         t_out, t_feats, s_out, s_feats = forward
         if mapped is None:
             mapped = self.mappings(s_feats)
-        identity = identity_features = None
+        features = {"source": t_feats, "output": self._method_features(s_feats, mapped)}
+        identity = None
         if self.method.uses_identity:
             _, t_idt, identity, s_idt = self._forward(real_b, config)
-            identity_features = (t_idt, self._method_features(s_idt, self.mappings(s_idt)))
-        return TranslationPair(
-            source=real_a, output=s_out, encode=self._no_encoder, target=real_b, identity=identity,
-            features=(t_feats, self._method_features(s_feats, mapped)), identity_features=identity_features,
-            progress=self.step / max(1, self.total_steps), step=self.step)
-
-    @staticmethod
-    def _no_encoder(images):
-        raise ConfigError("the compression task hands a method the teacher's and the student's hook "
-                          "activations (TranslationPair.features); it has no single encoder to apply "
-                          "to other images")
+            features.update(target=t_idt, identity=self._method_features(s_idt, self.mappings(s_idt)))
+        return TranslationPair(source=real_a, output=s_out, target=real_b, identity=identity,
+                               features=GivenFeatures(features),
+                               progress=self.step / max(1, self.total_steps), step=self.step)
 
     # -- training ------------------------------------------------------------------------------------
     def train_step(self) -> dict[str, float]:

@@ -9,7 +9,7 @@ to 0 over ``ds_iter`` steps. The generator objective of each G step is
 
     L_adv + lambda_sty L_sty - lambda_ds L_ds + lambda_cyc L_rec + (the method's losses)
 
-The method sees the generator's encoder (``pair.encode`` = ``Generator.encode_features`` at
+The method sees the generator's encoder (``pair.features`` from ``Generator.encode_features`` at
 ``feature_layers``; default the fork's choice, the encoder outputs at the bottleneck resolution).
 See docs/multi_modal.md for the fork's choices this follows by default and the switches that fix
 its oddities (``patch_query``, ``reconstruction``, ``patch_steps``, ``generator``).
@@ -28,6 +28,7 @@ from benchmark.core.registry import register_task
 from methods.base import OUTPUT_GRADIENT, OptimizerDefaults, TranslationPair
 
 from ..base import Task, distribute, set_requires_grad
+from ..feature_sources import EncoderFeatures
 from ..optimizer_steps import run_optimizers, step_generator_side
 from ..validation import hold_out
 from .data import MultiDomainBatch, MultiDomainBatches
@@ -227,8 +228,7 @@ class MultiModalTask(Task):
         # Data-dependent initialisation of the method (heads sized from the features it will see).
         first = self._batch(0)
         self.method.to(device)
-        self.method.initialize(TranslationPair(source=first.x_src, output=first.x_src, encode=self.encode,
-                                               target=first.x_ref, identity=first.x_ref, step=0))
+        self.method.initialize(self.make_pair(first.x_src, first.x_src, first.x_ref, first.x_ref, False))
         self.method.build_optimizers(OptimizerDefaults(o.lr, betas, o.weight_decay))
         # torchrun: each rank its share of every batch, gradients averaged before every step.
         distribute(self.ctx, self.method, {"G": self.G, "F": self.F, "E": self.E, "D": self.D},
@@ -241,7 +241,7 @@ class MultiModalTask(Task):
         return MultiDomainBatch(**{k: local(v) for k, v in vars(b).items()}).to(self.ctx.device)
 
     def encode(self, images: torch.Tensor) -> list[torch.Tensor]:
-        """The generator encoder's features at ``self.layers``, with gradients (``pair.encode``)."""
+        """The generator encoder's features at ``self.layers``, with gradients."""
         return self.G.encode_features(images, self.layers)
 
     def _optimizers(self) -> list[torch.optim.Optimizer]:
@@ -266,16 +266,18 @@ class MultiModalTask(Task):
         return loss, {"real": loss_real.item(), "fake": loss_fake.item(), "reg": loss_reg.item()}
 
     def make_pair(self, x_real, x_fake, x_ref, idt, flipped: bool) -> TranslationPair:
-        """The method's view of a G step (see ``patch_query``)."""
-        common = dict(encode=self.encode, progress=self.step / max(1, self.total_steps), step=self.step)
+        """The method's view of a G step (see ``patch_query``); its features are the generator
+        encoder's (``feature_layers``)."""
+        common = dict(progress=self.step / max(1, self.total_steps), step=self.step)
         if self.options.patch_query == "output":
-            return TranslationPair(source=x_real, output=x_fake, target=x_ref, identity=idt,
+            images = dict(source=x_real, output=x_fake, target=x_ref, identity=idt)
+            return TranslationPair(**images, features=EncoderFeatures(self.encode, images, flipped),
                                    output_flipped=flipped, **common)
         # The fork: queries from the source image (gradient), keys from the translation (detached).
         back = (lambda t: torch.flip(t, dims=[3])) if flipped else (lambda t: t)
-        return TranslationPair(source=back(x_fake).detach(), output=x_real,
-                               target=None if idt is None else back(idt).detach(),
-                               identity=None if idt is None else x_ref, output_flipped=False, **common)
+        images = dict(source=back(x_fake).detach(), output=x_real,
+                      target=None if idt is None else back(idt).detach(), identity=None if idt is None else x_ref)
+        return TranslationPair(**images, features=EncoderFeatures(self.encode, images), **common)
 
     def g_loss(self, b: MultiDomainBatch, mode: str, lambda_ds: float, use_method: bool,
                recon: str | None = None) -> GeneratorObjective:

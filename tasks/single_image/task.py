@@ -143,10 +143,16 @@ class SingleImageTask(GeneratorDiscriminatorSteps, Task):
         real_a, real_b = self._batch(0)
         self.method.to(device)
         self.method.initialize(self._pair(real_a, real_a, real_b, real_b, False))
+        self._decide_feature_reuse(real_a, real_b, self.with_identity)
         self.method.build_optimizers(defaults)
         self.schedulers = linear_decay_schedulers(self._optimizers(), o.n_steps, o.n_steps_decay)
         # torchrun: each rank its share of every batch, gradients averaged before every step.
         distribute(self.ctx, self.method, self._modules(), self._optimizers())
+
+    @property
+    def with_identity(self) -> bool:
+        """Whether a step also translates the target crops (the task's identity loss or the method's)."""
+        return self.options.lambda_identity > 0 or self.method.uses_identity
 
     def _batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The crops of batch ``step`` (this rank's share of them under torchrun) on the device, in [-1, 1]."""
@@ -179,10 +185,9 @@ class SingleImageTask(GeneratorDiscriminatorSteps, Task):
     def train_step(self) -> dict[str, float]:
         o, method = self.options, self.method
         real_a, real_b = self._batch(self.step)
-        with_idt = o.lambda_identity > 0 or method.uses_identity
-        fake_b, idt_b, flipped, encoded = self._translate_batch(real_a, real_b, with_idt)
+        fake_b, idt_b, flipped, translated = self._translate_batch(real_a, real_b, self.with_identity)
         loss_d, logs = self._update_discriminator(lambda: self.discriminator_loss(fake_b, real_b))
-        pair = self._pair(real_a, fake_b, real_b, idt_b, flipped, encoded)
+        pair = self._pair(real_a, fake_b, real_b, idt_b, flipped, translated)
         aux = method.auxiliary_step(pair)
         logs.update(aux.logs)
 

@@ -138,6 +138,7 @@ class SingleModalTask(GeneratorDiscriminatorSteps, Task):
         self.method.to(device)
         self.acceleration.prepare([], layout_only=[self.method])
         self.method.initialize(self._pair(real_a, real_a, real_b, real_b, False))
+        self._decide_feature_reuse(real_a, real_b, self.method.uses_identity)
         self.method.build_optimizers(defaults)
         self.schedulers = linear_decay_schedulers(self._optimizers(), o.n_steps, o.n_steps_decay)
         # torchrun: each rank its share of every batch, gradients averaged before every step.
@@ -184,7 +185,7 @@ class SingleModalTask(GeneratorDiscriminatorSteps, Task):
 
     def _one_sided_step(self) -> dict[str, float]:
         real_a, real_b = self._batch(self.step)
-        fake_b, idt_b, flipped, encoded = self._translate_batch(real_a, real_b, self.method.uses_identity)
+        fake_b, idt_b, flipped, translated = self._translate_batch(real_a, real_b, self.method.uses_identity)
 
         def d_loss():
             fake_for_d = self._pool_query(fake_b.detach())
@@ -192,7 +193,7 @@ class SingleModalTask(GeneratorDiscriminatorSteps, Task):
 
         loss_d, _ = self._update_discriminator(d_loss)
         # The method's own step (e.g. a negative generator), then generator and heads.
-        pair = self._pair(real_a, fake_b, real_b, idt_b, flipped, encoded)
+        pair = self._pair(real_a, fake_b, real_b, idt_b, flipped, translated)
         aux = self.method.auxiliary_step(pair)
         logs = dict(aux.logs)
         logs.update(D=loss_d.item(), **self._update_generator(pair, aux.computed))
