@@ -1,4 +1,5 @@
 import atexit
+import contextlib
 import functools
 import os
 import re
@@ -181,7 +182,8 @@ def stand_in_plugin(folder) -> str:
 def slow_cut_plugin(name: str, pause: float) -> str:
     """The source of a plugin file registering method ``name``: CUT with a ``pause`` in each step,
     so that a test can signal or kill a run between two checkpoints. One name per test module: a
-    method is registered once per process."""
+    method is registered once per process. The pause changes no result: a test's reference run in
+    its own process can set the class's ``pause`` to 0 (:func:`without_pause`)."""
     return f'''
 import time
 from benchmark.core import registry
@@ -191,8 +193,21 @@ from benchmark.core.registry import register_method
 @register_method({name!r})
 class SlowCUT(registry.METHODS.get("cut")):
     presets = {{}}
+    pause = {pause!r}
 
     def generator_losses(self, pair, computed=None):
-        time.sleep({pause!r})
+        time.sleep(self.pause)
         return super().generator_losses(pair, computed)
 '''
+
+
+@contextlib.contextmanager
+def without_pause(name: str):
+    """The method ``name`` of :func:`slow_cut_plugin` (loaded in this process) without its pause."""
+    from benchmark.core import registry
+    cls = registry.METHODS.get(name)
+    pause, cls.pause = cls.pause, 0.0
+    try:
+        yield
+    finally:
+        cls.pause = pause
