@@ -1,7 +1,6 @@
 import atexit
 import contextlib
 import functools
-import os
 import re
 import shutil
 import tempfile
@@ -10,7 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+# One intra-op thread: the tests' networks are tiny (and Inception's runs are of a few images), and
+# two threads on a 2-core machine that runs anything else (the jobs and workers the tests start,
+# another user) spend much of their time spinning instead of computing.
+torch.set_num_threads(1)
 
 from benchmark.plugins import load_builtins  # noqa: E402 - the registries the tests look names up in
 
@@ -58,8 +60,9 @@ def flatten_state(state, prefix="", tensors_only=True) -> dict:
 
 @pytest.fixture
 def one_thread():
-    """Tiny networks run many times faster on one intra-op thread than on two on a busy 2-core
-    machine; a module opts in with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    """One intra-op thread for each test of a module that opts in with
+    ``pytestmark = pytest.mark.usefixtures("one_thread")``, whatever an earlier test set (a suite's
+    ``cpu_threads`` sets the count of the process that runs it); the count before, after it."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
