@@ -1,6 +1,6 @@
 import atexit
+import contextlib
 import functools
-import os
 import re
 import shutil
 import tempfile
@@ -9,7 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+# One intra-op thread: the tests' networks are tiny (and Inception's runs are of a few images), and
+# two threads on a 2-core machine that runs anything else (the jobs and workers the tests start,
+# another user) spend much of their time spinning instead of computing.
+torch.set_num_threads(1)
 
 from benchmark.plugins import load_builtins  # noqa: E402 - the registries the tests look names up in
 
@@ -57,8 +60,9 @@ def flatten_state(state, prefix="", tensors_only=True) -> dict:
 
 @pytest.fixture
 def one_thread():
-    """Tiny networks run many times faster on one intra-op thread than on two on a busy 2-core
-    machine; a module opts in with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    """One intra-op thread for each test of a module that opts in with
+    ``pytestmark = pytest.mark.usefixtures("one_thread")``, whatever an earlier test set (a suite's
+    ``cpu_threads`` sets the count of the process that runs it); the count before, after it."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
@@ -181,7 +185,8 @@ def stand_in_plugin(folder) -> str:
 def slow_cut_plugin(name: str, pause: float) -> str:
     """The source of a plugin file registering method ``name``: CUT with a ``pause`` in each step,
     so that a test can signal or kill a run between two checkpoints. One name per test module: a
-    method is registered once per process."""
+    method is registered once per process. The pause changes no result: a test's reference run in
+    its own process can set the class's ``pause`` to 0 (:func:`without_pause`)."""
     return f'''
 import time
 from benchmark.core import registry
@@ -191,8 +196,21 @@ from benchmark.core.registry import register_method
 @register_method({name!r})
 class SlowCUT(registry.METHODS.get("cut")):
     presets = {{}}
+    pause = {pause!r}
 
     def generator_losses(self, pair, computed=None):
-        time.sleep({pause!r})
+        time.sleep(self.pause)
         return super().generator_losses(pair, computed)
 '''
+
+
+@contextlib.contextmanager
+def without_pause(name: str):
+    """The method ``name`` of :func:`slow_cut_plugin` (loaded in this process) without its pause."""
+    from benchmark.core import registry
+    cls = registry.METHODS.get(name)
+    pause, cls.pause = cls.pause, 0.0
+    try:
+        yield
+    finally:
+        cls.pause = pause

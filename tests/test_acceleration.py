@@ -64,12 +64,17 @@ def eager(tmp_path_factory):
     ({"autocast": "bf16", "channels_last": True}, BF16_LOSS, BF16_GRAD),
 ], ids=["channels_last", "compile", "bf16", "bf16+channels_last"])
 def test_one_step_within_tolerance_of_fp32_eager(tmp_path, eager, method, options, loss_tol, grad_tol):
+    import torch._dynamo.utils
     base_logs, base_grads = eager[method]
+    torch._dynamo.utils.counters.clear()
     task, logs, grads = one_step(tmp_path, method, options)
     assert loss_error(logs, base_logs) <= loss_tol
     assert grad_error(grads, base_grads) <= grad_tol
     if options.get("autocast") == "bf16":  # the option did something: bf16 rounding is visible
         assert loss_error(logs, base_logs) > 0
+    if options.get("compile"):  # the step really ran compiled, and the checkpoint's keys stay those of eager
+        assert torch._dynamo.utils.counters["stats"]["unique_graphs"] >= 2  # generator and discriminator
+        assert set(task.netG.state_dict()) == set(type(task.netG)(3, 3, 8, 2).state_dict())  # no _orig_mod.
 
 
 def test_channels_last_reaches_weights_inputs_and_activations(tmp_path):
@@ -95,16 +100,6 @@ def test_bf16_autocast_runs_networks_in_bf16_and_hands_on_fp32(tmp_path):
     assert seen and set(seen) == {torch.bfloat16}  # inside the network: bf16
     assert fake.dtype == torch.float32 and all(f.dtype == torch.float32 for f in feats)
     assert all(p.dtype == torch.float32 for p in task.netG.parameters())  # weights stay fp32
-
-
-def test_compile_keeps_state_dict_and_really_compiles(tmp_path):
-    import torch._dynamo.utils
-    _, _, eager_grads = one_step(tmp_path / "eager", "cut", {})
-    torch._dynamo.utils.counters.clear()
-    task, _, grads = one_step(tmp_path / "compiled", "cut", {"compile": "default", "compile_backend": "aot_eager"})
-    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] >= 2  # generator and discriminator
-    assert set(task.netG.state_dict()) == set(type(task.netG)(3, 3, 8, 2).state_dict())  # no _orig_mod.
-    assert grads.keys() == eager_grads.keys()
 
 
 def test_acceleration_is_part_of_the_run_config(tmp_path):

@@ -73,7 +73,9 @@ def outcome(tmp_path_factory):
     root = tmp_path_factory.mktemp("locks")
     (root / "calls").mkdir()
     _scenes(root).split("train", "B")  # the dataset generated before the race (not the subject here)
-    mp.start_processes(_worker, args=(str(root),), nprocs=2, start_method="spawn", join=True)
+    # Forked: two processes with their own open files and locks, as spawned workers have, without
+    # importing torch and the benchmark again (each sets one intra-op thread before any torch work).
+    mp.start_processes(_worker, args=(str(root),), nprocs=2, start_method="fork", join=True)
     results = []
     for rank in range(2):
         with open(root / f"rank{rank}.pkl", "rb") as f:

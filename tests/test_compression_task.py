@@ -11,6 +11,8 @@ from benchmark.runner import Runner, expand
 
 from conftest import share_teachers
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny networks: one thread (conftest)
+
 CHOICES = [[8, 4]] * 8
 
 

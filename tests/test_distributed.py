@@ -346,10 +346,12 @@ def _worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
 
 @pytest.fixture(scope="module")
 def results(tmp_path_factory):
-    """Every case in two gloo processes (one spawn for all), and in this process alone."""
+    """Every case in two gloo processes (one start for all), and in this process alone. The two are
+    forked from this process (which starts no process group itself), so they need not import torch
+    and the benchmark again; each sets one intra-op thread before any torch work."""
     out = tmp_path_factory.mktemp("distributed")
     mp.start_processes(_worker, args=(WORLD, str(out / "init"), str(out)), nprocs=WORLD,
-                       start_method="spawn", join=True)
+                       start_method="fork", join=True)
     ranks = []
     for r in range(WORLD):
         with open(out / f"rank{r}.pkl", "rb") as f:

@@ -202,7 +202,7 @@ def test_fid_hand_check_small_features():
 def test_fid_subspace_reduction_is_exact():
     """Fewer samples than dimensions: the joint-span reduction must not change the FID."""
     rng = np.random.default_rng(5)
-    mix = rng.normal(size=(30, 300))
+    mix = rng.normal(size=(30, 120))  # 120 dimensions, 85 samples in all
     f1 = np.abs(rng.normal(size=(40, 30)) @ mix)
     f2 = np.abs(rng.normal(size=(45, 30)) @ mix * 1.2 + 0.3)
     reduced = fid_from_features(f1, f2)

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+import benchmark.plan as plan_module
 from benchmark.cli import main
 from benchmark.config import load_suite, suite_from_dict
 from benchmark.core.errors import ConfigError
@@ -62,17 +63,21 @@ def paper_suite(path: Path, tmp_path: Path):
 
 
 @pytest.mark.parametrize("path", PAPER_CONFIGS, ids=lambda p: p.name)
-def test_paper_config_loads_validates_its_data_layout_and_dry_runs(path, tmp_path, capsys):
+def test_paper_config_loads_validates_its_data_layout_and_dry_runs(path, tmp_path, capsys, monkeypatch):
     suite, overrides = paper_suite(path, tmp_path)
-    plan = plan_suite(suite)
+    # the command plans the suite once, and this test checks that plan (each plan builds every
+    # run's full-size networks to size its checkpoints)
+    plans = []
+    monkeypatch.setattr(plan_module, "plan_suite", lambda *a, **k: plans.append(plan_suite(*a, **k)) or plans[-1])
+    code = main(["run", str(path), *overrides, "--dry-run"])
+    out = capsys.readouterr()
+    (plan,) = plans
     assert plan.data_problems == []
     assert set(plan.datasets_checked) == {d.label for d in suite.datasets}
     assert len(plan.runs) == len(suite.runs) == (len(suite.tasks) * len(suite.datasets) * len(suite.methods)
                                                   * len(suite.settings.seeds))
     assert plan.total_steps == sum(run.planned_steps() for run in suite.runs) > 0
     # the command: the same counts printed, nothing trained (weights may be missing on this machine)
-    code = main(["run", str(path), *overrides, "--dry-run"])
-    out = capsys.readouterr()
     assert f"runs: {len(plan.runs)}; training steps: {plan.total_steps:,}" in out.out
     assert "estimated GPU time" in out.out and "NVIDIA H100" in out.out or plan.unknown_runs
     assert code == (1 if plan.weight_problems else 0)

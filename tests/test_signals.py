@@ -22,11 +22,13 @@ from benchmark.core.interrupt import Interrupted, deferred_stop, stop_on_signals
 from benchmark.progress import SuiteProgress
 from benchmark.runner import Runner, expand
 
-from conftest import flatten_state, slow_cut_plugin, stand_in_plugin, tiny_suite_dict
+from conftest import flatten_state, slow_cut_plugin, stand_in_plugin, tiny_suite_dict, without_pause
 
 REPO = Path(__file__).resolve().parents[1]
-STEPS = 24
-SLOW_PLUGIN = slow_cut_plugin('slow_cut_signal_test', 0.1)
+STEPS = 15
+EVERY = 3
+METHOD = 'slow_cut_signal_test'
+SLOW_PLUGIN = slow_cut_plugin(METHOD, 0.1)
 
 
 @pytest.fixture(scope="module")
@@ -38,10 +40,10 @@ def plugin(tmp_path_factory) -> Path:
 
 
 def _raw(plugin: Path, output: Path) -> dict:
-    raw = tiny_suite_dict(output, methods=("slow_cut_signal_test",), steps=STEPS)
+    raw = tiny_suite_dict(output, methods=(METHOD,), steps=STEPS)
     # The commands this test starts score with the test process's Inception stand-in too: their
     # cached real-image statistics are then the ones the resumed run in this process compares with.
-    raw.update(plugins=[stand_in_plugin(output.parent), str(plugin)], checkpoint_every=5, cpu_threads=1,
+    raw.update(plugins=[stand_in_plugin(output.parent), str(plugin)], checkpoint_every=EVERY, cpu_threads=1,
                output_dir=str(output))
     return raw
 
@@ -55,7 +57,8 @@ def _outcome(run) -> tuple[dict, dict]:
 def uninterrupted(tmp_path_factory, plugin):
     folder = tmp_path_factory.mktemp("uninterrupted")
     suite = suite_from_dict(_raw(plugin, folder / "results"), base_dir=folder)
-    assert Runner(suite, SuiteProgress(0, stream=io.StringIO())).run_all() == []
+    with without_pause(METHOD):
+        assert Runner(suite, SuiteProgress(0, stream=io.StringIO())).run_all() == []
     return _outcome(expand(suite)[0])
 
 
@@ -89,7 +92,7 @@ def test_sigterm_then_sigint_mid_training_checkpoint_say_how_to_resume_and_resum
     run = expand(suite_from_dict(raw, base_dir=tmp_path))[0]
     first = None
     for signum, code in ((signal.SIGTERM, 143), (signal.SIGINT, 130)):
-        after = 5 if first is None else first + 5       # the second command has resumed and trained on
+        after = EVERY if first is None else first + EVERY  # the second command has resumed and trained on
         returncode, output, step = _interrupt(config, run, signum, after)
         assert returncode == code, output
         assert after <= step < STEPS and not run.metrics_path.exists(), output
@@ -98,7 +101,8 @@ def test_sigterm_then_sigint_mid_training_checkpoint_say_how_to_resume_and_resum
         if first is not None:
             assert f"resumed {run.run_id} at step {first}" in output
         first = step
-    assert main(["run", str(config)]) == 0                     # the same command resumes
+    with without_pause(METHOD):
+        assert main(["run", str(config)]) == 0                 # the same command resumes
     metrics, state = _outcome(run)
     assert metrics == uninterrupted[0]
     assert state.keys() == uninterrupted[1].keys()
