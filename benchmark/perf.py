@@ -172,7 +172,7 @@ def run_perf(args) -> list[dict]:
              f"ngf {args.ngf}, ndf {args.ndf}, {args.n_blocks} blocks"
              + "".join(f", {k} {v}" for k, v in task_options.items()) + f", {device}: {device_name})", "",
              "| method | s/step (median) | x cut | min - max s/step | peak GPU MB | peak host RSS MB |"
-             + (" keys reused | s/step encoding them again | reused / again |" if args.without_feature_reuse else ""),
+             + (" reuse offered | s/step encoding the keys again | with reuse / without |" if args.without_feature_reuse else ""),
              "|---|---|---|---|---|---|" + ("---|---|---|" if args.without_feature_reuse else "")]
     base = next((r["step_seconds"] for r in results if r.get("method") == "cut" and "step_seconds" in r), None)
     for r in results:
