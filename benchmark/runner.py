@@ -31,6 +31,7 @@ from .loss_watch import LossWatch
 from .progress import LossLog, SuiteProgress, format_seconds, tensorboard_available
 from .selection import RULE_SPLIT, RULES, SCORE, Selection
 from .run_folder import BROKEN, FINISHED, REDO_BROKEN_HINT, RUN_LOCK, STALE, UNFINISHED, RunFolder
+from .sanity import settings_note
 from .run_folder import write_json  # noqa: F401 - the tests write fake results through the runner
 
 
@@ -263,7 +264,7 @@ class Runner:
             "preset": run.method.preset, "seed": run.seed, "steps": task.step,
             "metrics": result.metrics,
             "protocol": {**result.protocol, **task.method.protocol_notes(), **task_imposed_note(run),
-                         **self._loss_notes.pop(run.run_id, {}), "checkpoint": "last"},
+                         **self._loss_notes.pop(run.run_id, {}), **settings_note(run), "checkpoint": "last"},
             "train_seconds": round(train_seconds, 1), "eval_seconds": round(time.perf_counter() - started, 1),
             "device": str(self.device), "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
         }

@@ -1,5 +1,6 @@
 """`describe` for every registered name, the generated configuration reference, the plugin hook
 check of `plan`, and the warnings for meaningless settings."""
+import json
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,9 @@ from benchmark.describe import METRICS, configuration_reference, describe, known
 from benchmark.hooks import hook_problems
 from benchmark.options_doc import options_of
 from benchmark.plan import plan_suite
-from benchmark.sanity import meaningless_settings
+from benchmark.report import write_report
+from benchmark.runner import Runner
+from benchmark.sanity import SETTINGS_WARNINGS, meaningless_settings
 from conftest import tiny_suite_dict
 
 REPO = Path(__file__).resolve().parents[1]
@@ -136,6 +139,22 @@ def test_warns_when_the_ema_horizon_is_longer_than_the_run(tmp_path):
     assert meaningless_settings(_multi_modal(tmp_path, n_steps=20, ema_beta=0.999, eval_nets="raw")) == []
     plan = plan_suite(_multi_modal(tmp_path, n_steps=20), check_data=False, check_weight_files=False)
     assert plan.warnings and not plan.problems
+
+
+def test_a_runs_settings_warnings_are_kept_in_its_record_and_printed_above_the_reports_table(tmp_path):
+    data = tiny_suite_dict(tmp_path, methods=["none"], steps=2)
+    data["log_every"] = 5
+    suite = suite_from_dict(data, base_dir=tmp_path)
+    (warning,) = meaningless_settings(suite)
+    assert Runner(suite).run_all() == []
+    (run,) = suite.runs
+    assert warning == f"{run.run_id}: log_every (5) is longer than the run (2 steps): no loss is logged and " \
+        "the report has no loss curve for it"
+    record = json.loads(run.metrics_path.read_text())
+    assert record["protocol"][SETTINGS_WARNINGS] == warning.split(": ", 1)[1]
+    report = write_report(suite).read_text()
+    line = f"**Warning: these runs used settings that `plan` warns about: {warning.split(': ', 1)[1]} (none seed 0).**"
+    assert line in report and report.index(line) < report.index("| none |")
 
 
 def test_warns_when_validation_or_logging_cannot_happen_within_the_run(tmp_path):

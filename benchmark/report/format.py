@@ -7,6 +7,7 @@ import json
 import pandas as pd
 
 from ..loss_watch import DEGENERATE
+from ..sanity import SETTINGS_WARNINGS
 
 NOT_SCORED = "–"
 """A cell with no number: not scored, no finished run, or no published row."""
@@ -119,10 +120,23 @@ def degenerate_notes(records: list[dict]) -> str:
                      for r in records if DEGENERATE in r.get("protocol", {}))
 
 
+def settings_notes(records: list[dict]) -> str:
+    """Words for every warning about meaningless settings the records keep (``benchmark/sanity.py``),
+    each once, with the runs it applies to."""
+    found = {}
+    for r in records:
+        text = r.get("protocol", {}).get(SETTINGS_WARNINGS)
+        for warning in text.split("; ") if text else ():
+            found.setdefault(warning, []).append(f"{r['method']} seed {r['seed']}")
+    return "; ".join(f"{warning} ({', '.join(runs)})" for warning, runs in found.items())
+
+
 def table_warnings(records: list[dict]) -> list[str]:
-    """The warning lines put above a table whose runs used an untrained backbone or trained a loss
-    term that stayed exactly 0 ([] if none did)."""
+    """The warning lines put above a table whose runs used an untrained backbone, trained a loss
+    term that stayed exactly 0, or ran with settings that ``plan`` warns about ([] if none did)."""
     lines = []
+    if settings := settings_notes(records):
+        lines += [f"**Warning: these runs used settings that `plan` warns about: {settings}.**", ""]
     if untrained := untrained_notes(records):
         lines += [f"**Warning: {untrained}.** Numbers that depend on it are not comparable with published ones.", ""]
     if degenerate := degenerate_notes(records):
