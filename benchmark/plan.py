@@ -25,7 +25,7 @@ from .core.atomic import format_bytes
 from .core.errors import BenchmarkError, DataError
 from .core.image_io import decode
 from .progress import CountProgress
-from .run_folder import FINISHED
+from .run_folder import FINISHED, UNFINISHED, State
 from .sanity import meaningless_settings
 
 PERF_DIR = Path(__file__).resolve().parents[1] / "docs" / "perf"
@@ -115,7 +115,12 @@ class RunPlan:
     run_id: str
     steps: int
     estimate: StepEstimate
-    finished: bool
+    state: State
+    """What the run's folder holds now (finished, stale, broken or unfinished)."""
+
+    @property
+    def finished(self) -> bool:
+        return self.state.kind == FINISHED
 
     @property
     def seconds(self) -> float | None:
@@ -133,6 +138,8 @@ class SuitePlan:
     datasets_checked: dict[str, str] = field(default_factory=dict)
     """Dataset label -> what was found (e.g. its identity string)."""
     output_problems: list[str] = field(default_factory=list)
+    folder_problems: list[str] = field(default_factory=list)
+    """Runs whose folder ``run`` will refuse (stale results of another config, a broken metrics.json)."""
     output_checked: str = ""
     """What was found of the output folder (writable, free space, the checkpoints' estimated size)."""
 
@@ -146,7 +153,7 @@ class SuitePlan:
 
     @property
     def problems(self) -> list[str]:
-        return self.data_problems + self.weight_problems + self.output_problems
+        return self.data_problems + self.weight_problems + self.output_problems + self.folder_problems
 
     @property
     def estimated_hours(self) -> float:
@@ -278,9 +285,11 @@ def plan_suite(suite: Suite, perf_dir: Path = PERF_DIR, check_data: bool = True,
     check_plugin_hooks(suite)
     tasks = build_runs(suite)
     table = measured_step_times(perf_dir)
-    runs = [RunPlan(run.run_id, run.planned_steps(), estimate_step(run, table),
-                    run.folder.state().kind == FINISHED) for run in suite.runs]
+    states = [run.folder.state() for run in suite.runs]
+    runs = [RunPlan(run.run_id, run.planned_steps(), estimate_step(run, table), state)
+            for run, state in zip(suite.runs, states)]
     plan = SuitePlan(suite, runs)
+    plan.folder_problems = [refusal for run, state in zip(suite.runs, states) if (refusal := run.folder.refusal(state))]
     plan.output_checked, plan.output_problems = check_output(suite, runs, tasks)
     if check_data:
         plan.datasets_checked, plan.data_problems = check_datasets(suite, stream)
@@ -304,7 +313,7 @@ def format_plan(plan: SuitePlan) -> str:
     for r in plan.runs:
         per = "?" if r.estimate.seconds is None else f"{r.estimate.seconds:.4f}"
         hours = "?" if r.seconds is None else f"{r.seconds / 3600:.1f}"
-        done = " (finished)" if r.finished else ""
+        done = "" if r.state.kind == UNFINISHED else f" ({r.state.kind})"
         lines.append(f"  {r.run_id.ljust(width)}  {r.steps:>9,}  {per:>7}  {hours:>7}  {r.estimate.note}{done}")
     lines.append("")
     lines.append(f"runs: {len(plan.runs)}; training steps: {plan.total_steps:,}"

@@ -92,6 +92,16 @@ class RunFolder:
 
     # -- the state ---------------------------------------------------------------------------
 
+    def refusal(self, state: State) -> str | None:
+        """Why ``run`` will not touch this folder in ``state`` (None: it may): results of another
+        config are kept, not reused or overwritten; a broken metrics.json waits for --redo-broken."""
+        if state.kind == STALE:
+            return (f"'{self.name}' in {self.directory} is {state.describe(self.metrics_path)}. "
+                    "They are kept: use another suite name or output_dir, or move that folder away to redo it")
+        if state.kind == BROKEN:
+            return f"'{self.name}': {state.describe(self.metrics_path)}; {REDO_BROKEN_HINT}"
+        return None
+
     def state(self) -> State:
         if not self.metrics_path.exists():
             return State(UNFINISHED)

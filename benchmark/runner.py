@@ -30,7 +30,7 @@ from .core.locks import waiting_lock
 from .loss_watch import LossWatch
 from .progress import LossLog, SuiteProgress, format_seconds, tensorboard_available
 from .selection import RULE_SPLIT, RULES, SCORE, Selection
-from .run_folder import BROKEN, FINISHED, REDO_BROKEN_HINT, RUN_LOCK, STALE, UNFINISHED, RunFolder
+from .run_folder import BROKEN, FINISHED, RUN_LOCK, STALE, UNFINISHED, RunFolder
 from .sanity import settings_note
 from .run_folder import write_json  # noqa: F401 - the tests write fake results through the runner
 
@@ -338,13 +338,9 @@ class Runner:
     def _refuse_stale_or_broken(self, folder: RunFolder) -> None:
         """Raise when the folder holds results that must not be reused or overwritten: those of
         another config (stale) or a metrics.json that is not valid (broken)."""
-        state = folder.state()
-        if state.kind == STALE:
-            raise ConfigError(f"'{folder.name}' in {folder.directory} is {state.describe(folder.metrics_path)}. "
-                              "They are kept: use another suite name or output_dir, or move that folder "
-                              "away to redo it")
-        if state.kind == BROKEN:
-            raise ConfigError(f"'{folder.name}': {state.describe(folder.metrics_path)}; {REDO_BROKEN_HINT}")
+        refusal = folder.refusal(folder.state())
+        if refusal:
+            raise ConfigError(refusal)
 
     def triage(self, folder: RunFolder, header: str) -> bool:
         """Whether the row of ``folder`` needs work. A finished row is logged as skipped; stale

@@ -12,7 +12,8 @@ import yaml
 from filelock import FileLock
 
 from benchmark.cli import main
-from benchmark.config import suite_from_dict
+from benchmark.config import load_suite, suite_from_dict
+from benchmark.plan import format_plan, plan_suite
 from benchmark.report import write_report
 from benchmark.runner import Runner, expand
 
@@ -67,6 +68,23 @@ def test_a_finished_run_of_another_config_is_refused_and_shown_stale(finished, t
     assert f"{old_fid:.2f}" not in report  # the old numbers are not shown under the new config
     assert main(["report", str(config), override]) == 0  # `report` alone says the same
     assert "stale" in _report(tmp_path) and key in _report(tmp_path)
+
+
+def test_plan_names_the_stale_and_the_broken_folders_that_run_would_refuse(finished, tmp_path):
+    config, run = finished
+    def plan_with(*overrides):
+        return plan_suite(load_suite(config, list(overrides)), check_data=False, check_weight_files=False)
+
+    plan = plan_with()
+    assert not plan.folder_problems and [r.state.kind for r in plan.runs] == ["finished"]
+    stale = plan_with("tasks.single_modal.lr=0.001")
+    assert [r.state.kind for r in stale.runs] == ["stale"]
+    (problem,) = stale.folder_problems
+    assert run.run_id in problem and "task.options.lr" in problem and problem in stale.problems
+    assert f"{run.run_id}" in format_plan(stale) and "(stale)" in format_plan(stale)
+    run.metrics_path.write_text("{")
+    broken = plan_with()
+    assert [r.state.kind for r in broken.runs] == ["broken"] and "--redo-broken" in broken.folder_problems[0]
 
 
 def test_a_folder_without_checkpoint_or_results_takes_the_new_config(tmp_path):
