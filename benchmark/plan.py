@@ -211,7 +211,8 @@ def checkpoint_bytes(run: Run, task) -> int | None:
 def check_output(suite: Suite, runs: list[RunPlan], tasks: dict) -> tuple[str, list[str]]:
     """Whether the output folder (or the nearest folder above it that exists) takes a new file, and
     has room for the checkpoints of the unfinished runs (each keeps ``latest.pt`` and one file per
-    best-of rule): (a line for the plan, problems)."""
+    best-of rule, and a checkpoint being written stands beside the one it replaces): (a line for
+    the plan, problems)."""
     output = Path(suite.output_dir).absolute()
     folder = output
     while not folder.is_dir() and folder != folder.parent:
@@ -225,7 +226,10 @@ def check_output(suite: Suite, runs: list[RunPlan], tasks: dict) -> tuple[str, l
     validation = suite.settings.validation
     per_run = 1 + (len(validation.rules) if validation.enabled else 0)
     sizes = [checkpoint_bytes(run, tasks[plan.run_id]) for run, plan in zip(suite.runs, runs) if not plan.finished]
-    need = per_run * sum(size for size in sizes if size is not None)
+    known = sorted((size for size in sizes if size is not None), reverse=True)
+    # A checkpoint is written beside the one it replaces and then renamed over it: while each of the
+    # runs training at once writes one, its new copy is there too.
+    need = per_run * sum(known) + sum(known[:max(1, suite.settings.workers)])
     unknown = sum(size is None for size in sizes)
     free = shutil.disk_usage(folder).free
     line = (f"output: {output} writable, {format_bytes(free)} free; the checkpoints of {len(sizes)} unfinished "
@@ -233,7 +237,8 @@ def check_output(suite: Suite, runs: list[RunPlan], tasks: dict) -> tuple[str, l
     if need > free:
         return line, [f"output folder '{output}' has {format_bytes(free)} free but the checkpoints of the "
                       f"{len(sizes)} unfinished run(s) need about {format_bytes(need)} ({per_run} file(s) per "
-                      "run, 12 bytes per network parameter); free some space or set output_dir"]
+                      "run, and a new copy of the one being written, at 12 bytes per network parameter); free "
+                      "some space or set output_dir"]
     return line, []
 
 

@@ -82,6 +82,20 @@ def test_an_output_folder_that_refuses_files_or_lacks_room_is_a_problem(tmp_path
     assert "1000 bytes free" in problem and "need about" in problem
 
 
+def test_the_space_check_counts_the_new_copy_of_a_checkpoint_beside_the_one_it_replaces(tmp_path, monkeypatch):
+    suite = suite_from_dict(tiny_suite_dict(tmp_path, methods=("none",), ngf=16, ndf=16), base_dir=tmp_path)
+    run = expand(suite)[0]
+    size = build_runs(suite)[run.run_id].parameter_count() * CHECKPOINT_BYTES_PER_PARAMETER
+
+    def usage_with(free):
+        monkeypatch.setattr(plan_module.shutil, "disk_usage", lambda folder: type("Usage", (), {"free": free}))
+        return plan_suite(suite, check_data=False, check_weight_files=False).problems
+
+    assert usage_with(2 * size) == []        # latest.pt, and its next copy while it is written
+    (problem,) = usage_with(2 * size - 1)
+    assert "a new copy of the one being written" in problem
+
+
 def test_the_checkpoint_estimate_is_close_to_a_real_checkpoint(tmp_path):
     suite = suite_from_dict(tiny_suite_dict(tmp_path, methods=("none",), ngf=16, ndf=16), base_dir=tmp_path)
     run = expand(suite)[0]
