@@ -51,6 +51,7 @@ from .shared.vgg import VGG16_LAYERS, FrozenVGG16, backbone_notes, vgg16_weight_
 @dataclass
 class FLSeSimParams:
     lambda_spatial: float = 10.0
+    """Weight of the spatially-correlative loss between the source's and the output's self-similarity maps."""
     lambda_spatial_idt: float = 0.0
     """Weight of the spatially-correlative loss between y and G(y) (official default 0)."""
     lambda_identity: float = 0.0
@@ -62,6 +63,7 @@ class FLSeSimParams:
     patch_size: int = 64
     """Side of the key window around each query (whole map when not smaller than the map)."""
     loss_mode: Literal["cos", "l1"] = "cos"
+    """How two self-similarity maps are compared: cosine similarity of each location's row, or L1."""
     use_norm: bool = False
     """Cosine similarity maps (and an L1 criterion) instead of tanh(dot / 10) maps (and SmoothL1)."""
     learned_attn: bool = False

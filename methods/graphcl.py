@@ -50,6 +50,7 @@ class GraphCLParams(PatchContrastiveParams):
     embedding width) and GraphCL's."""
 
     lambda_GNN: float = 0.1
+    """Weight of the graph contrastive loss L_GNN in the generator objective."""
     gnn_idt: bool = True
     """Also apply the loss to (real_B, G(real_B)) with weight 0.5 each (the official code needs it)."""
     num_hop: int = 2
@@ -57,11 +58,13 @@ class GraphCLParams(PatchContrastiveParams):
     nonzero_th: float = 0.1
     """Cosine-similarity threshold of the adjacency."""
     pooling_num: int = 1
+    """Graph pooling levels after the first GNN (each with its own one-hop GNN and loss term)."""
     pooling_ratio: list[float] = field(default_factory=lambda: [1.0, 0.5])
     """Loss weight of pooling level l is pooling_ratio[l] (l >= 1; level 0 always has weight 1)."""
     down_scale: int = 4
     """Pooling level l keeps P // (down_scale * 2^(l-1)) nodes (at least 2) of the P sampled patches."""
     vgg_layers: list[str] = field(default_factory=lambda: ["relu3_1", "relu4_1", "relu4_3"])
+    """Frozen VGG16 layers whose patches become the graph's nodes."""
     vgg_weights: Literal["imagenet", "untrained"] = "imagenet"
     official_double_self_loop: bool = True
     """True: the official graphs (the threshold's self-loop plus dgl.add_self_loop's: a diagonal of

@@ -54,6 +54,7 @@ class NEGCUTParams(PatchNCEParams):
     lambda_MS_neg: float = 1.0
     """Weight of the negatives' diversity term in N's objective."""
     z_dim: int = 64
+    """Width of the noise the negative generator N draws for each negative."""
     ema_decay: float = 0.9
     """H' <- decay H' + (1 - decay) H after every generator step (official ``accumulate``)."""
     lr_N: float | None = None

@@ -170,3 +170,15 @@ def test_task_options_are_resolved_once_at_load(tmp_path):
     data["methods"] = [{"name": "cut", "task": {"batch_size": 0}}]
     with pytest.raises(ConfigError, match=r"tasks.single_modal \(with methods.cut.task\): batch_size must be >= 1"):
         suite_from_dict(data, "resolve.yaml", tmp_path)
+
+
+@pytest.mark.parametrize("task", ["single_modal", "compression"])
+def test_a_task_level_log_every_which_would_change_nothing_is_refused(tmp_path, task):
+    # The suite's log_every sets the logging interval; these task options are kept only so that
+    # earlier runs' configs still match, and a value a user sets there would silently do nothing.
+    data = {"suite": "s", "seeds": [0], "output_dir": str(tmp_path), "tasks": {task: {"log_every": 5}},
+            "datasets": {"synthetic_objects": {"size": 32}}, "methods": ["none"]}
+    with pytest.raises(ConfigError, match=f"tasks.{task}: log_every here changes nothing"):
+        suite_from_dict(data, base_dir=tmp_path)
+    data["tasks"][task]["log_every"] = 50
+    suite_from_dict(data, base_dir=tmp_path)

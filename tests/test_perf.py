@@ -42,4 +42,5 @@ def test_without_feature_reuse_times_a_twin_that_encodes_the_keys_again(tmp_path
                    without_feature_reuse=True)
     assert r["feature_reuse"]  # batch 1, no identity half: the translated batch is the encoded one
     assert r["step_seconds_without_reuse"] > 0
-    assert r["reuse_ratio"] == pytest.approx(r["step_seconds"] / r["step_seconds_without_reuse"], abs=2e-3)
+    # The ratio is of the unrounded medians; the seconds are rounded to 0.1 ms, a few % of a tiny step.
+    assert r["reuse_ratio"] == pytest.approx(r["step_seconds"] / r["step_seconds_without_reuse"], rel=0.05)

@@ -23,8 +23,11 @@ class SearchOptions:
     ``mutate_prob``, ``budget`` and (horse2zebra) ``weighted_sample``."""
 
     population_size: int = 100
+    """Sub-networks per generation (``--population_size``)."""
     mutation_ratio: float = 0.5
+    """Share of a generation's children made by mutation; the rest by crossover."""
     parent_ratio: float = 0.25
+    """Share of a generation, the best scored, kept as parents."""
     iterations: int = 500
     """``--evolution_iters``."""
     mutate_prob: float = 0.2
@@ -35,6 +38,7 @@ class SearchOptions:
     weighted_sample: float = 1.0
     """Weight of the channel choices of the first generation (horse2zebra: 2; 1 = uniform)."""
     weight_strategy: Literal["arithmetic", "geometric"] = "arithmetic"
+    """How ``weighted_sample`` weights the channel choices (both favour the smaller widths)."""
     rank_last_generation: bool = True
     """Rank the last generation's children too (official: False: they are scored, never ranked)."""
     criterion: Literal["auto", "fid", "mIoU"] = "auto"
@@ -101,13 +105,19 @@ class CompressionOptions:
     init_type: Literal["normal", "xavier", "kaiming", "orthogonal"] = "normal"
     init_gain: float = 0.02
     search: SearchOptions = field(default_factory=SearchOptions)
+    """The evolution search for the best sub-network under a MACs budget, after supernet training."""
     protocol: Literal["gan_compression", "cut"] = "gan_compression"
     """Test-time scoring. gan_compression: FID against the real statistics its scripts use
     (unpaired: every B image, train and test; paired: the test B images) and, for Cityscapes folders,
     DRN-D-105 mIoU against gtFine; cut: FID against test B and the CUT label protocol."""
     log_every: int = 50
+    """Not used: the suite's ``log_every`` sets how often losses are logged. Kept so that the
+    configs of earlier runs still match; another value is refused, as it would change nothing."""
 
     def validate(self):
+        if self.log_every != 50:
+            return ("log_every here changes nothing: set the suite's log_every (steps between logged "
+                    "losses) instead")
         if self.batch_size < 1:
             return f"batch_size must be >= 1, got {self.batch_size}"
         if self.n_steps < 0 or self.n_steps_decay < 0 or self.n_steps + self.n_steps_decay < 1:

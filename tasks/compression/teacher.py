@@ -105,17 +105,23 @@ class TeacherOptions:
     flip: bool = True
     # CycleGAN (unpaired data)
     lambda_A: float = 10.0
+    """CycleGAN teacher: weight of the cycle term |G_B(G_A(A)) - A| (and of the A side of the identity term)."""
     lambda_B: float = 10.0
+    """CycleGAN teacher: weight of the cycle term |G_A(G_B(B)) - B| (and of the B side of the identity term)."""
     lambda_identity: float = 0.5
+    """CycleGAN teacher: weight of the identity terms, relative to lambda_A / lambda_B (0 = none)."""
     pool_size: int = 50
     # pix2pix (paired data)
     lambda_recon: float = 100.0
+    """pix2pix teacher (paired data): weight of the reconstruction loss |G(A) - B|."""
     recon_loss: Literal["l1", "l2", "smooth_l1"] = "l1"
+    """pix2pix teacher: the reconstruction loss."""
     lambda_gan: float = 1.0
     # bookkeeping (no effect on the weights)
     checkpoint_every: int = 500
     """Steps between resumable checkpoints of a teacher training."""
     log_every: int = 50
+    """Steps between the teacher training's progress lines (loss values)."""
 
     def validate(self) -> str | None:
         if self.checkpoint is not None and not (isinstance(self.checkpoint, str) and self.checkpoint):

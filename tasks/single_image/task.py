@@ -47,6 +47,7 @@ class SingleImageOptions:
     n_blocks: int = 6
     """ResBlocks of G, half in the encoder and half in the decoder (``StyleGAN2Generator``'s default)."""
     inject_noise: bool = True
+    """Add StyleGAN2's per-pixel noise in the decoder's upsampling layers (SinCUT's generator)."""
     feature_layers: list[int] = field(default_factory=lambda: [0, 2, 4])
     """Encoder layers the methods see (SinCUT's ``nce_layers='0,2,4'``)."""
     # -- objective ------------------------------------------------------------------------------

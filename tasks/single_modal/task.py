@@ -63,8 +63,13 @@ class SingleModalOptions(AccelerationOptions):
     feature_layers: list[int] | None = None
     """Generator layers whose features methods see; None = CUT's '0,4,8,12,16' for this depth."""
     log_every: int = 50
+    """Not used: the suite's ``log_every`` sets how often losses are logged. Kept so that the
+    configs of earlier runs still match; another value is refused, as it would change nothing."""
 
     def validate(self):
+        if self.log_every != 50:
+            return ("log_every here changes nothing: set the suite's log_every (steps between logged "
+                    "losses) instead")
         if self.batch_size < 1:
             return f"batch_size must be >= 1, got {self.batch_size}"
         if self.n_steps < 0 or self.n_steps_decay < 0 or self.n_steps + self.n_steps_decay < 1:
