@@ -22,7 +22,7 @@ import torch
 from methods.base import TranslationPair
 
 from .base import set_requires_grad
-from .feature_sources import EncoderFeatures, decide_forward_feature_reuse
+from .feature_sources import decide_forward_feature_reuse, encoder_pair
 from .optimizer_steps import run_optimizers, step_generator_side, step_schedulers, zero_generator_side
 
 
@@ -42,11 +42,9 @@ class GeneratorDiscriminatorSteps:
         self.feature_reuse = decide_forward_feature_reuse(self.netG, self.layers, batch, real_a.shape[0])
 
     def _pair(self, real_a, fake_b, real_b, idt_b, flipped, translated=None) -> TranslationPair:
-        images = {"source": real_a, "output": fake_b, "target": real_b, "identity": idt_b}
-        return TranslationPair(source=real_a, output=fake_b, target=real_b, identity=idt_b,
-                               features=EncoderFeatures(self.encode, images, flipped, translated),
-                               output_flipped=flipped, progress=self.step / max(1, self.total_steps),
-                               step=self.step)
+        return encoder_pair(self.encode, translated, source=real_a, output=fake_b, target=real_b,
+                            identity=idt_b, output_flipped=flipped,
+                            progress=self.step / max(1, self.total_steps), step=self.step)
 
     def _translate_batch(self, real_a: torch.Tensor, real_b: torch.Tensor, with_identity: bool):
         """G on cat(real_A, real_B) (or real_A alone), flipped when the method asks and a coin says so:

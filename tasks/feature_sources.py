@@ -109,9 +109,12 @@ def decide_forward_feature_reuse(net: torch.nn.Module, layers: Sequence[int], ba
     return ForwardFeatureReuse(None, "the backend computes a half of the batch differently from the whole")
 
 
-def encoder_pair(encode: Encode, **fields) -> TranslationPair:
+def encoder_pair(encode: Encode, translated: Mapping[Role, Sequence[torch.Tensor]] | None = None,
+                 **fields) -> TranslationPair:
     """A :class:`TranslationPair` of ``fields`` (its images and other fields) whose features are
-    ``encode`` of its images: a method tried outside a task (tests, notebooks)."""
+    ``encode`` of its images (:class:`EncoderFeatures`, flipped back with ``output_flipped``;
+    ``translated``: what the translation pass already computed). The tasks with a generator encoder
+    build their pairs with it; it also tries a method outside a task (tests, notebooks)."""
     images = {role: fields.get(role) for role in ROLES}
-    features = EncoderFeatures(encode, images, fields.get("output_flipped", False))
+    features = EncoderFeatures(encode, images, fields.get("output_flipped", False), translated)
     return TranslationPair(**fields, features=features)

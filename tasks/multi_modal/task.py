@@ -28,7 +28,7 @@ from benchmark.core.registry import register_task
 from methods.base import OUTPUT_GRADIENT, OptimizerDefaults, TranslationPair
 
 from ..base import Task, distribute, set_requires_grad
-from ..feature_sources import EncoderFeatures
+from ..feature_sources import encoder_pair
 from ..optimizer_steps import run_optimizers, step_generator_side
 from ..validation import hold_out
 from .data import MultiDomainBatch, MultiDomainBatches
@@ -270,14 +270,13 @@ class MultiModalTask(Task):
         encoder's (``feature_layers``)."""
         common = dict(progress=self.step / max(1, self.total_steps), step=self.step)
         if self.options.patch_query == "output":
-            images = dict(source=x_real, output=x_fake, target=x_ref, identity=idt)
-            return TranslationPair(**images, features=EncoderFeatures(self.encode, images, flipped),
-                                   output_flipped=flipped, **common)
+            return encoder_pair(self.encode, source=x_real, output=x_fake, target=x_ref, identity=idt,
+                                output_flipped=flipped, **common)
         # The fork: queries from the source image (gradient), keys from the translation (detached).
         back = (lambda t: torch.flip(t, dims=[3])) if flipped else (lambda t: t)
-        images = dict(source=back(x_fake).detach(), output=x_real,
-                      target=None if idt is None else back(idt).detach(), identity=None if idt is None else x_ref)
-        return TranslationPair(**images, features=EncoderFeatures(self.encode, images), **common)
+        return encoder_pair(self.encode, source=back(x_fake).detach(), output=x_real,
+                            target=None if idt is None else back(idt).detach(),
+                            identity=None if idt is None else x_ref, **common)
 
     def g_loss(self, b: MultiDomainBatch, mode: str, lambda_ds: float, use_method: bool,
                recon: str | None = None) -> GeneratorObjective:
