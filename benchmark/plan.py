@@ -195,17 +195,15 @@ def check_datasets(suite: Suite, stream=None) -> tuple[dict[str, str], list[str]
     return {k: v for k, v in found.items() if k not in broken}, problems
 
 
-CHECKPOINT_BYTES_PER_PARAMETER = 12
-"""A checkpoint holds each parameter three times in float32: the weight and Adam's two moments."""
-
-
 def checkpoint_bytes(run: Run, task) -> int | None:
-    """The size of one checkpoint of ``run``: its checkpoint's when one exists, else estimated from
-    the parameters of its task's networks (None: the task does not say)."""
+    """The size of one checkpoint of ``run``: its checkpoint's when one exists, else its task's
+    estimate (None: the task does not say, or its data, which the data check reports, cannot size it)."""
     if run.checkpoint_path.is_file():
         return run.checkpoint_path.stat().st_size
-    count = task.parameter_count()
-    return None if count is None else count * CHECKPOINT_BYTES_PER_PARAMETER
+    try:
+        return task.checkpoint_size()
+    except DataError:
+        return None
 
 
 def check_output(suite: Suite, runs: list[RunPlan], tasks: dict) -> tuple[str, list[str]]:
@@ -232,12 +230,18 @@ def check_output(suite: Suite, runs: list[RunPlan], tasks: dict) -> tuple[str, l
     need = per_run * sum(known) + sum(known[:max(1, suite.settings.workers)])
     unknown = sum(size is None for size in sizes)
     free = shutil.disk_usage(folder).free
-    line = (f"output: {output} writable, {format_bytes(free)} free; the checkpoints of {len(sizes)} unfinished "
-            f"run(s) need about {format_bytes(need)}" + (f" ({unknown} of unknown size)" if unknown else ""))
+    line = f"output: {output} writable, {format_bytes(free)} free; "
+    if known:
+        line += (f"the checkpoints of {len(sizes)} unfinished run(s) need about {format_bytes(need)}"
+                 + (f" ({unknown} of unknown size, not counted)" if unknown else ""))
+    elif sizes:
+        line += f"the checkpoint size of the {len(sizes)} unfinished run(s) is not known (their task gives no estimate)"
+    else:
+        line += "no unfinished run"
     if need > free:
         return line, [f"output folder '{output}' has {format_bytes(free)} free but the checkpoints of the "
                       f"{len(sizes)} unfinished run(s) need about {format_bytes(need)} ({per_run} file(s) per "
-                      "run, and a new copy of the one being written, at 12 bytes per network parameter); free "
+                      "run, and a new copy of the one being written, at 12 bytes per trained parameter); free "
                       "some space or set output_dir"]
     return line, []
 
@@ -262,20 +266,16 @@ def check_weights(suite: Suite) -> list[str]:
 
 
 def build_runs(suite: Suite) -> dict:
-    """Construct each run's method and task (no ``setup``: no network is built, nothing is read),
-    so that a run the options cannot make fails here, not hours into a suite: run_id -> task."""
+    """Construct each run's method, dataset and task (no ``setup``: no network is built, no data is
+    read), so that a run the options cannot make fails here, not hours into a suite: run_id -> task."""
     from .runner import Runner
 
     runner = Runner(suite)
     tasks = {}
     for run in suite.runs:
-        tasks[run.run_id] = run.task.cls(run.task_options, _NoDataset(), runner.build_method(run),
+        tasks[run.run_id] = run.task.cls(run.task_options, runner.dataset(run.dataset), runner.build_method(run),
                                          runner.context(run.directory, run.seed))
     return tasks
-
-
-class _NoDataset:
-    """Stands in for the dataset when a task is constructed for the plan (constructors only store it)."""
 
 
 def check_plugin_hooks(suite: Suite) -> None:

@@ -10,6 +10,7 @@ task holds a validation split out of the training images its steps draw and the 
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import ClassVar, Literal
 
 import torch
@@ -43,6 +44,15 @@ def samplewise(net: torch.nn.Module) -> bool:
         if isinstance(m, torch.nn.modules.dropout._DropoutNd) and m.p > 0:
             return False
     return True
+
+
+def checkpoint_size(trained: Iterable[torch.nn.Module], copies: Iterable[torch.nn.Module] = ()) -> int:
+    """Bytes of a checkpoint holding ``trained`` networks with Adam's two moments beside each weight
+    and ``copies`` (e.g. EMA copies) with their weights only: float32, so 12 bytes per trained
+    parameter and 4 per copied one. Buffers and the optimisers' step counters are left out."""
+    def parameters(nets):
+        return sum(p.numel() for net in nets for p in net.parameters())
+    return 12 * parameters(trained) + 4 * parameters(copies)
 
 
 def linear_decay_schedulers(optimizers: list[torch.optim.Optimizer], n_constant: int,
@@ -149,9 +159,10 @@ class Task:
         """Build networks and optimisers (seeded by the runner before this call)."""
         raise NotImplementedError
 
-    def parameter_count(self) -> int | None:
-        """Parameters of the networks a run's checkpoint holds, computed without ``setup`` (no data
-        read), for ``plan``'s estimate of the disk space the checkpoints need; None: not known."""
+    def checkpoint_size(self) -> int | None:
+        """Bytes of one checkpoint of this run, estimated without ``setup`` (:func:`checkpoint_size`
+        of the networks it would build; a method's own heads, built lazily, are not counted), for
+        ``plan``'s check of the disk space the checkpoints need; None: not known."""
         return None
 
     def train_step(self) -> dict[str, float]:

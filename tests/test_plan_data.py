@@ -12,10 +12,11 @@ from PIL import Image
 from benchmark import plan as plan_module
 from benchmark.cli import main
 from benchmark.config import load_suite, suite_from_dict
-from benchmark.plan import CHECKPOINT_BYTES_PER_PARAMETER, build_runs, plan_suite
+from benchmark.core.checkpoint import load_weights_only
+from benchmark.plan import build_runs, plan_suite
 from benchmark.runner import Runner, expand
 
-from conftest import tiny_suite_dict
+from conftest import flatten_state, share_teachers, tiny_suite_dict
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 
@@ -85,7 +86,7 @@ def test_an_output_folder_that_refuses_files_or_lacks_room_is_a_problem(tmp_path
 def test_the_space_check_counts_the_new_copy_of_a_checkpoint_beside_the_one_it_replaces(tmp_path, monkeypatch):
     suite = suite_from_dict(tiny_suite_dict(tmp_path, methods=("none",), ngf=16, ndf=16), base_dir=tmp_path)
     run = expand(suite)[0]
-    size = build_runs(suite)[run.run_id].parameter_count() * CHECKPOINT_BYTES_PER_PARAMETER
+    size = build_runs(suite)[run.run_id].checkpoint_size()
 
     def usage_with(free):
         monkeypatch.setattr(plan_module.shutil, "disk_usage", lambda folder: type("Usage", (), {"free": free}))
@@ -99,7 +100,42 @@ def test_the_space_check_counts_the_new_copy_of_a_checkpoint_beside_the_one_it_r
 def test_the_checkpoint_estimate_is_close_to_a_real_checkpoint(tmp_path):
     suite = suite_from_dict(tiny_suite_dict(tmp_path, methods=("none",), ngf=16, ndf=16), base_dir=tmp_path)
     run = expand(suite)[0]
-    estimate = build_runs(suite)[run.run_id].parameter_count() * CHECKPOINT_BYTES_PER_PARAMETER
+    estimate = build_runs(suite)[run.run_id].checkpoint_size()
     Runner(suite).train(run, stop_at=2)
     actual = run.checkpoint_path.stat().st_size
     assert 0.8 * actual < estimate <= actual, (estimate, actual)
+
+
+def _multi_modal(tmp_path):
+    from test_multi_modal import mm_suite_dict
+    return mm_suite_dict(tmp_path)
+
+
+def _single_image(tmp_path):
+    from test_single_image import suite_dict
+    return suite_dict(tmp_path)
+
+
+def _compression(tmp_path):
+    from test_compression_task import suite_dict
+    return suite_dict(tmp_path / "results", method="none")
+
+
+def _paired_compression(tmp_path):  # pix2pix's D: the image pair as input, ndf 128
+    from test_compression_task import suite_dict
+    return suite_dict(tmp_path / "results", method="none", dataset="synthetic_aligned_scenes")
+
+
+@pytest.mark.parametrize("make", [_multi_modal, _single_image, _compression, _paired_compression])
+def test_every_task_estimates_the_tensors_its_checkpoint_holds(tmp_path, teacher_cache, make):
+    """Each task sizes its checkpoint from the networks it would build (with Adam's moments, EMA
+    copies as weights only); at these tiny sizes the file's own overhead per tensor is a large
+    part, so the estimate is held against the bytes of the tensors the checkpoint stores."""
+    raw = make(tmp_path)
+    share_teachers(raw["output_dir"], teacher_cache)
+    suite = suite_from_dict(raw, base_dir=tmp_path)
+    run = expand(suite)[0]
+    estimate = build_runs(suite)[run.run_id].checkpoint_size()
+    Runner(suite).train(run, stop_at=1)
+    stored = sum(t.numel() * t.element_size() for t in flatten_state(load_weights_only(run.checkpoint_path)).values())
+    assert 0.9 * stored < estimate <= stored, (estimate, stored)

@@ -38,12 +38,12 @@ from benchmark.core.metrics.macs import count_macs, count_parameters
 from benchmark.core.registry import register_task
 from methods.base import OUTPUT_GRADIENT, OptimizerDefaults, TranslationPair
 
-from ..base import (Task, distribute, linear_decay_schedulers, restore_training_state, set_requires_grad,
+from ..base import (Task, checkpoint_size, distribute, linear_decay_schedulers, restore_training_state, set_requires_grad,
                     training_state)
 from ..data import UnpairedBatches, seeded_generator, to_model_range
 from ..evaluation import count_images, sharded_outputs_and_features
 from ..feature_sources import GivenFeatures
-from ..networks import GANLoss, NLayerDiscriminator, init_weights
+from ..networks import GANLoss, NLayerDiscriminator, ResnetGenerator, init_weights
 from ..optimizer_steps import run_optimizers, step_generator_side, step_schedulers
 from ..validation import TranslationValidation, hold_out_sides
 from .evaluation import CompressionScorer, held_out_indices
@@ -53,7 +53,7 @@ from .networks import (CHANNEL_CHOICES, DistillMappings, SuperMobileResnetGenera
                        teacher_hook_channels, teacher_hook_layers)
 from .options import CompressionOptions, resolved
 from .search import EvolutionSearch
-from .teacher import obtain_teacher
+from .teacher import build_teacher_generator, obtain_teacher
 
 
 def _padded(features: list[torch.Tensor], width: int) -> list[torch.Tensor]:
@@ -85,6 +85,23 @@ class CompressionTask(Task):
         return is_paired(self.dataset)
 
     # -- set-up ------------------------------------------------------------------------------------
+    def _trained_networks(self, teacher: ResnetGenerator) -> tuple[SuperMobileResnetGenerator, DistillMappings,
+                                                                     NLayerDiscriminator]:
+        """The student supernet, its mappings to the teacher's hook widths, and D, initialised."""
+        o = self.options
+        student = init_weights(SuperMobileResnetGenerator(ngf=o.student_ngf, n_blocks=teacher.n_blocks, norm=o.norm),
+                               o.init_type, o.init_gain)
+        mappings = DistillMappings(student.hook_channels, teacher_hook_channels(teacher), o.init_type, o.init_gain)
+        in_d = 6 if self.paired else 3
+        netD = init_weights(NLayerDiscriminator(in_d, resolved(o, self.paired)["ndf"], o.n_layers_D, o.norm,
+                                                antialias=False), o.init_type, o.init_gain)
+        return student, mappings, netD
+
+    def checkpoint_size(self) -> int:
+        """The student, its mappings and D (the teacher is cached on its own, not in the run's
+        checkpoint), for a teacher of the options' ngf and n_blocks."""
+        return checkpoint_size(self._trained_networks(build_teacher_generator(self.options.teacher)))
+
     def setup(self) -> None:
         o, device = self.options, self.ctx.device
         self.settings = resolved(o, self.paired)
@@ -96,18 +113,12 @@ class CompressionTask(Task):
         set_requires_grad(self.teacher, False)
         self.teacher.eval()
         self.teacher_hooks = teacher_hook_layers(self.teacher)
-        self.student = init_weights(SuperMobileResnetGenerator(ngf=o.student_ngf, n_blocks=self.teacher.n_blocks,
-                                                               norm=o.norm),
-                                    o.init_type, o.init_gain).to(device)
         teacher_widths = teacher_hook_channels(self.teacher)
+        self.student, self.mappings, self.netD = (net.to(device) for net in self._trained_networks(self.teacher))
         if max(self.student.hook_channels) > max(teacher_widths) and o.method_features == "student":
             raise ConfigError(f"student_ngf {o.student_ngf} is wider than the teacher (ngf {self.teacher.model[1].out_channels}): "
                               "the method's heads compare both at the teacher's width; use method_features: mapped")
-        self.mappings = DistillMappings(self.student.hook_channels, teacher_widths, o.init_type, o.init_gain).to(device)
         self.feature_width = max(teacher_widths)
-        in_d = 6 if self.paired else 3
-        self.netD = init_weights(NLayerDiscriminator(in_d, self.settings["ndf"], o.n_layers_D, o.norm, antialias=False),
-                                 o.init_type, o.init_gain).to(device)
         self.gan_loss = GANLoss(self.settings["gan_mode"]).to(device)
 
         train_a, train_b = self.dataset.split("train", "A"), self.dataset.split("train", "B")

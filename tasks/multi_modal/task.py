@@ -27,7 +27,7 @@ from benchmark.core.context import Evaluation, RunContext
 from benchmark.core.registry import register_task
 from methods.base import OUTPUT_GRADIENT, OptimizerDefaults, TranslationPair
 
-from ..base import Task, distribute, set_requires_grad
+from ..base import Task, checkpoint_size, distribute, set_requires_grad
 from ..feature_sources import encoder_pair
 from ..optimizer_steps import run_optimizers, step_generator_side
 from ..validation import hold_out
@@ -178,6 +178,25 @@ class MultiModalTask(Task):
         return ["lpips_alex_linear"] + ([] if options.lpips_backbone == "untrained" else ["alexnet"])
 
     # -- set-up ------------------------------------------------------------------------------
+    def _networks(self, img_size: int, n_dom: int) -> tuple[torch.nn.Module, MappingNetwork, StyleEncoder,
+                                                              Discriminator]:
+        """G, F, E and D, before initialisation."""
+        o = self.options
+        if img_size & (img_size - 1) or img_size < 16:
+            raise ConfigError(f"multi_modal: image size must be a power of two >= 16, got {img_size}")
+        g_cls = Generator if o.generator == "stargan_v2" else HnegGenerator
+        dim_in = o.dim_in or None
+        return (g_cls(img_size, o.style_dim, o.max_conv_dim, dim_in),
+                MappingNetwork(o.latent_dim, o.style_dim, n_dom, o.hidden_dim),
+                StyleEncoder(img_size, o.style_dim, n_dom, o.max_conv_dim, dim_in),
+                Discriminator(img_size, n_dom, o.max_conv_dim, dim_in))
+
+    def checkpoint_size(self) -> int:
+        """G, F, E and D with their optimisers, and the EMA copies of G, F and E (this reads one
+        image of the dataset for its size)."""
+        G, F, E, D = self._networks(self.dataset.size, self.dataset.num_domains)
+        return checkpoint_size([G, F, E, D], copies=[G, F, E])
+
     def setup(self) -> None:
         o, device = self.options, self.ctx.device
         self.domains = list(self.dataset.domains)
@@ -189,16 +208,8 @@ class MultiModalTask(Task):
                     for i, (s, d) in enumerate(zip(train_sets, self.domains))]
             self.validation_sets = [h for h, _ in held]
             train_sets = [k for _, k in held]
-        self.img_size = int(self.dataset.split("val", self.domains[0]).image(0).shape[-1])
-        if self.img_size & (self.img_size - 1) or self.img_size < 16:
-            raise ConfigError(f"multi_modal: image size must be a power of two >= 16, got {self.img_size}")
-        g_cls = Generator if o.generator == "stargan_v2" else HnegGenerator
-        dim_in = o.dim_in or None
-        self.G = g_cls(self.img_size, o.style_dim, o.max_conv_dim, dim_in)
-        self.F = MappingNetwork(o.latent_dim, o.style_dim, n_dom, o.hidden_dim)
-        self.E = StyleEncoder(self.img_size, o.style_dim, n_dom, o.max_conv_dim, dim_in)
-        self.D = Discriminator(self.img_size, n_dom, o.max_conv_dim, dim_in)
-        nets = (self.G, self.F, self.E, self.D)
+        self.img_size = self.dataset.size
+        self.G, self.F, self.E, self.D = nets = self._networks(self.img_size, n_dom)
         if o.ema_init == "official":  # build_model deep-copies, then Solver applies he_init
             self.G_ema, self.F_ema, self.E_ema = (copy.deepcopy(n) for n in nets[:3])
             for net in nets:

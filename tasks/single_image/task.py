@@ -28,7 +28,7 @@ from benchmark.core.registry import register_task
 from methods.base import OUTPUT_GRADIENT, OptimizerDefaults, PatchPolicy
 
 from ..adversarial_steps import GeneratorDiscriminatorSteps
-from ..base import Task, distribute, linear_decay_schedulers, restore_training_state, training_state
+from ..base import Task, checkpoint_size, distribute, linear_decay_schedulers, restore_training_state, training_state
 from ..data import to_model_range
 from ..evaluation import on_main_rank
 from ..networks import GANLoss
@@ -120,10 +120,18 @@ class SingleImageTask(GeneratorDiscriminatorSteps, Task):
         return ["lpips_alex_linear"] + ([] if options.lpips_backbone == "untrained" else ["alexnet"])
 
     # -- set-up ------------------------------------------------------------------------------------
+    def _networks(self) -> tuple[StyleGAN2Generator, StyleGAN2Discriminator]:
+        o = self.options
+        return (StyleGAN2Generator(o.ngf, o.crop_size, o.n_downsampling, o.n_blocks, o.inject_noise),
+                StyleGAN2Discriminator(o.ndf, o.crop_size))
+
+    def checkpoint_size(self) -> int:
+        """G and D."""
+        return checkpoint_size(self._networks())
+
     def setup(self) -> None:
         o, device = self.options, self.ctx.device
-        self.netG = StyleGAN2Generator(o.ngf, o.crop_size, o.n_downsampling, o.n_blocks, o.inject_noise).to(device)
-        self.netD = StyleGAN2Discriminator(o.ndf, o.crop_size).to(device)
+        self.netG, self.netD = (net.to(device) for net in self._networks())
         self.layers = list(o.feature_layers)
         n = self.netG.num_encoder_layers
         if any(not 0 <= i < n for i in self.layers) or self.layers != sorted(set(self.layers)):

@@ -24,7 +24,7 @@ from methods.base import CYCLE_CONSISTENCY, OUTPUT_GRADIENT, Method, OptimizerDe
 
 from ..acceleration import Acceleration, AccelerationOptions
 from ..adversarial_steps import GeneratorDiscriminatorSteps
-from ..base import Task, distribute, linear_decay_schedulers, restore_training_state, training_state
+from ..base import Task, checkpoint_size, distribute, linear_decay_schedulers, restore_training_state, training_state
 from ..cyclegan import CycleGAN, CycleOutputs
 from ..data import UnpairedBatches, to_model_range
 from ..evaluation import evaluate_translation
@@ -98,11 +98,10 @@ class SingleModalTask(GeneratorDiscriminatorSteps, Task):
         o = self.options
         return init_weights(NLayerDiscriminator(3, o.ndf, o.n_layers_D, o.normD, o.antialias), o.init_type, o.init_gain)
 
-    def parameter_count(self) -> int:
-        """G and D (CycleGAN's framework: two of each); the method's own heads, built lazily, are
-        not counted."""
+    def checkpoint_size(self) -> int:
+        """G and D (CycleGAN's framework: two of each)."""
         pairs = 1 if self.method.cycle_consistency() is None else 2
-        return pairs * sum(p.numel() for net in (self._generator(), self._discriminator()) for p in net.parameters())
+        return pairs * checkpoint_size([self._generator(), self._discriminator()])
 
     def setup(self) -> None:
         o, device = self.options, self.ctx.device
