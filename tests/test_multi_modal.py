@@ -326,6 +326,33 @@ def test_identity_row_scores_the_sources_as_outputs_for_every_pair(tmp_path, mon
     assert result.metrics["structure_score"] == pytest.approx(float(own), rel=1e-9)
 
 
+def test_a_per_pair_file_that_cannot_be_written_fails_the_evaluation(tmp_path, monkeypatch):
+    import errno
+    from benchmark.core import atomic
+    from benchmark.core.errors import StorageError
+    from benchmark.core.context import EvaluationConfig
+    from datasets.synthetic_seasons import SyntheticSeasons
+
+    monkeypatch.setattr(shared_eval, "inception_features", _content_features)
+    dataset = SyntheticSeasons(SyntheticSeasons.Options(size=16, n_train=4, n_val=2, domains=["autumn", "summer"]),
+                               tmp_path / "data")
+    ctx = RunContext(run_dir=tmp_path / "run", seed=0, device=torch.device("cpu"), cache_dir=tmp_path / "cache",
+                     evaluation=EvaluationConfig(num_test_images=2, batch_size=4, grid_images=2))
+    settings = mm_eval.EvalSettings(num_outs_per_domain=2, latent_dim=4, grid_styles=1, lpips=False)
+
+    real_replace = atomic.os.replace
+
+    def disk_full_for_the_per_pair_file(source, target):
+        if str(target).endswith("eval_per_pair.json"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_replace(source, target)
+    monkeypatch.setattr(atomic.os, "replace", disk_full_for_the_per_pair_file)
+    with pytest.raises(StorageError, match="per-pair metrics of the evaluation") as failure:
+        mm_eval.evaluate_multimodal(None, dataset, settings, ctx)
+    assert str(tmp_path / "run" / "eval_per_pair.json") in str(failure.value)
+    assert not list((tmp_path / "run").glob("*.tmp"))     # no partial file left behind
+
+
 def test_structure_score_prefers_outputs_that_keep_the_layout():
     from datasets.synthetic_seasons import SyntheticSeasons
     import tempfile

@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 from torchvision.utils import make_grid
 
+from benchmark.core.atomic import atomic_write
 from benchmark.core.errors import BenchmarkError
 from benchmark.core.metrics.diversity import pairwise_l1_diversity
 from benchmark.core.metrics.fid import fid_from_features
@@ -247,11 +248,10 @@ def evaluate_multimodal(translator: Translator | None, dataset, settings: EvalSe
     if labels is not None:
         metrics["structure_score"] = float(torch.cat(structure).mean())
     if per_pair_file and ctx.distributed.is_main:
-        try:
-            ctx.run_dir.mkdir(parents=True, exist_ok=True)
-            (ctx.run_dir / per_pair_file).write_text(json.dumps(per_pair, indent=2, sort_keys=True))
-        except OSError:
-            pass
+        # All or nothing: a failed write must not leave the previous evaluation's file looking current.
+        with atomic_write(ctx.run_dir / per_pair_file, "w", encoding="utf-8",
+                          what="the per-pair metrics of the evaluation") as f:
+            f.write(json.dumps(per_pair, indent=2, sort_keys=True))
 
     protocol = {
         "fid_network": f"TF-Inception (pytorch-fid weights, sha256 {INCEPTION_SHA256[:12]}); the official "
