@@ -288,11 +288,23 @@ class Runner:
         """metrics.json's ``selection``: each rule's checkpoint (its step, the FID that chose it) and
         its test scores under the task's full test protocol (``Task.evaluate``), computed in
         ``selection/<rule>/`` of the run folder; a rule choosing the last step reuses the last
-        checkpoint's scores. Leaves ``task`` holding the weights evaluated last."""
+        checkpoint's scores. A checkpoint deleted once the run had finished (``run --redo-broken``
+        writes metrics.json again) is not scored again: its scores are read from what
+        :meth:`Selection.save_scores` kept, and the rule says so. Leaves ``task`` holding the weights
+        evaluated last."""
         out = {"last": {"step": task.step, "metrics": last_metrics, "rule": RULES["last"], "optimistic": False}}
         scored = {task.step: last_metrics}
+        kept_scores: set[int] = set()
         ctx = task.ctx
         for rule, (step, score) in selection.chosen().items():
+            if step not in scored and not selection.best_path(rule).exists():  # deleted by discard()
+                earlier = selection.earlier_scores(rule, step)
+                if earlier is not None:
+                    self._log(f"  {run.run_id}: the {rule} checkpoint (step {step}) was scored when the run "
+                              f"first finished, then deleted; its test scores are read from "
+                              f"{selection.scores_path(rule)}")
+                    scored[step] = earlier
+                    kept_scores.add(step)
             if step not in scored:
                 task.load_state_dict(selection.load_best(rule, self.device))
                 task.ctx = dataclasses.replace(ctx, run_dir=run.directory / "selection" / rule)
@@ -303,9 +315,13 @@ class Runner:
                 if self.distributed.is_main:
                     save_samples(run.directory / "selection" / rule / "samples", result.samples)
                 scored[step] = result.metrics
+            if step != out["last"]["step"]:  # a checkpoint that discard() deletes
+                selection.save_scores(rule, step, scored[step])
             out[rule] = {"step": step, "metrics": scored[step], "rule": RULES[rule],
                          "chosen_by": f"{RULE_SPLIT[rule]} {SCORE} {score:.4f}",
                          "optimistic": rule == "best_test"}
+            if step in kept_scores:
+                out[rule]["scored"] = "when the run first finished (its checkpoint was deleted since)"
         return out
 
     def identity(self, task: Component, dataset: Component) -> None:

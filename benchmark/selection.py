@@ -9,7 +9,10 @@ and, for the ``best_test`` rule, on the test set. What a run's folder gets:
   ``{"step": int, "split": "val" | "test", "metrics": {name: float}}`` (FID under ``"FID"``);
 * ``checkpoints/<rule>.pt`` (``best_val.pt``, ``best_test.pt``): the checkpoint the rule has chosen so far, at most one per rule
   (replaced when a better one appears, deleted once the run's metrics.json holds its test scores
-  unless ``keep_checkpoints``), written atomically.
+  unless ``keep_checkpoints``), written atomically;
+* ``selection/<rule>/scores.json``: the test scores of the rule's checkpoint once the run has
+  finished (``{"run_id", "rule", "step", "metrics"}``), written before that checkpoint is deleted, so
+  that a metrics.json rewritten later (``run --redo-broken``) still has them.
 
 The rules (:data:`RULES`): ``last`` (the end of training), ``best_val`` (lowest validation FID; the
 test set is never read for the choice) and ``best_test`` (lowest test FID: what the papers report,
@@ -44,6 +47,7 @@ from .core.distributed import SINGLE_PROCESS, Distributed
 from .core.errors import BenchmarkError, CheckpointError
 
 EVALS_FILE = "evals.jsonl"
+SCORES_FILE = "scores.json"
 SCORE = "FID"
 """The metric the rules compare (lower is better)."""
 
@@ -172,6 +176,14 @@ class Selection:
             held = _checkpoint_step(path, self.run_id) if path.exists() else None
             if best is None and held is None or best is not None and held == best[0]:
                 continue
+            if held is None and step == task.total_steps:  # deleted by discard() when the run finished
+                if self.earlier_scores(rule, best[0]) is not None:
+                    continue
+                raise CheckpointError(
+                    f"run '{self.run_id}': {path.name} (step {best[0]}, chosen by {self.evals_path.name}) was "
+                    f"deleted when the run finished, and its test scores were kept only in metrics.json, not "
+                    f"in {self.scores_path(rule)} (a run folder of an earlier version): restore metrics.json "
+                    f"from the copy moved aside if it is sound, or move {self.run_dir} away to rerun the run")
             if best is not None and best[0] == step:  # a crash fell between latest.pt and this file
                 save_checkpoint(path, self.run_id, step, task.state_dict())
             elif best is None and step == 0:  # a fresh start: nothing of an earlier attempt counts
@@ -222,9 +234,33 @@ class Selection:
         resumes from ``latest.pt``: the run folder is shared)."""
         return load_checkpoint(self.best_path(rule), self.run_id, map_location=device)["task"]
 
+    def scores_path(self, rule: str) -> Path:
+        return self.run_dir / "selection" / rule / SCORES_FILE
+
+    def save_scores(self, rule: str, step: int, metrics: dict) -> None:
+        """Keep the test scores of ``rule``'s checkpoint at ``step`` beside its samples (rank 0)."""
+        if not self.distributed.is_main:
+            return
+        with atomic_write(self.scores_path(rule), "w", encoding="utf-8",
+                          what=f"the test scores of the {rule} checkpoint of run '{self.run_id}'") as f:
+            json.dump({"run_id": self.run_id, "rule": rule, "step": step, "metrics": metrics}, f,
+                      indent=2, sort_keys=True)
+
+    def earlier_scores(self, rule: str, step: int) -> dict | None:
+        """The test scores :meth:`save_scores` kept for ``rule`` at ``step``; None when there are none
+        (or they are of another run, rule or step, or not readable)."""
+        try:
+            data = json.loads(self.scores_path(rule).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        if not isinstance(data, dict) or (data.get("run_id"), data.get("rule"), data.get("step")) != (
+                self.run_id, rule, step) or not isinstance(data.get("metrics"), dict):
+            return None
+        return data["metrics"]
+
     def discard(self) -> None:
-        """Delete the kept checkpoints (their test scores are in metrics.json) unless asked to keep them
-        (rank 0 under torchrun)."""
+        """Delete the kept checkpoints (their test scores are in metrics.json and
+        ``selection/<rule>/scores.json``) unless asked to keep them (rank 0 under torchrun)."""
         if self.config.keep_checkpoints or not self.distributed.is_main:
             return
         for rule in self.config.rules:

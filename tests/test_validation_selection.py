@@ -267,6 +267,45 @@ def test_a_crash_between_records_and_checkpoints_resumes_bit_exact(tmp_path, mon
     assert _same(_weights(full), _weights(resumed2))
 
 
+@pytest.fixture
+def finished_with_an_earlier_best(tmp_path):
+    """A finished run whose best_val and best_test checkpoints chose step 1 of 2 and were deleted once
+    scored (keep_checkpoints off), and its metrics.json then broken."""
+    suite = _suite(tmp_path, "s", {"eval_every": 1, "images": 2}, steps=2)
+    assert Runner(suite).run_all() == []
+    run = expand(suite)[0]
+    record = json.loads(run.metrics_path.read_text())
+    assert {rule: record["selection"][rule]["step"] for rule in ("best_val", "best_test")} == {
+        "best_val": 1, "best_test": 1}  # the precondition: chosen before the last step
+    assert not list((run.directory / "checkpoints").glob("best_*.pt"))
+    run.metrics_path.write_text("{}")
+    return suite, run, record
+
+
+def test_redoing_a_broken_metrics_json_keeps_the_scores_of_the_deleted_best_checkpoints(
+        finished_with_an_earlier_best, capsys):
+    suite, run, record = finished_with_an_earlier_best
+    assert Runner(suite, redo_broken=True).run_all() == []
+    again = json.loads(run.metrics_path.read_text())
+    assert again["metrics"] == record["metrics"]
+    for rule in ("best_val", "best_test"):
+        assert again["selection"][rule].pop("scored") == "when the run first finished (its checkpoint was deleted since)"
+    assert again["selection"] == record["selection"]
+    out = capsys.readouterr().out
+    assert "the best_val checkpoint (step 1) was scored when the run first finished" in out
+    assert str(run.directory / "selection" / "best_val" / "scores.json") in out
+
+
+def test_redoing_a_run_folder_without_kept_scores_names_what_is_missing(finished_with_an_earlier_best):
+    suite, run, _ = finished_with_an_earlier_best
+    for rule in ("best_val", "best_test"):
+        (run.directory / "selection" / rule / "scores.json").unlink()  # as an earlier version left it
+    ((_, message),) = Runner(suite, redo_broken=True).run_all()
+    assert "best_val.pt (step 1, chosen by evals.jsonl) was deleted when the run finished" in message
+    assert "restore metrics.json from the copy moved aside" in message
+    assert not run.metrics_path.exists()
+
+
 def test_evaluating_does_not_change_training(tmp_path):
     """The same images held out, evaluated every step or every third: the same weights."""
     often, _, _ = _train(tmp_path, "often", steps=6, validation={"eval_every": 1, "images": 2})

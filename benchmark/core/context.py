@@ -89,7 +89,7 @@ class ValidationConfig:
     ``best_test`` evaluates the test set at every evaluation point too."""
     keep_checkpoints: bool = False
     """Keep ``checkpoints/<rule>.pt`` after the run finished (they are deleted by default once
-    their test scores are in metrics.json)."""
+    their test scores are in metrics.json and ``selection/<rule>/scores.json``)."""
 
     @property
     def enabled(self) -> bool:
