@@ -17,8 +17,6 @@ from pathlib import Path
 
 import torch
 
-from tasks.feature_sources import ForwardFeatureReuse
-
 from .config import find_method, suite_from_dict
 from .progress import format_seconds
 from . import plugins
@@ -90,7 +88,7 @@ def measure_one(method: str, size: int, batch_size: int, steps: int, ngf: int, n
     twin = None
     if without_feature_reuse:
         twin, _ = build()
-        twin.feature_reuse = ForwardFeatureReuse(None, "switched off by perf --without-feature-reuse")
+        twin.switch_off_feature_reuse("switched off by perf --without-feature-reuse")
     on_cuda = device_used.type == "cuda"
     for _ in range(2):
         task.train_step()

@@ -22,7 +22,7 @@ import torch
 from methods.base import TranslationPair
 
 from .base import set_requires_grad
-from .feature_sources import decide_forward_feature_reuse, encoder_pair
+from .feature_sources import ForwardFeatureReuse, decide_forward_feature_reuse, encoder_pair
 from .optimizer_steps import run_optimizers, step_generator_side, step_schedulers, zero_generator_side
 
 
@@ -40,6 +40,11 @@ class GeneratorDiscriminatorSteps:
         first batch, as ``_translate_batch`` will translate it); sets ``self.feature_reuse``."""
         batch = torch.cat([real_a, real_b]) if with_identity else real_a
         self.feature_reuse = decide_forward_feature_reuse(self.netG, self.layers, batch, real_a.shape[0])
+
+    def switch_off_feature_reuse(self, why: str) -> None:
+        """Encode the keys afresh at every step, whatever the first batch showed (``perf
+        --without-feature-reuse`` times a twin task switched off so); ``why`` is kept as the reason."""
+        self.feature_reuse = ForwardFeatureReuse(None, why)
 
     def _pair(self, real_a, fake_b, real_b, idt_b, flipped, translated=None) -> TranslationPair:
         return encoder_pair(self.encode, translated, source=real_a, output=fake_b, target=real_b,

@@ -78,7 +78,7 @@ def _task_pair(tmp_path, suite_data):
         encode = task.encode
         task.encode = lambda images, encode=encode, calls=calls: calls.append(images.shape[0]) or encode(images)
         if not reuse:
-            task.feature_reuse = ForwardFeatureReuse(None, "this test encodes the keys again")
+            task.switch_off_feature_reuse("this test encodes the keys again")
         task.rng = torch.get_rng_state()  # each task draws from its own copy of the global generator
         tasks.append((task, calls))
     return tasks
