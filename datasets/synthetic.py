@@ -13,23 +13,18 @@ data and of metric statistics keyed by ``identity``) are invalidated.
 """
 from __future__ import annotations
 
-from benchmark.core.atomic import atomic_write
-import dataclasses
-import hashlib
 import math
-import zipfile
 from dataclasses import dataclass
-from pathlib import Path
 from typing import ClassVar, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from benchmark.core.errors import ConfigError
 from benchmark.core.registry import register_dataset
 
 from .base import LabelInfo, PairedDataset, Side, Split, TensorImageSet, UnpairedDataset
+from .generated import GeneratedArrays
 
 _SPLITS = ("train", "test")
 _SIDES = ("A", "B")
@@ -108,29 +103,11 @@ def _stack(dicts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     return {k: np.stack([d[k] for d in dicts]) for k in dicts[0]}
 
 
-class _SyntheticDataset(UnpairedDataset):
-    """Generation, caching and loading shared by the synthetic datasets."""
+class _SyntheticDataset(GeneratedArrays, UnpairedDataset):
+    """Generation and loading shared by the synthetic two-domain datasets."""
 
-    GENERATOR_VERSION: ClassVar[int]
     DATASET_TAG: ClassVar[int]
     LABEL_INFO: ClassVar[LabelInfo]
-
-    def __init__(self, options, cache_dir):
-        super().__init__(options, Path(cache_dir))
-        problem = options.validate()
-        if problem:
-            raise ConfigError(f"dataset {self.registry_name}: {problem}")
-        self._arrays: dict[str, np.ndarray] | None = None
-
-    @property
-    def identity(self) -> str:
-        opts = ",".join(f"{k}={v}" for k, v in sorted(dataclasses.asdict(self.options).items()))
-        return f"{self.registry_name}/generator-v{self.GENERATOR_VERSION}/{opts}"
-
-    @property
-    def cache_path(self) -> Path:
-        digest = hashlib.sha256(self.identity.encode()).hexdigest()[:16]
-        return self.cache_dir / f"{self.registry_name}-{digest}.npz"
 
     def split(self, split: Split, side: Side) -> LabelledImageSet:
         if split not in _SPLITS or side not in _SIDES:
@@ -193,34 +170,6 @@ class _SyntheticDataset(UnpairedDataset):
                 shapes[f"{split}{side}_images"] = (n, 3, s, s)
                 shapes[f"{split}{side}_labels"] = (n, s, s)
         return shapes
-
-    def _read_cache(self) -> dict[str, np.ndarray] | None:
-        path = self.cache_path
-        if not path.is_file():
-            return None
-        try:
-            with np.load(path, allow_pickle=False) as data:
-                arrays = {k: data[k] for k in data.files}
-        except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError):
-            return None  # unreadable or truncated: regenerate and overwrite
-        shapes = self._expected_shapes()
-        if set(arrays) != set(shapes) or any(arrays[k].shape != shapes[k] or
-                                             arrays[k].dtype != np.uint8 for k in shapes):
-            return None
-        return arrays
-
-    def _write_cache(self, arrays: dict[str, np.ndarray]) -> None:
-        with atomic_write(self.cache_path) as f:
-            np.savez(f, **arrays)
-
-    def _load(self) -> dict[str, np.ndarray]:
-        if self._arrays is None:
-            arrays = self._read_cache()
-            if arrays is None:
-                arrays = self.generate()
-                self._write_cache(arrays)
-            self._arrays = arrays
-        return self._arrays
 
 
 # --------------------------------------------------------------------------------------------

@@ -31,21 +31,16 @@ streams. The arrays are cached as one ``.npz`` in ``cache_dir`` keyed by a hash 
 """
 from __future__ import annotations
 
-from benchmark.core.atomic import atomic_write
-import dataclasses
-import hashlib
-import zipfile
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from benchmark.core.errors import ConfigError
 from benchmark.core.registry import register_dataset
 
 from .base import LabelInfo
+from .generated import GeneratedArrays
 from .multidomain import SPLITS, MultiDomainDataset, MultiSplit
 from .synthetic import LabelledImageSet
 
@@ -274,7 +269,7 @@ def _render(rng: np.random.Generator, domain: str, s: int) -> tuple[np.ndarray, 
 # --------------------------------------------------------------------------------------------
 
 @register_dataset("synthetic_seasons")
-class SyntheticSeasons(MultiDomainDataset):
+class SyntheticSeasons(GeneratedArrays, MultiDomainDataset):
     """Synthetic multi-domain landscapes (summer / autumn / winter / spring restylings of scenes with known layouts).
 
     ``domains`` picks and orders the domains (default: all four, sorted by name). Every domain has
@@ -309,13 +304,6 @@ class SyntheticSeasons(MultiDomainDataset):
                 return f"domains must list at least two distinct names, got {self.domains!r}"
             return None
 
-    def __init__(self, options, cache_dir):
-        super().__init__(options, cache_dir)
-        problem = options.validate()
-        if problem:
-            raise ConfigError(f"dataset {self.registry_name}: {problem}")
-        self._arrays: dict[str, np.ndarray] | None = None
-
     @property
     def domains(self) -> list[str]:
         return list(self.options.domains)
@@ -323,16 +311,6 @@ class SyntheticSeasons(MultiDomainDataset):
     @property
     def size(self) -> int:
         return self.options.size
-
-    @property
-    def identity(self) -> str:
-        opts = ",".join(f"{k}={v}" for k, v in sorted(dataclasses.asdict(self.options).items()))
-        return f"{self.registry_name}/generator-v{self.GENERATOR_VERSION}/{opts}"
-
-    @property
-    def cache_path(self) -> Path:
-        digest = hashlib.sha256(self.identity.encode()).hexdigest()[:16]
-        return self.cache_dir / f"{self.registry_name}-{digest}.npz"
 
     def split(self, split: MultiSplit, domain: str | int) -> LabelledImageSet:
         self.check_split(split)
@@ -368,30 +346,3 @@ class SyntheticSeasons(MultiDomainDataset):
                 shapes[f"{split}_{d}_images"] = (self._count(split), 3, s, s)
                 shapes[f"{split}_{d}_labels"] = (self._count(split), s, s)
         return shapes
-
-    def _read_cache(self) -> dict[str, np.ndarray] | None:
-        if not self.cache_path.is_file():
-            return None
-        try:
-            with np.load(self.cache_path, allow_pickle=False) as data:
-                arrays = {k: data[k] for k in data.files}
-        except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError):
-            return None  # unreadable or truncated: regenerate and overwrite
-        shapes = self._expected_shapes()
-        if set(arrays) != set(shapes) or any(arrays[k].shape != shapes[k] or arrays[k].dtype != np.uint8
-                                             for k in shapes):
-            return None
-        return arrays
-
-    def _write_cache(self, arrays: dict[str, np.ndarray]) -> None:
-        with atomic_write(self.cache_path) as f:
-            np.savez(f, **arrays)
-
-    def _load(self) -> dict[str, np.ndarray]:
-        if self._arrays is None:
-            arrays = self._read_cache()
-            if arrays is None:
-                arrays = self.generate()
-                self._write_cache(arrays)
-            self._arrays = arrays
-        return self._arrays
