@@ -32,7 +32,6 @@ from .progress import LossLog, SuiteProgress, format_seconds, tensorboard_availa
 from .selection import RULE_SPLIT, RULES, SCORE, Selection
 from .run_folder import BROKEN, FINISHED, RUN_LOCK, STALE, UNFINISHED, RunFolder
 from .sanity import settings_note
-from .run_folder import write_json  # noqa: F401 - the tests write fake results through the runner
 
 
 def runs_dir(suite: Suite) -> Path:

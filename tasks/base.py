@@ -55,6 +55,19 @@ def checkpoint_size(trained: Iterable[torch.nn.Module], copies: Iterable[torch.n
     return 12 * parameters(trained) + 4 * parameters(copies)
 
 
+def schedule_refusal(options) -> str | None:
+    """Why ``batch_size``, ``n_steps`` and ``n_steps_decay`` (CUT's linear-decay schedule) cannot
+    train, or None; and a task-level ``log_every`` other than its default 50, which changes nothing
+    (the suite's ``log_every`` sets how often losses are logged)."""
+    if getattr(options, "log_every", 50) != 50:
+        return "log_every here changes nothing: set the suite's log_every (steps between logged losses) instead"
+    if options.batch_size < 1:
+        return f"batch_size must be >= 1, got {options.batch_size}"
+    if options.n_steps < 0 or options.n_steps_decay < 0 or options.n_steps + options.n_steps_decay < 1:
+        return "n_steps and n_steps_decay must be >= 0 and their sum >= 1"
+    return None
+
+
 def linear_decay_schedulers(optimizers: list[torch.optim.Optimizer], n_constant: int,
                             n_decay: int) -> list[torch.optim.lr_scheduler.LambdaLR]:
     """CUT's 'linear' policy on every optimiser, stepped once per training step."""

@@ -2,7 +2,6 @@
 the unaligned folder reader (reading, errors)."""
 from __future__ import annotations
 
-import time
 
 import numpy as np
 import pytest

@@ -18,7 +18,8 @@ from benchmark.core.errors import ConfigError
 from benchmark.plan import PERF_DIR, measured_step_times, plan_suite
 from benchmark.reference import GRAPHCL_TABLE2, HNEGSRC_TABLE2, HNEGSRC_TABLE4, SINGLE_MODAL_TABLE1
 from benchmark.report import dataset_paper_name, write_report
-from benchmark.runner import identity_dir, write_json
+from benchmark.runner import identity_dir
+from benchmark.run_folder import write_json
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 PAPER_CONFIGS = sorted(CONFIG_DIR.glob("paper_*.yaml"))

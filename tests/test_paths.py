@@ -78,8 +78,8 @@ def test_shipped_configs_write_to_the_repository_results_from_any_folder(path, t
 
 
 def test_report_from_another_folder_finds_the_runs(tmp_path, monkeypatch):
-    config = _config(tmp_path / "exp", output_dir="out",
-                     datasets={"synthetic_objects": {"size": 16, "n_train": 4, "n_test": 2}})
+    _config(tmp_path / "exp", output_dir="out",
+            datasets={"synthetic_objects": {"size": 16, "n_train": 4, "n_test": 2}})
     monkeypatch.chdir(tmp_path / "exp")
     suite = load_suite("suite.yaml")
     (run,) = suite.runs

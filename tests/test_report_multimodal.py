@@ -15,7 +15,8 @@ from benchmark.core.image_io import read_png, write_png
 from benchmark.reference import HNEGSRC_TABLE2
 from benchmark.report import write_report
 from benchmark.report.multi_modal import split_columns
-from benchmark.runner import check_config, expand, identity_dir, write_json
+from benchmark.runner import check_config, expand, identity_dir
+from benchmark.run_folder import write_json
 
 DOMAINS = ["autumn", "winter"]
 SIZE, STYLES = 16, 2

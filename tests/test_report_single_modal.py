@@ -12,7 +12,8 @@ from benchmark.core.errors import ConfigError
 from benchmark.reference import REFERENCE_DIR
 from benchmark.report import LAYOUTS, layout_for, register_layout, write_report
 from benchmark.report.results import error_message
-from benchmark.runner import expand, identity_dir, write_json
+from benchmark.runner import expand, identity_dir
+from benchmark.run_folder import write_json
 
 from test_report_multimodal import table_rows
 

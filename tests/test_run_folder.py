@@ -14,7 +14,6 @@ from filelock import FileLock
 from benchmark.cli import main
 from benchmark.config import load_suite, suite_from_dict
 from benchmark.plan import format_plan, plan_suite
-from benchmark.report import write_report
 from benchmark.runner import Runner, expand
 
 from conftest import tiny_suite_dict

@@ -1,7 +1,6 @@
 """Runner: determinism, skipping finished runs, crash isolation, external plugins, every built-in preset
 training every parameter it optimises (bit-exact resume: test_resume.py)."""
 import math
-import textwrap
 
 import pytest
 import torch

@@ -22,7 +22,7 @@ from benchmark.core.images import ImageSet
 from benchmark.core.metrics.fid import fid_from_features
 from benchmark.core.metrics.inception import INCEPTION_SHA256
 
-from ..data import held_out_split, seeded_generator
+from ..data import held_out_split
 from ..evaluation import (cityscapes_label_scores, count_images, evaluate_translation, fid_kid_scores,
                           label_scores, on_main_rank, real_features, segmentation_protocol,
                           sharded_outputs_and_features)

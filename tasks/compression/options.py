@@ -11,6 +11,7 @@ from typing import Literal
 
 from benchmark.core.errors import ConfigError
 
+from ..base import schedule_refusal
 from .search import EvolutionOptions
 from .teacher import TeacherOptions
 
@@ -115,13 +116,9 @@ class CompressionOptions:
     configs of earlier runs still match; another value is refused, as it would change nothing."""
 
     def validate(self):
-        if self.log_every != 50:
-            return ("log_every here changes nothing: set the suite's log_every (steps between logged "
-                    "losses) instead")
-        if self.batch_size < 1:
-            return f"batch_size must be >= 1, got {self.batch_size}"
-        if self.n_steps < 0 or self.n_steps_decay < 0 or self.n_steps + self.n_steps_decay < 1:
-            return "n_steps and n_steps_decay must be >= 0 and their sum >= 1"
+        problem = schedule_refusal(self)
+        if problem:
+            return problem
         if self.student_ngf < 1:
             return f"student_ngf must be >= 1, got {self.student_ngf}"
         if self.channel_choices is not None:

@@ -32,7 +32,7 @@ import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
+from typing import Callable, Sequence
 
 from benchmark.core.atomic import atomic_write
 from benchmark.core.errors import CheckpointError, ConfigError

@@ -28,7 +28,8 @@ from benchmark.core.registry import register_task
 from methods.base import OUTPUT_GRADIENT, OptimizerDefaults, PatchPolicy
 
 from ..adversarial_steps import GeneratorDiscriminatorSteps
-from ..base import Task, checkpoint_size, distribute, linear_decay_schedulers, restore_training_state, training_state
+from ..base import (Task, checkpoint_size, distribute, linear_decay_schedulers, restore_training_state,
+                    schedule_refusal, training_state)
 from ..data import to_model_range
 from ..evaluation import on_main_rank
 from ..networks import GANLoss
@@ -82,10 +83,9 @@ class SingleImageOptions:
     """'untrained' opts into LPIPS with a random AlexNet trunk when the ImageNet weights are absent."""
 
     def validate(self):
-        if self.batch_size < 1:
-            return f"batch_size must be >= 1, got {self.batch_size}"
-        if self.n_steps < 0 or self.n_steps_decay < 0 or self.n_steps + self.n_steps_decay < 1:
-            return "n_steps and n_steps_decay must be >= 0 and their sum >= 1"
+        problem = schedule_refusal(self)
+        if problem:
+            return problem
         if self.crop_size < 16 or self.crop_size & (self.crop_size - 1):
             return f"crop_size must be a power of two >= 16 (the StyleGAN2 discriminator's input), got {self.crop_size}"
         if self.random_scale_max < 1:

@@ -24,7 +24,8 @@ from methods.base import CYCLE_CONSISTENCY, OUTPUT_GRADIENT, Method, OptimizerDe
 
 from ..acceleration import Acceleration, AccelerationOptions
 from ..adversarial_steps import GeneratorDiscriminatorSteps
-from ..base import Task, checkpoint_size, distribute, linear_decay_schedulers, restore_training_state, training_state
+from ..base import (Task, checkpoint_size, distribute, linear_decay_schedulers, restore_training_state,
+                    schedule_refusal, training_state)
 from ..cyclegan import CycleGAN, CycleOutputs
 from ..data import UnpairedBatches, to_model_range
 from ..evaluation import evaluate_translation
@@ -67,13 +68,9 @@ class SingleModalOptions(AccelerationOptions):
     configs of earlier runs still match; another value is refused, as it would change nothing."""
 
     def validate(self):
-        if self.log_every != 50:
-            return ("log_every here changes nothing: set the suite's log_every (steps between logged "
-                    "losses) instead")
-        if self.batch_size < 1:
-            return f"batch_size must be >= 1, got {self.batch_size}"
-        if self.n_steps < 0 or self.n_steps_decay < 0 or self.n_steps + self.n_steps_decay < 1:
-            return "n_steps and n_steps_decay must be >= 0 and their sum >= 1"
+        problem = schedule_refusal(self)
+        if problem:
+            return problem
         if self.n_blocks < 1:
             return f"n_blocks must be >= 1, got {self.n_blocks}"
         return self.acceleration_refusal()
