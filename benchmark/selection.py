@@ -176,7 +176,7 @@ class Selection:
             held = _checkpoint_step(path, self.run_id) if path.exists() else None
             if best is None and held is None or best is not None and held == best[0]:
                 continue
-            if held is None and step == task.total_steps:  # deleted by discard() when the run finished
+            if held is None and best[0] < step == task.total_steps:  # deleted by discard() when the run finished
                 if self.earlier_scores(rule, best[0]) is not None:
                     continue
                 raise CheckpointError(

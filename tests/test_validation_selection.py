@@ -267,6 +267,29 @@ def test_a_crash_between_records_and_checkpoints_resumes_bit_exact(tmp_path, mon
     assert _same(_weights(full), _weights(resumed2))
 
 
+def test_a_crash_before_the_last_steps_best_checkpoint_resumes_and_finishes(tmp_path, monkeypatch):
+    """The last step is the best point (the only one) and the run stops between its latest.pt and
+    best_val.pt: resuming at the last step writes best_val.pt from the loaded state (it was not
+    deleted by a finished run)."""
+    kwargs = dict(steps=1, validation={"eval_every": 1, "images": 2, "select": ["last", "best_val"]})
+    real_keep = Selection.keep_best
+
+    def crash_keep(self, task):
+        if task.step == 1:
+            raise KeyboardInterrupt("power cut")
+        return real_keep(self, task)
+
+    monkeypatch.setattr(Selection, "keep_best", crash_keep)
+    with pytest.raises(KeyboardInterrupt):
+        _train(tmp_path, "crash", **kwargs)
+    monkeypatch.setattr(Selection, "keep_best", real_keep)
+    suite = _suite(tmp_path, "crash", kwargs["validation"], steps=1)
+    run = expand(suite)[0]
+    assert not (run.directory / "checkpoints" / "best_val.pt").exists()
+    assert Runner(suite).run_all() == []
+    assert json.loads(run.metrics_path.read_text())["selection"]["best_val"]["step"] == 1
+
+
 @pytest.fixture
 def finished_with_an_earlier_best(tmp_path):
     """A finished run whose best_val and best_test checkpoints chose step 1 of 2 and were deleted once
