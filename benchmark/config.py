@@ -127,6 +127,9 @@ class SuiteSettings:
             return f"suite name '{self.suite}' must be letters, digits, '-' or '_'"
         if not self.seeds:
             return "seeds must list at least one seed"
+        repeated = sorted({seed for seed in self.seeds if self.seeds.count(seed) > 1})
+        if repeated:  # a repeated seed is the same run: the report would count it twice
+            return f"seeds must differ from each other, got {self.seeds} (repeated: {repeated})"
         if self.checkpoint_every < 1:
             return "checkpoint_every must be >= 1"
         if self.log_every < 1:

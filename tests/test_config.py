@@ -72,6 +72,12 @@ def test_overrides_apply_and_validate(tmp_path):
         load_suite(path, ["tasks.single_modal.n_blocks=0"])
 
 
+def test_a_repeated_seed_is_refused(tmp_path):
+    """The same seed twice is one run: the report would average it in twice and count two seeds."""
+    with pytest.raises(ConfigError, match=r"seeds must differ from each other, got \[0, 0, 1\] \(repeated: \[0\]\)"):
+        load_suite(write(tmp_path, GOOD), ["seeds=[0,0,1]"])
+
+
 def test_missing_config_file(tmp_path):
     with pytest.raises(ConfigError, match="does not exist"):
         load_suite(tmp_path / "nope.yaml")
