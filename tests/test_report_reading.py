@@ -86,8 +86,8 @@ def test_the_single_modal_grid_shows_a_row_of_real_target_images(tmp_path):
     suite = suite_from_dict(tiny_suite_dict(tmp_path), base_dir=tmp_path)
     dataset = suite.datasets[0]
     images = dataset.cls(dataset.options, suite.cache_dir / "datasets")
-    rows = [Row("single_modal", dataset.label, "identity", None, tmp_path / "identity"),
-            Row("single_modal", dataset.label, "cut", 0, tmp_path / "cut")]
+    rows = [Row("single_modal", dataset.label, "identity", None, tmp_path / "identity", record={}),
+            Row("single_modal", dataset.label, "cut", 0, tmp_path / "cut", record={})]  # finished
     for i in range(2):
         write_png(images.split("test", "A").images([i])[0], tmp_path / "identity" / "samples" / f"input_{i:02d}.png")
         write_png(torch.zeros(3, 32, 32, dtype=torch.uint8), tmp_path / "cut" / "samples" / f"output_{i:02d}.png")

@@ -65,6 +65,7 @@ def test_a_finished_run_of_another_config_is_refused_and_shown_stale(finished, t
     assert "stale" in report and key in report and str(run.directory) in report
     old_fid = json.loads(before)["metrics"]["FID"]
     assert f"{old_fid:.2f}" not in report  # the old numbers are not shown under the new config
+    assert "samples](" not in report and "losses](" not in report  # nor its pictures and loss curves
     assert main(["report", str(config), override]) == 0  # `report` alone says the same
     assert "stale" in _report(tmp_path) and key in _report(tmp_path)
 

@@ -13,9 +13,8 @@ from .format import (INTERVAL_BOUNDS, NOT_SCORED, STATUS, interval_words, markdo
                      status_words, table_warnings)
 from .grids import labelled_grid, read_rgb, save_grid
 from .layouts import ReportContext, register_layout
-from .multi_modal import first_seed
 from .paper import dataset_paper_name, difference_cell, paper_methods, paper_note, published_cell, suite_table
-from .results import IDENTITY, Row, results_table
+from .results import IDENTITY, Row, first_sample, results_table
 
 TEACHER = "teacher"
 METRICS = ["params_M", "MACs_G", "FID", "FID_inf", "KIDx100", "KIDx100_std", "mIoU", "pixAcc", "clsAcc", "maskIoU",
@@ -94,15 +93,15 @@ def dataset_table(rows: list[Row], method_order: list[str], paper_name: str | No
 def comparison_grid(rows: list[Row], methods: list[str], out_path) -> list[str]:
     """Columns: input, teacher, then each method's student (first seed); a row per test sample."""
     columns, labels = [], []
-    source = next((m for m in methods if first_seed(rows, m, "samples/input_00.png")), None)
+    source = next((m for m in methods if first_sample(rows, m, "samples/input_00.png")), None)
     if source is None:
         return []
     count = 0
-    while first_seed(rows, source, f"samples/input_{count:02d}.png"):
+    while first_sample(rows, source, f"samples/input_{count:02d}.png"):
         count += 1
     for label, method, name in [("input", source, "input"), ("teacher", source, "teacher"),
                                 *[(m, m, "output") for m in methods]]:
-        images = [first_seed(rows, method, f"samples/{name}_{i:02d}.png") for i in range(count)]
+        images = [first_sample(rows, method, f"samples/{name}_{i:02d}.png") for i in range(count)]
         if any(p is None for p in images):
             continue
         columns.append([read_rgb(p) for p in images])

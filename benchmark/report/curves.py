@@ -34,7 +34,9 @@ def method_color(index: int) -> str:
 
 
 def _run_rows(rows: list[Row]) -> list[Row]:
-    return [r for r in rows if r.method != IDENTITY and r.seed is not None]
+    """The runs whose files belong to this config: finished or still training, never a stale or
+    broken folder's (another config's losses and evaluations)."""
+    return [r for r in rows if r.method != IDENTITY and r.seed is not None and not r.not_counted]
 
 
 def loss_curves(rows: list[Row], methods: list[str]) -> dict[str, pd.DataFrame]:

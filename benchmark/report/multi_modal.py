@@ -18,7 +18,7 @@ from .grids import annotate, nearest_factor, read_rgb, save_grid, upscale_neares
 from .layouts import ReportContext, register_layout
 from .paper import (dataset_paper_name, difference_cell, paper_methods, paper_note, protocol_flags, published_cell,
                     suite_table)
-from .results import IDENTITY, Row
+from .results import IDENTITY, Row, first_sample
 
 METRICS = ["latent_FID", "latent_LPIPS", "latent_L1_diversity", "reference_FID", "reference_LPIPS",
            "reference_L1_diversity", "structure_score"]
@@ -96,12 +96,6 @@ def split_columns(grid: torch.Tensor, tile: int, styles: int, gap: int = 4) -> t
     return torch.cat([p for piece in pieces for p in (piece, white)][:-1], dim=-1)
 
 
-def first_seed(rows: list[Row], method: str, relative: str) -> Path | None:
-    """``relative`` in the folder of the method's lowest seed that has it."""
-    runs = sorted((r for r in rows if r.method == method and r.seed is not None), key=lambda r: r.seed)
-    return next((r.directory / relative for r in runs if (r.directory / relative).is_file()), None)
-
-
 def style_columns(tile: int, styles: int, domains: list[str], gap: int = 4) -> list[tuple[str, int, int]]:
     """Titles and pixel spans of the columns of a :func:`split_columns` grid: the source, then a
     group of ``styles`` columns per target domain."""
@@ -123,7 +117,7 @@ def style_grid(rows: list[Row], methods: list[str], tile: int | None, out_path: 
     task and dataset."""
     grids, labels, split = [], [], False
     for method in methods:
-        path = first_seed(rows, method, "samples/grid_00.png")
+        path = first_sample(rows, method, "samples/grid_00.png")
         if path is None:
             continue
         image = read_rgb(path)

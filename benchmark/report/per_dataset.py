@@ -84,7 +84,7 @@ def image_grid(ctx: ReportContext, rows: list[Row], labels: list[str], out_path:
     """A labelled grid: the test inputs (``source``) in the first row, real target-domain test images
     (``target example``, not paired with the inputs) in the second, then one row per method's outputs
     (its first seed with samples), each row named on its left."""
-    identity = next((r for r in rows if r.method == IDENTITY), None)
+    identity = next((r for r in rows if r.method == IDENTITY and r.finished), None)
     inputs = sorted((identity.directory / "samples").glob("input_*.png")) if identity else []
     if not inputs:
         return None
@@ -94,7 +94,8 @@ def image_grid(ctx: ReportContext, rows: list[Row], labels: list[str], out_path:
         tiles.append(targets)
         shown.append("target example")
     for method in labels:
-        runs = sorted((r for r in rows if r.method == method and r.seed is not None), key=lambda r: r.seed)
+        runs = sorted((r for r in rows if r.method == method and r.seed is not None and r.finished),
+                      key=lambda r: r.seed)
         samples = next((r.directory / "samples" for r in runs if (r.directory / "samples").is_dir()), None)
         outputs = sorted(samples.glob("output_*.png")) if samples else []
         if len(outputs) >= len(inputs):

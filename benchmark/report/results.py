@@ -52,6 +52,14 @@ class Row:
         return bool(self.reason) and self.reason.startswith("failed")
 
 
+def first_sample(rows: list[Row], method: str, relative: str) -> Path | None:
+    """``relative`` (e.g. ``samples/output_00.png``) in the folder of the method's lowest seed that
+    has it (the identity row first), among finished rows only: the samples of a stale run (another
+    config's), a broken or an unfinished one are never shown as this config's."""
+    runs = sorted((r for r in rows if r.method == method and r.finished), key=lambda r: -1 if r.seed is None else r.seed)
+    return next((r.directory / relative for r in runs if (r.directory / relative).is_file()), None)
+
+
 def expected_rows(suite: Suite) -> list[Row]:
     """Every row of the suite, in report order: per task and dataset the identity row, then each
     method's runs (seeds in config order)."""

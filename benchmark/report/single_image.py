@@ -14,7 +14,7 @@ from .format import (NOT_SCORED, STATUS, markdown_table, mean_std, protocol_foot
                      table_warnings, with_status)
 from .grids import annotate, read_rgb, save_grid, upscale_nearest
 from .layouts import ReportContext, register_layout
-from .results import IDENTITY, Row
+from .results import IDENTITY, Row, first_sample
 
 METRICS = {
     "SIFID": ("SIFID to target (lower)", 2,
@@ -52,13 +52,9 @@ def score_table(rows: list[Row], labels: list[str]) -> pd.DataFrame:
 
 
 def _first_sample(rows: list[Row], method: str, name: str) -> torch.Tensor | None:
-    """``samples/<name>_00.png`` of the method's lowest seed that has it."""
-    runs = sorted((r for r in rows if r.method == method), key=lambda r: -1 if r.seed is None else r.seed)
-    for r in runs:
-        path = r.directory / "samples" / f"{name}_00.png"
-        if path.is_file():
-            return read_rgb(path)
-    return None
+    """``samples/<name>_00.png`` of the method's lowest finished seed that has it."""
+    path = first_sample(rows, method, f"samples/{name}_00.png")
+    return None if path is None else read_rgb(path)
 
 
 def side_by_side(images: list[torch.Tensor], gap: int = GAP) -> torch.Tensor:
