@@ -290,15 +290,16 @@ def plan_suite(suite: Suite, perf_dir: Path = PERF_DIR, check_data: bool = True,
     check_plugin_hooks(suite)
     tasks = build_runs(suite)
     table = measured_step_times(perf_dir)
-    states = [run.folder.state() for run in suite.runs]
+    identities, data_problems = check_datasets(suite, stream) if check_data else ({}, [])
+    # results made from other files of their dataset than those there now are stale, as run says
+    states = [run.folder.state(identities.get(run.dataset.label)) for run in suite.runs]
     runs = [RunPlan(run.run_id, run.planned_steps(), estimate_step(run, table), state)
             for run, state in zip(suite.runs, states)]
     plan = SuitePlan(suite, runs)
     plan.folder_problems = [refusal for run, state in zip(suite.runs, states) if (refusal := run.folder.refusal(state))]
     plan.output_checked, plan.output_problems = check_output(suite, runs, tasks)
     if check_data:
-        plan.datasets_checked, plan.data_problems = check_datasets(suite, stream)
-        plan.data_problems = with_download_hints(suite, plan.data_problems)
+        plan.datasets_checked, plan.data_problems = identities, with_download_hints(suite, data_problems)
     if check_weight_files:
         plan.weight_problems = check_weights(suite)
     plan.warnings = meaningless_settings(suite)

@@ -40,20 +40,28 @@ METRICS_SCHEMA: dict[str, type | tuple[type, ...]] = {
 """The keys every metrics.json holds and their types; ``metrics`` maps names to numbers (or null)."""
 
 FINISHED, STALE, BROKEN, UNFINISHED = "finished", "stale", "broken", "unfinished"
+DATASET_IDENTITY = "dataset_identity"
+"""metrics.json's record of the dataset the results were made from (``Dataset.identity``: for a
+folder dataset, a digest of every file's content)."""
 REDO_BROKEN_HINT = "run the same command with --redo-broken to move it aside and do the run again"
 
 
 @dataclass(frozen=True)
 class State:
     """What a folder holds: ``kind`` (one of FINISHED, STALE, BROKEN, UNFINISHED), the valid
-    ``record`` (FINISHED and STALE), the ``changed`` config keys (STALE) or the ``problem`` (BROKEN)."""
+    ``record`` (FINISHED and STALE), the ``changed`` config keys (STALE) or the ``problem`` (BROKEN);
+    ``dataset_now``: the dataset's identity today, when the results were made from other files."""
     kind: str
     record: dict | None = None
     changed: tuple[str, ...] = ()
     problem: str = ""
+    dataset_now: str = ""
 
     def describe(self, metrics_path: Path) -> str:
         """The state in words, for ``run``'s log and the report."""
+        if self.kind == STALE and self.dataset_now:
+            return (f"stale: its results were made from other files of its dataset than those there now "
+                    f"(dataset identity then {self.record.get(DATASET_IDENTITY)}, now {self.dataset_now})")
         if self.kind == STALE:
             return (f"stale: its results were made with a different config (changed: "
                     f"{', '.join(self.changed[:8])}{', ...' if len(self.changed) > 8 else ''})")
@@ -102,7 +110,10 @@ class RunFolder:
             return f"'{self.name}': {state.describe(self.metrics_path)}; {REDO_BROKEN_HINT}"
         return None
 
-    def state(self) -> State:
+    def state(self, dataset_identity: str | None = None) -> State:
+        """The folder's state; with ``dataset_identity`` (the dataset as it is now, where its files
+        can be read), results recorded from another identity are stale too. Results of versions
+        that did not record one are not compared."""
         if not self.metrics_path.exists():
             return State(UNFINISHED)
         record, problem = read_metrics(self.metrics_path, self.name)
@@ -111,6 +122,9 @@ class RunFolder:
         changed = self.config_changes()
         if changed:
             return State(STALE, record=record, changed=tuple(changed))
+        recorded = record.get(DATASET_IDENTITY)
+        if dataset_identity is not None and recorded is not None and recorded != dataset_identity:
+            return State(STALE, record=record, dataset_now=dataset_identity)
         return State(FINISHED, record=record)
 
     def config_changes(self) -> list[str]:

@@ -14,7 +14,6 @@ the test split, as the official eval loader does (``load_size = crop_size``).
 """
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -26,11 +25,11 @@ from benchmark.core.image_io import decode
 from benchmark.core.registry import register_dataset
 
 from .base import ImageSet, PairedDataset, Side, Split
-from .folders import FolderReader, UnalignedFolder, dataset_folder, image_files, square_tensor
+from .folders import FolderReader, UnalignedFolder, dataset_folder, files_digest, image_files, square_tensor
 
 ALIGNED_SUBFOLDERS = {"train": "train", "test": "val"}
 """Split -> sub-folder of an aligned dataset (the test split is pix2pix's ``val``)."""
-IDENTITY_VERSION = 1
+IDENTITY_VERSION = 2
 
 
 def load_aligned_half(path: Path, half: int, size: int) -> torch.Tensor:
@@ -118,13 +117,10 @@ class AlignedFolder(FolderReader, PairedDataset):
     @property
     def identity(self) -> str:
         if self._identity is None:
-            digest = hashlib.sha256()
-            for split, folder_name in ALIGNED_SUBFOLDERS.items():
-                for path in self.files(split):
-                    digest.update(f"{folder_name}/{path.name}\0{path.stat().st_size}\n".encode())
+            files = files_digest([(f"{folder_name}/{path.name}", path) for split, folder_name
+                                  in ALIGNED_SUBFOLDERS.items() for path in self.files(split)], self.cache_dir)
             o = self.options
-            self._identity = (f"aligned_folder/v{IDENTITY_VERSION}/root={self.root.resolve()}/"
-                              f"files={digest.hexdigest()[:16]}/size={o.size},"
+            self._identity = (f"aligned_folder/v{IDENTITY_VERSION}/files={files}/size={o.size},"
                               f"load_size={o.load_size},max_images={o.max_images}"
                               + (",direction=BtoA" if o.direction == "BtoA" else ""))
         return self._identity

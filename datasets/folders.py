@@ -19,6 +19,7 @@ import torch
 from PIL import Image
 
 from benchmark.core.errors import DataError
+from benchmark.core.hashing import cached_sha256s
 from benchmark.core.image_io import decode
 from benchmark.core.registry import register_dataset
 from benchmark.core.settings import path_setting
@@ -28,7 +29,7 @@ from .base import ImageSet, Side, Split, UnpairedDataset
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 SUBFOLDERS = ("trainA", "trainB", "testA", "testB")
-IDENTITY_VERSION = 1
+IDENTITY_VERSION = 2
 
 
 def list_images(folder: Path, recursive: bool = False) -> list[Path]:
@@ -51,6 +52,21 @@ def dataset_folder(root: Path, name: str, expected: str) -> Path:
     if not folder.is_dir():
         raise DataError(f"dataset folder '{folder}' does not exist; {expected}")
     return folder
+
+
+def files_digest(files: Sequence[tuple[str, Path]], cache_dir: Path) -> str:
+    """A digest of each file's place in the dataset (e.g. ``trainA/0001.jpg``) and of its content
+    (sha256, each file hashed once per machine: ``benchmark.core.hashing``), not of where the
+    folder lies: the same images under another root give the same identity, an image changed in
+    place (same name, even the same size) another."""
+    try:
+        hashes = cached_sha256s([path for _, path in files], cache_dir)
+    except OSError as exc:
+        raise DataError(f"cannot read image file '{exc.filename}' ({exc.strerror}); expected a readable image file")
+    digest = hashlib.sha256()
+    for (place, _), sha in zip(files, hashes):
+        digest.update(f"{place}\0{sha}\n".encode())
+    return digest.hexdigest()[:16]
 
 
 def image_files(folder: Path, what: str = "dataset folder", max_images: int = 0,
@@ -185,13 +201,10 @@ class UnalignedFolder(FolderReader, UnpairedDataset):
     @property
     def identity(self) -> str:
         if self._identity is None:
-            digest = hashlib.sha256()
-            for key in SUBFOLDERS:
-                for path in self.folder_files(key):
-                    digest.update(f"{key}/{path.name}\0{path.stat().st_size}\n".encode())
+            files = files_digest([(f"{key}/{path.name}", path) for key in SUBFOLDERS
+                                  for path in self.folder_files(key)], self.cache_dir)
             o = self.options
-            self._identity = (f"unaligned_folder/v{IDENTITY_VERSION}/root={self.root.resolve()}/"
-                              f"files={digest.hexdigest()[:16]}/size={o.size},"
+            self._identity = (f"unaligned_folder/v{IDENTITY_VERSION}/files={files}/size={o.size},"
                               f"load_size={o.load_size},max_images={o.max_images}"
                               + (",direction=BtoA" if o.direction == "BtoA" else ""))
         return self._identity

@@ -18,7 +18,6 @@ decoded lazily with PIL, converted to RGB and resized (bicubic) to ``size`` x ``
 """
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, Literal
@@ -28,11 +27,11 @@ from benchmark.core.registry import register_dataset
 from benchmark.core.settings import path_setting
 
 from .base import Dataset, ImageSet
-from .folders import FolderImageSet, dataset_folder, image_files
+from .folders import FolderImageSet, dataset_folder, files_digest, image_files
 
 MultiSplit = Literal["train", "val"]
 SPLITS: tuple[str, ...] = ("train", "val")
-IDENTITY_VERSION = 1
+IDENTITY_VERSION = 2
 
 
 class MultiDomainDataset(Dataset):
@@ -160,13 +159,9 @@ class MultiDomainFolder(MultiDomainDataset):
     @property
     def identity(self) -> str:
         if self._identity is None:
-            digest = hashlib.sha256()
-            for split in SPLITS:
-                for d in self.domains:
-                    for path in self.files(split, d):
-                        digest.update(f"{split}/{d}/{path.name}\0{path.stat().st_size}\n".encode())
+            files = files_digest([(f"{split}/{d}/{path.name}", path) for split in SPLITS for d in self.domains
+                                  for path in self.files(split, d)], self.cache_dir)
             o = self.options
-            self._identity = (f"multidomain_folder/v{IDENTITY_VERSION}/root={self.root.resolve()}/"
-                              f"domains={','.join(self.domains)}/files={digest.hexdigest()[:16]}/"
+            self._identity = (f"multidomain_folder/v{IDENTITY_VERSION}/domains={','.join(self.domains)}/files={files}/"
                               f"size={o.size},max_images={o.max_images}")
         return self._identity

@@ -125,8 +125,8 @@ class SingleImageFiles(SingleImageDataset):
         for side in SIDES:
             path = self.paths[side]
             digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16] if path.is_file() else "missing"
-            digests.append(f"{side}={path.resolve()}@{digest}")
-        return f"single_image_files/v1/{'/'.join(digests)}/max_size={self.options.max_size}"
+            digests.append(f"{side}@{digest}")  # the content, not where the file lies
+        return f"single_image_files/v2/{'/'.join(digests)}/max_size={self.options.max_size}"
 
 
 # --------------------------------------------------------------------------------------------------

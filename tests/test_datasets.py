@@ -2,6 +2,7 @@
 the unaligned folder reader (reading, errors)."""
 from __future__ import annotations
 
+import shutil
 
 import numpy as np
 import pytest
@@ -242,11 +243,18 @@ def test_folder_reader(tmp_path):
     limited = UnalignedFolder(UnalignedFolder.Options(root=str(root), size=32, load_size=40,
                                                       max_images=2), tmp_path)
     assert len(limited.split("train", "A")) == 2
-    # identity: stable, and changes with the files and options
+    # identity: stable, the same for a copy of the folder elsewhere, and changes with the files'
+    # contents and the options
     identity = ds.identity
     assert identity == UnalignedFolder(ds.options, tmp_path).identity
-    assert str(root.resolve()) in identity
+    copy = shutil.copytree(root, tmp_path / "copy")
+    assert UnalignedFolder(UnalignedFolder.Options(root=str(copy), size=32, load_size=40), tmp_path).identity == identity
     assert limited.identity != identity
+    replaced = root / "testB" / "b0.png"       # another image in place: same name, same byte size
+    content = bytearray(replaced.read_bytes())
+    content[-20] ^= 0xFF
+    replaced.write_bytes(bytes(content))
+    assert UnalignedFolder(ds.options, tmp_path).identity != identity
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(root / "testA" / "e.png")
     assert UnalignedFolder(ds.options, tmp_path).identity != identity
 

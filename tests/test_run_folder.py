@@ -173,3 +173,42 @@ def test_the_report_says_why_a_runs_loss_curves_are_missing(finished, tmp_path):
     (run.directory / "losses.csv").unlink()
     assert main(["report", str(config)]) == 0
     assert f"`{run.directory / 'losses.csv'}` is missing or empty" in _report(tmp_path)
+
+
+def test_results_made_from_other_files_of_a_folder_dataset_are_stale(tmp_path, capsys):
+    """An image replaced in place (same name, same byte size) changes the dataset: the finished run
+    and identity row made from the old files are refused by `run`, listed by `plan` and shown stale
+    by `report`, never averaged with runs of the new files."""
+    import numpy as np
+    from PIL import Image
+
+    root = tmp_path / "data"
+    rng = np.random.default_rng(0)
+    for sub in ("trainA", "trainB", "testA", "testB"):
+        (root / sub).mkdir(parents=True)
+        for i in range(3):
+            Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(root / sub / f"{i}.bmp")
+    raw = {**tiny_suite_dict(tmp_path, methods=["none"], steps=2),
+           "datasets": {"folder": {"type": "unaligned_folder", "root": str(root), "size": 32, "load_size": 32}}}
+    config = tmp_path / "suite.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    assert main(["run", str(config)]) == 0
+    run = expand(load_suite(config))[0]
+    recorded = json.loads(run.metrics_path.read_text())["dataset_identity"]
+    assert recorded.startswith("unaligned_folder/v2/files=")
+
+    Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(root / "testB" / "0.bmp")
+    capsys.readouterr()
+    assert main(["run", str(config), "seeds=[0,1]"]) == 1
+    err = capsys.readouterr().err
+    assert f"{run.run_id}: REFUSED" in err and "made from other files of its dataset" in err
+    assert recorded in err and "[identity]" in err
+    plan = plan_suite(load_suite(config, ["seeds=[0,1]"]), check_weight_files=False)
+    assert any("made from other files of its dataset" in p and run.run_id in p for p in plan.folder_problems)
+    report = (tmp_path / "results" / "reports" / "tiny.md").read_text()
+    assert "made from other files of its dataset" in report
+    table = report.split("Results not shown")[0]
+    assert "| none |" in table and "| 1 |" in table    # only the new seed counts
+    shutil.move(root, tmp_path / "elsewhere")  # the report of a machine without the data says so
+    assert main(["report", str(config)]) == 0
+    assert "The files of dataset(s) folder cannot be read here" in (tmp_path / "results" / "reports" / "tiny.md").read_text()

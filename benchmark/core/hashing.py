@@ -54,18 +54,30 @@ def write_hash_cache(cache_file: Path, data: dict) -> None:
 def cached_sha256(path: Path, cache_dir: Path | str | None = None) -> str:
     """sha256 of the file at ``path``, remembered in ``<cache_dir>/sha256_cache.json`` keyed by
     (resolved path, size, mtime_ns), so an unchanged file is hashed once. OSError when unreadable."""
-    st = path.stat()
+    return cached_sha256s([path], cache_dir)[0]
+
+
+def cached_sha256s(paths: list[Path], cache_dir: Path | str | None = None) -> list[str]:
+    """:func:`cached_sha256` of each of ``paths``, the cache file read and written once."""
     cache_file = Path(cache_dir if cache_dir is not None else default_cache_dir()) / HASH_CACHE_NAME
-    key = str(path.resolve())
-    entry = read_hash_cache(cache_file).get(key)
-    if (isinstance(entry, dict) and entry.get("size") == st.st_size
-            and entry.get("mtime_ns") == st.st_mtime_ns and isinstance(entry.get("sha256"), str)):
-        return entry["sha256"]
-    actual = hash_file(path)
-    cache = read_hash_cache(cache_file)  # re-read: another process may have added entries
-    cache[key] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": actual}
-    write_hash_cache(cache_file, cache)
-    return actual
+    known = read_hash_cache(cache_file)
+    out, new = [], {}
+    for path in paths:
+        st = Path(path).stat()
+        key = str(Path(path).resolve())
+        entry = known.get(key)
+        if (isinstance(entry, dict) and entry.get("size") == st.st_size
+                and entry.get("mtime_ns") == st.st_mtime_ns and isinstance(entry.get("sha256"), str)):
+            out.append(entry["sha256"])
+            continue
+        actual = hash_file(Path(path))
+        new[key] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": actual}
+        out.append(actual)
+    if new:
+        cache = read_hash_cache(cache_file)  # re-read: another process may have added entries
+        cache.update(new)
+        write_hash_cache(cache_file, cache)
+    return out
 
 
 def verify_sha256(path: Path | str, expected: str, cache_dir: Path | str | None = None,

@@ -10,7 +10,7 @@ from . import compression, multi_modal, per_dataset, single_image  # noqa: F401 
 from .curves import curves_section
 from .layouts import ReportContext, layout_for
 from .format import uninformative
-from .results import csv_table, expected_rows, results_table
+from .results import csv_table, dataset_identities, expected_rows, results_table
 from .selection import selection_section
 
 METRIC_NOTES = [
@@ -40,11 +40,16 @@ def write_report(suite: Suite) -> Path:
     """Write the suite's report from its run folders (finished rows with their numbers, missing ones
     with the reason); returns the markdown file."""
     report_dir = suite.output_dir / "reports"
-    ctx = ReportContext(suite, report_dir, expected_rows(suite))
+    identities = dataset_identities(suite)
+    ctx = ReportContext(suite, report_dir, expected_rows(suite, identities))
     records = ctx.records
     lines = [f"# {suite.name}", ""]
     if suite.settings.description:
         lines += [suite.settings.description, ""]
+    unread = [label for label, identity in identities.items() if identity is None]
+    if unread:
+        lines += [f"**The files of dataset(s) {', '.join(unread)} cannot be read here: their results are shown "
+                  "as recorded, not checked against those files.**", ""]
     notes = "; ".join(f"{k}: {v}" for k, v in metric_notes(records).items())
     lines += [f"Config: `{suite.source}`. Numbers are mean ± std over seeds (one seed: the value)."
               + (f" {notes}." if notes else ""), ""]

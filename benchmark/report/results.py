@@ -10,7 +10,7 @@ import pandas as pd
 
 from ..config import Suite
 from ..core.checkpoint import load_weights_only
-from ..core.errors import CheckpointError
+from ..core.errors import CheckpointError, DataError
 from ..run_folder import BROKEN, FINISHED as FOLDER_FINISHED, REDO_BROKEN_HINT, STALE, RunFolder, held_by_a_process
 from ..runner import expand
 
@@ -60,22 +60,39 @@ def first_sample(rows: list[Row], method: str, relative: str) -> Path | None:
     return next((r.directory / relative for r in runs if (r.directory / relative).is_file()), None)
 
 
-def expected_rows(suite: Suite) -> list[Row]:
+def dataset_identities(suite: Suite) -> dict[str, str | None]:
+    """Each dataset's identity as its files are now; None where they cannot be read here (its
+    results are then not compared with them, and the report says so)."""
+    out = {}
+    for component in suite.datasets:
+        try:
+            out[component.label] = component.cls(component.options, suite.cache_dir / "datasets").identity
+        except DataError:
+            out[component.label] = None
+    return out
+
+
+def expected_rows(suite: Suite, identities: dict[str, str | None] | None = None) -> list[Row]:
     """Every row of the suite, in report order: per task and dataset the identity row, then each
-    method's runs (seeds in config order)."""
+    method's runs (seeds in config order); results made from other files of their dataset than
+    ``identities`` (default: :func:`dataset_identities`) are stale."""
+    identities = dataset_identities(suite) if identities is None else identities
     rows = []
     for task in suite.tasks:
         for dataset in suite.datasets:
-            rows.append(_row(task.label, dataset.label, IDENTITY, None, suite.identity_folder(task, dataset)))
+            rows.append(_row(task.label, dataset.label, IDENTITY, None, suite.identity_folder(task, dataset),
+                             identities.get(dataset.label)))
     for run in expand(suite):
-        rows.append(_row(run.task.label, run.dataset.label, run.method.label, run.seed, run.folder))
+        rows.append(_row(run.task.label, run.dataset.label, run.method.label, run.seed, run.folder,
+                         identities.get(run.dataset.label)))
     order = {(t.label, d.label): i for i, (t, d) in enumerate((t, d) for t in suite.tasks for d in suite.datasets)}
     return sorted(rows, key=lambda r: order[(r.task, r.dataset)])  # stable: identity first per pair
 
 
-def _row(task: str, dataset: str, method: str, seed: int | None, folder: RunFolder) -> Row:
-    """The row of ``folder``: its numbers only when they are valid results of this config."""
-    state = folder.state()
+def _row(task: str, dataset: str, method: str, seed: int | None, folder: RunFolder,
+         dataset_identity: str | None) -> Row:
+    """The row of ``folder``: its numbers only when they are valid results of this config and data."""
+    state = folder.state(dataset_identity)
     if state.kind == FOLDER_FINISHED:
         return Row(task, dataset, method, seed, folder.directory, record=state.record, kind=state.kind)
     if state.kind == STALE:
