@@ -209,10 +209,10 @@ class Suite:
         return self.runs_dir / task.label / dataset.label / "identity"
 
     def identity_folder(self, task: Component, dataset: Component) -> RunFolder:
-        """The identity row's folder, bound to what its scores depend on: the task, the dataset and
-        the evaluation settings."""
+        """The identity row's folder, bound to what its scores depend on: the task (with the
+        dataset's ``task:`` settings), the dataset and the evaluation settings."""
         config = {"run_id": identity_name(task, dataset),
-                  "task": {"type": task.cls.registry_name, "options": to_dict(task.options)},
+                  "task": {"type": task.cls.registry_name, "options": to_dict(identity_task_options(task, dataset))},
                   "dataset": dataset.as_dict(), "evaluation": to_dict(self.settings.evaluation)}
         defaults = {"task": {"options": field_defaults(task.cls.Options)},
                     "dataset": {"options": field_defaults(dataset.cls.Options)},
@@ -383,6 +383,16 @@ def resolve_task_options(task: Component, method: Component, where: str,
     here = (f"{where}: tasks.{task.label}" + (f" (with datasets.{dataset.label}.task)" if per_dataset else "")
             + (f" (with methods.{method.label}.task)" if own else ""))
     return build(task.cls.Options, _merged(defaults, task.raw, per_dataset, own), here)
+
+
+def identity_task_options(task: Component, dataset: Component) -> Any:
+    """The options the identity row of ``task`` on ``dataset`` is scored with: the task's defaults,
+    then the suite's task section, then the dataset's ``task:`` (its protocol, say); a method's
+    settings do not apply, the row has no method."""
+    fields = task.cls.Options.__dataclass_fields__
+    per_dataset = {k: v for k, v in dataset.task_overrides.items() if k in fields}
+    where = f"identity row: tasks.{task.label}" + (f" (with datasets.{dataset.label}.task)" if per_dataset else "")
+    return build(task.cls.Options, _merged(task.raw, per_dataset), where)
 
 
 def missing_capabilities(task_cls: type, task_options: Any, method_cls: type) -> list[str]:

@@ -22,7 +22,7 @@ from .core.atomic import make_folder, storage_error
 from .core.context import RunContext
 from .core.distributed import Distributed, from_environment, init_distributed
 from .core.checkpoint import load_checkpoint, save_checkpoint, seed_everything, set_rng_state
-from .config import Component, Run, Suite, identity_name
+from .config import Component, Run, Suite, identity_name, identity_task_options
 from .core.errors import BenchmarkError, ConfigError, DataError
 from .core.interrupt import Interrupted, deferred_stop
 from .core.image_io import write_png
@@ -340,7 +340,7 @@ class Runner:
                 self._refuse_stale_or_broken(folder, dataset)
                 folder.bind(log=self._log)
             ctx = self.context(folder.directory, 0)
-            result = task.cls.evaluate_identity(task.options, self.dataset(dataset), ctx)
+            result = task.cls.evaluate_identity(identity_task_options(task, dataset), self.dataset(dataset), ctx)
             if not d.is_main:
                 d.barrier()
                 return

@@ -353,6 +353,23 @@ def test_a_per_pair_file_that_cannot_be_written_fails_the_evaluation(tmp_path, m
     assert not list((tmp_path / "run").glob("*.tmp"))     # no partial file left behind
 
 
+def test_the_identity_row_is_scored_with_the_datasets_task_settings(tmp_path, monkeypatch):
+    """datasets.<d>.task applies to the identity row as to the runs: here its outputs per domain."""
+    import yaml as yaml_module
+    monkeypatch.setattr(shared_eval, "inception_features", _content_features)
+    raw = mm_suite_dict(tmp_path, domains=("autumn", "summer"))
+    raw["datasets"]["synthetic_seasons"]["task"] = {"num_outs_per_domain": 2}   # the suite's: 3
+    suite = suite_from_dict(raw, base_dir=tmp_path)
+    task, dataset = suite.tasks[0], suite.datasets[0]
+    Runner(suite).identity(task, dataset)
+    folder = suite.identity_folder(task, dataset)
+    record = json.loads(folder.metrics_path.read_text())
+    assert record["protocol"]["images_per_mode"] == 2 * 2 * 2       # 2 pairs x 2 sources x 2 outputs
+    stored = yaml_module.safe_load(folder.config_path.read_text())
+    assert stored["task"]["options"]["num_outs_per_domain"] == 2
+    assert expand(suite)[0].task_options.num_outs_per_domain == 2    # what the runs use too
+
+
 def test_structure_score_prefers_outputs_that_keep_the_layout():
     from datasets.synthetic_seasons import SyntheticSeasons
     import tempfile
