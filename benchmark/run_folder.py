@@ -28,6 +28,7 @@ from .core.atomic import atomic_write, make_folder
 from .core.errors import ConfigError
 from .core.settings import NO_DEFAULT
 from .core.yaml_io import load_yaml
+from .inputs import INPUTS
 
 CONFIG_YAML = "config.yaml"
 METRICS_JSON = "metrics.json"
@@ -40,28 +41,25 @@ METRICS_SCHEMA: dict[str, type | tuple[type, ...]] = {
 """The keys every metrics.json holds and their types; ``metrics`` maps names to numbers (or null)."""
 
 FINISHED, STALE, BROKEN, UNFINISHED = "finished", "stale", "broken", "unfinished"
-DATASET_IDENTITY = "dataset_identity"
-"""metrics.json's record of the dataset the results were made from (``Dataset.identity``: for a
-folder dataset, a digest of every file's content)."""
 REDO_BROKEN_HINT = "run the same command with --redo-broken to move it aside and do the run again"
 
 
 @dataclass(frozen=True)
 class State:
     """What a folder holds: ``kind`` (one of FINISHED, STALE, BROKEN, UNFINISHED), the valid
-    ``record`` (FINISHED and STALE), the ``changed`` config keys (STALE) or the ``problem`` (BROKEN);
-    ``dataset_now``: the dataset's identity today, when the results were made from other files."""
+    ``record`` (FINISHED and STALE), the ``changed`` config keys or ``inputs`` (STALE) or the
+    ``problem`` (BROKEN)."""
     kind: str
     record: dict | None = None
     changed: tuple[str, ...] = ()
     problem: str = ""
-    dataset_now: str = ""
+    inputs: tuple[str, ...] = ()
 
     def describe(self, metrics_path: Path) -> str:
         """The state in words, for ``run``'s log and the report."""
-        if self.kind == STALE and self.dataset_now:
-            return (f"stale: its results were made from other files of its dataset than those there now "
-                    f"(dataset identity then {self.record.get(DATASET_IDENTITY)}, now {self.dataset_now})")
+        if self.kind == STALE and self.inputs:
+            return (f"stale: its results were made from other data or files than those there now "
+                    f"({'; '.join(self.inputs)})")
         if self.kind == STALE:
             return (f"stale: its results were made with a different config (changed: "
                     f"{', '.join(self.changed[:8])}{', ...' if len(self.changed) > 8 else ''})")
@@ -110,10 +108,11 @@ class RunFolder:
             return f"'{self.name}': {state.describe(self.metrics_path)}; {REDO_BROKEN_HINT}"
         return None
 
-    def state(self, dataset_identity: str | None = None) -> State:
-        """The folder's state; with ``dataset_identity`` (the dataset as it is now, where its files
-        can be read), results recorded from another identity are stale too. Results of versions
-        that did not record one are not compared."""
+    def state(self, inputs: dict[str, str | None] | None = None) -> State:
+        """The folder's state; with ``inputs`` (``benchmark.inputs.row_inputs``: the dataset and
+        files as they are now), results recorded from other inputs are stale too. An input that
+        cannot be read here (None), or that the results did not record (earlier versions), is not
+        compared."""
         if not self.metrics_path.exists():
             return State(UNFINISHED)
         record, problem = read_metrics(self.metrics_path, self.name)
@@ -122,9 +121,12 @@ class RunFolder:
         changed = self.config_changes()
         if changed:
             return State(STALE, record=record, changed=tuple(changed))
-        recorded = record.get(DATASET_IDENTITY)
-        if dataset_identity is not None and recorded is not None and recorded != dataset_identity:
-            return State(STALE, record=record, dataset_now=dataset_identity)
+        recorded = record.get(INPUTS)
+        if isinstance(recorded, dict) and inputs:
+            differ = tuple(f"{name}: then {recorded[name]}, now {now}" for name, now in inputs.items()
+                           if now is not None and name in recorded and recorded[name] != now)
+            if differ:
+                return State(STALE, record=record, inputs=differ)
         return State(FINISHED, record=record)
 
     def config_changes(self) -> list[str]:

@@ -23,14 +23,15 @@ from .core.context import RunContext
 from .core.distributed import Distributed, from_environment, init_distributed
 from .core.checkpoint import load_checkpoint, save_checkpoint, seed_everything, set_rng_state
 from .config import Component, Run, Suite, identity_name, identity_task_options
-from .core.errors import BenchmarkError, ConfigError, DataError
+from .core.errors import BenchmarkError, ConfigError
 from .core.interrupt import Interrupted, deferred_stop
 from .core.image_io import write_png
 from .core.locks import waiting_lock
 from .loss_watch import LossWatch
 from .progress import LossLog, SuiteProgress, format_seconds, tensorboard_available
 from .selection import RULE_SPLIT, RULES, SCORE, Selection
-from .run_folder import BROKEN, DATASET_IDENTITY, FINISHED, RUN_LOCK, STALE, UNFINISHED, RunFolder, State
+from .inputs import INPUTS, dataset_identity, row_inputs
+from .run_folder import BROKEN, FINISHED, RUN_LOCK, STALE, UNFINISHED, RunFolder
 from .sanity import settings_note
 
 
@@ -266,7 +267,7 @@ class Runner:
                          **self._loss_notes.pop(run.run_id, {}), **settings_note(run), "checkpoint": "last"},
             "train_seconds": round(train_seconds, 1), "eval_seconds": round(time.perf_counter() - started, 1),
             "device": str(self.device), "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
-            DATASET_IDENTITY: task.dataset.identity,
+            INPUTS: row_inputs(task.dataset.identity, type(task).input_files(task.options)),
         }
         if self.distributed.enabled:
             record["processes"] = self.distributed.world_size
@@ -333,11 +334,12 @@ class Runner:
         lock = (waiting_lock(folder.directory / RUN_LOCK, f"[identity] {folder.name}: another process is "
                              "scoring it; waiting", self._log) if d.is_main else contextlib.nullcontext())
         with lock:
-            needed = d.broadcast(self.folder_state(folder, dataset).kind != FINISHED if d.is_main else None)
+            inputs = row_inputs(dataset_identity(self.dataset(dataset))) if d.is_main else None
+            needed = d.broadcast(folder.state(inputs).kind != FINISHED if d.is_main else None)
             if not needed:
                 return
             if d.is_main:
-                self._refuse_stale_or_broken(folder, dataset)
+                self._refuse_stale_or_broken(folder, inputs)
                 folder.bind(log=self._log)
             ctx = self.context(folder.directory, 0)
             result = task.cls.evaluate_identity(identity_task_options(task, dataset), self.dataset(dataset), ctx)
@@ -349,30 +351,25 @@ class Runner:
                 "run_id": folder.name, "suite": self.suite.name, "task": task.label,
                 "dataset": dataset.label, "method": "identity", "method_type": "identity", "preset": "",
                 "seed": 0, "steps": 0, "metrics": result.metrics, "protocol": result.protocol,
-                DATASET_IDENTITY: self.dataset(dataset).identity})
+                INPUTS: row_inputs(self.dataset(dataset).identity)})
             d.barrier()
 
-    def folder_state(self, folder: RunFolder, dataset: Component) -> State:
-        """The state of a row's folder, its results checked against ``dataset`` as it is now (when
-        its files cannot be read here, they are not compared: the run itself would fail on them)."""
-        try:
-            identity = self.dataset(dataset).identity
-        except DataError:
-            identity = None
-        return folder.state(identity)
+    def run_inputs(self, run: Run) -> dict[str, str | None]:
+        """What ``run``'s results are made from besides its config, as it is now (benchmark/inputs.py)."""
+        return row_inputs(dataset_identity(self.dataset(run.dataset)), run.task.cls.input_files(run.task_options))
 
-    def _refuse_stale_or_broken(self, folder: RunFolder, dataset: Component) -> None:
+    def _refuse_stale_or_broken(self, folder: RunFolder, inputs: dict[str, str | None]) -> None:
         """Raise when the folder holds results that must not be reused or overwritten: those of
-        another config or other dataset files (stale) or a metrics.json that is not valid (broken)."""
-        refusal = folder.refusal(self.folder_state(folder, dataset))
+        another config or other ``inputs`` (stale) or a metrics.json that is not valid (broken)."""
+        refusal = folder.refusal(folder.state(inputs))
         if refusal:
             raise ConfigError(refusal)
 
-    def triage(self, folder: RunFolder, dataset: Component, header: str) -> bool:
-        """Whether the row of ``folder`` needs work. A finished row is logged as skipped; stale
-        results and a broken metrics.json are refused (added to :attr:`refused`), or with
-        ``redo_broken`` the broken file is moved aside and the row done again."""
-        state = self.folder_state(folder, dataset)
+    def triage(self, folder: RunFolder, inputs: dict[str, str | None], header: str) -> bool:
+        """Whether the row of ``folder`` (made from ``inputs``) needs work. A finished row is logged
+        as skipped; stale results and a broken metrics.json are refused (added to :attr:`refused`),
+        or with ``redo_broken`` the broken file is moved aside and the row done again."""
+        state = folder.state(inputs)
         if state.kind == FINISHED:
             self._log(f"{header}: finished earlier, skipped")
             return False
@@ -382,7 +379,7 @@ class Runner:
             return True
         if state.kind in (STALE, BROKEN):
             try:
-                self._refuse_stale_or_broken(folder, dataset)
+                self._refuse_stale_or_broken(folder, inputs)
             except ConfigError as exc:
                 self._log(f"{header}: REFUSED: {exc}")
                 self.refused.append((folder.name, str(exc)))
@@ -399,11 +396,11 @@ class Runner:
         is_main = self.distributed.is_main
         pairs = [(ti, di) for ti in range(len(self.suite.tasks)) for di in range(len(self.suite.datasets))]
         todo = [is_main and self.triage(self.suite.identity_folder(self.suite.tasks[ti], self.suite.datasets[di]),
-                                        self.suite.datasets[di],
+                                        row_inputs(dataset_identity(self.dataset(self.suite.datasets[di]))),
                                         f"[identity] {identity_name(self.suite.tasks[ti], self.suite.datasets[di])}")
                 for ti, di in pairs]
         headers = [f"[run {i + 1}/{len(self.runs)}] {run.run_id}" for i, run in enumerate(self.runs)]
-        todo += [is_main and self.triage(run.folder, run.dataset, headers[i]) for i, run in enumerate(self.runs)]
+        todo += [is_main and self.triage(run.folder, self.run_inputs(run), headers[i]) for i, run in enumerate(self.runs)]
         todo = self.distributed.broadcast(todo)
         jobs = [Job("identity", task_index=ti, dataset_index=di) for (ti, di), do in zip(pairs, todo) if do]
         by_dataset: dict[str, list[Job]] = {}
@@ -481,14 +478,15 @@ class Runner:
             self._log(f"{header}: another process is training it (lock {lock.lock_file}); waiting")
             lock.acquire()
         try:
-            state = self.folder_state(run.folder, run.dataset)  # what another process may have left meanwhile
+            inputs = self.run_inputs(run)
+            state = run.folder.state(inputs)  # what another process may have left meanwhile
             d.broadcast(state.kind == UNFINISHED)
             if state.kind == FINISHED:
                 self._log(f"{header}: finished by another process, skipped")
                 return None
             if state.kind != UNFINISHED:
                 try:
-                    self._refuse_stale_or_broken(run.folder, run.dataset)
+                    self._refuse_stale_or_broken(run.folder, inputs)
                 except ConfigError as exc:
                     self._log(f"{header}: REFUSED: {exc}")
                     return run.run_id, str(exc)

@@ -206,6 +206,13 @@ class Task:
         raise NotImplementedError
 
     @classmethod
+    def input_files(cls, options) -> dict[str, str]:
+        """Files that ``options`` name and whose content the results depend on (name -> path; e.g.
+        a teacher checkpoint): each run records their sha256 (``benchmark.inputs``), and its results
+        are stale once a file holds something else."""
+        return {}
+
+    @classmethod
     def evaluate_identity(cls, options, dataset: UnpairedDataset, ctx: RunContext) -> Evaluation:
         """The evaluation with the input itself as the output (the report's ``identity`` row)."""
         raise NotImplementedError

@@ -1,6 +1,7 @@
 """The compression task end to end on tiny data: where gradients go, bit-exact resume, a batch of 2
 against two batches of 1, the search's budget, and the report's Table 3 layout."""
 import copy
+import hashlib
 import json
 
 import pytest
@@ -113,6 +114,28 @@ def test_finished_run_reports_a_subnet_within_budget_beside_the_teacher(tmp_path
     report = write_report(runner.suite)
     text = report.read_text()
     assert "Table 3" in text and "| teacher |" in text and "student (none)" in text and "MACs (M)" in text  # small images: millions
+
+
+def test_results_made_with_another_teacher_file_are_stale(tmp_path, teachers, capsys):
+    """teacher.checkpoint names a file: the run records its sha256, and once the file holds other
+    weights the finished run is refused (and shown stale), not averaged with runs of the new one."""
+    from tasks.compression.teacher import TeacherOptions, build_teacher_generator
+
+    path = tmp_path / "latest_net_G.pth"
+    torch.manual_seed(0)
+    torch.save(build_teacher_generator(TeacherOptions(ngf=8, n_blocks=3)).state_dict(), path)
+    runner, run = build(tmp_path, teachers, method="none", steps=2,
+                        teacher={"checkpoint": str(path), "ngf": 8, "n_blocks": 3})
+    assert runner.run_all() == []
+    recorded = json.loads(run.metrics_path.read_text())["inputs"]
+    assert recorded["teacher.checkpoint"] == "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()
+    torch.manual_seed(1)
+    torch.save(build_teacher_generator(TeacherOptions(ngf=8, n_blocks=3)).state_dict(), path)
+    runner, run = build(tmp_path, teachers, method="none", steps=2,
+                        teacher={"checkpoint": str(path), "ngf": 8, "n_blocks": 3})
+    ((run_id, message),) = runner.run_all()
+    assert run_id == run.run_id and "made from other data or files than those there now" in message
+    assert f"teacher.checkpoint: then {recorded['teacher.checkpoint']}, now sha256:" in message
 
 
 def test_the_teacher_is_scored_once_for_all_runs_that_share_it(tmp_path, monkeypatch, teachers):

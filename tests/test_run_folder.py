@@ -194,19 +194,19 @@ def test_results_made_from_other_files_of_a_folder_dataset_are_stale(tmp_path, c
     config.write_text(yaml.safe_dump(raw))
     assert main(["run", str(config)]) == 0
     run = expand(load_suite(config))[0]
-    recorded = json.loads(run.metrics_path.read_text())["dataset_identity"]
+    recorded = json.loads(run.metrics_path.read_text())["inputs"]["dataset"]
     assert recorded.startswith("unaligned_folder/v2/files=")
 
     Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(root / "testB" / "0.bmp")
     capsys.readouterr()
     assert main(["run", str(config), "seeds=[0,1]"]) == 1
     err = capsys.readouterr().err
-    assert f"{run.run_id}: REFUSED" in err and "made from other files of its dataset" in err
+    assert f"{run.run_id}: REFUSED" in err and "made from other data or files than those there now" in err
     assert recorded in err and "[identity]" in err
     plan = plan_suite(load_suite(config, ["seeds=[0,1]"]), check_weight_files=False)
-    assert any("made from other files of its dataset" in p and run.run_id in p for p in plan.folder_problems)
+    assert any("made from other data or files than those there now" in p and run.run_id in p for p in plan.folder_problems)
     report = (tmp_path / "results" / "reports" / "tiny.md").read_text()
-    assert "made from other files of its dataset" in report
+    assert "made from other data or files than those there now" in report
     table = report.split("Results not shown")[0]
     assert "| none |" in table and "| 1 |" in table    # only the new seed counts
     shutil.move(root, tmp_path / "elsewhere")  # the report of a machine without the data says so

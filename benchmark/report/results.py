@@ -10,7 +10,8 @@ import pandas as pd
 
 from ..config import Suite
 from ..core.checkpoint import load_weights_only
-from ..core.errors import CheckpointError, DataError
+from ..core.errors import CheckpointError
+from ..inputs import dataset_identity, row_inputs
 from ..run_folder import BROKEN, FINISHED as FOLDER_FINISHED, REDO_BROKEN_HINT, STALE, RunFolder, held_by_a_process
 from ..runner import expand
 
@@ -63,36 +64,30 @@ def first_sample(rows: list[Row], method: str, relative: str) -> Path | None:
 def dataset_identities(suite: Suite) -> dict[str, str | None]:
     """Each dataset's identity as its files are now; None where they cannot be read here (its
     results are then not compared with them, and the report says so)."""
-    out = {}
-    for component in suite.datasets:
-        try:
-            out[component.label] = component.cls(component.options, suite.cache_dir / "datasets").identity
-        except DataError:
-            out[component.label] = None
-    return out
+    return {c.label: dataset_identity(c.cls(c.options, suite.cache_dir / "datasets")) for c in suite.datasets}
 
 
 def expected_rows(suite: Suite, identities: dict[str, str | None] | None = None) -> list[Row]:
     """Every row of the suite, in report order: per task and dataset the identity row, then each
-    method's runs (seeds in config order); results made from other files of their dataset than
-    ``identities`` (default: :func:`dataset_identities`) are stale."""
+    method's runs (seeds in config order); results made from other data (``identities``, default
+    :func:`dataset_identities`) or files than those there now are stale."""
     identities = dataset_identities(suite) if identities is None else identities
     rows = []
     for task in suite.tasks:
         for dataset in suite.datasets:
             rows.append(_row(task.label, dataset.label, IDENTITY, None, suite.identity_folder(task, dataset),
-                             identities.get(dataset.label)))
+                             row_inputs(identities.get(dataset.label))))
     for run in expand(suite):
         rows.append(_row(run.task.label, run.dataset.label, run.method.label, run.seed, run.folder,
-                         identities.get(run.dataset.label)))
+                         row_inputs(identities.get(run.dataset.label), run.task.cls.input_files(run.task_options))))
     order = {(t.label, d.label): i for i, (t, d) in enumerate((t, d) for t in suite.tasks for d in suite.datasets)}
     return sorted(rows, key=lambda r: order[(r.task, r.dataset)])  # stable: identity first per pair
 
 
 def _row(task: str, dataset: str, method: str, seed: int | None, folder: RunFolder,
-         dataset_identity: str | None) -> Row:
-    """The row of ``folder``: its numbers only when they are valid results of this config and data."""
-    state = folder.state(dataset_identity)
+         inputs: dict[str, str | None]) -> Row:
+    """The row of ``folder``: its numbers only when they are valid results of this config and inputs."""
+    state = folder.state(inputs)
     if state.kind == FOLDER_FINISHED:
         return Row(task, dataset, method, seed, folder.directory, record=state.record, kind=state.kind)
     if state.kind == STALE:

@@ -355,5 +355,9 @@ class CompressionTask(Task):
         return self._point_scorer.score_test(translate).metrics
 
     @classmethod
+    def input_files(cls, options: CompressionOptions) -> dict[str, str]:
+        return {"teacher.checkpoint": options.teacher.checkpoint} if options.teacher.checkpoint else {}
+
+    @classmethod
     def evaluate_identity(cls, options, dataset, ctx: RunContext) -> Evaluation:
         return CompressionScorer(dataset, ctx, options.protocol, is_paired(dataset)).score_test(lambda x: x)

@@ -1,0 +1,36 @@
+"""What a row's results are made from besides its config: the dataset as its files are (its
+``identity``: for a folder dataset a digest of every file's content) and the files that task options
+name (``Task.input_files``: the compression task's teacher checkpoint). Each run records them in
+metrics.json under ``inputs``; results made from other inputs than those there now are stale
+(``benchmark.run_folder``). A value that cannot be read here is None and is not compared."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from .core.errors import DataError
+from .core.hashing import cached_sha256
+
+INPUTS = "inputs"
+"""The key of metrics.json that records them."""
+
+
+def file_digest(path: str | Path) -> str | None:
+    """``sha256:<hex>`` of the file at ``path``; None when it cannot be read here."""
+    try:
+        return "sha256:" + cached_sha256(Path(path).expanduser())
+    except OSError:
+        return None
+
+
+def dataset_identity(dataset) -> str | None:
+    """``dataset.identity``; None when its files cannot be read here."""
+    try:
+        return dataset.identity
+    except DataError:
+        return None
+
+
+def row_inputs(identity: str | None, files: dict[str, str] | None = None) -> dict[str, str | None]:
+    """The inputs of a row made from the dataset of ``identity`` and the option ``files`` (name ->
+    path), as they are now."""
+    return {"dataset": identity, **{name: file_digest(path) for name, path in (files or {}).items()}}
