@@ -1,4 +1,6 @@
 """DRN-D-22 / DRN-D-105 Cityscapes segmenters: official checkpoint layout, both protocols, palette."""
+import hashlib
+
 import numpy as np
 import pytest
 import torch
@@ -134,6 +136,8 @@ def test_cut_protocol_loads_checkpoint_and_predicts_at_256x128(wdir):
     with torch.no_grad():
         assert torch.equal(seg.net(x).argmax(1)[0], pred[0])
     assert "drn_d_22" in seg.description and "cut" in seg.description
+    digest = hashlib.sha256((wdir / "drn_d_22_cityscapes.pth").read_bytes()).hexdigest()
+    assert f"(drn_d_22_cityscapes.pth, sha256 {digest[:12]})" in seg.description  # which file scored
 
 
 def test_wrapped_checkpoint_loads_and_wrong_arch_is_refused(wdir, tmp_path):

@@ -55,6 +55,7 @@ from torch import nn
 from .. import weights
 from ..checkpoint import load_failure
 from ..errors import BenchmarkError, WeightsError
+from ..hashing import cached_sha256
 
 __all__ = [
     "CITYSCAPES_CLASSES", "CITYSCAPES_PALETTE", "CITYSCAPES_VOID_COLOUR", "CITYSCAPES_MEAN",
@@ -362,7 +363,10 @@ class CityscapesSegmenter:
         load_drn_checkpoint(net, self.checkpoint)
         self.net = net.to(self.device).eval().requires_grad_(False)
         self.register_normalisation()
-        self.description = (f"{self.protocol.arch} ({self.checkpoint.name}), protocol "
+        # The file's hash, not only its name: its hash is not published, so scores from two different
+        # files of that name would otherwise read as one protocol.
+        digest = cached_sha256(self.checkpoint, cache_dir)[:12]
+        self.description = (f"{self.protocol.arch} ({self.checkpoint.name}, sha256 {digest}), protocol "
                             f"'{self.protocol.name}': {self.protocol.notes}")
 
     def register_normalisation(self) -> None:
