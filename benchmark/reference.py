@@ -37,6 +37,11 @@ class PaperTable:
     protocol: dict[str, str] = field(default_factory=dict)
     """What the paper did, by protocol item (``test images``, ``FID resize``, ``reference images``,
     ``checkpoint``): the report flags where a suite differs."""
+    test_counts: dict[str, tuple[int, int]] = field(default_factory=dict)
+    """Paper dataset -> (images translated, reference images) the paper scored, where known: a suite
+    that scores other numbers (a smaller test split, ``max_images``) is flagged."""
+    resolution: int | None = None
+    """The side of the outputs the paper scored, where known (a suite at another size is flagged)."""
 
     @property
     def paths(self) -> list[Path]:
@@ -144,7 +149,10 @@ CUT_PROTOCOL = {
                   "`--epoch [epoch-for-test]`, unstated)",
 }
 """The evaluation of the single-modal papers (GraphCL, Hneg-SRC: CUT's test.py, then pytorch_fid)."""
-SINGLE_MODAL_TABLE1 = dataclasses.replace(SINGLE_MODAL_TABLE1, protocol=CUT_PROTOCOL)
+CUT_TEST_COUNTS = {"horse2zebra": (120, 140), "cityscapes": (500, 500)}
+"""The test splits behind CUT_PROTOCOL's 'every test image'."""
+SINGLE_MODAL_TABLE1 = dataclasses.replace(SINGLE_MODAL_TABLE1, protocol=CUT_PROTOCOL, test_counts=CUT_TEST_COUNTS,
+                                          resolution=256)
 
 
 def _graphcl_row(hops, threshold, pool_layers, downsample) -> str:
@@ -184,6 +192,8 @@ GRAPHCL_TABLE2 = PaperTable(
          "400 epochs, pytorch-fid",
     combine=_graphcl_table2_rows,
     protocol=CUT_PROTOCOL,
+    test_counts=CUT_TEST_COUNTS,
+    resolution=256,
 )
 
 
@@ -221,12 +231,14 @@ HNEGSRC_TABLE4 = PaperTable(
          "ablation rows), 256x256 crops, 400 epochs, pytorch-fid; Cityscapes FCN scores with DRN-D-22",
     combine=_hnegsrc_table4_rows,
     protocol=CUT_PROTOCOL,
+    test_counts=CUT_TEST_COUNTS,
+    resolution=256,
 )
 
 HNEGSRC_TABLE2 = dataclasses.replace(HNEGSRC_TABLE2, protocol={
     "test images": "every val image of each source domain (10 latent-guided outputs per target domain)",
     "FID resize": "StarGAN v2's metrics/fid.py (torchvision Inception, 299x299 bilinear)",
-    "reference images": "the val images of each target domain",
+    "reference images": "FID against the train images of each target domain; style references from its val images",
     "checkpoint": "unstated (the fork's eval script loads `--resume_iter`)",
 })
 

@@ -207,7 +207,7 @@ def test_ablation_report_sets_ours_the_paper_and_the_difference_side_by_side(tmp
             "run_id": run.run_id, "suite": suite.name, "task": "single_modal", "dataset": run.dataset.label,
             "method": run.method.label, "method_type": run.method.cls.registry_name, "preset": run.method.preset,
             "seed": 0, "steps": 4, "metrics": {"FID": ours[run.method.label], "KIDx100": 0.5},
-            "protocol": {"num_outputs": 120, "num_real": 140}})
+            "protocol": {"num_outputs": 120, "num_real": 140, "resolution": [256, 256]}})
     write_json(identity_dir(suite, suite.tasks[0], suite.datasets[0]) / "metrics.json", {
         "run_id": "single_modal/horse2zebra/identity", "suite": suite.name, "task": "single_modal", "dataset": "horse2zebra",
         "method": "identity", "method_type": "identity", "preset": "", "seed": 0, "steps": 0,
@@ -225,6 +225,14 @@ def test_ablation_report_sets_ours_the_paper_and_the_difference_side_by_side(tmp
     assert "120 translated, 140 reference" in line
     assert "checkpoint: paper chosen on the test set" in line and "here the last (**differs**)" in line
     assert "FID resize: paper legacy" in line and "here legacy (pytorch-fid's) (same)" in line
+    assert "(120 translated, 140 reference) (same)" in line and "output size: paper 256x256; here 256x256 (same)" in line
+    # fewer images (max_images) or smaller outputs than the paper's are flagged, not called the same
+    for run in suite.runs:
+        record = json.loads(run.metrics_path.read_text())
+        record["protocol"] = {"num_outputs": 3, "num_real": 3, "resolution": [32, 32]}
+        write_json(run.metrics_path, record)
+    line = next(l for l in write_report(suite).read_text().splitlines() if l.startswith("Protocol against the paper"))
+    assert "(3 translated, 3 reference) (**differs**)" in line and "here 32x32 (**differs**)" in line
 
 
 # -- Hneg-SRC's contrastive switch (the InfoNCE rows of Table 4) --------------------------------------

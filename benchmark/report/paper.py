@@ -75,10 +75,11 @@ def checkpoint_choice(suite: Suite) -> str:
 
 
 def protocol_flags(suite: Suite, table: PaperTable | None, test_images: dict[str, int] | None = None,
-                   split: str = "test") -> str:
+                   split: str = "test", paper_dataset: str | None = None, resolution: int | None = None) -> str:
     """A line that puts the paper's protocol beside this suite's, item by item, and flags each item
-    that differs (``test_images``: 'translated' / 'reference' -> images, when known; ``split``: what
-    the task scores, e.g. 'val' in the multi-modal task)."""
+    that differs (``test_images``: 'translated' / 'reference' -> images, when known, compared with
+    the paper's counts for ``paper_dataset`` where the table has them; ``split``: what the task
+    scores, e.g. 'val' in the multi-modal task; ``resolution``: the side of the scored outputs)."""
     if table is None or not table.protocol:
         return ""
     e = suite.settings.evaluation
@@ -89,15 +90,23 @@ def protocol_flags(suite: Suite, table: PaperTable | None, test_images: dict[str
             "FID resize": f"{e.fid_resize}" + (" (pytorch-fid's)" if e.fid_resize == "legacy" else " (clean-fid's)"),
             "reference images": "the same",
             "checkpoint": checkpoint_choice(suite)}
-    differs = {"test images": e.num_test_images != 0,
+    paper_counts = table.test_counts.get(paper_dataset or "")
+    counts = (test_images or {}).get("translated"), (test_images or {}).get("reference")
+    differs = {"test images": e.num_test_images != 0 or (paper_counts is not None and None not in counts
+                                                         and counts != paper_counts),
                "FID resize": e.fid_resize != "legacy" and table.protocol.get("FID resize", "").startswith("legacy"),
                "reference images": False,
                "checkpoint": "test set" in table.protocol.get("checkpoint", "") or "unstated" in
                              table.protocol.get("checkpoint", "")}
     if "torchvision" in table.protocol.get("FID resize", ""):
         differs["FID resize"] = True      # the multi-modal paper scored with another Inception network
+    paper_protocol = dict(table.protocol)
+    if table.resolution and resolution:
+        paper_protocol["output size"] = f"{table.resolution}x{table.resolution}"
+        ours["output size"] = f"{resolution}x{resolution}"
+        differs["output size"] = resolution != table.resolution
     parts = []
-    for item, paper in table.protocol.items():
+    for item, paper in paper_protocol.items():
         flag = "**differs**" if differs.get(item) else "same"
         parts.append(f"{item}: paper {paper}; here {ours.get(item, '?')} ({flag})")
     return "Protocol against the paper: " + "; ".join(parts) + "."

@@ -79,6 +79,15 @@ def test_images_scored(records: list[dict]) -> dict[str, int]:
     return out
 
 
+def scored_resolution(records: list[dict]) -> int | None:
+    """The side of the outputs the finished runs scored (their protocol's ``resolution``), when every
+    run says the same and the outputs are square."""
+    sizes = {tuple(r.get("protocol", {}).get("resolution") or ()) for r in records if r.get("method") != "identity"}
+    if len(sizes) == 1 and len(size := next(iter(sizes))) == 2 and size[0] == size[1]:
+        return int(size[0])
+    return None
+
+
 def image_grid(ctx: ReportContext, rows: list[Row], labels: list[str], out_path: Path,
                dataset: Component | None = None) -> list[str] | None:
     """A labelled grid: the test inputs (``source``) in the first row, real target-domain test images
@@ -138,7 +147,8 @@ def per_dataset_section(ctx: ReportContext, task: Component) -> list[str]:
                   + ".", ""]
         if paper_ds:
             lines += [paper_note(paper_table, {dataset.label: paper_ds}), ""]
-            flags = protocol_flags(ctx.suite, paper_table, test_images_scored(recs))
+            flags = protocol_flags(ctx.suite, paper_table, test_images_scored(recs), paper_dataset=paper_ds,
+                                   resolution=scored_resolution(recs))
             if flags:
                 lines += [flags, ""]
         grid_path = ctx.grid_dir / f"{task.label}_{dataset.label}.png"
