@@ -5,6 +5,8 @@ metrics.json under ``inputs``; results made from other inputs than those there n
 (``benchmark.run_folder``). A value that cannot be read here is None and is not compared."""
 from __future__ import annotations
 
+import hashlib
+import inspect
 from pathlib import Path
 
 from .core.errors import DataError
@@ -12,6 +14,8 @@ from .core.hashing import cached_sha256
 
 INPUTS = "inputs"
 """The key of metrics.json that records them."""
+CODE = "code"
+"""The key of metrics.json that records the code of the row's method and task (:func:`code_digests`)."""
 
 
 def file_digest(path: str | Path) -> str | None:
@@ -34,3 +38,18 @@ def row_inputs(identity: str | None, files: dict[str, str] | None = None) -> dic
     """The inputs of a row made from the dataset of ``identity`` and the option ``files`` (name ->
     path), as they are now."""
     return {"dataset": identity, **{name: file_digest(path) for name, path in (files or {}).items()}}
+
+
+def code_digests(*classes: type) -> dict[str, str]:
+    """``module: sha256:<12 hex>`` of the source file of each class (a method's, a task's): the
+    report warns where the runs of one table were made with different versions of that code (an
+    edited plugin, an upgrade between seeds). Not a reason to refuse results: most edits change no
+    number."""
+    out = {}
+    for cls in classes:
+        try:
+            source = Path(inspect.getsourcefile(cls) or "").read_bytes()
+        except (OSError, TypeError):
+            continue
+        out[cls.__module__] = "sha256:" + hashlib.sha256(source).hexdigest()[:12]
+    return out

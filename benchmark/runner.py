@@ -30,7 +30,7 @@ from .core.locks import waiting_lock
 from .loss_watch import LossWatch
 from .progress import LossLog, SuiteProgress, format_seconds, tensorboard_available
 from .selection import RULE_SPLIT, RULES, SCORE, Selection
-from .inputs import INPUTS, dataset_identity, row_inputs
+from .inputs import CODE, INPUTS, code_digests, dataset_identity, row_inputs
 from .run_folder import BROKEN, FINISHED, RUN_LOCK, STALE, UNFINISHED, RunFolder
 from .sanity import settings_note
 
@@ -268,6 +268,7 @@ class Runner:
             "train_seconds": round(train_seconds, 1), "eval_seconds": round(time.perf_counter() - started, 1),
             "device": str(self.device), "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
             INPUTS: row_inputs(task.dataset.identity, type(task).input_files(task.options)),
+            CODE: code_digests(run.method.cls, run.task.cls),
         }
         if self.distributed.enabled:
             record["processes"] = self.distributed.world_size

@@ -2,10 +2,12 @@
 run of another config is refused by `run` and shown stale by `report`), a folder without work takes
 the new config, metrics.json checked against its schema (broken: shown, moved aside on request and
 redone), identity rows locked like runs."""
+import hashlib
 import json
 import shutil
 import threading
 import time
+from pathlib import Path
 
 import pytest
 import yaml
@@ -212,3 +214,24 @@ def test_results_made_from_other_files_of_a_folder_dataset_are_stale(tmp_path, c
     shutil.move(root, tmp_path / "elsewhere")  # the report of a machine without the data says so
     assert main(["report", str(config)]) == 0
     assert "The files of dataset(s) folder cannot be read here" in (tmp_path / "results" / "reports" / "tiny.md").read_text()
+
+
+def test_the_report_warns_when_the_runs_of_a_table_were_made_with_different_code(finished, tmp_path):
+    """Each run records the digest of its method's and task's source; an edit between seeds (a
+    plugin changed, an upgrade) is named above the table, the runs of each version listed."""
+    config, run = finished
+    record = json.loads(run.metrics_path.read_text())
+    assert set(record["code"]) == {"methods.none", "tasks.single_modal.task"}
+    assert record["code"]["methods.none"] == "sha256:" + hashlib.sha256(
+        (Path(__file__).parents[1] / "methods" / "none.py").read_bytes()).hexdigest()[:12]
+    assert main(["run", str(config), "seeds=[0,1]"]) == 0
+    assert "different versions of the code" not in _report(tmp_path)
+    (seed1,) = [r for r in expand(load_suite(config, ["seeds=[0,1]"])) if r.seed == 1]
+    edited = json.loads(seed1.metrics_path.read_text())
+    method_module = "methods.none"
+    edited["code"][method_module] = "sha256:000000000000"
+    seed1.metrics_path.write_text(json.dumps(edited))
+    assert main(["report", str(config), "seeds=[0,1]"]) == 0
+    report = _report(tmp_path)
+    assert "**Warning: these runs were made with different versions of the code:" in report
+    assert f"{method_module}: none seed 0 with {record['code'][method_module]} / none seed 1 with sha256:000000000000" in report

@@ -7,6 +7,7 @@ import json
 import pandas as pd
 
 from ..loss_watch import DEGENERATE
+from ..inputs import CODE
 from ..sanity import SETTINGS_WARNINGS
 
 NOT_SCORED = "–"
@@ -131,10 +132,26 @@ def settings_notes(records: list[dict]) -> str:
     return "; ".join(f"{warning} ({', '.join(runs)})" for warning, runs in found.items())
 
 
+def code_notes(records: list[dict]) -> str:
+    """Words for each module (a method's, a task's) whose code differed between the runs of a table
+    that recorded it (metrics.json's ``code``), with the runs made with each version."""
+    versions: dict[str, dict[str, list[str]]] = {}
+    for r in records:
+        for module, digest in (r.get(CODE) or {}).items():
+            versions.setdefault(module, {}).setdefault(digest, []).append(f"{r['method']} seed {r['seed']}")
+    return "; ".join(f"{module}: " + " / ".join(f"{', '.join(runs)} with {digest}" for digest, runs in found.items())
+                     for module, found in versions.items() if len(found) > 1)
+
+
 def table_warnings(records: list[dict]) -> list[str]:
     """The warning lines put above a table whose runs used an untrained backbone, trained a loss
-    term that stayed exactly 0, or ran with settings that ``plan`` warns about ([] if none did)."""
+    term that stayed exactly 0, ran with settings that ``plan`` warns about, or were made with
+    different versions of a method's or task's code ([] if none did)."""
     lines = []
+    if code := code_notes(records):
+        lines += [f"**Warning: these runs were made with different versions of the code: {code}.** An edit "
+                  "may change the numbers: rerun the older runs (move their folders away) to compare like "
+                  "with like.", ""]
     if settings := settings_notes(records):
         lines += [f"**Warning: these runs used settings that `plan` warns about: {settings}.**", ""]
     if untrained := untrained_notes(records):
