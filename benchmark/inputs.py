@@ -40,6 +40,15 @@ def row_inputs(identity: str | None, files: dict[str, str] | None = None) -> dic
     return {"dataset": identity, **{name: file_digest(path) for name, path in (files or {}).items()}}
 
 
+def input_changes(recorded, now: dict[str, str | None] | None) -> tuple[str, ...]:
+    """``'<name>: then <recorded>, now <now>'`` for each input that ``recorded`` holds and that
+    differs now (an input not readable here, or not recorded by an earlier version, is not compared)."""
+    if not isinstance(recorded, dict) or not now:
+        return ()
+    return tuple(f"{name}: then {recorded[name]}, now {value}" for name, value in now.items()
+                 if value is not None and name in recorded and recorded[name] != value)
+
+
 def code_digests(*classes: type) -> dict[str, str]:
     """``module: sha256:<12 hex>`` of the source file of each class (a method's, a task's): the
     report warns where the runs of one table were made with different versions of that code (an

@@ -28,10 +28,11 @@ from .core.atomic import atomic_write, make_folder
 from .core.errors import ConfigError
 from .core.settings import NO_DEFAULT
 from .core.yaml_io import load_yaml
-from .inputs import INPUTS
+from .inputs import INPUTS, input_changes
 
 CONFIG_YAML = "config.yaml"
 METRICS_JSON = "metrics.json"
+INPUTS_JSON = "inputs.json"
 RUN_LOCK = "run.lock"
 BROKEN_SUFFIX = ".broken"
 """A broken metrics.json is renamed ``metrics.json.broken-<time>`` (a number added if taken)."""
@@ -121,12 +122,9 @@ class RunFolder:
         changed = self.config_changes()
         if changed:
             return State(STALE, record=record, changed=tuple(changed))
-        recorded = record.get(INPUTS)
-        if isinstance(recorded, dict) and inputs:
-            differ = tuple(f"{name}: then {recorded[name]}, now {now}" for name, now in inputs.items()
-                           if now is not None and name in recorded and recorded[name] != now)
-            if differ:
-                return State(STALE, record=record, inputs=differ)
+        differ = input_changes(record.get(INPUTS), inputs)
+        if differ:
+            return State(STALE, record=record, inputs=differ)
         return State(FINISHED, record=record)
 
     def config_changes(self) -> list[str]:
@@ -164,6 +162,28 @@ class RunFolder:
                 f"{', '.join(changed[:5])}) but no checkpoint or results: replaced by this one")
         with atomic_write(self.config_path, "w", encoding="utf-8") as f:
             f.write(yaml.safe_dump(self.config, sort_keys=False))
+
+    @property
+    def inputs_path(self) -> Path:
+        return self.directory / INPUTS_JSON
+
+    def bind_inputs(self, inputs: dict[str, str | None], write: bool = True) -> None:
+        """Bind the folder's training to ``inputs`` (``benchmark.inputs``) as :meth:`bind` does to
+        the config: a checkpoint trained from other data or files is refused, not resumed on these;
+        ``inputs.json`` is written when the folder holds no work yet (rank 0 only under torchrun)."""
+        try:
+            stored = json.loads(self.inputs_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            stored = None
+        work = self.holds_work()
+        differ = input_changes(stored, inputs) if work else ()
+        if differ:
+            raise ConfigError(
+                f"'{self.name}' in {self.directory} was trained from other data or files than those there "
+                f"now ({'; '.join(differ)}). Its checkpoint and results are kept: restore those files, "
+                "or move that folder away to redo it")
+        if write and (stored is None or not work):
+            write_json(self.inputs_path, inputs)
 
     def write_metrics(self, record: dict) -> None:
         problem = schema_problem(record, self.name)

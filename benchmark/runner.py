@@ -193,6 +193,7 @@ class Runner:
         checkpoint; returns the task."""
         dist_ = self.distributed
         run.folder.bind(write=dist_.is_main, log=self._log)
+        run.folder.bind_inputs(self.run_inputs(run), write=dist_.is_main)
         task = self.build_task(run)
         if dist_.broadcast(run.checkpoint_path.exists()):  # every rank resumes, or none
             ckpt = load_checkpoint(run.checkpoint_path, run.run_id, map_location=self.device)

@@ -177,10 +177,8 @@ def test_the_report_says_why_a_runs_loss_curves_are_missing(finished, tmp_path):
     assert f"`{run.directory / 'losses.csv'}` is missing or empty" in _report(tmp_path)
 
 
-def test_results_made_from_other_files_of_a_folder_dataset_are_stale(tmp_path, capsys):
-    """An image replaced in place (same name, same byte size) changes the dataset: the finished run
-    and identity row made from the old files are refused by `run`, listed by `plan` and shown stale
-    by `report`, never averaged with runs of the new files."""
+def _folder_suite(tmp_path):
+    """A folder dataset of BMP files (each image's byte size fixed by its shape) and a tiny suite on it."""
     import numpy as np
     from PIL import Image
 
@@ -190,8 +188,36 @@ def test_results_made_from_other_files_of_a_folder_dataset_are_stale(tmp_path, c
         (root / sub).mkdir(parents=True)
         for i in range(3):
             Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(root / sub / f"{i}.bmp")
-    raw = {**tiny_suite_dict(tmp_path, methods=["none"], steps=2),
-           "datasets": {"folder": {"type": "unaligned_folder", "root": str(root), "size": 32, "load_size": 32}}}
+    return root, {**tiny_suite_dict(tmp_path, methods=["none"], steps=2),
+                  "datasets": {"folder": {"type": "unaligned_folder", "root": str(root), "size": 32, "load_size": 32}}}
+
+
+def _replace_image(path):
+    """Another image in place: the same name and byte size."""
+    import numpy as np
+    from PIL import Image
+    Image.fromarray(np.random.default_rng(1).integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(path)
+
+
+def test_a_checkpoint_trained_from_other_files_is_not_resumed_on_these(tmp_path):
+    from benchmark.core.errors import ConfigError
+    root, raw = _folder_suite(tmp_path)
+    suite = suite_from_dict(raw, base_dir=tmp_path)
+    run = expand(suite)[0]
+    Runner(suite).train(run, stop_at=1)
+    assert json.loads((run.directory / "inputs.json").read_text())["dataset"].startswith("unaligned_folder/v2/")
+    _replace_image(root / "trainA" / "1.bmp")
+    suite = suite_from_dict(raw, base_dir=tmp_path)
+    with pytest.raises(ConfigError, match=r"was trained from other data or files than those there now \(dataset: then "):
+        Runner(suite).train(expand(suite)[0])
+    assert run.checkpoint_path.exists()                   # kept
+
+
+def test_results_made_from_other_files_of_a_folder_dataset_are_stale(tmp_path, capsys):
+    """An image replaced in place (same name, same byte size) changes the dataset: the finished run
+    and identity row made from the old files are refused by `run`, listed by `plan` and shown stale
+    by `report`, never averaged with runs of the new files."""
+    root, raw = _folder_suite(tmp_path)
     config = tmp_path / "suite.yaml"
     config.write_text(yaml.safe_dump(raw))
     assert main(["run", str(config)]) == 0
@@ -199,7 +225,7 @@ def test_results_made_from_other_files_of_a_folder_dataset_are_stale(tmp_path, c
     recorded = json.loads(run.metrics_path.read_text())["inputs"]["dataset"]
     assert recorded.startswith("unaligned_folder/v2/files=")
 
-    Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(root / "testB" / "0.bmp")
+    _replace_image(root / "testB" / "0.bmp")
     capsys.readouterr()
     assert main(["run", str(config), "seeds=[0,1]"]) == 1
     err = capsys.readouterr().err
