@@ -101,11 +101,15 @@ class SingleImageFiles(SingleImageDataset):
             self._images[side] = self._read(self.paths[side], side)
         return self._images[side]
 
-    def _read(self, path: Path, side: str) -> torch.Tensor:
+    def _check_file(self, side: str) -> Path:
+        path = self.paths[side]
         if not path.is_file():
             raise DataError(f"single_image_files: the image of side {side} ('{path}') does not exist; expected "
                             "an image file (path_a: the source, path_b: the target)")
-        picture = decode(path)
+        return path
+
+    def _read(self, path: Path, side: str) -> torch.Tensor:
+        picture = decode(self._check_file(side))
         if self.options.max_size and max(picture.size) > self.options.max_size:
             scale = self.options.max_size / max(picture.size)
             picture = picture.resize((max(1, round(picture.size[0] * scale)),
@@ -121,11 +125,9 @@ class SingleImageFiles(SingleImageDataset):
 
     @property
     def identity(self) -> str:
-        digests = []
+        digests = []  # the content, not where the file lies; a missing file is a DataError, as when read
         for side in SIDES:
-            path = self.paths[side]
-            digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16] if path.is_file() else "missing"
-            digests.append(f"{side}@{digest}")  # the content, not where the file lies
+            digests.append(f"{side}@{hashlib.sha256(self._check_file(side).read_bytes()).hexdigest()[:16]}")
         return f"single_image_files/v2/{'/'.join(digests)}/max_size={self.options.max_size}"
 
 

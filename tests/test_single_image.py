@@ -16,6 +16,7 @@ from benchmark.core.errors import ConfigError, DataError
 from benchmark.core.metrics.structure import edge_correlation, gaussian_blur
 from benchmark.report import write_report
 from benchmark.runner import Runner, expand
+from benchmark.inputs import dataset_identity
 from datasets.single_image import SingleImageFiles, SingleImageFilesOptions, SyntheticPainting, SyntheticPaintingOptions
 from methods.hnegsrc import HnegSRC, HnegSRCParams
 from methods.shared.patches import PatchEmbeddings
@@ -269,6 +270,9 @@ def test_embedded_pair_is_deterministic_and_the_file_reader_rounds_to_multiples_
     missing = SingleImageFiles(SingleImageFilesOptions(str(tmp_path / "nope.png"), str(tmp_path / "b.jpg")), tmp_path)
     with pytest.raises(DataError, match="side A .*nope.png.* does not exist"):
         missing.image("A")
+    with pytest.raises(DataError, match="side A .*nope.png.* does not exist"):  # not an identity of 'missing'
+        missing.identity
+    assert dataset_identity(missing) is None and dataset_identity(files).startswith("single_image_files/v2/A@")
 
 
 # -- training: runner, report (bit-exact resume: test_resume.py) --------------------------------------

@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 
 from .atomic import atomic_write
-from .errors import WeightsError
+from .errors import StorageError, WeightsError
 
 HASH_CACHE_NAME = "sha256_cache.json"
 _CHUNK = 1 << 20
@@ -47,7 +47,7 @@ def write_hash_cache(cache_file: Path, data: dict) -> None:
     try:
         with atomic_write(cache_file, "w", encoding="utf-8") as f:
             json.dump(data, f, indent=1, sort_keys=True)
-    except OSError:
+    except (OSError, StorageError):  # a full disk or quota: atomic_write's StorageError
         pass
 
 
