@@ -387,10 +387,10 @@ def resolve_task_options(task: Component, method: Component, where: str,
 
 def identity_task_options(task: Component, dataset: Component) -> Any:
     """The options the identity row of ``task`` on ``dataset`` is scored with: the task's defaults,
-    then the suite's task section, then the dataset's ``task:`` (its protocol, say); a method's
-    settings do not apply, the row has no method."""
-    fields = task.cls.Options.__dataclass_fields__
-    per_dataset = {k: v for k, v in dataset.task_overrides.items() if k in fields}
+    then the suite's task section, then the dataset's ``task:`` settings of the options the row's
+    scoring reads (``Task.identity_options``: its protocol, say); a method's settings do not apply,
+    the row has no method."""
+    per_dataset = {k: v for k, v in dataset.task_overrides.items() if k in task.cls.identity_options}
     where = f"identity row: tasks.{task.label}" + (f" (with datasets.{dataset.label}.task)" if per_dataset else "")
     return build(task.cls.Options, _merged(task.raw, per_dataset), where)
 

@@ -205,6 +205,10 @@ class Task:
         change the training state (the runner restores the random-number state around it)."""
         raise NotImplementedError
 
+    identity_options: ClassVar[tuple[str, ...]] = ()
+    """The options :meth:`evaluate_identity` reads: a dataset's ``task:`` settings of these apply to
+    its identity row (and bind its folder); settings that only train leave the row as it is."""
+
     @classmethod
     def input_files(cls, options) -> dict[str, str]:
         """Files that ``options`` name and whose content the results depend on (name -> path; e.g.

@@ -188,3 +188,37 @@ def test_a_task_level_log_every_which_would_change_nothing_is_refused(tmp_path, 
         suite_from_dict(data, base_dir=tmp_path)
     data["tasks"][task]["log_every"] = 50
     suite_from_dict(data, base_dir=tmp_path)
+
+
+class _Reads:
+    """Task options that remember which of them were read."""
+
+    def __init__(self, options):
+        self._options, self.names = options, set()
+
+    def __getattr__(self, name):
+        self.names.add(name)
+        return getattr(self._options, name)
+
+
+@pytest.mark.parametrize("task", ["single_modal", "multi_modal", "single_image", "compression"])
+def test_a_tasks_identity_options_are_what_its_identity_scoring_reads(task, monkeypatch):
+    """Only these options take a dataset's task: settings for the identity row: one the scoring
+    reads but the list leaves out would score the row with the suite's value, one listed in excess
+    would make identity rows stale for a setting that only trains."""
+    import importlib
+    from benchmark.core.distributed import SINGLE_PROCESS
+    from benchmark.core.registry import TASKS
+    from benchmark.plugins import load_builtins
+
+    load_builtins()
+    cls = TASKS.get(task)
+    module = importlib.import_module(cls.__module__)
+    for scorer in ("evaluate_translation", "evaluate_multimodal", "evaluate_single_image"):
+        monkeypatch.setattr(module, scorer, lambda *args, **kwargs: None, raising=False)
+    monkeypatch.setattr(module, "CompressionScorer", lambda *args: type("S", (), {"score_test": lambda s, f: None})(),
+                        raising=False)
+    options = _Reads(cls.Options())
+    ctx = type("Ctx", (), {"distributed": SINGLE_PROCESS})()
+    cls.evaluate_identity(options, object(), ctx)
+    assert options.names == set(cls.identity_options)

@@ -358,7 +358,8 @@ def test_the_identity_row_is_scored_with_the_datasets_task_settings(tmp_path, mo
     import yaml as yaml_module
     monkeypatch.setattr(shared_eval, "inception_features", _content_features)
     raw = mm_suite_dict(tmp_path, domains=("autumn", "summer"))
-    raw["datasets"]["synthetic_seasons"]["task"] = {"num_outs_per_domain": 2}   # the suite's: 3
+    raw["datasets"]["synthetic_seasons"]["task"] = {"num_outs_per_domain": 2,    # the suite's: 3
+                                                    "n_steps": 7}              # trains only
     suite = suite_from_dict(raw, base_dir=tmp_path)
     task, dataset = suite.tasks[0], suite.datasets[0]
     Runner(suite).identity(task, dataset)
@@ -367,6 +368,7 @@ def test_the_identity_row_is_scored_with_the_datasets_task_settings(tmp_path, mo
     assert record["protocol"]["images_per_mode"] == 2 * 2 * 2       # 2 pairs x 2 sources x 2 outputs
     stored = yaml_module.safe_load(folder.config_path.read_text())
     assert stored["task"]["options"]["num_outs_per_domain"] == 2
+    assert stored["task"]["options"]["n_steps"] == suite.tasks[0].options.n_steps == 4  # the row is not bound to it
     assert expand(suite)[0].task_options.num_outs_per_domain == 2    # what the runs use too
 
 

@@ -354,6 +354,8 @@ class CompressionTask(Task):
             self._point_scorer = CompressionScorer(self.dataset, self.ctx, self.options.protocol, self.paired)
         return self._point_scorer.score_test(translate).metrics
 
+    identity_options = ("protocol",)
+
     @classmethod
     def input_files(cls, options: CompressionOptions) -> dict[str, str]:
         return {"teacher.checkpoint": options.teacher.checkpoint} if options.teacher.checkpoint else {}

@@ -424,6 +424,10 @@ class MultiModalTask(Task):
         metrics["FID"] = 0.5 * (metrics["latent_FID"] + metrics["reference_FID"])
         return metrics
 
+    identity_options = ("num_outs_per_domain", "lpips", "lpips_backbone", "structure_score", "grid_styles",
+                        "latent_dim")
+    """What :meth:`eval_settings` reads."""
+
     @classmethod
     def evaluate_identity(cls, options, dataset, ctx: RunContext) -> Evaluation:
         return evaluate_multimodal(None, dataset, cls.eval_settings(options), ctx)

@@ -233,6 +233,9 @@ class SingleImageTask(GeneratorDiscriminatorSteps, Task):
                 "validation split, and its test input is the training image itself, so any choice "
                 "among its checkpoints is a choice on the test image (report the last checkpoint)")
 
+    identity_options = ("sifid_channels", "structure_sigma", "lpips", "lpips_backbone")
+    """What :meth:`eval_settings` reads."""
+
     @classmethod
     def evaluate_identity(cls, options, dataset, ctx: RunContext) -> Evaluation:
         return on_main_rank(lambda: evaluate_single_image(None, dataset, cls.eval_settings(options), ctx), ctx)
