@@ -171,15 +171,16 @@ class SuitePlan:
 
 
 def check_datasets(suite: Suite, stream=None) -> tuple[dict[str, str], list[str]]:
-    """List every dataset's files (its ``identity`` walks every split and side), then open and
-    decode each image file a run would read (``Dataset.source_files``), with a progress line: (label
-    -> identity, problems naming the missing folder or file, or the image that does not decode)."""
-    found, problems, files = {}, [], []
+    """List every dataset's files, open and decode each image file a run would read
+    (``Dataset.source_files``), with a progress line, then take each sound dataset's ``identity``
+    (for a folder dataset a digest of every file's content): (label -> identity, problems naming the
+    missing folder or file, or the image that does not decode)."""
+    built, problems, files = {}, [], []
     for component in suite.datasets:
         try:
             dataset = component.cls(component.options, suite.cache_dir / "datasets")
-            found[component.label] = dataset.identity
             files += [(component.label, Path(path)) for path in dataset.source_files()]
+            built[component.label] = dataset
         except BenchmarkError as exc:
             problems.append(f"datasets.{component.label}: {exc}")
     progress = CountProgress(len(files), "decoding the datasets' images", stream)
@@ -193,7 +194,15 @@ def check_datasets(suite: Suite, stream=None) -> tuple[dict[str, str], list[str]
             problems.append(f"datasets.{label}: {exc}")
             broken.add(label)
         progress.advance()
-    return {k: v for k, v in found.items() if k not in broken}, problems
+    found = {}
+    for label, dataset in built.items():
+        if label in broken:
+            continue
+        try:  # after the files: a missing one is named once, by the loop above
+            found[label] = dataset.identity
+        except BenchmarkError as exc:
+            problems.append(f"datasets.{label}: {exc}")
+    return found, problems
 
 
 def checkpoint_bytes(run: Run, task) -> int | None:
@@ -236,13 +245,14 @@ def check_output(suite: Suite, runs: list[RunPlan], tasks: dict) -> tuple[str, l
         line += (f"the checkpoints of {len(sizes)} unfinished run(s) need about {format_bytes(need)}"
                  + (f" ({unknown} of unknown size, not counted)" if unknown else ""))
     elif sizes:
-        line += f"the checkpoint size of the {len(sizes)} unfinished run(s) is not known (their task gives no estimate)"
+        line += (f"the checkpoint size of the {len(sizes)} unfinished run(s) is not known (their task gives no "
+                 "estimate, or their data cannot be read)")
     else:
         line += "no unfinished run"
     if need > free:
         return line, [f"output folder '{output}' has {format_bytes(free)} free but the checkpoints of the "
                       f"{len(sizes)} unfinished run(s) need about {format_bytes(need)} ({per_run} file(s) per "
-                      "run, and a new copy of the one being written, at 12 bytes per trained parameter); free "
+                      "run, and a new copy of the one being written, at 12 bytes per trained parameter and 4 per EMA copy); free "
                       "some space or set output_dir"]
     return line, []
 

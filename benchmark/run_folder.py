@@ -138,6 +138,22 @@ class RunFolder:
             return [f"(unreadable {self.config_path}: {exc})"]
         return config_diff(stored, self.config, self.defaults)
 
+    def work_of_other_settings(self, inputs: dict[str, str | None] | None = None) -> str:
+        """For a folder without results: why the work it holds (a checkpoint, losses) is not this
+        config's, the words :meth:`bind` and :meth:`bind_inputs` would refuse it with; '' when it
+        is (or holds no work)."""
+        if not self.holds_work():
+            return ""
+        changed = self.config_changes()
+        if changed:
+            return f"its checkpoint was made with a different config (changed: {', '.join(changed[:8])})"
+        try:
+            stored = json.loads(self.inputs_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return ""
+        differ = input_changes(stored, inputs)
+        return f"its checkpoint was trained from other data or files ({'; '.join(differ)})" if differ else ""
+
     def holds_work(self) -> bool:
         """Whether the folder holds a checkpoint or results (work that a new config must not mix with)."""
         return self.metrics_path.exists() or any((self.directory / "checkpoints").glob("*.pt"))

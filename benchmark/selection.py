@@ -182,8 +182,8 @@ class Selection:
                 raise CheckpointError(
                     f"run '{self.run_id}': {path.name} (step {best[0]}, chosen by {self.evals_path.name}) was "
                     f"deleted when the run finished, and its test scores were kept only in metrics.json, not "
-                    f"in {self.scores_path(rule)} (a run folder of an earlier version): restore metrics.json "
-                    f"from the copy moved aside if it is sound, or move {self.run_dir} away to rerun the run")
+                    f"in {self.scores_path(rule)} (a run folder of an earlier version): restore a sound "
+                    f"metrics.json (from a backup), or move {self.run_dir} away to rerun the run")
             if best is not None and best[0] == step:  # a crash fell between latest.pt and this file
                 save_checkpoint(path, self.run_id, step, task.state_dict())
             elif best is None and step == 0:  # a fresh start: nothing of an earlier attempt counts

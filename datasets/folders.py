@@ -56,7 +56,7 @@ def dataset_folder(root: Path, name: str, expected: str) -> Path:
 
 def files_digest(files: Sequence[tuple[str, Path]], cache_dir: Path) -> str:
     """A digest of each file's place in the dataset (e.g. ``trainA/0001.jpg``) and of its content
-    (sha256, each file hashed once per machine: ``benchmark.core.hashing``), not of where the
+    (sha256, each file hashed once per cache folder: ``benchmark.core.hashing``), not of where the
     folder lies: the same images under another root give the same identity, an image changed in
     place (same name, even the same size) another."""
     try:

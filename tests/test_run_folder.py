@@ -261,3 +261,20 @@ def test_the_report_warns_when_the_runs_of_a_table_were_made_with_different_code
     report = _report(tmp_path)
     assert "**Warning: these runs were made with different versions of the code:" in report
     assert f"{method_module}: none seed 0 with {record['code'][method_module]} / none seed 1 with sha256:000000000000" in report
+
+
+def test_an_interrupted_run_of_another_config_is_shown_stale_without_its_curves(tmp_path):
+    raw = _raw(tmp_path)
+    suite = suite_from_dict(raw, base_dir=tmp_path)
+    run = expand(suite)[0]
+    Runner(suite).train(run, stop_at=1)
+    assert run.checkpoint_path.exists() and not run.metrics_path.exists()
+    assert (run.directory / "losses.csv").is_file()
+    config = tmp_path / "suite.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    assert main(["report", str(config)]) == 0
+    assert "losses](" in _report(tmp_path)                  # this config's interrupted run: its curves
+    assert main(["report", str(config), "tasks.single_modal.lr=0.001"]) == 0
+    report = _report(tmp_path)
+    assert "stale: its checkpoint was made with a different config (changed: task.options.lr)" in report
+    assert "losses](" not in report

@@ -325,7 +325,7 @@ def test_redoing_a_run_folder_without_kept_scores_names_what_is_missing(finished
         (run.directory / "selection" / rule / "scores.json").unlink()  # as an earlier version left it
     ((_, message),) = Runner(suite, redo_broken=True).run_all()
     assert "best_val.pt (step 1, chosen by evals.jsonl) was deleted when the run finished" in message
-    assert "restore metrics.json from the copy moved aside" in message
+    assert "restore a sound metrics.json (from a backup)" in message
     assert not run.metrics_path.exists()
 
 

@@ -92,6 +92,8 @@ def _row(task: str, dataset: str, method: str, seed: int | None, folder: RunFold
         return Row(task, dataset, method, seed, folder.directory, record=state.record, kind=state.kind)
     if state.kind == STALE:
         reason = f"{state.describe(folder.metrics_path)}; not shown"
+    elif other := folder.work_of_other_settings(inputs):  # an interrupted run of another config or data
+        return Row(task, dataset, method, seed, folder.directory, reason=f"stale: {other}; not shown", kind=STALE)
     elif state.kind == BROKEN:
         reason = f"{state.describe(folder.metrics_path)}; {REDO_BROKEN_HINT}"
     else:
