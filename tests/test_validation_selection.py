@@ -229,6 +229,22 @@ def test_resume_with_evaluation_is_bit_exact(tmp_path, stop_at):
     _same_best(_best_states(run), _best_states(full_run))
 
 
+def _power_cut_before_the_best_file(monkeypatch, step, train):
+    """``train()`` stopped by a KeyboardInterrupt in ``Selection.keep_best`` at ``step``: after
+    latest.pt holds that step, before the best-of files it wins are written."""
+    real_keep = Selection.keep_best
+
+    def crash_keep(self, task):
+        if task.step == step:
+            raise KeyboardInterrupt("power cut")
+        return real_keep(self, task)
+
+    monkeypatch.setattr(Selection, "keep_best", crash_keep)
+    with pytest.raises(KeyboardInterrupt):
+        train()
+    monkeypatch.setattr(Selection, "keep_best", real_keep)
+
+
 def test_a_crash_between_records_and_checkpoints_resumes_bit_exact(tmp_path, monkeypatch):
     """Crash 1: after step 4's records, before latest.pt (the records are cut, step 4 redone).
     Crash 2: after latest.pt at step 4, before the kept checkpoints (rewritten on resume)."""
@@ -249,17 +265,7 @@ def test_a_crash_between_records_and_checkpoints_resumes_bit_exact(tmp_path, mon
     monkeypatch.setattr(runner_module, "save_checkpoint", real_save)
     _, run1, _ = _train(tmp_path, "crash1", **kwargs)
 
-    real_keep = Selection.keep_best
-
-    def crash_keep(self, task):
-        if task.step == 4:
-            raise KeyboardInterrupt("power cut")
-        return real_keep(self, task)
-
-    monkeypatch.setattr(Selection, "keep_best", crash_keep)
-    with pytest.raises(KeyboardInterrupt):
-        _train(tmp_path, "crash2", **kwargs)
-    monkeypatch.setattr(Selection, "keep_best", real_keep)
+    _power_cut_before_the_best_file(monkeypatch, 4, lambda: _train(tmp_path, "crash2", **kwargs))
     resumed2, run2, _ = _train(tmp_path, "crash2", **kwargs)
     for run in (run1, run2):
         assert _evals(run) == _evals(full_run)
@@ -272,17 +278,7 @@ def test_a_crash_before_the_last_steps_best_checkpoint_resumes_and_finishes(tmp_
     best_val.pt: resuming at the last step writes best_val.pt from the loaded state (it was not
     deleted by a finished run)."""
     kwargs = dict(steps=1, validation={"eval_every": 1, "images": 2, "select": ["last", "best_val"]})
-    real_keep = Selection.keep_best
-
-    def crash_keep(self, task):
-        if task.step == 1:
-            raise KeyboardInterrupt("power cut")
-        return real_keep(self, task)
-
-    monkeypatch.setattr(Selection, "keep_best", crash_keep)
-    with pytest.raises(KeyboardInterrupt):
-        _train(tmp_path, "crash", **kwargs)
-    monkeypatch.setattr(Selection, "keep_best", real_keep)
+    _power_cut_before_the_best_file(monkeypatch, 1, lambda: _train(tmp_path, "crash", **kwargs))
     suite = _suite(tmp_path, "crash", kwargs["validation"], steps=1)
     run = expand(suite)[0]
     assert not (run.directory / "checkpoints" / "best_val.pt").exists()
