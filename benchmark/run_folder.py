@@ -147,11 +147,7 @@ class RunFolder:
         changed = self.config_changes()
         if changed:
             return f"its checkpoint was made with a different config (changed: {', '.join(changed[:8])})"
-        try:
-            stored = json.loads(self.inputs_path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return ""
-        differ = input_changes(stored, inputs)
+        differ = input_changes(self.stored_inputs(), inputs)
         return f"its checkpoint was trained from other data or files ({'; '.join(differ)})" if differ else ""
 
     def holds_work(self) -> bool:
@@ -183,14 +179,18 @@ class RunFolder:
     def inputs_path(self) -> Path:
         return self.directory / INPUTS_JSON
 
+    def stored_inputs(self) -> dict | None:
+        """What inputs.json holds (None: no such file, or not readable)."""
+        try:
+            return json.loads(self.inputs_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+
     def bind_inputs(self, inputs: dict[str, str | None], write: bool = True) -> None:
         """Bind the folder's training to ``inputs`` (``benchmark.inputs``) as :meth:`bind` does to
         the config: a checkpoint trained from other data or files is refused, not resumed on these;
         ``inputs.json`` is written when the folder holds no work yet (rank 0 only under torchrun)."""
-        try:
-            stored = json.loads(self.inputs_path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            stored = None
+        stored = self.stored_inputs()
         work = self.holds_work()
         differ = input_changes(stored, inputs) if work else ()
         if differ:
