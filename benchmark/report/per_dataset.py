@@ -16,7 +16,7 @@ from .grids import labelled_grid, read_rgb, save_grid, target_examples
 from .layouts import ReportContext, register_layout
 from .paper import (dataset_paper_name, difference_cell, paper_methods, paper_note, protocol_flags, published_cell,
                     suite_table)
-from .results import IDENTITY, Row, results_table
+from .results import IDENTITY, Row, first_sample, results_table
 
 METRIC_ORDER = ["FID", "FID_inf", "KIDx100", "KIDx100_std", "mIoU", "pixAcc", "clsAcc", "maskIoU"]
 
@@ -93,8 +93,8 @@ def image_grid(ctx: ReportContext, rows: list[Row], labels: list[str], out_path:
     """A labelled grid: the test inputs (``source``) in the first row, real target-domain test images
     (``target example``, not paired with the inputs) in the second, then one row per method's outputs
     (its first seed with samples), each row named on its left."""
-    identity = next((r for r in rows if r.method == IDENTITY and r.finished), None)
-    inputs = sorted((identity.directory / "samples").glob("input_*.png")) if identity else []
+    first_input = first_sample(rows, IDENTITY, "samples/input_00.png")
+    inputs = sorted(first_input.parent.glob("input_*.png")) if first_input else []
     if not inputs:
         return None
     tiles, shown = [[read_rgb(p) for p in inputs]], ["source"]
@@ -103,10 +103,8 @@ def image_grid(ctx: ReportContext, rows: list[Row], labels: list[str], out_path:
         tiles.append(targets)
         shown.append("target example")
     for method in labels:
-        runs = sorted((r for r in rows if r.method == method and r.seed is not None and r.finished),
-                      key=lambda r: r.seed)
-        samples = next((r.directory / "samples" for r in runs if (r.directory / "samples").is_dir()), None)
-        outputs = sorted(samples.glob("output_*.png")) if samples else []
+        first_output = first_sample(rows, method, "samples/output_00.png")
+        outputs = sorted(first_output.parent.glob("output_*.png")) if first_output else []
         if len(outputs) >= len(inputs):
             tiles.append([read_rgb(p) for p in outputs[: len(inputs)]])
             shown.append(method)
