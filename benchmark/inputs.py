@@ -40,6 +40,12 @@ def row_inputs(identity: str | None, files: dict[str, str] | None = None) -> dic
     return {"dataset": identity, **{name: file_digest(path) for name, path in (files or {}).items()}}
 
 
+def inputs_of_run(run, identity: str | None) -> dict[str, str | None]:
+    """The inputs of ``run`` (a ``benchmark.config.Run``) made from the dataset of ``identity``: with
+    the files its task's options name."""
+    return row_inputs(identity, run.task.cls.input_files(run.task_options))
+
+
 def input_changes(recorded, now: dict[str, str | None] | None) -> tuple[str, ...]:
     """``'<name>: then <recorded>, now <now>'`` for each input that ``recorded`` holds and that
     differs now (an input not readable here, or not recorded by an earlier version, is not compared)."""

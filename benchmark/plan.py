@@ -24,7 +24,7 @@ from .core import weights
 from .core.atomic import format_bytes
 from .core.errors import BenchmarkError, DataError
 from .core.image_io import decode
-from .inputs import row_inputs
+from .inputs import inputs_of_run
 from .progress import CountProgress
 from .run_folder import FINISHED, UNFINISHED, State
 from .sanity import meaningless_settings
@@ -303,8 +303,7 @@ def plan_suite(suite: Suite, perf_dir: Path = PERF_DIR, check_data: bool = True,
     table = measured_step_times(perf_dir)
     identities, data_problems = check_datasets(suite, stream) if check_data else ({}, [])
     # results made from other data or files than those there now are stale, as run says
-    states = [run.folder.state(row_inputs(identities.get(run.dataset.label), run.task.cls.input_files(run.task_options)))
-              for run in suite.runs]
+    states = [run.folder.state(inputs_of_run(run, identities.get(run.dataset.label))) for run in suite.runs]
     runs = [RunPlan(run.run_id, run.planned_steps(), estimate_step(run, table), state)
             for run, state in zip(suite.runs, states)]
     plan = SuitePlan(suite, runs)

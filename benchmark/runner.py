@@ -30,7 +30,7 @@ from .core.locks import waiting_lock
 from .loss_watch import LossWatch
 from .progress import LossLog, SuiteProgress, format_seconds, tensorboard_available
 from .selection import RULE_SPLIT, RULES, SCORE, Selection
-from .inputs import CODE, INPUTS, code_digests, dataset_identity, row_inputs
+from .inputs import CODE, INPUTS, code_digests, dataset_identity, inputs_of_run, row_inputs
 from .run_folder import BROKEN, FINISHED, RUN_LOCK, STALE, UNFINISHED, RunFolder
 from .sanity import settings_note
 
@@ -268,7 +268,7 @@ class Runner:
                          **self._loss_notes.pop(run.run_id, {}), **settings_note(run), "checkpoint": "last"},
             "train_seconds": round(train_seconds, 1), "eval_seconds": round(time.perf_counter() - started, 1),
             "device": str(self.device), "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
-            INPUTS: row_inputs(task.dataset.identity, type(task).input_files(task.options)),
+            INPUTS: inputs_of_run(run, task.dataset.identity),
             CODE: code_digests(run.method.cls, run.task.cls),
         }
         if self.distributed.enabled:
@@ -336,7 +336,7 @@ class Runner:
         lock = (waiting_lock(folder.directory / RUN_LOCK, f"[identity] {folder.name}: another process is "
                              "scoring it; waiting", self._log) if d.is_main else contextlib.nullcontext())
         with lock:
-            inputs = row_inputs(dataset_identity(self.dataset(dataset))) if d.is_main else None
+            inputs = self.identity_inputs(dataset) if d.is_main else None
             needed = d.broadcast(folder.state(inputs).kind != FINISHED if d.is_main else None)
             if not needed:
                 return
@@ -353,12 +353,16 @@ class Runner:
                 "run_id": folder.name, "suite": self.suite.name, "task": task.label,
                 "dataset": dataset.label, "method": "identity", "method_type": "identity", "preset": "",
                 "seed": 0, "steps": 0, "metrics": result.metrics, "protocol": result.protocol,
-                INPUTS: row_inputs(self.dataset(dataset).identity)})
+                INPUTS: inputs})
             d.barrier()
 
     def run_inputs(self, run: Run) -> dict[str, str | None]:
         """What ``run``'s results are made from besides its config, as it is now (benchmark/inputs.py)."""
-        return row_inputs(dataset_identity(self.dataset(run.dataset)), run.task.cls.input_files(run.task_options))
+        return inputs_of_run(run, dataset_identity(self.dataset(run.dataset)))
+
+    def identity_inputs(self, dataset: Component) -> dict[str, str | None]:
+        """What an identity row's results are made from: ``dataset`` as it is now."""
+        return row_inputs(dataset_identity(self.dataset(dataset)))
 
     def _refuse_stale_or_broken(self, folder: RunFolder, inputs: dict[str, str | None]) -> None:
         """Raise when the folder holds results that must not be reused or overwritten: those of
@@ -398,7 +402,7 @@ class Runner:
         is_main = self.distributed.is_main
         pairs = [(ti, di) for ti in range(len(self.suite.tasks)) for di in range(len(self.suite.datasets))]
         todo = [is_main and self.triage(self.suite.identity_folder(self.suite.tasks[ti], self.suite.datasets[di]),
-                                        row_inputs(dataset_identity(self.dataset(self.suite.datasets[di]))),
+                                        self.identity_inputs(self.suite.datasets[di]),
                                         f"[identity] {identity_name(self.suite.tasks[ti], self.suite.datasets[di])}")
                 for ti, di in pairs]
         headers = [f"[run {i + 1}/{len(self.runs)}] {run.run_id}" for i, run in enumerate(self.runs)]

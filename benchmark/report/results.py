@@ -11,7 +11,7 @@ import pandas as pd
 from ..config import Suite
 from ..core.checkpoint import load_weights_only
 from ..core.errors import CheckpointError
-from ..inputs import dataset_identity, row_inputs
+from ..inputs import dataset_identity, inputs_of_run, row_inputs
 from ..run_folder import BROKEN, FINISHED as FOLDER_FINISHED, REDO_BROKEN_HINT, STALE, RunFolder, held_by_a_process
 from ..runner import expand
 
@@ -79,7 +79,7 @@ def expected_rows(suite: Suite, identities: dict[str, str | None] | None = None)
                              row_inputs(identities.get(dataset.label))))
     for run in expand(suite):
         rows.append(_row(run.task.label, run.dataset.label, run.method.label, run.seed, run.folder,
-                         row_inputs(identities.get(run.dataset.label), run.task.cls.input_files(run.task_options))))
+                         inputs_of_run(run, identities.get(run.dataset.label))))
     order = {(t.label, d.label): i for i, (t, d) in enumerate((t, d) for t in suite.tasks for d in suite.datasets)}
     return sorted(rows, key=lambda r: order[(r.task, r.dataset)])  # stable: identity first per pair
 
@@ -92,10 +92,10 @@ def _row(task: str, dataset: str, method: str, seed: int | None, folder: RunFold
         return Row(task, dataset, method, seed, folder.directory, record=state.record, kind=state.kind)
     if state.kind == STALE:
         reason = f"{state.describe(folder.metrics_path)}; not shown"
-    elif other := folder.work_of_other_settings(inputs):  # an interrupted run of another config or data
-        return Row(task, dataset, method, seed, folder.directory, reason=f"stale: {other}; not shown", kind=STALE)
     elif state.kind == BROKEN:
         reason = f"{state.describe(folder.metrics_path)}; {REDO_BROKEN_HINT}"
+    elif other := folder.work_of_other_settings(inputs):  # an interrupted run of another config or data
+        return Row(task, dataset, method, seed, folder.directory, reason=f"stale: {other}; not shown", kind=STALE)
     else:
         reason = missing_reason(folder.directory)
     return Row(task, dataset, method, seed, folder.directory, reason=reason, kind=state.kind)
